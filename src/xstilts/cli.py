@@ -1,0 +1,105 @@
+"""The command line: a thin layer over the Python API. User errors print as plain lines and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import typer
+
+from xstilts.errors import ConfigError, XstiltsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cross-lingual intermediate-task training (X-STILTs).")
+T = TypeVar("T")
+
+
+def _quiet_libraries() -> None:
+    """Keep the Hugging Face libraries' own progress bars and load reports out of our output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _setup(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _quiet_libraries()
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run `action`; a user error becomes its message on stderr and exit status 2, never a traceback."""
+    try:
+        return action()
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
+    except XstiltsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language."""
+    from xstilts.config import load_config
+
+    experiment = _guarded(lambda: load_config(config))  # validation happens before anything is written
+    _setup(not quiet)
+    from xstilts.report import write_report
+    from xstilts.runner import run_experiment
+
+    summary = _guarded(lambda: run_experiment(experiment, progress=progress))
+    report = write_report(experiment.output_dir)
+    _print_summary(summary)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def demo(
+    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", "-o", help="Where the demo writes its data, stages and report."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """A complete small study offline: tiny self-pretrained encoder, generated languages, chains of 0-3 tasks."""
+    _setup(not quiet)
+    from xstilts.demo import run_demo
+    from xstilts.runner import read_summary
+
+    started = time.perf_counter()
+    report = _guarded(lambda: run_demo(output_dir, progress=progress))
+    _print_summary(read_summary(output_dir))
+    typer.echo(f"report: {report}  ({time.perf_counter() - started:.0f} s)")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")) -> None:
+    """Write report.md and the plot for a finished run."""
+    from xstilts.report import write_report
+
+    typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
+
+
+def _print_summary(summary: dict) -> None:
+    """One line per (chain, target): mean over languages and the English dev score."""
+    for label, chain in sorted(summary["chains"].items(), key=lambda item: item[1]["chain_length"]):
+        for target, entry in sorted(chain["targets"].items()):
+            scores = " ".join(f"{lang}={value:.1f}" for lang, value in sorted(entry["scores"].items()))
+            typer.echo(f"{label:<50} {target:<16} avg={entry['average']['score']:.1f}  {scores}")
+
+
+def main() -> None:
+    app(prog_name="xstilts")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Experiment configs: the YAML schema, loading, and validation that reports every problem at once.
+
+Each problem is one line `FILE:LINE: key.path: what is wrong (what was expected)`. Validation reads
+files (encoder directory, task data) but never writes: a bad config leaves the disk untouched.
+Relative paths are resolved against the current working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xstilts.errors import ConfigError
+from xstilts.settings import TrainingOverrides
+from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
+
+Loc = tuple[Any, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskDefinition(_Strict):
+    """A task of the user's own: their files, one of the known kinds."""
+
+    kind: Literal["classification", "multiple_choice", "qa", "tagging"]
+    languages: list[str] = Field(min_length=1, description="Languages with an evaluation file.")
+    data_dir: Path = Field(description="Directory with {split}-{language}.jsonl files in the kind's schema.")
+    labels: Optional[list[str]] = Field(None, description="Label set (classification, tagging).")
+    num_choices: Optional[int] = Field(None, gt=1, description="Multiple choice: candidates per example.")
+    allow_no_answer: bool = Field(False, description="QA: SQuAD v2.0-style unanswerable questions.")
+    metric: Optional[str] = None
+    train_language: str = "en"
+    eval_split: str = "test"
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+    description: str = ""
+
+    def to_spec(self, name: str) -> TaskSpec:
+        return TaskSpec(
+            name=name,
+            kind=self.kind,
+            languages=tuple(self.languages),
+            data=LocalFiles(self.data_dir),
+            labels=tuple(self.labels or ()),
+            num_choices=self.num_choices,
+            allow_no_answer=self.allow_no_answer,
+            metric=self.metric or "",
+            train_language=self.train_language,
+            eval_split=self.eval_split,
+            training_defaults=self.training.model_dump(exclude_none=True),
+            description=self.description,
+        )
+
+
+def _task_shorthand(value: Any) -> Any:
+    """Allow `- mnli` for `- {task: mnli}` in chain and targets."""
+    return {"task": value} if isinstance(value, str) else value
+
+
+class StageConfig(_Strict):
+    """One intermediate stage of the chain."""
+
+    task: str
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+    reuse_heads: bool = Field(False, description="Start this stage's head from the previous stage's head of the same task, if present.")
+
+
+class TargetConfig(_Strict):
+    """A target task: fine-tuned on its English training data, evaluated zero-shot in `languages`."""
+
+    task: str
+    languages: Optional[list[str]] = Field(None, description="Evaluation languages; default: all of the task's.")
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+
+
+class ExperimentConfig(_Strict):
+    """One X-STILTs experiment: an encoder, a chain of intermediate stages, and target tasks."""
+
+    name: str = "experiment"
+    encoder: str = Field(description="Hugging Face hub id or local directory of a pretrained encoder.")
+    output_dir: Path
+    seed: int = 0
+    tasks: dict[str, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
+    chain: list[StageConfig] = Field(default_factory=list)
+    targets: list[TargetConfig] = Field(min_length=1)
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for every stage and target.")
+    evaluate_every_prefix: bool = Field(
+        False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
+    )
+
+    _chain_shorthand = field_validator("chain", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
+    _targets_shorthand = field_validator("targets", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
+
+    def registry(self) -> TaskRegistry:
+        """The built-in tasks plus this config's own."""
+        registry = default_registry()
+        for name, definition in self.tasks.items():
+            registry.add(definition.to_spec(name), replace=False)
+        return registry
+
+    def target_languages(self, target: TargetConfig, registry: TaskRegistry) -> list[str]:
+        return list(target.languages or registry.get(target.task).languages)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def format_loc(loc: Loc) -> str:
+    """('chain', 0, 'task') -> 'chain[0].task'."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _line_of(node: yaml.Node | None, loc: Loc) -> int | None:
+    """1-based line of the YAML node at `loc`, or of its deepest existing ancestor."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _describe_pydantic_error(error: dict[str, Any], model: type[BaseModel]) -> tuple[Loc, str]:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "a known key"
+        return loc, f"unknown key; expected one of: {allowed}"
+    if error["type"] == "missing":
+        return loc, "required key is missing"
+    message = error["msg"]
+    if "input" in error and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return loc, message
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at `loc` (to list its allowed keys)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        if isinstance(part, str) and part in current.model_fields:
+            current = _inner_model(current.model_fields[part].annotation)
+        # An int index (list) or a free key (dict[str, Model], like a task name) keeps the value model.
+    return current
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """Model inside list[X], dict[str, X] or Optional[X]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown(kind: str, value: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(value, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    shown = ", ".join(known) if len(known) <= 45 else ", ".join(known[:45]) + ", ..."
+    return f"unknown {kind} {value!r}{hint}; expected one of: {shown}"
+
+
+def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+    """Cross-references pydantic cannot check: task names, languages, files on disk."""
+    problems: list[tuple[Loc, str]] = []
+    registry = default_registry()
+    for name, definition in config.tasks.items():
+        if name in registry:
+            problems.append((("tasks", name), f"a built-in task is called {name!r}; choose another name"))
+            continue
+        if definition.kind in ("classification", "tagging") and not definition.labels:
+            problems.append((("tasks", name, "labels"), f"a {definition.kind} task needs its list of labels"))
+        if not definition.data_dir.is_dir():
+            problems.append((("tasks", name, "data_dir"), f"directory not found: {definition.data_dir}"))
+            continue
+        registry.add(definition.to_spec(name))
+
+    encoder = config.encoder
+    looks_local = encoder.startswith((".", "/", "~")) or Path(encoder).expanduser().exists()
+    if looks_local and not Path(encoder).expanduser().is_dir():
+        problems.append((("encoder",), f"directory not found: {encoder}"))
+
+    for i, stage in enumerate(config.chain):
+        spec = _known_task(registry, stage.task, ("chain", i, "task"), problems)
+        if spec is None:
+            continue
+        if not spec.trainable:
+            problems.append((("chain", i, "task"), f"{spec.name} is a {spec.kind} task with no training data; it can only be a target"))
+            continue
+        problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("chain", i, "task"))
+
+    for i, target in enumerate(config.targets):
+        spec = _known_task(registry, target.task, ("targets", i, "task"), problems)
+        if spec is None:
+            continue
+        if not spec.trainable:
+            problems.append((("targets", i, "task"), f"{spec.name} is a retrieval task; retrieval targets are not supported yet"))
+            continue
+        languages = config.target_languages(target, registry)
+        for j, language in enumerate(target.languages or []):
+            if language not in spec.languages:
+                problems.append((("targets", i, "languages", j), _unknown(f"language for task {spec.name}", language, list(spec.languages))))
+        problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("targets", i, "task"))
+        valid = [lang for lang in languages if lang in spec.languages]
+        problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
+    return problems
+
+
+def _known_task(registry: TaskRegistry, name: str, loc: Loc, problems: list[tuple[Loc, str]]) -> TaskSpec | None:
+    if name in registry:
+        return registry.get(name)
+    problems.append((loc, _unknown("task", name, registry.names())))
+    return None
+
+
+def _missing_files(spec: TaskSpec, splits: list[str], languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:
+    missing = [spec.data.path(split, lang) for split in splits for lang in languages if not spec.data.path(split, lang).is_file()]
+    return [(loc, f"{spec.name}: data file not found: {path}") for path in missing]
+
+
+def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None) -> ExperimentConfig:
+    """Validate already-loaded YAML data; raises ConfigError listing every problem with its key path."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: (top level): expected a mapping of keys (encoder, output_dir, chain, targets, ...)"])
+    try:
+        config = ExperimentConfig.model_validate(data)
+        problems = _semantic_problems(config)
+    except ValidationError as error:
+        problems = [_describe_pydantic_error(e, ExperimentConfig) for e in error.errors()]
+    if problems:
+        raise ConfigError([_format_problem(source, root, loc, message) for loc, message in problems])
+    return config
+
+
+def _format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str) -> str:
+    line = _line_of(root, loc)
+    where = f"{source}:{line}" if line else source
+    return f"{where}: {format_loc(loc)}: {message}"
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file (yaml.safe_load; no code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: config file not found"])
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(error, "problem", None) or str(error)
+        raise ConfigError([f"{path}{line}: invalid YAML: {reason}"]) from None
+    return parse_config(data, str(path), root)
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (saved beside the artifacts it produced)."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)

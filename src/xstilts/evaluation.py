@@ -1,0 +1,62 @@
+"""Forward passes without gradients over features, then decoding and scoring with the task's kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from accelerate import Accelerator
+
+from xstilts.modeling import MultiTaskModel
+from xstilts.settings import TrainingSettings
+from xstilts.tasks import kind_of
+from xstilts.tasks.base import Example, Feature
+from xstilts.tasks.registry import TaskSpec
+
+
+@dataclass
+class Evaluation:
+    predictions: list[Any]
+    metrics: dict[str, float]
+
+
+def predict_outputs(
+    model: MultiTaskModel, task: str, features: Sequence[Feature], batch_size: int, accelerator: Accelerator, pad_token_id: int
+) -> list[Any]:
+    """Per-feature outputs, in feature order. Batches are formed from length-sorted features to waste little padding."""
+    kind = kind_of(model.specs[task])
+    order = sorted(range(len(features)), key=lambda i: _length(features[i]))
+    outputs: list[Any] = [None] * len(features)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), accelerator.autocast():
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = kind.collate([features[i] for i in indices], pad_token_id)
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            for index, output in zip(indices, kind.batch_outputs(model(task, batch), batch)):
+                outputs[index] = output
+    model.train(was_training)
+    return outputs
+
+
+def evaluate(
+    model: MultiTaskModel,
+    spec: TaskSpec,
+    examples: Sequence[Example],
+    features: Sequence[Feature],
+    settings: TrainingSettings,
+    accelerator: Accelerator,
+    pad_token_id: int,
+    language: str,
+) -> Evaluation:
+    kind = kind_of(spec)
+    outputs = predict_outputs(model, spec.name, features, settings.eval_batch_size, accelerator, pad_token_id)
+    predictions = kind.decode(outputs, features, examples, spec, settings)
+    return Evaluation(predictions, kind.score(predictions, examples, spec, language))
+
+
+def _length(feature: Feature) -> int:
+    ids = feature["input_ids"]
+    return max(len(x) for x in ids) if isinstance(ids, list) else len(ids)

@@ -1,0 +1,75 @@
+"""Extractive QA metrics: the SQuAD v1.1 evaluation script's EM and F1 (used by XQuAD and TyDiQA-GoldP).
+
+Per question: the maximum over gold answers of exact match and token F1, averaged over all questions,
+x100; a question without a prediction scores 0. SQuAD v2.0 no-answer questions have no gold text:
+the empty prediction is the correct one (the v2.0 script's rule).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Callable, Mapping, Sequence
+
+_ASCII_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop ASCII punctuation, replace a/an/the by a space, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _ASCII_PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1(prediction: str, gold: str) -> float:
+    """Bag-of-tokens overlap; no common token gives 0, also when both sides normalise to nothing."""
+    prediction_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    common = collections.Counter(prediction_tokens) & collections.Counter(gold_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(prediction_tokens)
+    recall = num_same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_answers(
+    predictions: Sequence[str | None],
+    golds: Sequence[Sequence[str]],
+    em: Callable[[str, str], float] = exact_match,
+    token_f1: Callable[[str, str], float] = f1,
+) -> dict[str, float]:
+    """EM and F1 x100, the prediction for question i scored against its gold answer texts.
+
+    A missing prediction (None) scores 0. A question whose gold list is empty is unanswerable
+    (SQuAD v2.0): it scores 1 when the prediction is empty and 0 otherwise.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} questions")
+    if not golds:
+        raise ValueError("QA scores of an empty evaluation set are undefined")
+    total_em = total_f1 = 0.0
+    for prediction, answers in zip(predictions, golds):
+        if prediction is None:
+            continue
+        if not answers:
+            total_em += float(prediction == "")
+            total_f1 += float(prediction == "")
+            continue
+        total_em += max(em(prediction, gold) for gold in answers)
+        total_f1 += max(token_f1(prediction, gold) for gold in answers)
+    return {"exact_match": 100.0 * total_em / len(golds), "f1": 100.0 * total_f1 / len(golds)}
+
+
+def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """The official script's interface: question id -> prediction, question id -> gold texts."""
+    ids = list(gold_answers)
+    return score_answers([predictions.get(i) for i in ids], [gold_answers[i] for i in ids])

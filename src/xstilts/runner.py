@@ -1,0 +1,163 @@
+"""Running an experiment: plan the chain's stages, train them in order, fine-tune and evaluate targets.
+
+With `evaluate_every_prefix`, targets hang off every prefix of the chain (k = 0..K) and the chain's
+stages are trained once and shared by all prefixes. Results are written per (chain, target,
+language), plus a summary with per-task averages over languages the XTREME way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xstilts.config import ExperimentConfig, config_to_yaml
+from xstilts.data import data_fingerprint
+from xstilts.errors import XstiltsError
+from xstilts.metrics.xtreme import headline, task_score
+from xstilts.modeling import ENCODER_DIR, HEADS_FILE
+from xstilts.settings import resolve_settings
+from xstilts.stage import StageRequest, evaluate_target, run_stage
+from xstilts.store import StageStore, content_identity, write_json_atomic
+from xstilts.tasks.registry import TaskRegistry, TaskSpec
+
+log = logging.getLogger(__name__)
+
+STAGES_DIR = "stages"
+RESULTS_DIR = "results"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class ChainPrefix:
+    """The encoder after the first k stages of the chain (k = 0: the pretrained encoder)."""
+
+    length: int
+    tasks: tuple[str, ...]
+    identity: str
+    stage: StageRequest | None  # the stage that produces it (None for k = 0)
+
+    @property
+    def label(self) -> str:
+        return f"k{self.length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
+
+
+def encoder_identity(encoder: str) -> str:
+    """Identity of the starting encoder: the hub id, or for a local directory the hash of its files."""
+    path = Path(encoder).expanduser()
+    if not path.is_dir():
+        return content_identity({"hub": encoder})
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes() if file.stat().st_size < (64 << 20) else str(file.stat().st_size).encode())
+    return content_identity({"local": digest.hexdigest()})
+
+
+def _stage_request(
+    role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, parent_dir: str, store: StageStore, **extra: Any
+) -> StageRequest:
+    settings = resolve_settings(spec.kind, spec.training_defaults, *settings_layers)
+    fingerprint = data_fingerprint(spec, [(spec.train_split, spec.train_language), (spec.dev_split, spec.train_language)])
+    identity = content_identity(
+        {"role": role, "parent": parent.identity, "task": spec.fingerprint(), "data": fingerprint, "settings": settings.model_dump(), "seed": seed}
+    )
+    return StageRequest(identity, role, spec, settings, seed, parent_dir, parent.identity, parent.tasks, **extra)
+
+
+def plan_chain(config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> list[ChainPrefix]:
+    """Prefixes k = 0..K of the configured chain, each with the stage that produces it."""
+    prefixes = [ChainPrefix(0, (), encoder_identity(config.encoder), None)]
+    for stage in config.chain:
+        parent = prefixes[-1]
+        spec = registry.get(stage.task)
+        parent_dir = config.encoder if parent.stage is None else str(store.stage_dir(parent.identity, parent.tasks[-1]) / ENCODER_DIR)
+        heads = None
+        if stage.reuse_heads and parent.stage is not None:
+            heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE
+        request = _stage_request("intermediate", spec, [config.training, stage.training], config.seed, parent, parent_dir, store, parent_heads=heads)
+        prefixes.append(ChainPrefix(parent.length + 1, parent.tasks + (spec.name,), request.identity, request))
+    return prefixes
+
+
+def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the experiment; returns the summary that is also written to `summary.json`."""
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.resolved.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+    registry = config.registry()
+    store = StageStore(output_dir / STAGES_DIR)
+    started = time.perf_counter()
+
+    prefixes = plan_chain(config, registry, store)
+    for prefix in prefixes[1:]:
+        run_stage(prefix.stage, store, progress)
+
+    evaluated = prefixes if config.evaluate_every_prefix else prefixes[-1:]
+    rows: list[dict[str, Any]] = []
+    for prefix in evaluated:
+        parent_dir = config.encoder if prefix.stage is None else str(store.stage_dir(prefix.identity, prefix.tasks[-1]) / ENCODER_DIR)
+        for target in config.targets:
+            spec = registry.get(target.task)
+            request = _stage_request("target", spec, [config.training, target.training], config.seed, prefix, parent_dir, store)
+            record = run_stage(request, store, progress)
+            stage_dir = store.stage_dir(request.identity, spec.name)
+            languages = config.target_languages(target, registry)
+            for language, evaluation in evaluate_target(stage_dir, spec, languages, request.settings, progress).items():
+                row = _result_row(prefix, spec, language, evaluation, record)
+                write_json_atomic(output_dir / RESULTS_DIR / prefix.label / spec.name / f"{language}.json", row)
+                rows.append(row)
+
+    summary = summarize(config.name, rows, registry)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+    write_json_atomic(output_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _result_row(prefix: ChainPrefix, spec: TaskSpec, language: str, evaluation: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "chain": list(prefix.tasks),
+        "chain_length": prefix.length,
+        "chain_label": prefix.label,
+        "target": spec.name,
+        "language": language,
+        "metric": spec.metric,
+        "metrics": evaluation["metrics"],
+        "score": headline(evaluation["metrics"], spec.metric),
+        "examples": evaluation["examples"],
+        "english_dev": record["dev_metrics"],
+        "target_stage": record["identity"],
+    }
+
+
+def summarize(name: str, rows: list[dict[str, Any]], registry: TaskRegistry) -> dict[str, Any]:
+    """Per chain: each target's per-language headline scores and its XTREME-way average over languages.
+
+    The average over targets is only an XTREME score when all nine XTREME tasks are present; otherwise
+    it is labelled partial.
+    """
+    chains: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])):
+        chain = chains.setdefault(row["chain_label"], {"chain": row["chain"], "chain_length": row["chain_length"], "targets": {}})
+        target = chain["targets"].setdefault(row["target"], {"metric": row["metric"], "languages": {}, "english_dev": row["english_dev"]})
+        target["languages"][row["language"]] = row["metrics"]
+    for chain in chains.values():
+        for target_name, target in chain["targets"].items():
+            target["average"] = task_score(target["languages"], target["metric"])
+            target["scores"] = {lang: headline(m, target["metric"]) for lang, m in target["languages"].items()}
+        target_scores = [t["average"]["score"] for _, t in sorted(chain["targets"].items())]
+        chain["average_over_targets"] = sum(target_scores) / len(target_scores)
+    # Over the configured targets only: a partial summary, never to be read as an XTREME score.
+    return {"name": name, "chains": chains, "average_over_targets_is_partial": True}
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary a finished run wrote."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise XstiltsError(f"{path}: no summary; has the run finished?")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,117 @@
+"""Training settings: protocol defaults, how layers of overrides combine, and the numbers derived from them.
+
+Every stage (intermediate or target) trains with one `TrainingSettings`, resolved in this order, later
+layers winning: protocol defaults (protocol.md section 5) -> the task kind's defaults (QA uses batch 16
+and 384-token windows) -> the task's own defaults (XNLI trains 2 epochs) -> the experiment's `training`
+block -> the stage's or target's `training` block. The resolved settings are saved with every stage
+and are part of its identity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+
+class TrainingSettings(BaseModel):
+    """Everything that determines how one stage trains and evaluates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learning_rate: float = Field(1e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay; never applied to biases and LayerNorm weights.")
+    adam_epsilon: float = Field(1e-8, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps spent in linear warm-up; linear decay to 0 follows.")
+    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Gradient clipping by global norm; null disables it.")
+    batch_size: int = Field(32, gt=0, description="Examples per optimizer step (across all processes).")
+    micro_batch_size: Optional[int] = Field(None, gt=0, description="Examples per forward pass and process; batch_size / micro_batch_size gives gradient accumulation. Null: batch_size.")
+    eval_batch_size: int = Field(64, gt=0)
+    max_length: int = Field(256, ge=16, description="Maximum tokens per feature (a QA window).")
+    doc_stride: int = Field(128, gt=0, description="QA: tokens shared by neighbouring windows of a long context.")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0, description="Optimizer steps; overrides epochs when set.")
+    eval_every_steps: int = Field(1000, gt=0, description="Validate on the English dev set every N optimizer steps.")
+    eval_examples: Optional[int] = Field(500, gt=0, description="English dev examples used for validation during training; null: all.")
+    patience: Optional[int] = Field(30, gt=0, description="Stop after this many validations without improvement; null: never stop early.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    max_train_examples: Optional[int] = Field(None, gt=0, description="Use only the first N training examples (quick runs).")
+    max_eval_examples: Optional[int] = Field(None, gt=0, description="Evaluate on at most N examples per language (quick runs).")
+    n_best_size: int = Field(20, gt=0, description="QA: start and end candidates considered per window.")
+    max_answer_length: int = Field(30, gt=0, description="QA: longest answer span in tokens.")
+    log_every_steps: int = Field(20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync.")
+
+    @model_validator(mode="after")
+    def _check_batch_division(self) -> "TrainingSettings":
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
+        if self.doc_stride >= self.max_length:
+            raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
+        return self
+
+
+def _optional_copy(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """The same fields, all optional and unset by default: a layer of overrides."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        fields[field_name] = (Optional[info.annotation], Field(None, description=info.description, metadata=info.metadata))
+    return create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+
+
+TrainingOverrides = _optional_copy(TrainingSettings, "TrainingOverrides")
+TrainingOverrides.__doc__ = "A partial `TrainingSettings`: only the keys that are set override earlier layers."
+
+# Per-kind defaults (protocol.md section 5: QA uses batch 16, max length 384 with stride 128).
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {},
+    "multiple_choice": {"batch_size": 16},
+    "qa": {"batch_size": 16, "max_length": 384, "doc_stride": 128},
+    "tagging": {},
+}
+
+
+def resolve_settings(kind: str, *layers: dict[str, Any] | BaseModel | None) -> TrainingSettings:
+    """Merge the kind's defaults and the given override layers (later wins) into full settings."""
+    merged: dict[str, Any] = dict(KIND_DEFAULTS.get(kind, {}))
+    for layer in layers:
+        if layer is None:
+            continue
+        values = layer.model_dump(exclude_none=True) if isinstance(layer, BaseModel) else {k: v for k, v in layer.items() if v is not None}
+        merged.update(values)
+    return TrainingSettings(**merged)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Numbers derived from settings and data size, computed once (see `plan_steps`)."""
+
+    micro_batch_size: int
+    accumulation_steps: int
+    micro_batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def plan_steps(settings: TrainingSettings, num_train_features: int, num_processes: int = 1) -> StepPlan:
+    """Optimizer steps, accumulation and warm-up for a training set of `num_train_features`."""
+    micro = settings.micro_batch_size or settings.batch_size
+    per_step = micro * num_processes
+    if settings.batch_size % per_step:
+        raise ValueError(
+            f"batch_size {settings.batch_size} is not a multiple of micro_batch_size x processes = {micro} x {num_processes}"
+        )
+    accumulation = settings.batch_size // per_step
+    micro_batches_per_epoch = max(1, math.ceil(num_train_features / per_step))
+    steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / accumulation))
+    total = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
+    return StepPlan(
+        micro_batch_size=micro,
+        accumulation_steps=accumulation,
+        micro_batches_per_epoch=micro_batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        warmup_steps=int(settings.warmup_ratio * total),
+    )

@@ -1,0 +1,142 @@
+"""The surface every task kind implements, and the pieces they share.
+
+A kind turns examples (plain dicts in the kind's schema) into features (dicts of numpy arrays), owns
+a small head on top of the encoder's last hidden states, computes its loss, turns model outputs back
+into one prediction per example, and scores predictions. Feature building, decoding and scoring are
+pure functions of their inputs so they can be tested without a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from xstilts.settings import TrainingSettings
+from xstilts.tasks.registry import TaskSpec
+
+Example = dict[str, Any]
+Feature = dict[str, Any]
+
+# Keys padded to the longest sequence of a batch, and the value used for padding (None: the tokenizer's pad id).
+PADDED_KEYS: dict[str, int | None] = {"input_ids": None, "token_type_ids": 0, "labels": -100}
+
+
+class TaskKind:
+    """Base class; one subclass per kind, registered in `xstilts.tasks.KIND_IMPLEMENTATIONS`."""
+
+    name: str = ""
+    primary_metric: str = ""
+    # Feature keys the model needs on the device, besides PADDED_KEYS.
+    scalar_keys: tuple[str, ...] = ()
+
+    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
+        """A message saying what is wrong with one input record, or None if it is well-formed."""
+        raise NotImplementedError
+
+    def build_features(
+        self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
+    ) -> list[Feature]:
+        raise NotImplementedError
+
+    def make_head(self, spec: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
+        raise NotImplementedError
+
+    def logits(self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+        """Encoder + head forward pass."""
+        hidden = encode(encoder, batch)
+        return head(hidden)
+
+    def loss(self, logits: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_outputs(self, logits: Any, batch: dict[str, torch.Tensor]) -> list[Any]:
+        """Per-feature outputs moved to the host, the only state decoding needs."""
+        raise NotImplementedError
+
+    def decode(
+        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+    ) -> list[Any]:
+        """One prediction per example, in the form `score` and the prediction files use."""
+        raise NotImplementedError
+
+    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
+        return collate_padded(features, pad_token_id, self.scalar_keys)
+
+
+def encode(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Last hidden states of the encoder for the model inputs present in `batch`."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+    return encoder(**inputs).last_hidden_state
+
+
+def collate_padded(features: Sequence[Feature], pad_token_id: int, scalar_keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (dynamic padding).
+
+    A feature's sequence value is one 1-D array, or a list of them (multiple choice: one per
+    candidate), giving tensors of shape (batch, length) or (batch, candidates, length).
+    """
+    batch: dict[str, torch.Tensor] = {}
+    grouped = isinstance(features[0]["input_ids"], list)
+    sequences = [f["input_ids"] if grouped else [f["input_ids"]] for f in features]
+    longest = max(len(seq) for group in sequences for seq in group)
+    for key, pad in PADDED_KEYS.items():
+        if key not in features[0]:
+            continue
+        values = [f[key] if grouped else [f[key]] for f in features]
+        out = np.full((len(values), len(values[0]), longest), pad_token_id if pad is None else pad, dtype=np.int64)
+        for i, group in enumerate(values):
+            for j, seq in enumerate(group):
+                out[i, j, : len(seq)] = seq
+        batch[key] = torch.from_numpy(out if grouped else out[:, 0])
+    # The mask comes from the true lengths, not from comparing with the pad id (which may be a real token).
+    mask = np.zeros((len(sequences), len(sequences[0]), longest), dtype=np.int64)
+    for i, group in enumerate(sequences):
+        for j, seq in enumerate(group):
+            mask[i, j, : len(seq)] = 1
+    batch["attention_mask"] = torch.from_numpy(mask if grouped else mask[:, 0])
+    for key in scalar_keys:
+        if key in features[0]:
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
+    return batch
+
+
+def token_ids(encoding: Any, index: int, key: str = "input_ids") -> np.ndarray:
+    """One sequence of a batch encoding as a compact int32 array (features are kept in memory)."""
+    return np.asarray(encoding[key][index], dtype=np.int32)
+
+
+def model_takes_token_types(tokenizer: Any) -> bool:
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+
+class PooledHead(nn.Module):
+    """The RoBERTa classification head: dropout, dense, tanh, dropout, projection, on the first token."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states[:, 0])
+        x = torch.tanh(self.dense(x))
+        return self.out_proj(self.dropout(x))
+
+
+class TokenHead(nn.Module):
+    """A linear layer over every token (tagging labels, QA start/end scores)."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(hidden_states))

@@ -1,0 +1,88 @@
+"""Multiple choice: N candidates per example, each scored by the same one-output head.
+
+HellaSwag, Cosmos QA, CommonsenseQA. Schema: {"context": str, "question": str (optional),
+"choices": [str, ...], "label": int}. Each candidate is encoded as the pair (context, question + choice).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xstilts.metrics.classification import accuracy
+from xstilts.settings import TrainingSettings
+from xstilts.tasks.base import Example, Feature, PooledHead, TaskKind, model_takes_token_types, token_ids
+from xstilts.tasks.registry import TaskSpec
+
+
+class MultipleChoiceKind(TaskKind):
+    """One head scores each (context, question + choice) pair; softmax over the candidates."""
+
+    name = "multiple_choice"
+    primary_metric = "accuracy"
+    scalar_keys = ("label",)
+
+    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
+        if not isinstance(record.get("context"), str):
+            return "expected a string field 'context'"
+        if record.get("question") is not None and not isinstance(record["question"], str):
+            return "field 'question' must be a string when present"
+        choices = record.get("choices")
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            return "expected 'choices': a list of at least two strings"
+        if spec.num_choices is not None and len(choices) != spec.num_choices:
+            return f"expected {spec.num_choices} choices, got {len(choices)}"
+        label = record.get("label")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+            return f"field 'label' must be the index of the correct choice (0..{len(choices) - 1}), got {label!r}"
+        return None
+
+    def build_features(
+        self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
+    ) -> list[Feature]:
+        firsts, seconds = [], []
+        for example in examples:
+            question = example.get("question") or ""
+            for choice in example["choices"]:
+                firsts.append(example["context"])
+                seconds.append(f"{question} {choice}".strip())
+        encoding = tokenizer(firsts, seconds, truncation=True, max_length=settings.max_length)
+        with_types = model_takes_token_types(tokenizer)
+        features, row = [], 0
+        for i, example in enumerate(examples):
+            count = len(example["choices"])
+            rows = range(row, row + count)
+            feature: Feature = {"input_ids": [token_ids(encoding, r) for r in rows], "label": example["label"], "example_index": i}
+            if with_types:
+                feature["token_type_ids"] = [token_ids(encoding, r, "token_type_ids") for r in rows]
+            features.append(feature)
+            row += count
+        return features
+
+    def make_head(self, spec: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
+        return PooledHead(hidden_size, 1, dropout)
+
+    def logits(self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch_size, num_choices, length = batch["input_ids"].shape
+        flat = {key: batch[key].view(batch_size * num_choices, length) for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+        return super().logits(encoder, head, flat).view(batch_size, num_choices)
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["label"])
+
+    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
+        return logits.argmax(dim=-1).cpu().tolist()
+
+    def decode(
+        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+    ) -> list[Any]:
+        predictions: list[Any] = [None] * len(examples)
+        for output, feature in zip(outputs, features):
+            predictions[feature["example_index"]] = int(output)
+        return predictions
+
+    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+        return accuracy(predictions, [e["label"] for e in examples])

@@ -1,0 +1,173 @@
+"""Extractive span QA: SQuAD v1.1, and v2.0 with unanswerable questions (XQuAD, MLQA, TyDiQA-GoldP).
+
+Schema (the Hugging Face `squad` layout): {"id": str, "question": str, "context": str,
+"answers": {"text": [str, ...], "answer_start": [int, ...]}}; empty answer lists mean "no answer"
+and are allowed only for tasks with `allow_no_answer`.
+
+Long contexts are split into windows of `max_length` tokens overlapping by `doc_stride`. A window
+that does not contain the (first) gold answer is trained to point at the first token, as in the
+Hugging Face example scripts. Predictions are decoded back to the exact original text through the
+tokenizer's character offsets (n-best start/end pairs, `max_answer_length` tokens at most).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xstilts.metrics.qa import score_answers
+from xstilts.settings import TrainingSettings
+from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
+from xstilts.tasks.registry import TaskSpec
+
+MAX_QUESTION_TOKENS = 64
+
+
+class QAKind(TaskKind):
+    name = "qa"
+    primary_metric = "f1"
+    scalar_keys = ("start_position", "end_position")
+
+    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
+        for key in ("id", "question", "context"):
+            if not isinstance(record.get(key), str):
+                return f"expected a string field {key!r}"
+        answers = record.get("answers")
+        if not isinstance(answers, dict) or not isinstance(answers.get("text"), list) or not isinstance(answers.get("answer_start"), list):
+            return "expected 'answers': {\"text\": [...], \"answer_start\": [...]}"
+        if len(answers["text"]) != len(answers["answer_start"]):
+            return "'answers' has different numbers of texts and starts"
+        if not answers["text"] and not spec.allow_no_answer:
+            return f"no answer given, and task {spec.name} does not allow unanswerable questions"
+        context = record["context"]
+        for text, start in zip(answers["text"], answers["answer_start"]):
+            if not isinstance(start, int) or context[start : start + len(text)] != text:
+                return f"answer {text!r} is not found in the context at character {start}"
+        return None
+
+    def build_features(
+        self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
+    ) -> list[Feature]:
+        questions = [_truncate_question(e["question"].lstrip(), tokenizer) for e in examples]
+        encoding = tokenizer(
+            questions,
+            [e["context"] for e in examples],
+            truncation="only_second",
+            max_length=settings.max_length,
+            stride=settings.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+        with_types = model_takes_token_types(tokenizer)
+        features = []
+        for i, example_index in enumerate(encoding["overflow_to_sample_mapping"]):
+            sequence_ids = encoding.sequence_ids(i)
+            offsets = np.array(
+                [offset if sequence_id == 1 else (-1, -1) for offset, sequence_id in zip(encoding["offset_mapping"][i], sequence_ids)],
+                dtype=np.int32,
+            )
+            start, end = _answer_positions(examples[example_index]["answers"], offsets)
+            feature: Feature = {
+                "input_ids": token_ids(encoding, i),
+                "offsets": offsets,
+                "example_index": int(example_index),
+                "start_position": start,
+                "end_position": end,
+            }
+            if with_types:
+                feature["token_type_ids"] = token_ids(encoding, i, "token_type_ids")
+            features.append(feature)
+        return features
+
+    def make_head(self, spec: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
+        return TokenHead(hidden_size, 2, dropout)
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        start_logits, end_logits = logits.float().unbind(dim=-1)
+        return (F.cross_entropy(start_logits, batch["start_position"]) + F.cross_entropy(end_logits, batch["end_position"])) / 2
+
+    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
+        lengths = batch["attention_mask"].sum(dim=-1).tolist()
+        scores = logits.float().cpu().numpy()
+        return [scores[i, :length] for i, length in enumerate(lengths)]
+
+    def decode(
+        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+    ) -> list[Any]:
+        by_example: list[list[int]] = [[] for _ in examples]
+        for index, feature in enumerate(features):
+            by_example[feature["example_index"]].append(index)
+        return [
+            best_answer(example["context"], [(outputs[i], features[i]["offsets"]) for i in indices], spec.allow_no_answer, settings)
+            for example, indices in zip(examples, by_example)
+        ]
+
+    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+        return score_answers(predictions, [e["answers"]["text"] for e in examples])
+
+
+def _truncate_question(question: str, tokenizer: Any) -> str:
+    """Keep very long questions from crowding the context out of every window."""
+    encoding = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    if len(encoding["input_ids"]) <= MAX_QUESTION_TOKENS:
+        return question
+    return question[: encoding["offset_mapping"][MAX_QUESTION_TOKENS - 1][1]]
+
+
+def _answer_positions(answers: dict[str, list], offsets: np.ndarray) -> tuple[int, int]:
+    """Token positions of the first gold answer in this window, or (0, 0) when it is not inside."""
+    if not answers["text"]:
+        return 0, 0
+    start_char = answers["answer_start"][0]
+    end_char = start_char + len(answers["text"][0])
+    context = np.flatnonzero(offsets[:, 0] >= 0)
+    first, last = int(context[0]), int(context[-1])
+    if not (offsets[first, 0] <= start_char and offsets[last, 1] >= end_char):
+        return 0, 0
+    # The last context token starting at or before the answer, and the first ending at or after it.
+    start = max(i for i in range(first, last + 1) if offsets[i, 0] <= start_char)
+    end = min(i for i in range(first, last + 1) if offsets[i, 1] >= end_char)
+    return start, end
+
+
+def best_answer(
+    context: str, windows: Sequence[tuple[np.ndarray, np.ndarray]], allow_no_answer: bool, settings: TrainingSettings
+) -> str:
+    """The highest-scoring span over all windows of one example, as exact text of `context`.
+
+    `windows` holds (scores of shape (length, 2) for start and end, character offsets with -1 for
+    tokens outside the context). With `allow_no_answer`, the empty answer wins when the smallest
+    window "null" score (first-token start + end) beats every span, as in SQuAD v2.0 decoding.
+    """
+    best_score, best_span = -np.inf, None
+    null_score = np.inf
+    for scores, offsets in windows:
+        start_scores, end_scores = scores[:, 0], scores[:, 1]
+        null_score = min(null_score, float(start_scores[0] + end_scores[0]))
+        top_starts = np.argsort(start_scores)[::-1][: settings.n_best_size]
+        top_ends = np.argsort(end_scores)[::-1][: settings.n_best_size]
+        for start in top_starts:
+            if offsets[start, 0] < 0:
+                continue
+            for end in top_ends:
+                if end < start or end - start + 1 > settings.max_answer_length or offsets[end, 0] < 0:
+                    continue
+                score = float(start_scores[start] + end_scores[end])
+                if score > best_score:
+                    best_score, best_span = score, (int(offsets[start, 0]), int(offsets[end, 1]))
+    if best_span is None or (allow_no_answer and null_score > best_score):
+        return ""
+    return _strip_span(context, *best_span)
+
+
+def _strip_span(context: str, start: int, end: int) -> str:
+    """The context slice without surrounding whitespace (some tokenizers' offsets include a leading space)."""
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    return context[start:end]

@@ -1,0 +1,130 @@
+"""Named tasks: a declarative `TaskSpec` per task on top of a task kind and a data source.
+
+A task is data, not code: adding one means adding an entry (here, in a config's `tasks:` block, or
+from Python with `register_task`), never editing a kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from xstilts.errors import XstiltsError
+
+KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval")
+
+# The metric each kind reports by default and the one used for model selection ("primary").
+DEFAULT_METRIC = {
+    "classification": "accuracy",
+    "multiple_choice": "accuracy",
+    "qa": "squad",
+    "tagging": "seqeval",
+    "retrieval": "retrieval",
+}
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """Examples in files `{split}-{language}.jsonl` under `data_dir`, one JSON object per line in the kind's schema."""
+
+    data_dir: Path
+    pattern: str = "{split}-{language}.jsonl"
+
+    def path(self, split: str, language: str) -> Path:
+        return Path(self.data_dir) / self.pattern.format(split=split, language=language)
+
+    def describe(self) -> str:
+        return f"local files {Path(self.data_dir) / self.pattern}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that defines a task apart from its kind's code.
+
+    Training and model selection use `train_language` (English for every task of the study);
+    zero-shot evaluation uses `eval_split` in each of `languages`.
+    """
+
+    name: str
+    kind: str
+    languages: tuple[str, ...]
+    data: LocalFiles
+    labels: tuple[str, ...] = ()
+    num_choices: int | None = None
+    allow_no_answer: bool = False
+    metric: str = ""
+    train_language: str = "en"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    eval_split: str = "test"
+    training_defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise XstiltsError(f"task {self.name}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if not self.metric:
+            object.__setattr__(self, "metric", DEFAULT_METRIC[self.kind])
+        if self.kind in ("classification", "tagging") and not self.labels:
+            raise XstiltsError(f"task {self.name}: a {self.kind} task needs its label list")
+
+    @property
+    def trainable(self) -> bool:
+        """Retrieval tasks have no training data: they are evaluated on an encoder as it is."""
+        return self.kind != "retrieval"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What about the task changes a trained model (part of a stage's identity)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "num_choices": self.num_choices,
+            "allow_no_answer": self.allow_no_answer,
+            "train_language": self.train_language,
+            "data": self.data.describe(),
+        }
+
+
+class TaskRegistry:
+    """A name -> TaskSpec map. `default_registry()` holds the built-in catalogue; configs extend a copy."""
+
+    def __init__(self, specs: Iterable[TaskSpec] = ()):
+        self._specs: dict[str, TaskSpec] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: TaskSpec, replace: bool = False) -> None:
+        if spec.name in self._specs and not replace:
+            raise XstiltsError(f"task {spec.name!r} is already registered")
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> TaskSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise XstiltsError(f"unknown task {name!r}; known tasks: {', '.join(sorted(self._specs)) or 'none'}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def copy(self) -> "TaskRegistry":
+        return TaskRegistry(self._specs.values())
+
+
+_DEFAULT = TaskRegistry()
+
+
+def register_task(spec: TaskSpec, replace: bool = False) -> TaskSpec:
+    """Add a task to the built-in registry (for Python users and plug-ins); returns the spec."""
+    _DEFAULT.add(spec, replace=replace)
+    return spec
+
+
+def default_registry() -> TaskRegistry:
+    """A copy of the built-in registry, safe to extend with a config's own tasks."""
+    return _DEFAULT.copy()

@@ -1,0 +1,145 @@
+"""The training loop: one explicit loop over optimizer steps, no callbacks, no trainer hierarchy.
+
+forward -> loss -> backward (x accumulation) -> clip -> step -> schedule -> zero_grad, then plain
+`if step % N` blocks for logging and validation. Early stopping keeps the best weights in host
+memory. accelerate places the model and handles mixed precision so multi-GPU needs no rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from xstilts.modeling import MultiTaskModel
+from xstilts.settings import StepPlan, TrainingSettings, plan_steps
+from xstilts.tasks import kind_of
+from xstilts.tasks.base import Feature
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_metric: float | None
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+    plan: StepPlan | None = None
+
+
+def make_accelerator(settings: TrainingSettings) -> Accelerator:
+    """bf16 autocast on GPU unless fp32 is asked for; fp32 on CPU (bf16 matmuls are slow there)."""
+    use_bf16 = settings.precision == "bf16" or (settings.precision == "auto" and torch.cuda.is_available())
+    return Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+
+
+def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights get no weight decay."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm) or "norm" in type(module).__name__.lower():
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            no_decay.add(id(parameter))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in no_decay], "weight_decay": settings.weight_decay},
+        {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon, fused=device.type == "cuda")
+
+
+def micro_batches(num_features: int, micro_batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless micro-batches of feature indices; epoch e is a fresh permutation seeded by (seed, e)."""
+    epoch = 0
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(num_features)
+        for start in range(0, num_features, micro_batch_size):
+            yield order[start : start + micro_batch_size].tolist()
+        epoch += 1
+
+
+def train(
+    model: MultiTaskModel,
+    task: str,
+    features: Sequence[Feature],
+    settings: TrainingSettings,
+    accelerator: Accelerator,
+    pad_token_id: int,
+    validate: Callable[[MultiTaskModel], float],
+    seed: int,
+    description: str = "train",
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` on one task's features; `validate` returns the dev metric to maximise."""
+    kind = kind_of(model.specs[task])
+    plan = plan_steps(settings, len(features), accelerator.num_processes)
+    optimizer = make_optimizer(model, settings, accelerator.device)
+    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    batches = micro_batches(len(features), plan.micro_batch_size, seed)
+
+    result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, plan=plan)
+    best_state: dict[str, torch.Tensor] | None = None
+    evals_without_improvement = 0
+    running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
+    loss_steps = 0
+    bar = tqdm(total=plan.total_steps, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+    model.train()
+    for step in range(1, plan.total_steps + 1):
+        for micro_step in range(plan.accumulation_steps):
+            batch = kind.collate([features[i] for i in next(batches)], pad_token_id)
+            result.tokens += int(batch["attention_mask"].sum())
+            batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
+            last_micro_step = micro_step == plan.accumulation_steps - 1
+            sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
+                loss = kind.loss(model(task, batch), batch) / plan.accumulation_steps
+                accelerator.backward(loss)
+            running_loss += loss.detach()
+        if settings.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_steps += 1
+        result.steps = step
+
+        if step % settings.log_every_steps == 0 or step == plan.total_steps:
+            mean_loss = running_loss.item() / loss_steps  # host-device sync, once per log interval
+            running_loss.zero_()
+            loss_steps = 0
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
+            result.history.append({"step": step, "loss": mean_loss})
+        bar.update(1)
+
+        if step % settings.eval_every_steps == 0 or step == plan.total_steps:
+            metric = validate(accelerator.unwrap_model(model))
+            result.history.append({"step": step, "dev": metric})
+            if result.best_metric is None or metric > result.best_metric:
+                result.best_metric, result.best_step = metric, step
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                evals_without_improvement = 0
+            else:
+                evals_without_improvement += 1
+                if settings.patience is not None and evals_without_improvement >= settings.patience:
+                    result.stopped_early = True
+                    break
+    bar.close()
+    result.seconds = time.perf_counter() - started
+    if best_state is not None:
+        accelerator.unwrap_model(model).load_state_dict(best_state)
+    return result

@@ -1,0 +1,110 @@
+"""A tiny 2-stage chain end to end through the config file, the engine, the results and the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import xstilts
+
+pytestmark = pytest.mark.slow
+
+FAST = {"max_steps": 3, "batch_size": 8, "eval_every_steps": 3, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+
+
+def write_chain_config(tmp_path: Path, encoder_dir: Path, demo_tasks: dict, targets: list) -> Path:
+    config = {
+        "name": "tiny chain",
+        "encoder": str(encoder_dir),
+        "output_dir": str(tmp_path / "run"),
+        "seed": 3,
+        "tasks": demo_tasks,
+        "chain": ["demo_paraphrase", {"task": "demo_squad2", "training": {"max_steps": 2}}],
+        "targets": targets,
+        "training": FAST,
+        "evaluate_every_prefix": True,
+    }
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
+    targets = [{"task": "demo_nli", "languages": ["en", "x-lex", "x-scr"]}, "demo_qa", "demo_ner"]
+    config = xstilts.load_config(write_chain_config(tmp_path, tiny_encoder_dir, demo_tasks, targets))
+    summary = xstilts.run(config, progress=False)
+    run_dir = tmp_path / "run"
+
+    labels = ["k0-pretrained", "k1-demo_paraphrase", "k2-demo_paraphrase+demo_squad2"]
+    assert sorted(summary["chains"]) == labels
+    expected_languages = {"demo_nli": ["en", "x-lex", "x-scr"], "demo_qa": ["en", "x-lex", "x-ord", "x-scr"], "demo_ner": ["en", "x-lex", "x-ord", "x-scr"]}
+    for label in labels:
+        for target, languages in expected_languages.items():
+            for language in languages:
+                row = json.loads((run_dir / "results" / label / target / f"{language}.json").read_text())
+                assert row["chain_label"] == label and row["target"] == target and row["language"] == language
+                assert row["examples"] == 12
+            entry = summary["chains"][label]["targets"][target]
+            assert sorted(entry["scores"]) == sorted(languages)
+            assert entry["average"]["score"] == pytest.approx(sum(entry["scores"].values()) / len(languages))
+    assert summary["chains"]["k2-demo_paraphrase+demo_squad2"]["chain"] == ["demo_paraphrase", "demo_squad2"]
+    assert xstilts.read_results(run_dir)["chains"].keys() == summary["chains"].keys()
+
+    # 2 intermediate stages + 3 targets after each of 3 prefixes, each stage once.
+    stages = [json.loads(p.read_text()) for p in (run_dir / "stages").glob("*/stage.json")]
+    assert sorted(s["role"] for s in stages) == ["intermediate"] * 2 + ["target"] * 9
+    squad = next(s for s in stages if s["task"] == "demo_squad2")
+    assert squad["steps"] == 2 and squad["settings"]["learning_rate"] == 1e-3 and squad["seed"] == 3
+
+    report = xstilts.write_report(run_dir)
+    text = report.read_text()
+    assert (run_dir / "score_vs_chain_length.png").stat().st_size > 1000
+    for target in expected_languages:
+        assert f"## {target}" in text
+    assert "| 2 | demo_paraphrase → demo_squad2 |" in text
+    assert "| k | chain | en | x-lex | x-ord | x-scr | avg | en dev |" in text
+
+    # Running again trains nothing and gives the same results.
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*/stage.json")}
+    again = xstilts.run(config, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*/stage.json")} == before
+    assert {k: v["targets"] for k, v in again["chains"].items()} == {k: v["targets"] for k, v in summary["chains"].items()}
+
+
+def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
+    path = write_chain_config(tmp_path, tiny_encoder_dir, {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_squad2", "demo_nli")}, ["demo_nli"])
+    data = yaml.safe_load(path.read_text())
+    data["evaluate_every_prefix"] = False
+    path.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "-m", "xstilts", "run", str(path), "--no-progress", "-q"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "k2-demo_paraphrase+demo_squad2" in result.stdout and "demo_nli" in result.stdout
+    assert (tmp_path / "run" / "report.md").is_file()
+    assert not (tmp_path / "run" / "results" / "k0-pretrained").exists(), "only the full chain is evaluated"
+    report = subprocess.run([sys.executable, "-m", "xstilts", "report", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0 and "report.md" in report.stdout
+    missing = subprocess.run([sys.executable, "-m", "xstilts", "report", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no summary; has the run finished?" in missing.stderr
+
+
+def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
+    """The demo's own pipeline (pretraining, benchmark, config, study, report) at a size that takes seconds."""
+    from xstilts.demo import DEMO_CHAIN, DEMO_TARGETS, run_demo
+    from xstilts.demo.pretrain import PretrainSettings
+
+    monkeypatch.setenv("XSTILTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("xstilts.demo.DEMO_TRAINING", {**FAST, "max_steps": 2})
+    tiny = PretrainSettings(sentences_per_language=100, vocab_size=500, hidden_size=32, num_layers=1, intermediate_size=64, steps=3)
+    report = run_demo(tmp_path / "demo", progress=False, pretrain=tiny, train_size=16)
+    text = report.read_text()
+    for target in DEMO_TARGETS:
+        section = text.split(f"## {target}")[1].split("##")[0]
+        assert "| k | chain | en | x-lex | x-ord | x-scr | avg | en dev |" in section
+        assert len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]) == len(DEMO_CHAIN) + 1
+    assert (tmp_path / "demo" / "score_vs_chain_length.png").is_file()
+    assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"

@@ -1,0 +1,163 @@
+"""Feature conversion, collation and decoding of each task kind, without training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xstilts.settings import TrainingSettings
+from xstilts.tasks import KIND_IMPLEMENTATIONS
+from xstilts.tasks.qa import best_answer
+from xstilts.tasks.registry import LocalFiles, TaskSpec
+
+
+def spec(kind: str, **kwargs) -> TaskSpec:
+    return TaskSpec(name=f"t_{kind}", kind=kind, languages=("en",), data=LocalFiles("."), **kwargs)
+
+
+CONTEXT = (
+    "Anna Berg buys the red book in Paris today . Tom eats the cheap bread in Lima . "
+    "Nora Sand drives the old car . Ivan reads the green map in Oslo yesterday . "
+    "Maria sells the small hat in Rome . Paul writes the new poem in Cairo often ."
+)
+
+
+def qa_example(answer: str, occurrence: int = 0, question: str = "what does Ivan read ?") -> dict:
+    start = -1
+    for _ in range(occurrence + 1):
+        start = CONTEXT.index(answer, start + 1)
+    return {"id": answer, "question": question, "context": CONTEXT, "answers": {"text": [answer], "answer_start": [start]}}
+
+
+def test_qa_windows_map_every_gold_answer_back_to_its_exact_text(tiny_tokenizer):
+    kind, task = KIND_IMPLEMENTATIONS["qa"], spec("qa")
+    answers = ["Anna Berg", "red book", "Paris", "cheap bread", "old car", "green map", "Oslo", "small hat", "Rome", "new poem", "Cairo"]
+    examples = [qa_example(a) for a in answers]
+    settings = TrainingSettings(max_length=32, doc_stride=12)
+    features = kind.build_features(examples, tiny_tokenizer, task, settings, training=True)
+    assert len(features) > 2 * len(examples), "the context must be split into several windows"
+    found = set()
+    for feature in features:
+        assert len(feature["input_ids"]) <= 32
+        start, end = feature["start_position"], feature["end_position"]
+        if start == 0:
+            assert end == 0
+            continue
+        example = examples[feature["example_index"]]
+        text = CONTEXT[feature["offsets"][start][0] : feature["offsets"][end][1]]
+        assert text == example["answers"]["text"][0]
+        found.add(feature["example_index"])
+    assert found == set(range(len(examples))), "every answer lies wholly inside at least one window"
+
+
+def test_qa_decoding_returns_exact_text_and_respects_no_answer(tiny_tokenizer):
+    kind, task = KIND_IMPLEMENTATIONS["qa"], spec("qa", allow_no_answer=True)
+    example = qa_example("green map")
+    settings = TrainingSettings(max_length=40, doc_stride=16)
+    features = kind.build_features([example], tiny_tokenizer, task, settings, training=True)
+    outputs = []
+    for feature in features:
+        scores = np.zeros((len(feature["input_ids"]), 2), dtype=np.float32)
+        if feature["start_position"]:
+            scores[feature["start_position"], 0] = 5.0
+            scores[feature["end_position"], 1] = 5.0
+        outputs.append(scores)
+    assert kind.decode(outputs, features, [example], task, settings) == ["green map"]
+    # A high "null" score (first token) in every window makes the v2.0 decoder answer nothing.
+    for scores in outputs:
+        scores[0] = 20.0
+    assert kind.decode(outputs, features, [example], task, settings) == [""]
+    # Without allow_no_answer the best span is returned regardless.
+    assert kind.decode(outputs, features, [example], spec("qa"), settings) == ["green map"]
+
+
+def test_best_answer_respects_max_answer_length_and_strips_spaces():
+    context = "alpha beta gamma"
+    offsets = np.array([[-1, -1], [0, 5], [5, 10], [11, 16]], dtype=np.int32)  # token 2 includes the space
+    scores = np.array([[0, 0], [1, 0], [3, 0], [0, 2]], dtype=np.float32)
+    scores[:, 1] = [0, 0, 4, 1]
+    assert best_answer(context, [(scores, offsets)], False, TrainingSettings()) == "beta"
+    assert best_answer(context, [(scores, offsets)], False, TrainingSettings(max_answer_length=1)) == "beta"
+    scores[:, 1] = [0, 0, 0, 9]
+    assert best_answer(context, [(scores, offsets)], False, TrainingSettings(max_answer_length=1)) == "gamma"
+    assert best_answer(context, [(scores, offsets)], False, TrainingSettings(max_answer_length=2)) == "beta gamma"
+
+
+def test_tagging_labels_line_up_with_words(tiny_tokenizer):
+    kind, task = KIND_IMPLEMENTATIONS["tagging"], spec("tagging", labels=("O", "B-PER", "I-PER", "B-LOC"))
+    words = ["Zorblatt", "Quix", "buys", "the", "book", "in", "Xylophonia", "."]
+    tags = ["B-PER", "I-PER", "O", "O", "O", "O", "B-LOC", "O"]
+    (feature,) = kind.build_features([{"tokens": words, "tags": tags}], tiny_tokenizer, task, TrainingSettings(), training=True)
+    labelled = np.flatnonzero(feature["labels"] != -100)
+    assert len(feature["input_ids"]) > len(words) + 2, "rare words must be split into several sub-tokens"
+    assert labelled.tolist() == feature["word_token"].tolist()
+    assert [task.labels[feature["labels"][p]] for p in labelled] == tags
+    encoding = tiny_tokenizer(words, is_split_into_words=True)
+    assert [encoding.word_ids()[p] for p in labelled] == list(range(len(words))), "each label sits on its word's first sub-token"
+    # Decoding the gold label ids gives the tags back; words cut off by max_length fall back to "O".
+    assert kind.decode([feature["labels"].clip(0)], [feature], [{"tokens": words, "tags": tags}], task, TrainingSettings()) == [tags]
+    (short,) = kind.build_features([{"tokens": words, "tags": tags}], tiny_tokenizer, task, TrainingSettings(max_length=16), training=False)
+    predicted = kind.decode([short["labels"].clip(0)], [short], [{"tokens": words, "tags": tags}], task, TrainingSettings())[0]
+    assert len(predicted) == len(words) and predicted[-2:] == ["O", "O"] and (short["word_token"] == -1).any()
+
+
+def test_multiple_choice_shapes(tiny_encoder_dir, tiny_tokenizer):
+    from xstilts.modeling import MultiTaskModel, load_encoder
+
+    kind, task = KIND_IMPLEMENTATIONS["multiple_choice"], spec("multiple_choice", num_choices=3)
+    examples = [
+        {"context": "Anna eats the", "choices": ["bread .", "car .", "long poem about the sea ."], "label": 0},
+        {"context": "Tom drives", "question": "what ?", "choices": ["the bus .", "a hat .", "soup ."], "label": 0},
+    ]
+    features = kind.build_features(examples, tiny_tokenizer, task, TrainingSettings(), training=True)
+    batch = kind.collate(features, tiny_tokenizer.pad_token_id)
+    longest = max(len(ids) for f in features for ids in f["input_ids"])
+    assert batch["input_ids"].shape == (2, 3, longest)
+    assert batch["attention_mask"].sum(-1).tolist() == [[len(ids) for ids in f["input_ids"]] for f in features]
+    model = MultiTaskModel(load_encoder(tiny_encoder_dir), {task.name: task})
+    logits = model(task.name, batch)
+    assert logits.shape == (2, 3)
+    assert kind.loss(logits, batch).ndim == 0
+
+
+def test_classification_dynamic_padding_and_decode(tiny_tokenizer):
+    kind, task = KIND_IMPLEMENTATIONS["classification"], spec("classification", labels=("yes", "no"))
+    examples = [{"text_a": "a b c d e f g", "text_b": "h", "label": "no"}, {"text_a": "a", "label": "yes"}]
+    features = kind.build_features(examples, tiny_tokenizer, task, TrainingSettings(), training=True)
+    batch = kind.collate(features, tiny_tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[1] == max(len(f["input_ids"]) for f in features)
+    assert batch["label"].tolist() == [1, 0]
+    assert batch["input_ids"][1, len(features[1]["input_ids"]) :].eq(tiny_tokenizer.pad_token_id).all()
+    assert kind.decode([1, 0], features, examples, task, TrainingSettings()) == ["no", "yes"]
+    assert kind.score(["no", "no"], examples, task, "en") == {"accuracy": 50.0}
+
+
+@pytest.mark.parametrize(
+    "kind_name, record, message",
+    [
+        ("classification", {"text_a": "x", "label": "maybe"}, "field 'label' must be one of ['yes', 'no'], got 'maybe'"),
+        ("qa", {"id": "1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [0]}}, "answer 'b' is not found in the context at character 0"),
+        ("qa", {"id": "1", "question": "q", "context": "abc", "answers": {"text": [], "answer_start": []}}, "does not allow unanswerable questions"),
+        ("tagging", {"tokens": ["a", "b"], "tags": ["O"]}, "one tag per token (2 tokens)"),
+        ("multiple_choice", {"context": "c", "choices": ["a", "b"], "label": 2}, "index of the correct choice (0..1), got 2"),
+    ],
+)
+def test_malformed_records_are_explained(kind_name, record, message):
+    task = spec(kind_name, labels=("yes", "no") if kind_name in ("classification", "tagging") else ())
+    problem = KIND_IMPLEMENTATIONS[kind_name].validate_example(record, task)
+    assert problem is not None and message in problem
+
+
+def test_loader_names_file_and_line(tmp_path):
+    from xstilts.data import load_examples
+    from xstilts.errors import DataError
+
+    (tmp_path / "train-en.jsonl").write_text('{"text_a": "x", "label": "yes"}\n\n{"text_a": 3, "label": "yes"}\n', encoding="utf-8")
+    (tmp_path / "dev-en.jsonl").write_text('{"text_a": "x", "label": "yes"}\nnot json\n', encoding="utf-8")
+    task = TaskSpec(name="t", kind="classification", languages=("en",), data=LocalFiles(tmp_path), labels=("yes", "no"))
+    with pytest.raises(DataError, match=r"train-en.jsonl:3: expected a string field 'text_a'"):
+        load_examples(task, "train", "en")
+    with pytest.raises(DataError, match=r"dev-en.jsonl:2: invalid JSON"):
+        load_examples(task, "dev", "en")
+    assert len(load_examples(task, "train", "en", limit=1)) == 1

@@ -1,0 +1,140 @@
+"""Stages on a tiny model for a few steps: the saved encoder round trip, heads, determinism, the loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xstilts.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
+from xstilts.runner import ChainPrefix, _stage_request
+from xstilts.stage import run_stage
+from xstilts.store import StageStore
+from xstilts.training import make_optimizer
+
+pytestmark = pytest.mark.stage
+
+FAST = {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+
+
+def request_for(registry, task: str, parent: str, store: StageStore, role: str = "intermediate", **overrides):
+    base = ChainPrefix(0, (), "base", None)
+    return _stage_request(role, registry.get(task), [{**FAST, **overrides}], 0, base, parent, store)
+
+
+@pytest.mark.parametrize("task", ["demo_paraphrase", "demo_squad2", "demo_swag", "demo_pos"])
+def test_stage_of_each_kind_saves_encoder_heads_and_record(tmp_path, tiny_encoder_dir, demo_registry, task):
+    store = StageStore(tmp_path)
+    request = request_for(demo_registry, task, str(tiny_encoder_dir), store)
+    record = run_stage(request, store, progress=False)
+    stage_dir = store.stage_dir(request.identity, task)
+    assert (stage_dir / ENCODER_DIR / "model.safetensors").is_file()
+    assert (stage_dir / ENCODER_DIR / "config.json").is_file()
+    assert (stage_dir / ENCODER_DIR / "tokenizer.json").is_file()
+    assert json.loads((stage_dir / "stage.json").read_text()) == json.loads(json.dumps(record))
+    assert record["steps"] == 4 and record["task"] == task and record["primary_metric"] in record["dev_metrics"]
+    assert {key.split(".")[0] for key in load_file(str(stage_dir / HEADS_FILE))} == {task}
+    assert not list(tmp_path.glob(".partial-*")), "scratch directories are renamed into place"
+
+
+def test_next_stage_loads_the_encoder_only(tmp_path, tiny_encoder_dir, demo_registry):
+    store = StageStore(tmp_path)
+    first = request_for(demo_registry, "demo_paraphrase", str(tiny_encoder_dir), store)
+    run_stage(first, store, progress=False)
+    stage_dir = store.stage_dir(first.identity, "demo_paraphrase")
+
+    trained = load_encoder(stage_dir / ENCODER_DIR)
+    original = load_encoder(tiny_encoder_dir)
+    changed = [name for name, p in trained.state_dict().items() if not torch.equal(p, original.state_dict()[name])]
+    assert changed, "the saved encoder carries the stage's training"
+    assert not any("pooler" in name for name in trained.state_dict())
+
+    saved_head = {k.split(".", 1)[1]: v for k, v in load_file(str(stage_dir / HEADS_FILE)).items()}
+    spec = demo_registry.get("demo_paraphrase")
+    torch.manual_seed(123)
+    fresh = MultiTaskModel(trained, {spec.name: spec})
+    assert not torch.equal(fresh.heads[spec.name].out_proj.weight, saved_head["out_proj.weight"]), "heads are not carried over"
+
+    # Explicit opt-in: the next stage of the same task starts from the saved head.
+    second = _stage_request(
+        "intermediate", spec, [{**FAST, "learning_rate": 1e-9, "max_steps": 1}], 0,
+        ChainPrefix(1, ("demo_paraphrase",), first.identity, first), str(stage_dir / ENCODER_DIR), store,
+        parent_heads=stage_dir / HEADS_FILE,
+    )
+    record = run_stage(second, store, progress=False)
+    assert record["reused_heads"] == ["demo_paraphrase"]
+    reused = load_file(str(store.stage_dir(second.identity, "demo_paraphrase") / HEADS_FILE))
+    assert torch.allclose(reused["demo_paraphrase.out_proj.weight"], saved_head["out_proj.weight"], atol=1e-6)
+
+
+def test_stage_is_deterministic_on_cpu_and_skipped_when_done(tmp_path, tiny_encoder_dir, demo_registry):
+    weights = []
+    for name in ("a", "b"):
+        store = StageStore(tmp_path / name)
+        request = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, role="target")
+        record = run_stage(request, store, progress=False)
+        weights.append(load_file(str(store.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # Same request again: the completion record is returned and nothing trains.
+    assert run_stage(request, store, progress=False) == json.loads((store.stage_dir(request.identity, "demo_nli") / "stage.json").read_text())
+    assert record["history"] == run_stage(request, store, progress=False)["history"]
+
+
+def test_identity_changes_with_settings_and_seed(tmp_path, tiny_encoder_dir, demo_registry):
+    store = StageStore(tmp_path)
+    base = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store)
+    assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store).identity == base.identity
+    assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, learning_rate=2e-3).identity != base.identity
+    other_seed = _stage_request("intermediate", demo_registry.get("demo_nli"), [FAST], 1, ChainPrefix(0, (), "base", None), str(tiny_encoder_dir), store)
+    assert other_seed.identity != base.identity
+
+
+def test_no_weight_decay_on_bias_and_layer_norm(tiny_encoder_dir, demo_registry):
+    from xstilts.settings import TrainingSettings
+
+    spec = demo_registry.get("demo_nli")
+    model = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec})
+    decayed, plain = make_optimizer(model, TrainingSettings(), torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decayed["params"])
+    assert {names[id(p)] for p in plain["params"]} == {n for n in names.values() if n.endswith("bias") or "LayerNorm" in n}
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_registry, tiny_tokenizer):
+    """Two micro-batches of 4 give the same update as one batch of 8 (dropout off).
+
+    A large Adam epsilon makes the first update proportional to the gradient instead of its sign, so
+    a wrongly scaled accumulated gradient shows up in the weights.
+    """
+    from accelerate import Accelerator
+
+    from xstilts.data import build_features, load_examples
+    from xstilts.settings import TrainingSettings
+    from xstilts.training import train
+
+    spec = demo_registry.get("demo_nli")
+    examples = load_examples(spec, "train", "en", limit=8)
+    results = []
+    torch.manual_seed(0)
+    initial = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec}).state_dict()
+    for micro in (8, 4):
+        settings = TrainingSettings(
+            batch_size=8, micro_batch_size=micro, max_steps=1, learning_rate=1.0, adam_epsilon=1.0, weight_decay=0.0, warmup_ratio=0, eval_every_steps=100
+        )
+        torch.manual_seed(0)
+        model = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec})
+        model.encoder.config.hidden_dropout_prob = 0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        features = build_features(spec, examples, tiny_tokenizer, settings, training=True)
+        train(model, spec.name, features, settings, Accelerator(cpu=True), tiny_tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
+        results.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.allclose(results[0][k], results[1][k], atol=1e-5) for k in results[0])
+    moved = max((results[0][k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-3, "the update is large enough for a wrong scale to be visible"
