@@ -107,10 +107,13 @@ def test_missing_required_key_and_bad_yaml(tmp_path):
     assert problem.startswith(f"{bad}:2: invalid YAML")
 
 
-def test_settings_rules_are_checked():
-    with pytest.raises(ConfigError) as caught:
-        parse_config({"encoder": "x", "output_dir": "o", "targets": ["t"], "training": {"batch_size": 32, "micro_batch_size": 5}})
-    assert caught.value.problems == ["<config>: training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"]
+def test_rules_across_settings_layers_are_checked(tmp_path, valid_yaml):
+    path = write_config(tmp_path, valid_yaml + "  micro_batch_size: 5\n")
+    assert problems_of(path) == [f"{path}:18: training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"]
+    # A stage's own block is checked merged with the shared block and the kind's defaults.
+    text = valid_yaml.replace("chain: [demo_paraphrase]", "chain: [{task: demo_paraphrase, training: {micro_batch_size: 5}}]")
+    path = write_config(tmp_path, text)
+    assert problems_of(path) == [f"{path}:14: chain[0].training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"]
 
 
 def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path, valid_yaml):
@@ -129,3 +132,6 @@ def test_settings_layers_and_derived_steps():
     plan = plan_steps(TrainingSettings(batch_size=32, micro_batch_size=8, epochs=2), num_train_features=100)
     assert (plan.accumulation_steps, plan.micro_batches_per_epoch, plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (4, 13, 4, 8, 0)
     assert plan_steps(TrainingSettings(max_steps=7), 10_000).total_steps == 7
+    with pytest.raises(ValueError, match=r"doc_stride \(64\) must be smaller than max_length \(64\) for QA windows"):
+        resolve_settings("qa", {"max_length": 64, "doc_stride": 64})
+    assert resolve_settings("tagging", {"max_length": 64}).max_length == 64, "the stride matters for QA only"

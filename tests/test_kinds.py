@@ -161,3 +161,16 @@ def test_loader_names_file_and_line(tmp_path):
     with pytest.raises(DataError, match=r"dev-en.jsonl:2: invalid JSON"):
         load_examples(task, "dev", "en")
     assert len(load_examples(task, "train", "en", limit=1)) == 1
+
+
+def test_long_questions_are_cut_to_leave_room_for_the_context(tiny_tokenizer):
+    from xstilts.errors import XstiltsError
+
+    kind, task = KIND_IMPLEMENTATIONS["qa"], spec("qa")
+    example = qa_example("Oslo", question="where does Ivan " + "really " * 40 + "read the green map ?")
+    settings = TrainingSettings(max_length=40, doc_stride=20)
+    features = kind.build_features([example], tiny_tokenizer, task, settings, training=True)
+    assert all(len(f["input_ids"]) <= 40 for f in features)
+    assert any(f["start_position"] > 0 for f in features), "the answer still fits in some window"
+    with pytest.raises(XstiltsError, match="leave no room for the question"):
+        kind.build_features([example], tiny_tokenizer, task, TrainingSettings(max_length=24, doc_stride=20), training=True)

@@ -13,7 +13,7 @@ from xstilts.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encod
 from xstilts.runner import ChainPrefix, _stage_request
 from xstilts.stage import run_stage
 from xstilts.store import StageStore
-from xstilts.training import make_optimizer
+from xstilts.training import get_accelerator, make_optimizer
 
 pytestmark = pytest.mark.stage
 
@@ -111,8 +111,6 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
     A large Adam epsilon makes the first update proportional to the gradient instead of its sign, so
     a wrongly scaled accumulated gradient shows up in the weights.
     """
-    from accelerate import Accelerator
-
     from xstilts.data import build_features, load_examples
     from xstilts.settings import TrainingSettings
     from xstilts.training import train
@@ -133,8 +131,16 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         features = build_features(spec, examples, tiny_tokenizer, settings, training=True)
-        train(model, spec.name, features, settings, Accelerator(cpu=True), tiny_tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
+        train(model, spec.name, features, settings, get_accelerator(), tiny_tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
         results.append({k: v.clone() for k, v in model.state_dict().items()})
     assert all(torch.allclose(results[0][k], results[1][k], atol=1e-5) for k in results[0])
     moved = max((results[0][k] - initial[k]).abs().max().item() for k in initial)
     assert moved > 1e-3, "the update is large enough for a wrong scale to be visible"
+
+
+def test_stages_with_different_precision_run_in_one_process(tmp_path, tiny_encoder_dir, demo_registry):
+    """bf16 autocast (the GPU default) runs on CPU too, and precision may differ between stages."""
+    store = StageStore(tmp_path)
+    records = [run_stage(request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, precision=p), store, progress=False) for p in ("bf16", "fp32")]
+    assert [r["environment"]["precision"] for r in records] == ["bf16", "fp32"]
+    assert all(r["steps"] == 4 for r in records)

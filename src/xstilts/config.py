@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from xstilts.errors import ConfigError
-from xstilts.settings import TrainingOverrides
+from xstilts.settings import TrainingOverrides, resolve_settings
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
 
 Loc = tuple[Any, ...]
@@ -119,17 +119,19 @@ def format_loc(loc: Loc) -> str:
 
 
 def _line_of(node: yaml.Node | None, loc: Loc) -> int | None:
-    """1-based line of the YAML node at `loc`, or of its deepest existing ancestor."""
+    """1-based line of the key (or list item) at `loc`, or of its deepest existing ancestor."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
-        child = None
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            entry = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if entry is None:
+                break
+            node, line = entry[1], entry[0].start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
             break
-        node, line = child, child.start_mark.line + 1
     return line
 
 
@@ -173,7 +175,7 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
 def _unknown(kind: str, value: str, known: list[str]) -> str:
     close = difflib.get_close_matches(value, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    shown = ", ".join(known) if len(known) <= 45 else ", ".join(known[:45]) + ", ..."
+    shown = (", ".join(known) if len(known) <= 45 else ", ".join(known[:45]) + ", ...") or "(none registered)"
     return f"unknown {kind} {value!r}{hint}; expected one of: {shown}"
 
 
@@ -197,10 +199,13 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     if looks_local and not Path(encoder).expanduser().is_dir():
         problems.append((("encoder",), f"directory not found: {encoder}"))
 
+    shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
     for i, stage in enumerate(config.chain):
         spec = _known_task(registry, stage.task, ("chain", i, "task"), problems)
         if spec is None:
             continue
+        if shared_settings_ok:
+            _settings_problem(problems, ("chain", i, "training"), spec.kind, spec.training_defaults, config.training, stage.training)
         if not spec.trainable:
             problems.append((("chain", i, "task"), f"{spec.name} is a {spec.kind} task with no training data; it can only be a target"))
             continue
@@ -213,6 +218,8 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         if not spec.trainable:
             problems.append((("targets", i, "task"), f"{spec.name} is a retrieval task; retrieval targets are not supported yet"))
             continue
+        if shared_settings_ok:
+            _settings_problem(problems, ("targets", i, "training"), spec.kind, spec.training_defaults, config.training, target.training)
         languages = config.target_languages(target, registry)
         for j, language in enumerate(target.languages or []):
             if language not in spec.languages:
@@ -221,6 +228,19 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
     return problems
+
+
+def _settings_problem(problems: list[tuple[Loc, str]], loc: Loc, kind: str, *layers: Any) -> bool:
+    """Check rules that span several keys (batch_size vs micro_batch_size) on the merged settings."""
+    try:
+        resolve_settings(kind, *layers)
+    except ValidationError as error:
+        problems += [(loc + tuple(e["loc"]), e["msg"]) for e in error.errors()]
+        return False
+    except ValueError as error:
+        problems.append((loc, str(error)))
+        return False
+    return True
 
 
 def _known_task(registry: TaskRegistry, name: str, loc: Loc, problems: list[tuple[Loc, str]]) -> TaskSpec | None:

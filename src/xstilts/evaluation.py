@@ -13,6 +13,7 @@ from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature
 from xstilts.tasks.registry import TaskSpec
+from xstilts.training import autocast
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Evaluation:
 
 
 def predict_outputs(
-    model: MultiTaskModel, task: str, features: Sequence[Feature], batch_size: int, accelerator: Accelerator, pad_token_id: int
+    model: MultiTaskModel, task: str, features: Sequence[Feature], settings: TrainingSettings, accelerator: Accelerator, pad_token_id: int
 ) -> list[Any]:
     """Per-feature outputs, in feature order. Batches are formed from length-sorted features to waste little padding."""
     kind = kind_of(model.specs[task])
@@ -30,9 +31,9 @@ def predict_outputs(
     outputs: list[Any] = [None] * len(features)
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), accelerator.autocast():
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
+    with torch.inference_mode(), autocast(settings, accelerator.device):
+        for start in range(0, len(order), settings.eval_batch_size):
+            indices = order[start : start + settings.eval_batch_size]
             batch = kind.collate([features[i] for i in indices], pad_token_id)
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             for index, output in zip(indices, kind.batch_outputs(model(task, batch), batch)):
@@ -52,7 +53,7 @@ def evaluate(
     language: str,
 ) -> Evaluation:
     kind = kind_of(spec)
-    outputs = predict_outputs(model, spec.name, features, settings.eval_batch_size, accelerator, pad_token_id)
+    outputs = predict_outputs(model, spec.name, features, settings, accelerator, pad_token_id)
     predictions = kind.decode(outputs, features, examples, spec, settings)
     return Evaluation(predictions, kind.score(predictions, examples, spec, language))
 

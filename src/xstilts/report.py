@@ -87,6 +87,13 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     for target in targets:
         parts += [f"## {target}", "", _markdown(target_table(summary, target)), ""]
+    stages = summary.get("intermediate_stages", [])
+    if stages:
+        rows = [["k", "stage", "kind", "English dev", "steps (best)", "seconds"]]
+        for k, stage in enumerate(stages, start=1):
+            metrics = ", ".join(f"{name} {value:.1f}" for name, value in stage["dev_metrics"].items())
+            rows.append([str(k), stage["task"], stage["kind"], metrics, f"{stage['steps']} ({stage['best_step']})", f"{stage['train_seconds']:.0f}"])
+        parts += ["## Intermediate stages", "", _markdown(rows), ""]
     languages = sorted({lang for c in summary["chains"].values() for t in c["targets"].values() for lang in t["scores"]})
     parts += ["## Languages", "", ", ".join(f"{code} ({language_name(code)})" if language_name(code) != code else code for code in languages), ""]
     if "wall_seconds" in summary:

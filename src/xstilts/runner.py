@@ -94,8 +94,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     started = time.perf_counter()
 
     prefixes = plan_chain(config, registry, store)
-    for prefix in prefixes[1:]:
-        run_stage(prefix.stage, store, progress)
+    intermediate = [run_stage(prefix.stage, store, progress) for prefix in prefixes[1:]]
 
     evaluated = prefixes if config.evaluate_every_prefix else prefixes[-1:]
     rows: list[dict[str, Any]] = []
@@ -113,6 +112,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
                 rows.append(row)
 
     summary = summarize(config.name, rows, registry)
+    summary["intermediate_stages"] = [_stage_summary(record) for record in intermediate]
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_json_atomic(output_dir / SUMMARY_FILE, summary)
     return summary
@@ -132,6 +132,11 @@ def _result_row(prefix: ChainPrefix, spec: TaskSpec, language: str, evaluation: 
         "english_dev": record["dev_metrics"],
         "target_stage": record["identity"],
     }
+
+
+def _stage_summary(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("task", "kind", "chain", "identity", "dev_metrics", "primary_metric", "steps", "best_step", "train_seconds")
+    return {key: record[key] for key in keys}
 
 
 def summarize(name: str, rows: list[dict[str, Any]], registry: TaskRegistry) -> dict[str, Any]:

@@ -47,8 +47,6 @@ class TrainingSettings(BaseModel):
     def _check_batch_division(self) -> "TrainingSettings":
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
-        if self.doc_stride >= self.max_length:
-            raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
         return self
 
 
@@ -66,7 +64,7 @@ TrainingOverrides.__doc__ = "A partial `TrainingSettings`: only the keys that ar
 # Per-kind defaults (protocol.md section 5: QA uses batch 16, max length 384 with stride 128).
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "classification": {},
-    "multiple_choice": {"batch_size": 16},
+    "multiple_choice": {},
     "qa": {"batch_size": 16, "max_length": 384, "doc_stride": 128},
     "tagging": {},
 }
@@ -80,7 +78,10 @@ def resolve_settings(kind: str, *layers: dict[str, Any] | BaseModel | None) -> T
             continue
         values = layer.model_dump(exclude_none=True) if isinstance(layer, BaseModel) else {k: v for k, v in layer.items() if v is not None}
         merged.update(values)
-    return TrainingSettings(**merged)
+    settings = TrainingSettings(**merged)
+    if kind == "qa" and settings.doc_stride >= settings.max_length:
+        raise ValueError(f"doc_stride ({settings.doc_stride}) must be smaller than max_length ({settings.max_length}) for QA windows")
+    return settings
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from xstilts.settings import TrainingSettings
 from xstilts.store import StageStore, write_json_atomic
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
-from xstilts.training import make_accelerator, train
+from xstilts.training import get_accelerator, precision_name, train
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True) -
         return done
     set_seed(request.seed)
     settings = request.settings
-    accelerator = make_accelerator(settings)
+    accelerator = get_accelerator()
     tokenizer = load_tokenizer(request.parent)
     model = MultiTaskModel(load_encoder(request.parent), {request.spec.name: request.spec})
     reused = load_heads(model, request.parent_heads, [request.spec.name]) if request.parent_heads else []
@@ -115,7 +115,7 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True) -
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_tokens": result.tokens,
         "parameters": count_parameters(model),
-        "environment": environment(accelerator),
+        "environment": environment(accelerator, precision_name(settings, accelerator.device)),
         **request.describe,
     }
     store.commit(scratch, request.identity, spec.name, record)
@@ -137,7 +137,7 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
             missing.append(language)
     if not missing:
         return results
-    accelerator = make_accelerator(settings)
+    accelerator = get_accelerator()
     encoder_dir = stage_dir / ENCODER_DIR
     tokenizer = load_tokenizer(encoder_dir)
     model = MultiTaskModel(load_encoder(encoder_dir), {spec.name: spec})
@@ -166,10 +166,10 @@ def _write_predictions(path: Path, examples: list[dict[str, Any]], predictions: 
     write_jsonl(path, rows)
 
 
-def environment(accelerator: Accelerator) -> dict[str, Any]:
+def environment(accelerator: Accelerator, precision: str) -> dict[str, Any]:
     return {
         "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision,
+        "precision": precision,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),

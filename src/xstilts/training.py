@@ -8,6 +8,7 @@ memory. accelerate places the model and handles mixed precision so multi-GPU nee
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -37,10 +38,24 @@ class TrainResult:
     plan: StepPlan | None = None
 
 
-def make_accelerator(settings: TrainingSettings) -> Accelerator:
-    """bf16 autocast on GPU unless fp32 is asked for; fp32 on CPU (bf16 matmuls are slow there)."""
-    use_bf16 = settings.precision == "bf16" or (settings.precision == "auto" and torch.cuda.is_available())
-    return Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+@functools.lru_cache(maxsize=None)
+def get_accelerator() -> Accelerator:
+    """One Accelerator per process (device placement, backward, distributed wrapping).
+
+    Precision is not set here: accelerate fixes it once per process, while stages may differ, so
+    each stage enters its own `autocast` instead.
+    """
+    return Accelerator()
+
+
+def autocast(settings: TrainingSettings, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU unless fp32 is asked for; fp32 on CPU (bf16 matmuls are slow there) unless bf16 is asked for."""
+    use_bf16 = settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+def precision_name(settings: TrainingSettings, device: torch.device) -> str:
+    return "bf16" if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda") else "fp32"
 
 
 def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.device) -> torch.optim.AdamW:
@@ -105,7 +120,7 @@ def train(
             batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
             last_micro_step = micro_step == plan.accumulation_steps - 1
             sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
+            with sync, autocast(settings, accelerator.device):
                 loss = kind.loss(model(task, batch), batch) / plan.accumulation_steps
                 accelerator.backward(loss)
             running_loss += loss.detach()

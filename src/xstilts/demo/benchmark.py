@@ -3,7 +3,7 @@
 Intermediate (English train/dev only):
   demo_paraphrase  classification, pairs: same event (place phrase moved) or one slot changed
   demo_squad2      extractive QA with unanswerable questions (SQuAD v2.0-like)
-  demo_swag        multiple choice: pick the ending whose object suits the verb (HellaSwag-like)
+  demo_swag        multiple choice: the plausible ending against scrambled ones (HellaSwag-like)
   demo_pos         tagging: part-of-speech tags (CCG-like)
 Targets (English train/dev; test in en, x-lex, x-ord, x-scr):
   demo_nli         classification, 3-way NLI over events (XNLI-like)
@@ -38,15 +38,15 @@ from xstilts.demo.languages import (
 )
 from xstilts.readers.jsonl import write_jsonl
 
-BENCHMARK_VERSION = 1
+BENCHMARK_VERSION = 5
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 PARAPHRASE_LABELS = ["paraphrase", "different"]
 QUESTION_KINDS = ("who", "what", "where")
 
 
-def _changed(world: World, event: Event, rng: random.Random) -> Event:
-    """The event with exactly one slot changed to a different value (a contradiction)."""
-    slot = rng.choice(["person", "noun", "verb", "negated"])
+def _changed(world: World, event: Event, rng: random.Random, slot: str | None = None) -> Event:
+    """The event with one slot changed to a different value (a contradiction)."""
+    slot = slot or rng.choice(["person", "noun", "verb", "negated"])
     if slot == "person":
         other = event.person
         while other == event.person:
@@ -84,7 +84,10 @@ def nli_example(world: World, language: Language, rng: random.Random) -> dict[st
 def paraphrase_example(world: World, language: Language, rng: random.Random) -> dict[str, Any]:
     event = world.event(place=world.place())
     label = rng.choice(PARAPHRASE_LABELS)
-    other = event if label == "paraphrase" else _changed(world, event, rng)
+    other = event
+    if label == "different":  # two slots changed, as non-duplicate questions usually differ in more than a word
+        for slot in rng.sample(["person", "noun", "verb", "negated"], 2):
+            other = _changed(world, other, rng, slot)
     return {"text_a": join(language.statement(event)), "text_b": join(language.statement(other, fronted=rng.random() < 0.7)), "label": label}
 
 
@@ -128,23 +131,23 @@ def qa_example(world: World, language: Language, rng: random.Random, index: int,
 
 
 def swag_example(world: World, language: Language, rng: random.Random) -> dict[str, Any]:
-    """Context: the sentence up to the verb; choices: four objects, one of the verb's category.
+    """Pick the plausible ending of a sentence (HellaSwag-like): the others are its words scrambled.
 
-    Written for verb-before-object languages (the task is English-only, like HellaSwag).
+    The context is the sentence up to its verb; the distractors keep the ending's words but not its
+    order, so telling them apart takes the language's word order, which masked-LM pretraining teaches.
     """
-    event = world.event(selective=True, place=None, time=None, negated=False)
-    category = NOUN_CATEGORY[event.noun]
-    wrong_categories = rng.sample([c for c in NOUNS if c != category], 3)
-    nouns = [event.noun] + [rng.choice(NOUNS[c]) for c in wrong_categories]
-    rng.shuffle(nouns)
+    event = world.event(negated=False, place=world.place(), adjective=rng.choice(ADJECTIVES))
     tokens = language.statement(event)
     verb_at = next(i for i, t in enumerate(tokens) if t.concept == event.verb)
-    context = join(tokens[: verb_at + 1])
-    choices = []
-    for noun in nouns:
-        ending = language.statement(replace(event, noun=noun))[verb_at + 1 :]
-        choices.append(join(ending))
-    return {"context": context, "choices": choices, "label": nouns.index(event.noun)}
+    ending = [t.text for t in tokens[verb_at + 1 : -1]]
+    choices = [" ".join(ending)]
+    while len(choices) < 4:
+        scrambled = " ".join(rng.sample(ending, len(ending)))
+        if scrambled not in choices:
+            choices.append(scrambled)
+    choices = [c + " ." for c in choices]
+    order = rng.sample(range(4), 4)
+    return {"context": join(tokens[: verb_at + 1]), "choices": [choices[i] for i in order], "label": order.index(0)}
 
 
 def tagging_sentence(world: World, language: Language, rng: random.Random) -> list[Token]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xstilts.errors import XstiltsError
 from xstilts.metrics.qa import score_answers
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
@@ -52,7 +53,8 @@ class QAKind(TaskKind):
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:
-        questions = [_truncate_question(e["question"].lstrip(), tokenizer) for e in examples]
+        question_limit = _question_token_limit(tokenizer, settings)
+        questions = [_truncate_question(e["question"].lstrip(), tokenizer, question_limit) for e in examples]
         encoding = tokenizer(
             questions,
             [e["context"] for e in examples],
@@ -110,12 +112,27 @@ class QAKind(TaskKind):
         return score_answers(predictions, [e["answers"]["text"] for e in examples])
 
 
-def _truncate_question(question: str, tokenizer: Any) -> str:
-    """Keep very long questions from crowding the context out of every window."""
+def _question_token_limit(tokenizer: Any, settings: TrainingSettings) -> int:
+    """Longest question that still leaves every window more context tokens than the stride.
+
+    The tokenizer requires that room (it fails hard otherwise), and a question that crowds out the
+    context could never be answered anyway.
+    """
+    room = settings.max_length - settings.doc_stride - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    if room < 4:
+        raise XstiltsError(
+            f"QA windows of max_length {settings.max_length} with doc_stride {settings.doc_stride} leave no room for the question; "
+            "raise max_length or lower doc_stride"
+        )
+    return min(MAX_QUESTION_TOKENS, room)
+
+
+def _truncate_question(question: str, tokenizer: Any, limit: int) -> str:
+    """Cut a question to at most `limit` tokens, at a token boundary of the original text."""
     encoding = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    if len(encoding["input_ids"]) <= MAX_QUESTION_TOKENS:
+    if len(encoding["input_ids"]) <= limit:
         return question
-    return question[: encoding["offset_mapping"][MAX_QUESTION_TOKENS - 1][1]]
+    return question[: encoding["offset_mapping"][limit - 1][1]]
 
 
 def _answer_positions(answers: dict[str, list], offsets: np.ndarray) -> tuple[int, int]:
