@@ -13,6 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from xstilts.metrics.classification import accuracy
 
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.registry import TaskSpec
@@ -67,6 +70,37 @@ class TaskKind:
 
     def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
         return collate_padded(features, pad_token_id, self.scalar_keys)
+
+
+class SingleLabelKind(TaskKind):
+    """Kinds that predict one class per example from logits of shape (batch, classes): classification, multiple choice."""
+
+    primary_metric = "accuracy"
+    scalar_keys = ("label",)
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["label"])
+
+    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
+        return logits.argmax(dim=-1).cpu().tolist()
+
+    def gold_label(self, example: Example, spec: TaskSpec) -> Any:
+        return example["label"]
+
+    def label_of(self, index: int, spec: TaskSpec) -> Any:
+        """The prediction for class `index`, in the form of the examples' gold labels."""
+        return index
+
+    def decode(
+        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+    ) -> list[Any]:
+        predictions: list[Any] = [None] * len(examples)
+        for output, feature in zip(outputs, features):
+            predictions[feature["example_index"]] = self.label_of(int(output), spec)
+        return predictions
+
+    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+        return accuracy(predictions, [self.gold_label(e, spec) for e in examples])
 
 
 def encode(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

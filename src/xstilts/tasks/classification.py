@@ -7,20 +7,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
 from torch import nn
-from torch.nn import functional as F
 
-from xstilts.metrics.classification import accuracy
 from xstilts.settings import TrainingSettings
-from xstilts.tasks.base import Example, Feature, PooledHead, TaskKind, model_takes_token_types, token_ids
+from xstilts.tasks.base import Example, Feature, PooledHead, SingleLabelKind, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec
 
 
-class ClassificationKind(TaskKind):
+class ClassificationKind(SingleLabelKind):
     name = "classification"
-    primary_metric = "accuracy"
-    scalar_keys = ("label",)
 
     def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
         if not isinstance(record.get("text_a"), str):
@@ -53,19 +48,5 @@ class ClassificationKind(TaskKind):
     def make_head(self, spec: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
         return PooledHead(hidden_size, len(spec.labels), dropout)
 
-    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), batch["label"])
-
-    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
-        return logits.argmax(dim=-1).cpu().tolist()
-
-    def decode(
-        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
-    ) -> list[Any]:
-        predictions: list[Any] = [None] * len(examples)
-        for output, feature in zip(outputs, features):
-            predictions[feature["example_index"]] = spec.labels[output]
-        return predictions
-
-    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
-        return accuracy(predictions, [e["label"] for e in examples])
+    def label_of(self, index: int, spec: TaskSpec) -> Any:
+        return spec.labels[index]

@@ -10,20 +10,16 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from xstilts.metrics.classification import accuracy
 from xstilts.settings import TrainingSettings
-from xstilts.tasks.base import Example, Feature, PooledHead, TaskKind, model_takes_token_types, token_ids
+from xstilts.tasks.base import Example, Feature, PooledHead, SingleLabelKind, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec
 
 
-class MultipleChoiceKind(TaskKind):
+class MultipleChoiceKind(SingleLabelKind):
     """One head scores each (context, question + choice) pair; softmax over the candidates."""
 
     name = "multiple_choice"
-    primary_metric = "accuracy"
-    scalar_keys = ("label",)
 
     def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
         if not isinstance(record.get("context"), str):
@@ -69,20 +65,3 @@ class MultipleChoiceKind(TaskKind):
         batch_size, num_choices, length = batch["input_ids"].shape
         flat = {key: batch[key].view(batch_size * num_choices, length) for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
         return super().logits(encoder, head, flat).view(batch_size, num_choices)
-
-    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), batch["label"])
-
-    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
-        return logits.argmax(dim=-1).cpu().tolist()
-
-    def decode(
-        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
-    ) -> list[Any]:
-        predictions: list[Any] = [None] * len(examples)
-        for output, feature in zip(outputs, features):
-            predictions[feature["example_index"]] = int(output)
-        return predictions
-
-    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
-        return accuracy(predictions, [e["label"] for e in examples])
