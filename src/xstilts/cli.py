@@ -89,6 +89,59 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")
     typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Prepare and check task data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    tasks: str = typer.Option(..., "--tasks", help="Comma-separated task names, or 'all'."),
+    out: Path = typer.Option(..., "--out", help="Directory for the prepared copy (a config's data_dir)."),
+    source: Path = typer.Option(None, "--from", help="Directory with files in the upstream or XTREME layouts."),
+    from_hub: bool = typer.Option(False, "--from-hub", help="Load the public Hugging Face hub copies (needs network once)."),
+) -> None:
+    """Write a validated local copy of the tasks' data that runs use offline."""
+    _setup(True)
+    from xstilts.prepare import prepare
+    from xstilts.tasks import default_registry
+
+    registry = default_registry()
+    names = [n for n in registry.names() if registry.get(n).kind != "retrieval"] if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
+    for name in names:
+        _guarded(lambda: registry.get(name))
+    reports = _guarded(lambda: prepare(registry, names, out, source, from_hub))
+    for report in reports:
+        typer.echo(f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  <- {', '.join(report.files)}")
+    missing = sorted(set(names) - {r.task for r in reports})
+    if missing:
+        typer.echo(f"no data found for: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+
+
+@data_app.command("check")
+def data_check(directory: Path = typer.Argument(..., help="A directory of upstream files or a prepared copy.")) -> None:
+    """Count examples per task, split and language, and report every problem found."""
+    from xstilts.prepare import check
+    from xstilts.tasks import default_registry
+
+    if not directory.is_dir():
+        typer.echo(f"error: {directory}: not a directory", err=True)
+        raise typer.Exit(2)
+    reports, unrecognised = check(default_registry(), directory)
+    problems = 0
+    for report in reports:
+        files = ", ".join(str(Path(f).relative_to(directory)) if Path(f).is_relative_to(directory) else f for f in report.files)
+        typer.echo(f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  {files}")
+        for problem in report.problems:
+            typer.echo(f"  problem: {problem}")
+        problems += len(report.problems)
+    for path in unrecognised:
+        typer.echo(f"(not a file of any known task layout) {path.relative_to(directory)}")
+    typer.echo(f"{len(reports)} files checked, {sum(r.examples for r in reports)} examples, {problems} problems")
+    if problems:
+        raise typer.Exit(1)
+
+
 def _print_summary(summary: dict) -> None:
     """One line per (chain, target): mean over languages and the English dev score."""
     for label, chain in sorted(summary["chains"].items(), key=lambda item: item[1]["chain_length"]):

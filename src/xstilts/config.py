@@ -84,6 +84,7 @@ class ExperimentConfig(_Strict):
     name: str = "experiment"
     encoder: str = Field(description="Hugging Face hub id or local directory of a pretrained encoder.")
     output_dir: Path
+    data_dir: Path = Field(Path("data"), description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.")
     seed: int = 0
     tasks: dict[str, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
     chain: list[StageConfig] = Field(default_factory=list)
@@ -97,14 +98,20 @@ class ExperimentConfig(_Strict):
     _targets_shorthand = field_validator("targets", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
 
     def registry(self) -> TaskRegistry:
-        """The built-in tasks plus this config's own."""
-        registry = default_registry()
+        """The built-in tasks, reading from `data_dir`, plus this config's own."""
+        registry = builtin_registry(self.data_dir)
         for name, definition in self.tasks.items():
             registry.add(definition.to_spec(name), replace=False)
         return registry
 
     def target_languages(self, target: TargetConfig, registry: TaskRegistry) -> list[str]:
         return list(target.languages or registry.get(target.task).languages)
+
+
+def builtin_registry(data_dir: Path) -> TaskRegistry:
+    """The built-in catalogue with every task reading its prepared files from `data_dir/<task>`."""
+    base = default_registry()
+    return TaskRegistry(base.get(name).with_data_dir(Path(data_dir) / name) for name in base.names())
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -182,7 +189,7 @@ def _unknown(kind: str, value: str, known: list[str]) -> str:
 def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     """Cross-references pydantic cannot check: task names, languages, files on disk."""
     problems: list[tuple[Loc, str]] = []
-    registry = default_registry()
+    registry = builtin_registry(config.data_dir)
     for name, definition in config.tasks.items():
         if name in registry:
             problems.append((("tasks", name), f"a built-in task is called {name!r}; choose another name"))

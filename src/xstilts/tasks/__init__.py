@@ -15,6 +15,10 @@ KIND_IMPLEMENTATIONS: dict[str, TaskKind] = {
 }
 
 
+# The built-in catalogue registers itself on import.
+from xstilts.tasks import catalogue as _catalogue  # noqa: E402,F401
+
+
 def kind_of(spec: TaskSpec) -> TaskKind:
     return KIND_IMPLEMENTATIONS[spec.kind]
 

@@ -6,7 +6,7 @@ from Python with `register_task`), never editing a kind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -60,14 +60,33 @@ class TaskSpec:
     eval_split: str = "test"
     training_defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    dev_languages: tuple[str, ...] = ()  # languages with a labelled dev split besides train_language
+    sources: Any = None  # xstilts.tasks.sources.Sources for built-in tasks
+    open_label_set: bool = False  # labels come from the data (CCG supertags): `labels.txt` beside the files
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise XstiltsError(f"task {self.name}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if not self.metric:
             object.__setattr__(self, "metric", DEFAULT_METRIC[self.kind])
-        if self.kind in ("classification", "tagging") and not self.labels:
+        if self.kind in ("classification", "tagging") and not self.labels and not self.open_label_set:
             raise XstiltsError(f"task {self.name}: a {self.kind} task needs its label list")
+
+    def with_data_dir(self, data_dir: Path) -> "TaskSpec":
+        """This task reading its prepared files from `data_dir` (open label sets read `labels.txt` there)."""
+        labels = self.labels
+        labels_file = Path(data_dir) / "labels.txt"
+        if self.open_label_set and labels_file.is_file():
+            labels = tuple(line for line in labels_file.read_text(encoding="utf-8").splitlines() if line)
+        return replace(self, data=LocalFiles(Path(data_dir)), labels=labels)
+
+    def split_languages(self, split: str) -> tuple[str, ...]:
+        """Languages a split exists in: train in the training language only, dev there and in `dev_languages`."""
+        if split == self.train_split:
+            return (self.train_language,)
+        if split == self.dev_split:
+            return (self.train_language, *[l for l in self.dev_languages if l != self.train_language])
+        return self.languages
 
     @property
     def trainable(self) -> bool:

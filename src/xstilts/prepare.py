@@ -1,0 +1,182 @@
+"""`xstilts data prepare` and `xstilts data check`: upstream files or hub copies -> validated local copies.
+
+Runs read the prepared layout, `<data_dir>/<task>/{split}-{language}.jsonl`, one example per line in
+the task kind's schema, with `manifest.json` saying where each file came from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from xstilts.errors import DataError, XstiltsError
+from xstilts.readers.jsonl import read_jsonl, write_jsonl
+from xstilts.store import write_json_atomic
+from xstilts.tasks import KIND_IMPLEMENTATIONS
+from xstilts.tasks.registry import TaskRegistry, TaskSpec
+from xstilts.tasks.sources import HubFile
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class FileReport:
+    """What was found for one (task, split, language)."""
+
+    task: str
+    split: str
+    language: str
+    files: list[str]
+    examples: int
+    problems: list[str] = field(default_factory=list)
+
+
+def _validate(spec: TaskSpec, records: list[dict[str, Any]], where: str) -> list[str]:
+    kind = KIND_IMPLEMENTATIONS.get(spec.kind)
+    if kind is None:  # retrieval records are checked by their own reader
+        return []
+    problems = []
+    for index, record in enumerate(records):
+        problem = kind.validate_example(record, spec)
+        if problem:
+            problems.append(f"{where}: record {index + 1}: {problem}")
+            if len(problems) >= 5:
+                problems.append(f"{where}: (further problems not shown)")
+                break
+    return problems
+
+
+def read_local(spec: TaskSpec, root: Path, split: str, language: str) -> tuple[list[dict[str, Any]], list[Path]] | None:
+    """Records of one split and language from the first known layout present below `root`, or None.
+
+    The paths returned include the companion files the reader opened beside each match.
+    """
+    for layout in (spec.sources.local.get(split, ()) if spec.sources else ()):
+        paths = layout.paths(root, split, language)
+        if paths:
+            records: list[dict[str, Any]] = []
+            for path in paths:
+                records += layout.reader(path, language)
+            companions = [p.with_suffix(c) for p in paths for c in layout.companions if p.with_suffix(c).is_file()]
+            return records, paths + companions
+    return None
+
+
+def read_hub(spec: TaskSpec, split: str, language: str) -> list[dict[str, Any]]:
+    """Records from the public hub copy (needs network access the first time; cached by `datasets`)."""
+    from datasets import load_dataset
+
+    make = spec.sources.hub.get(split) if spec.sources else None
+    if make is None:
+        raise XstiltsError(f"{spec.name}: no public hub copy of the {split} split is known")
+    hub_files = make(language)
+    records: list[dict[str, Any]] = []
+    for hub in hub_files if isinstance(hub_files, list) else [hub_files]:
+        dataset = load_dataset(hub.dataset, hub.config, split=hub.split)
+        records += map_hub_records(hub, dataset, dataset.features)
+    return records
+
+
+def map_hub_records(hub: HubFile, rows: Iterable[dict[str, Any]], features: Any = None) -> list[dict[str, Any]]:
+    """Apply a hub file's filter and record mapping (kept separate so it can be tested offline)."""
+    mapped = []
+    for row in rows:
+        if hub.keep is not None and not hub.keep(row):
+            continue
+        record = hub.mapper(row, features)
+        if record is not None:
+            mapped.append(record)
+    return mapped
+
+
+def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir: Path | None = None, from_hub: bool = False) -> list[FileReport]:
+    """Write validated local copies of `tasks` under `out_dir`; returns what was written.
+
+    Each split and language is taken from `source_dir` (upstream layouts) or the hub. What cannot be
+    found is reported and skipped; invalid records stop the task before anything of it is written.
+    """
+    if (source_dir is None) == (not from_hub):
+        raise XstiltsError("give exactly one of --from DIR and --from-hub")
+    reports: list[FileReport] = []
+    for name in tasks:
+        spec = registry.get(name)
+        if spec.kind == "retrieval":
+            raise XstiltsError(f"{name}: retrieval data is read in place by the retrieval evaluation; nothing to prepare")
+        task_dir = out_dir / name
+        pending: list[tuple[FileReport, list[dict[str, Any]]]] = []
+        labels: set[str] = set()
+        for split in SPLITS:
+            for language in spec.split_languages(split):
+                if from_hub:
+                    try:
+                        records, files = read_hub(spec, split, language), [f"hub:{split}"]
+                    except XstiltsError:
+                        continue
+                else:
+                    found = read_local(spec, Path(source_dir), split, language)
+                    if found is None:
+                        continue
+                    records, files = found[0], [str(p) for p in found[1]]
+                if spec.open_label_set:
+                    labels.update(tag for record in records for tag in record["tags"])
+                report = FileReport(name, split, language, files, len(records))
+                pending.append((report, records))
+        if spec.open_label_set:
+            spec = replace(spec, labels=tuple(sorted(labels)))
+        for report, records in pending:
+            report.problems = _validate(spec, records, f"{name} {report.split}-{report.language}")
+        problems = [p for report, _ in pending for p in report.problems]
+        if problems:
+            raise DataError(pending[0][0].files[0], "invalid records, nothing written for task " + name + ":\n  " + "\n  ".join(problems))
+        if not pending:
+            log.warning("%s: no files found", name)
+            continue
+        task_dir.mkdir(parents=True, exist_ok=True)
+        for report, records in pending:
+            write_jsonl(task_dir / f"{report.split}-{report.language}.jsonl", records)
+        if spec.open_label_set:
+            (task_dir / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
+        write_json_atomic(task_dir / "manifest.json", {"task": name, "files": [report.__dict__ for report, _ in pending]})
+        reports += [report for report, _ in pending]
+    return reports
+
+
+def check(registry: TaskRegistry, directory: Path) -> tuple[list[FileReport], list[Path]]:
+    """Read every file of every known layout below `directory` (upstream or prepared), for every
+    split and language, and validate its records.
+
+    Returns the reports and the files that no layout recognised (licences, READMEs, unknown data).
+    """
+    reports: list[FileReport] = []
+    seen: set[Path] = set()
+    reported: set[tuple[str, str, tuple[Path, ...]]] = set()
+    for name in registry.names():
+        spec = registry.get(name)
+        for split in SPLITS:
+            for language in spec.split_languages(split) + tuple(l for l in spec.languages if l not in spec.split_languages(split)):
+                prepared = directory / name / f"{split}-{language}.jsonl"
+                if prepared.is_file():
+                    reports.append(_check_files(spec, split, language, [prepared], lambda path, lang: [r for _, r in read_jsonl(path)], seen))
+                for layout in spec.sources.local.get(split, ()) if spec.sources else ():
+                    paths = layout.paths(directory, split, language)
+                    if paths and (spec.name, split, tuple(paths)) not in reported:  # a file without a language in its name
+                        reported.add((spec.name, split, tuple(paths)))
+                        companions = [p.with_suffix(c) for p in paths for c in layout.companions]
+                        reports.append(_check_files(spec, split, language, paths + companions, layout.reader, seen, len(paths)))
+    seen.update(p.resolve() for name in registry.names() for p in (directory / name / "manifest.json", directory / name / "labels.txt"))
+    unrecognised = sorted(p for p in directory.rglob("*") if p.is_file() and p.resolve() not in seen)
+    return reports, unrecognised
+
+
+def _check_files(spec: TaskSpec, split: str, language: str, paths: list[Path], reader: Any, seen: set[Path], read_count: int | None = None) -> FileReport:
+    """Read and validate one layout's files (the first `read_count` are read, the rest are companions)."""
+    seen.update(p.resolve() for p in paths)
+    try:
+        records = [record for path in paths[:read_count] for record in reader(path, language)]
+    except DataError as error:
+        return FileReport(spec.name, split, language, [str(p) for p in paths], 0, [str(error)])
+    return FileReport(spec.name, split, language, [str(p) for p in paths], len(records), _validate(spec, records, f"{spec.name} {split}-{language}"))
