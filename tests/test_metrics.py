@@ -71,3 +71,22 @@ def test_xtreme_aggregation():
     assert headline(per_language["en"], "squad") == 70.0
     assert task_score(per_language, "squad") == {"exact_match": 50.0, "f1": 70.0, "score": 60.0}
     assert task_score({"en": {"accuracy": 80.0}, "de": {"accuracy": 70.0}}, "accuracy")["score"] == 75.0
+
+
+def test_mlqa_normalisation_quirks():
+    from xstilts.metrics.qa import mlqa_exact_match, mlqa_f1, mlqa_normalize
+
+    # Arabic: every "ال" goes, inside words too.
+    assert mlqa_normalize("الكتاب الجميل", "ar") == "كتاب جميل"
+    assert mlqa_normalize("فالولد", "ar") == "ف ولد"
+    # Chinese: one token per character in U+4E00-U+9FA5 only; U+3400 (extension A) stays glued.
+    assert mlqa_normalize("北京大学", "zh") == "北 京 大 学"
+    assert mlqa_normalize("㐀㐁", "zh") == "㐀㐁"
+    assert mlqa_f1("北京", "北京大学", "zh") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    # Unicode punctuation (category P*) is removed, not only ASCII.
+    assert mlqa_normalize("«Hola»", "es") == "hola" and normalize_answer("«Hola»") == "«hola»"
+    # Spanish articles: an answer that is only an article normalises to nothing: EM 1, F1 0.
+    assert mlqa_exact_match("una", "una", "es") == 1.0 and mlqa_f1("una", "una", "es") == 0.0
+    assert mlqa_normalize("der Hund", "de") == "hund" and mlqa_normalize("the dog", "hi") == "the dog"
+    with pytest.raises(ValueError, match="no normalisation for language 'fr'"):
+        mlqa_normalize("le chien", "fr")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 import re
 import string
+import sys
+import unicodedata
 from typing import Callable, Mapping, Sequence
 
 _ASCII_PUNCTUATION = set(string.punctuation)
@@ -73,3 +75,64 @@ def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequ
     """The official script's interface: question id -> prediction, question id -> gold texts."""
     ids = list(gold_answers)
     return score_answers([predictions.get(i) for i in ids], [gold_answers[i] for i in ids])
+
+
+# --- MLQA (mlqa_evaluation_v1.py) --------------------------------------------------------------------
+
+MLQA_PUNCTUATION = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")} | set(string.punctuation)
+_MLQA_ARTICLES = {
+    "en": re.compile(r"\b(a|an|the)\b"),
+    "es": re.compile(r"\b(un|una|unos|unas|el|la|los|las)\b"),
+    "vi": re.compile(r"\b(của|là|cái|chiếc|những)\b"),
+    "de": re.compile(r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b"),
+    "ar": re.compile(r"\sال^|ال"),  # as the official script: in effect every "ال", inside words too
+}
+_MLQA_NO_ARTICLES = ("hi", "zh")
+_MLQA_WHITESPACE = ("en", "es", "hi", "vi", "de", "ar")
+_CJK = re.compile(r"[\u4e00-\u9fa5]")
+
+
+def _mixed_segmentation(text: str) -> list[str]:
+    """zh: every character in U+4E00-U+9FA5 (and every punctuation mark) is its own token."""
+    tokens, pending = [], ""
+    for char in text:
+        if _CJK.search(char) or char in MLQA_PUNCTUATION:
+            tokens += pending.split()
+            pending = ""
+            tokens.append(char)
+        else:
+            pending += char
+    return tokens + pending.split()
+
+
+def mlqa_normalize(text: str, language: str) -> str:
+    """Lower-case, drop Unicode (P*) and ASCII punctuation, drop the language's articles, re-tokenise."""
+    if language not in _MLQA_ARTICLES and language not in _MLQA_NO_ARTICLES:
+        raise ValueError(f"MLQA has no normalisation for language {language!r}; expected one of en es de vi ar hi zh")
+    text = "".join(ch for ch in text.lower() if ch not in MLQA_PUNCTUATION)
+    if language in _MLQA_ARTICLES:
+        text = _MLQA_ARTICLES[language].sub(" ", text)
+    tokens = text.split() if language in _MLQA_WHITESPACE else _mixed_segmentation(text)
+    return " ".join(token for token in tokens if token.strip())
+
+
+def mlqa_exact_match(prediction: str, gold: str, language: str) -> float:
+    return float(mlqa_normalize(prediction, language) == mlqa_normalize(gold, language))
+
+
+def mlqa_f1(prediction: str, gold: str, language: str) -> float:
+    prediction_tokens = mlqa_normalize(prediction, language).split()
+    gold_tokens = mlqa_normalize(gold, language).split()
+    common = collections.Counter(prediction_tokens) & collections.Counter(gold_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0.0
+    precision, recall = num_same / len(prediction_tokens), num_same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def mlqa_scores(predictions: Sequence[str | None], golds: Sequence[Sequence[str]], language: str) -> dict[str, float]:
+    """MLQA EM and F1 x100; `language` is that of the context and question."""
+    return score_answers(
+        predictions, golds, lambda p, g: mlqa_exact_match(p, g, language), lambda p, g: mlqa_f1(p, g, language)
+    )

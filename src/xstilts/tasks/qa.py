@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xstilts.errors import XstiltsError
-from xstilts.metrics.qa import score_answers
+from xstilts.metrics.qa import mlqa_scores, score_answers
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec
@@ -109,7 +109,10 @@ class QAKind(TaskKind):
         ]
 
     def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
-        return score_answers(predictions, [e["answers"]["text"] for e in examples])
+        golds = [e["answers"]["text"] for e in examples]
+        if spec.metric == "mlqa":
+            return mlqa_scores(predictions, golds, language)
+        return score_answers(predictions, golds)
 
 
 def _question_token_limit(tokenizer: Any, settings: TrainingSettings) -> int:
