@@ -90,3 +90,36 @@ def test_mlqa_normalisation_quirks():
     assert mlqa_normalize("der Hund", "de") == "hund" and mlqa_normalize("the dog", "hi") == "the dog"
     with pytest.raises(ValueError, match="no normalisation for language 'fr'"):
         mlqa_normalize("le chien", "fr")
+
+
+def test_xtreme_score_groups_and_partial_summaries():
+    from xstilts.metrics.xtreme import xtreme_score
+
+    full = {"xnli": 79.2, "pawsx": 86.4, "udpos": 73.8, "panx": 65.4, "xquad": (76.6 + 60.8) / 2, "mlqa": (71.6 + 53.2) / 2,
+            "tydiqa": (65.1 + 45.0) / 2, "bucc2018": 66.0, "tatoeba": 57.3}
+    result = xtreme_score(full)
+    assert result["partial"] is False and result["missing"] == []
+    assert result["score"] == pytest.approx(sum(full.values()) / 9)
+    assert result["groups"]["classification"] == pytest.approx((79.2 + 86.4) / 2)
+    assert result["groups"]["question_answering"] == pytest.approx((68.7 + 62.4 + 55.05) / 3)
+    partial = xtreme_score({"xnli": 80.0, "panx": 60.0, "my_task": 10.0})
+    assert partial["partial"] is True and partial["score"] == 70.0
+    assert partial["missing"] == ["pawsx", "udpos", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba"]
+    assert set(partial["groups"]) == {"classification", "structured_prediction"}
+
+
+def test_run_summary_marks_xtreme_partial_by_task_and_language():
+    from xstilts.runner import summarize
+    from xstilts.tasks import default_registry
+
+    def row(target, language, metrics, metric):
+        return {"chain": [], "chain_length": 0, "chain_label": "k0-pretrained", "target": target, "language": language,
+                "metric": metric, "metrics": metrics, "english_dev": {}}
+
+    rows = [row("xnli", "en", {"accuracy": 80.0}, "accuracy"), row("xnli", "de", {"accuracy": 70.0}, "accuracy"),
+            row("xquad", "ro", {"exact_match": 10.0, "f1": 20.0}, "squad"), row("xquad", "en", {"exact_match": 60.0, "f1": 80.0}, "squad")]
+    chain = summarize("t", rows, default_registry())["chains"]["k0-pretrained"]
+    xtreme = chain["xtreme"]
+    assert xtreme["tasks"] == {"xnli": 75.0, "xquad": 70.0}, "XQuAD ro is not part of the XTREME score"
+    assert chain["targets"]["xquad"]["average"]["score"] == 42.5, "the task table still averages every evaluated language"
+    assert xtreme["partial"] is True and len(xtreme["missing_languages"]["xnli"]) == 13 and "ro" not in xtreme["missing_languages"]["xquad"]

@@ -18,7 +18,7 @@ from typing import Any
 from xstilts.config import ExperimentConfig, config_to_yaml
 from xstilts.data import data_fingerprint
 from xstilts.errors import XstiltsError
-from xstilts.metrics.xtreme import headline, task_score
+from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
 from xstilts.modeling import ENCODER_DIR, HEADS_FILE
 from xstilts.settings import resolve_settings
 from xstilts.stage import StageRequest, evaluate_target, run_stage
@@ -156,8 +156,32 @@ def summarize(name: str, rows: list[dict[str, Any]], registry: TaskRegistry) -> 
             target["scores"] = {lang: headline(m, target["metric"]) for lang, m in target["languages"].items()}
         target_scores = [t["average"]["score"] for _, t in sorted(chain["targets"].items())]
         chain["average_over_targets"] = sum(target_scores) / len(target_scores)
-    # Over the configured targets only: a partial summary, never to be read as an XTREME score.
-    return {"name": name, "chains": chains, "average_over_targets_is_partial": True}
+        xtreme = _xtreme_summary(chain["targets"], registry)
+        if xtreme is not None:
+            chain["xtreme"] = xtreme
+    return {"name": name, "chains": chains}
+
+
+def _xtreme_summary(targets: dict[str, Any], registry: TaskRegistry) -> dict[str, Any] | None:
+    """The XTREME score over the XTREME tasks evaluated, on XTREME's own languages; partial when a task or language is missing."""
+    task_scores: dict[str, float] = {}
+    missing_languages: dict[str, list[str]] = {}
+    for task, target in targets.items():
+        if task not in XTREME_TASK_ORDER:
+            continue
+        wanted = XTREME_SCORE_LANGUAGES.get(task, registry.get(task).languages)
+        languages = {lang: m for lang, m in target["languages"].items() if lang in wanted}
+        if languages:
+            task_scores[task] = task_score(languages, target["metric"])["score"]
+        absent = [lang for lang in wanted if lang not in languages]
+        if absent:
+            missing_languages[task] = absent
+    if not task_scores:
+        return None
+    summary = xtreme_score(task_scores)
+    summary["missing_languages"] = missing_languages
+    summary["partial"] = bool(summary["missing"] or missing_languages)
+    return summary
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

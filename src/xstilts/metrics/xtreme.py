@@ -34,3 +34,44 @@ def task_score(per_language: Mapping[str, Mapping[str, float]], metric_family: s
     else:
         means["score"] = means["f1"] if metric_family == "seqeval" else means["accuracy"]
     return means
+
+
+# The nine XTREME tasks in a fixed order, their groups, and the languages each contributes to the
+# XTREME score (later additions such as XQuAD ro or XTREME-R's Tatoeba languages are excluded).
+XTREME_TASK_ORDER = ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba")
+XTREME_GROUPS = {
+    "classification": ("xnli", "pawsx"),
+    "structured_prediction": ("udpos", "panx"),
+    "question_answering": ("xquad", "mlqa", "tydiqa"),
+    "retrieval": ("bucc2018", "tatoeba"),
+}
+XTREME_SCORE_LANGUAGES = {
+    "xquad": tuple("ar de el en es hi ru th tr vi zh".split()),
+    "tatoeba": tuple(
+        "af ar bg bn de el es et eu fa fi fr he hi hu id it ja jv ka kk ko ml mr nl pt ru sw ta te th tl tr ur vi zh".split()
+    ),
+}
+
+
+def xtreme_score(task_scores: Mapping[str, float]) -> dict[str, object]:
+    """The XTREME score and group scores from per-task scores (each already averaged over languages).
+
+    With all nine tasks it is XTREME's number; with fewer, every mean is over the tasks present and the
+    result says `partial: True` and lists what is missing, so it is never mistaken for the full score.
+    """
+    present = [task for task in XTREME_TASK_ORDER if task in task_scores]
+    if not present:
+        raise ValueError(f"no XTREME task among {sorted(task_scores)}")
+    groups = {
+        group: fmean(task_scores[t] for t in tasks if t in task_scores)
+        for group, tasks in XTREME_GROUPS.items()
+        if any(t in task_scores for t in tasks)
+    }
+    missing = [task for task in XTREME_TASK_ORDER if task not in task_scores]
+    return {
+        "score": fmean(task_scores[t] for t in present),
+        "groups": groups,
+        "tasks": {t: task_scores[t] for t in present},
+        "partial": bool(missing),
+        "missing": missing,
+    }
