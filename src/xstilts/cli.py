@@ -89,6 +89,35 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")
     typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
 
 
+@app.command()
+def score(
+    task: str = typer.Option(..., "--task", help="Task name (xnli, pawsx, udpos, panx, xquad, mlqa, tydiqa, ...)."),
+    lang: str = typer.Option(None, "--lang", help="Language of the gold and prediction files."),
+    gold: Path = typer.Option(None, "--gold", help="Gold file: the task's data file or an XTREME label file."),
+    predictions: Path = typer.Option(None, "--predictions", help="Predictions in the XTREME leaderboard format."),
+    gold_dir: Path = typer.Option(None, "--gold-dir", help="Directory of test-LANG.* gold files."),
+    predictions_dir: Path = typer.Option(None, "--predictions-dir", help="Directory of test-LANG.* prediction files."),
+) -> None:
+    """Score predictions made anywhere, printing the metrics as JSON."""
+    import json
+
+    from xstilts.scoring import score_directories, score_file
+    from xstilts.tasks import default_registry
+
+    spec = _guarded(lambda: default_registry().get(task))
+    if gold_dir and predictions_dir:
+        result = _guarded(lambda: score_directories(spec, gold_dir, predictions_dir))
+    elif gold and predictions and lang:
+        if lang not in spec.languages:
+            typer.echo(f"error: --lang: {lang!r} is not a language of {task}; expected one of {', '.join(spec.languages)}", err=True)
+            raise typer.Exit(2)
+        result = {"task": task, "language": lang, "metrics": _guarded(lambda: score_file(spec, lang, gold, predictions))}
+    else:
+        typer.echo("error: give --lang, --gold and --predictions, or --gold-dir and --predictions-dir", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and check task data.")
 app.add_typer(data_app, name="data")
 
