@@ -114,3 +114,19 @@ def test_ccgbank_auto_format(tmp_path):
         encoding="utf-8",
     )
     assert read_ccg(path) == [{"tokens": ["Pierre", "joins", "board"], "tags": ["NP", "(S[dcl]\\NP)/NP", "NP"]}]
+
+
+def test_hub_loading_failures_name_the_dataset(monkeypatch):
+    """The real `datasets.load_dataset` call is kept; offline it fails with a message naming the copy."""
+    import datasets
+
+    from xstilts.errors import XstiltsError
+    from xstilts.prepare import read_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(XstiltsError, match=r"pawsx test-ja: could not load google/xtreme \(PAWS-X.ja, test\) from the hub: hub unreachable"):
+        read_hub(default_registry().get("pawsx"), "test", "ja")
+    assert read_hub(default_registry().get("ccg"), "train", "en") is None, "no hub copy: skipped, not an error"

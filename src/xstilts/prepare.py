@@ -66,17 +66,21 @@ def read_local(spec: TaskSpec, root: Path, split: str, language: str) -> tuple[l
     return None
 
 
-def read_hub(spec: TaskSpec, split: str, language: str) -> list[dict[str, Any]]:
-    """Records from the public hub copy (needs network access the first time; cached by `datasets`)."""
+def read_hub(spec: TaskSpec, split: str, language: str) -> list[dict[str, Any]] | None:
+    """Records from the public hub copy (network access the first time; `datasets` caches it), or
+    None when no hub copy of this split is known."""
     from datasets import load_dataset
 
     make = spec.sources.hub.get(split) if spec.sources else None
     if make is None:
-        raise XstiltsError(f"{spec.name}: no public hub copy of the {split} split is known")
+        return None
     hub_files = make(language)
     records: list[dict[str, Any]] = []
     for hub in hub_files if isinstance(hub_files, list) else [hub_files]:
-        dataset = load_dataset(hub.dataset, hub.config, split=hub.split)
+        try:
+            dataset = load_dataset(hub.dataset, hub.config, split=hub.split)
+        except Exception as error:  # network, missing config, ...: say which copy failed
+            raise XstiltsError(f"{spec.name} {split}-{language}: could not load {hub.dataset} ({hub.config}, {hub.split}) from the hub: {error}") from None
         records += map_hub_records(hub, dataset, dataset.features)
     return records
 
@@ -112,10 +116,10 @@ def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir:
         for split in SPLITS:
             for language in spec.split_languages(split):
                 if from_hub:
-                    try:
-                        records, files = read_hub(spec, split, language), [f"hub:{split}"]
-                    except XstiltsError:
+                    hub_records = read_hub(spec, split, language)
+                    if hub_records is None:
                         continue
+                    records, files = hub_records, [f"hub:{split}"]
                 else:
                     found = read_local(spec, Path(source_dir), split, language)
                     if found is None:
