@@ -13,6 +13,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Caches (features, demo encoder) go to a per-session directory, never to the user's."""
+    directory = tmp_path_factory.mktemp("xstilts-cache")
+    os.environ["XSTILTS_CACHE"] = str(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer XLM-R-architecture encoder with a tokenizer trained on demo text."""

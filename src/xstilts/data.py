@@ -7,8 +7,12 @@ This is the one place where a task's files become model inputs, so caching of to
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
+
+from xstilts.cache import cached, tokenizer_fingerprint
 
 from xstilts.errors import DataError
 from xstilts.readers.jsonl import read_jsonl
@@ -16,6 +20,10 @@ from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature
 from xstilts.tasks.registry import TaskSpec
+
+
+# Bump when a kind's feature conversion changes, so cached features from older code are not reused.
+FEATURES_VERSION = 1
 
 
 def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None = None) -> list[Example]:
@@ -38,7 +46,20 @@ def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None =
 
 
 def build_features(spec: TaskSpec, examples: list[Example], tokenizer: Any, settings: TrainingSettings, training: bool) -> list[Feature]:
-    return kind_of(spec).build_features(examples, tokenizer, spec, settings, training)
+    """Tokenised features, from the feature cache when the same tokenizer has seen the same examples
+    with the same length settings (set XSTILTS_FEATURE_CACHE=0 to always tokenise)."""
+    build = lambda: kind_of(spec).build_features(examples, tokenizer, spec, settings, training)  # noqa: E731
+    if os.environ.get("XSTILTS_FEATURE_CACHE", "1") == "0":
+        return build()
+    key = {
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "task": spec.fingerprint(),
+        "lengths": [settings.max_length, settings.doc_stride if spec.kind == "qa" else None],
+        "training": training,
+        "examples": hashlib.sha256(json.dumps(examples, sort_keys=True, ensure_ascii=False).encode()).hexdigest(),
+        "version": FEATURES_VERSION,
+    }
+    return cached(key, build)
 
 
 def data_fingerprint(spec: TaskSpec, splits_languages: list[tuple[str, str]]) -> str:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM, get_linear_schedule_with_warmup
 
+from xstilts.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
 from xstilts.store import content_identity, write_json_atomic
 
@@ -43,10 +44,6 @@ class PretrainSettings:
     learning_rate: float = 1e-3
     mask_probability: float = 0.15
     seed: int = 0
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
 
 
 def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
