@@ -58,6 +58,13 @@ def test_hub_records_map_to_each_kind_schema():
         ("cosmosqa", "dev", "en", [{"id": "k", "context": "c", "question": "q", "answer0": "a", "answer1": "b", "answer2": "c", "answer3": "d", "label": 3}], None,
          [{"id": "k", "context": "c", "question": "q", "choices": ["a", "b", "c", "d"], "label": 3}]),
         ("qqp", "dev", "en", [{"question1": "a", "question2": "b", "label": 0}], None, [{"text_a": "a", "text_b": "b", "label": "not_duplicate"}]),
+        ("xquad", "test", "el", [{"id": "x1", "title": "t", "question": "q", "context": "ab", "answers": {"text": ["b"], "answer_start": [1]}}], None,
+         [{"id": "x1", "question": "q", "context": "ab", "answers": {"text": ["b"], "answer_start": [1]}}]),
+        ("mlqa", "test", "hi", [{"id": "m1", "question": "q", "context": "ab", "answers": {"text": ["a"], "answer_start": [0]}}], None,
+         [{"id": "m1", "question": "q", "context": "ab", "answers": {"text": ["a"], "answer_start": [0]}}]),
+        ("squad_v2", "dev", "en", [{"id": "s1", "title": "t", "question": "q", "context": "ab", "answers": {"text": [], "answer_start": []}}], None,
+         [{"id": "s1", "question": "q", "context": "ab", "answers": {"text": [], "answer_start": []}}]),
+        ("mnli", "dev", "en", [{"premise": "p", "hypothesis": "h", "label": 2, "idx": 0}], None, [{"text_a": "p", "text_b": "h", "label": "contradiction"}]),
     ]
     for task, split, language, rows, features, expected in cases:
         (hub_file,) = hub(task, split, language)
@@ -66,6 +73,9 @@ def test_hub_records_map_to_each_kind_schema():
         spec = registry.get(task)
         assert all(kind_of(spec).validate_example(r, spec) is None for r in mapped), task
     assert [h.dataset for h in hub("anli_plus", "train", "en")] == ["stanfordnlp/snli", "nyu-mll/glue", "facebook/anli", "facebook/anli", "facebook/anli"]
+    anli_dev = hub("anli_plus", "dev", "en")
+    assert [h.split for h in anli_dev] == ["dev_r1", "dev_r2", "dev_r3"]
+    assert map_hub_records(anli_dev[0], [{"uid": "u", "premise": "p", "hypothesis": "h", "label": 0, "reason": ""}]) == [{"text_a": "p", "text_b": "h", "label": "entailment"}]
     (snli, *_) = hub("anli_plus", "train", "en")
     assert map_hub_records(snli, [{"premise": "p", "hypothesis": "h", "label": -1}]) == [], "SNLI pairs without gold label are dropped"
     assert hub("udpos", "test", "fa")[0].config == "udpos.Persian" and hub("mlqa", "test", "zh")[0].config == "MLQA.zh.zh"
@@ -130,3 +140,87 @@ def test_hub_loading_failures_name_the_dataset(monkeypatch):
     with pytest.raises(XstiltsError, match=r"pawsx test-ja: could not load google/xtreme \(PAWS-X.ja, test\) from the hub: hub unreachable"):
         read_hub(default_registry().get("pawsx"), "test", "ja")
     assert read_hub(default_registry().get("ccg"), "train", "en") is None, "no hub copy: skipped, not an error"
+
+
+def test_tasks_from_an_installed_entry_point(monkeypatch, tmp_path):
+    """A plug-in package registers its own task without editing the library."""
+    import importlib.metadata
+    import sys
+
+    from xstilts.tasks import load_plugin_tasks
+    from xstilts.tasks import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_DEFAULT", registry_module._DEFAULT.copy())  # leave the real registry untouched
+
+    module = tmp_path / "my_plugin_tasks.py"
+    module.write_text(
+        "from xstilts.tasks.registry import LocalFiles, TaskSpec\n"
+        "def tasks():\n"
+        "    return [TaskSpec(name='my_sentiment', kind='classification', languages=('en', 'de'), labels=('pos', 'neg'), data=LocalFiles('x'))]\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = importlib.metadata.EntryPoint(name="mine", value="my_plugin_tasks:tasks", group="xstilts.tasks")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [entry] if group == "xstilts.tasks" else [])
+    assert load_plugin_tasks() == ["my_sentiment"]
+    assert default_registry().get("my_sentiment").labels == ("pos", "neg")
+    sys.modules.pop("my_plugin_tasks", None)
+
+
+def test_intermediate_and_release_formats_prepare(tmp_path):
+    """Each format without a real sample here, written in its upstream layout, prepares correctly."""
+    d = tmp_path / "download"
+
+    def write(relative: str, text: str) -> None:
+        path = d / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    nli = lambda *rows: "".join(json.dumps({"sentence1": a, "sentence2": b, "gold_label": g}) + "\n" for a, b, g in rows)  # noqa: E731
+    write("multinli_1.0/multinli_1.0_train.jsonl", nli(("p1", "h1", "neutral"), ("p2", "h2", "-")))
+    write("multinli_1.0/multinli_1.0_dev_matched.jsonl", nli(("p3", "h3", "entailment")))
+    write("snli_1.0/snli_1.0_train.jsonl", nli(("s1", "t1", "contradiction")))
+    for r in "123":
+        write(f"anli_v1.0/R{r}/train.jsonl", json.dumps({"context": f"c{r}", "hypothesis": "h", "label": "e"}) + "\n")
+        write(f"anli_v1.0/R{r}/dev.jsonl", json.dumps({"context": f"d{r}", "hypothesis": "h", "label": "c"}) + "\n")
+    write("glue/QQP/train.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t1\t2\tHow \"so\"?\tWhy?\t1\n")
+    write("glue/QQP/dev.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n2\t3\t4\tA?\tB?\t0\n")
+    squad = lambda qas: json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Paris is big.", "qas": qas}]}]})  # noqa: E731
+    answerable = {"id": "q1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}
+    impossible = {"id": "q2", "question": "Who?", "answers": [], "plausible_answers": [{"text": "big", "answer_start": 9}], "is_impossible": True}
+    write("squad/train-v1.1.json", squad([answerable]))
+    write("squad/dev-v1.1.json", squad([answerable]))
+    write("squad/train-v2.0.json", squad([answerable, impossible]))
+    write("squad/dev-v2.0.json", squad([impossible]))
+    swag = {"ctx_a": "A man sits.", "ctx_b": "He", "endings": ["runs.", "eats.", "sleeps.", "sings."], "label": 1}
+    write("hellaswag/hellaswag_train.jsonl", json.dumps(swag) + "\n")
+    write("hellaswag/hellaswag_val.jsonl", json.dumps(swag) + "\n")
+    csqa = {"id": "x", "question": {"stem": "Where?", "choices": [{"label": l, "text": t} for l, t in zip("ABCDE", "vwxyz")]}, "answerKey": "C"}
+    write("csqa/train_rand_split.jsonl", json.dumps(csqa) + "\n")
+    write("csqa/dev_rand_split.jsonl", json.dumps(csqa) + "\n")
+    write("cosmosqa/train.csv", 'id,context,question,answer0,answer1,answer2,answer3,label\nk,"A ""quoted"", context",Why?,a,b,c,d,2\n')
+    write("cosmosqa/valid.csv", "id,context,question,answer0,answer1,answer2,answer3,label\nk,c,q,a,b,c,d,0\n")
+    header = "language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tpromptID\tpairID\n"
+    write("XNLI-1.0/xnli.dev.tsv", header + 'de\tcontradictory\t_\t_\t_\t_\tEr sagt "ja".\tEr schweigt.\t1\t1\nen\tneutral\t_\t_\t_\t_\tA\tB\t2\t2\n')
+    write("XNLI-1.0/xnli.test.tsv", header + "de\tentailment\t_\t_\t_\t_\tC\tD\t3\t3\n")
+    write("XNLI-MT-1.0/multinli/multinli.train.en.tsv", "premise\thypo\tlabel\nP\tH\tcontradictory\n")
+    paws = "id\tsentence1\tsentence2\tlabel\n1\tSie sagt \"ja\".\tSie sagt ja.\t1\n"
+    write("x-final/en/train.tsv", paws)
+    write("x-final/de/dev_2k.tsv", paws)
+    write("x-final/de/test_2k.tsv", paws)
+
+    tasks = ["mnli", "anli_plus", "qqp", "squad_v1", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "xnli", "pawsx"]
+    out = tmp_path / "data"
+    reports = prepare(default_registry(), tasks, out, source_dir=d)
+    counts = {(r.task, r.split, r.language): r.examples for r in reports}
+    assert counts[("mnli", "train", "en")] == 1, "MNLI pairs without a gold label are dropped"
+    assert counts[("anli_plus", "train", "en")] == 1 + 1 + 3 and counts[("anli_plus", "dev", "en")] == 3
+    registry = builtin_registry(out)
+    first = lambda task, split="train", lang="en": load_examples(registry.get(task), split, lang)  # noqa: E731
+    assert first("qqp")[0] == {"text_a": 'How "so"?', "text_b": "Why?", "label": "duplicate"}, "GLUE TSVs keep quotes literally"
+    assert [e["answers"]["text"] for e in first("squad_v2")] == [["Paris"], []], "plausible answers are not gold"
+    assert first("hellaswag")[0] == {"context": "A man sits.", "choices": ["He runs.", "He eats.", "He sleeps.", "He sings."], "label": 1}
+    assert first("commonsenseqa")[0]["label"] == 2 and first("cosmosqa")[0]["context"] == 'A "quoted", context'
+    assert first("xnli", "dev", "de") == [{"text_a": 'Er sagt "ja".', "text_b": "Er schweigt.", "label": "contradiction"}]
+    assert counts[("xnli", "test", "de")] == 1 and counts[("xnli", "train", "en")] == 1
+    assert first("pawsx", "test", "de") == [{"text_a": 'Sie sagt "ja".', "text_b": "Sie sagt ja.", "label": "1"}]

@@ -95,11 +95,22 @@ def test_tagging_labels_line_up_with_words(tiny_tokenizer):
     assert [task.labels[feature["labels"][p]] for p in labelled] == tags
     encoding = tiny_tokenizer(words, is_split_into_words=True)
     assert [encoding.word_ids()[p] for p in labelled] == list(range(len(words))), "each label sits on its word's first sub-token"
-    # Decoding the gold label ids gives the tags back; words cut off by max_length fall back to "O".
+    # Decoding the gold label ids gives the tags back.
     assert kind.decode([feature["labels"].clip(0)], [feature], [{"tokens": words, "tags": tags}], task, TrainingSettings()) == [tags]
-    (short,) = kind.build_features([{"tokens": words, "tags": tags}], tiny_tokenizer, task, TrainingSettings(max_length=16), training=False)
-    predicted = kind.decode([short["labels"].clip(0)], [short], [{"tokens": words, "tags": tags}], task, TrainingSettings())[0]
-    assert len(predicted) == len(words) and predicted[-2:] == ["O", "O"] and (short["word_token"] == -1).any()
+
+
+def test_long_sentences_are_split_into_chunks_of_whole_words(tiny_tokenizer):
+    kind, task = KIND_IMPLEMENTATIONS["tagging"], spec("tagging", labels=("O", "B-PER", "I-PER", "B-LOC"))
+    words = ["Zorblatt", "Quix", "buys", "the", "book", "in", "Xylophonia", "."] * 3
+    tags = ["B-PER", "I-PER", "O", "O", "O", "O", "B-LOC", "O"] * 3
+    example = {"tokens": words, "tags": tags}
+    features = kind.build_features([example], tiny_tokenizer, task, TrainingSettings(max_length=16), training=True)
+    assert len(features) > 2 and all(len(f["input_ids"]) <= 16 for f in features)
+    assert [f["word_start"] for f in features] == sorted(f["word_start"] for f in features)
+    covered = [f["word_start"] + i for f in features for i, t in enumerate(f["word_token"]) if t >= 0]
+    assert covered == list(range(len(words))), "every word is labelled exactly once, in order"
+    outputs = [f["labels"].clip(0) for f in features]
+    assert kind.decode(outputs, features, [example], task, TrainingSettings()) == [tags]
 
 
 def test_multiple_choice_shapes(tiny_encoder_dir, tiny_tokenizer):

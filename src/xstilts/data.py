@@ -23,7 +23,7 @@ from xstilts.tasks.registry import TaskSpec
 
 
 # Bump when a kind's feature conversion changes, so cached features from older code are not reused.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None = None) -> list[Example]:

@@ -2,8 +2,10 @@
 
 Schema: {"tokens": [str, ...], "tags": [str, ...]}. The first sub-token of each word carries the
 word's label; the other sub-tokens are ignored in the loss and the prediction (protocol.md 4.3).
-Words cut off by `max_length`, or that the tokenizer maps to no token at all, get the fallback
-label "O" (the first label if the task has no "O") so that predictions always line up with words.
+A sentence longer than `max_length` sub-tokens is split into consecutive chunks of whole words, as
+XTREME's preprocessing does, and the chunks' predictions are joined again. A word the tokenizer maps
+to no token at all gets the fallback label "O" (the first label if the task has no "O"), so that
+predictions always line up with words.
 """
 
 from __future__ import annotations
@@ -21,6 +23,27 @@ from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_take
 from xstilts.tasks.registry import TaskSpec
 
 IGNORE_INDEX = -100
+
+
+def _word_chunks(examples: Sequence[Example], tokenizer: Any, max_length: int) -> list[tuple[int, int, int]]:
+    """(example, first word, end word) spans whose sub-tokens fit in `max_length` with special tokens.
+
+    Greedy over whole words, like XTREME's tokenize-preprocess step; a single word longer than the
+    limit gets a chunk of its own and is truncated (its first sub-token, which carries the label, stays).
+    """
+    limit = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    encoding = tokenizer([e["tokens"] for e in examples], is_split_into_words=True, add_special_tokens=False)
+    chunks = []
+    for index, example in enumerate(examples):
+        counts = np.bincount([w for w in encoding.word_ids(index) if w is not None], minlength=len(example["tokens"]))
+        start, used = 0, 0
+        for word, count in enumerate(counts):
+            if used + count > limit and word > start:
+                chunks.append((index, start, word))
+                start, used = word, 0
+            used += count
+        chunks.append((index, start, len(example["tokens"])))
+    return chunks
 
 
 class TaggingKind(TaskKind):
@@ -42,21 +65,25 @@ class TaggingKind(TaskKind):
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:
         label_ids = {label: i for i, label in enumerate(spec.labels)}
-        encoding = tokenizer([e["tokens"] for e in examples], is_split_into_words=True, truncation=True, max_length=settings.max_length)
+        chunks = _word_chunks(examples, tokenizer, settings.max_length)
+        encoding = tokenizer(
+            [examples[i]["tokens"][start:end] for i, start, end in chunks], is_split_into_words=True, truncation=True, max_length=settings.max_length
+        )
         with_types = model_takes_token_types(tokenizer)
         features = []
-        for i, example in enumerate(examples):
-            labels = np.full(len(encoding["input_ids"][i]), IGNORE_INDEX, dtype=np.int32)
-            word_token = np.full(len(example["tokens"]), -1, dtype=np.int32)
+        for row, (example_index, start, end) in enumerate(chunks):
+            tags = examples[example_index]["tags"][start:end]
+            labels = np.full(len(encoding["input_ids"][row]), IGNORE_INDEX, dtype=np.int32)
+            word_token = np.full(end - start, -1, dtype=np.int32)
             previous = None
-            for position, word in enumerate(encoding.word_ids(i)):
+            for position, word in enumerate(encoding.word_ids(row)):
                 if word is not None and word != previous:
-                    labels[position] = label_ids[example["tags"][word]]
+                    labels[position] = label_ids[tags[word]]
                     word_token[word] = position
                 previous = word
-            feature: Feature = {"input_ids": token_ids(encoding, i), "labels": labels, "word_token": word_token, "example_index": i}
+            feature: Feature = {"input_ids": token_ids(encoding, row), "labels": labels, "word_token": word_token, "example_index": example_index, "word_start": start}
             if with_types:
-                feature["token_type_ids"] = token_ids(encoding, i, "token_type_ids")
+                feature["token_type_ids"] = token_ids(encoding, row, "token_type_ids")
             features.append(feature)
         return features
 
@@ -75,9 +102,12 @@ class TaggingKind(TaskKind):
         self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
     ) -> list[Any]:
         fallback = "O" if "O" in spec.labels else spec.labels[0]
-        predictions: list[Any] = [None] * len(examples)
+        predictions: list[Any] = [[fallback] * len(e["tokens"]) for e in examples]
         for output, feature in zip(outputs, features):
-            predictions[feature["example_index"]] = [spec.labels[output[t]] if t >= 0 else fallback for t in feature["word_token"]]
+            words = predictions[feature["example_index"]]
+            for offset, position in enumerate(feature["word_token"]):
+                if position >= 0:
+                    words[feature["word_start"] + offset] = spec.labels[output[position]]
         return predictions
 
     def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
