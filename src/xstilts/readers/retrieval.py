@@ -28,11 +28,13 @@ def read_tatoeba_pair(source_path: str | Path, english_path: str | Path) -> list
 
 
 def xtreme_sorted_layout(english: list[str]) -> tuple[list[str], list[int]]:
-    """XTREME's Tatoeba layout: the English side sorted by text (a stable sort, so equal sentences
-    keep their order), and for each source sentence i the line of the sorted file that translates it."""
+    """XTREME's Tatoeba layout: the English side sorted by text (a stable sort, so equal sentences keep
+    their order) and, per sorted line, its original index: the non-English line that translates it.
+
+    XTREME searches with every English sentence for its nearest non-English one, so these indices are
+    the gold labels of its predictions file (one index per English line)."""
     order = sorted(range(len(english)), key=lambda i: english[i])
-    position = {original: k for k, original in enumerate(order)}
-    return [english[i] for i in order], [position[i] for i in range(len(english))]
+    return [english[i] for i in order], order
 
 
 def read_bucc_sentences(path: str | Path) -> list[tuple[str, str]]:

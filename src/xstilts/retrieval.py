@@ -1,0 +1,204 @@
+"""Retrieval targets (BUCC 2018, Tatoeba): sentence embeddings from any stage's encoder, exact
+nearest neighbours with faiss, and the scores exactly as protocol.md 4.4-4.6 defines them.
+
+Sentence representation: one hidden layer (default the 14th of 24 for XLM-R Large, scaled for other
+depths; hidden_states[0] is the embedding output), mean-pooled under the attention mask or the first
+token, max length 512. Layer, pooling and length are recorded with every result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Sequence
+
+import faiss
+import numpy as np
+import torch
+
+BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    layer: int | None = None  # hidden_states index; None: 14 of 24 scaled to the encoder's depth
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = 512
+    batch_size: int = 64
+
+    def resolved(self, num_hidden_layers: int) -> "EmbeddingSettings":
+        layer = self.layer if self.layer is not None else default_layer(num_hidden_layers)
+        if not 0 <= layer <= num_hidden_layers:
+            raise ValueError(f"layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}")
+        return EmbeddingSettings(layer, self.pooling, self.max_length, self.batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_layer(num_hidden_layers: int) -> int:
+    """The 14th of 24 layers (XTREME and jiant for XLM-R Large), at the same relative depth elsewhere."""
+    return max(1, round(14 * num_hidden_layers / 24))
+
+
+def encode_sentences(encoder: torch.nn.Module, tokenizer: Any, sentences: Sequence[str], settings: EmbeddingSettings, device: torch.device) -> np.ndarray:
+    """float32 embeddings, one row per sentence in input order. Batches are formed from sentences
+    sorted by length (little padding); no gradients; bf16 autocast on GPU."""
+    settings = settings.resolved(encoder.config.num_hidden_layers)
+    lengths = [len(ids) for ids in tokenizer(list(sentences), truncation=True, max_length=settings.max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")[::-1]
+    output = np.zeros((len(sentences), encoder.config.hidden_size), dtype=np.float32)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            batch = tokenizer([sentences[i] for i in rows], truncation=True, max_length=settings.max_length, padding=True, return_tensors="pt").to(device)
+            hidden = encoder(**batch, output_hidden_states=True).hidden_states[settings.layer].float()
+            if settings.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            output[rows] = pooled.cpu().numpy()
+    encoder.train(was_training)
+    return output
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32).copy()
+    faiss.normalize_L2(x)
+    return x
+
+
+def knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product k nearest neighbours of every query row (on a GPU index when faiss has one)."""
+    index = faiss.IndexFlatIP(database.shape[1])
+    if hasattr(faiss, "StandardGpuResources") and torch.cuda.is_available():
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    index.add(np.ascontiguousarray(database, dtype=np.float32))
+    k = min(k, database.shape[0])
+    scores = np.empty((queries.shape[0], k), dtype=np.float32)
+    indices = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], BLOCK_ROWS):
+        block = np.ascontiguousarray(queries[start : start + BLOCK_ROWS], dtype=np.float32)
+        scores[start : start + len(block)], indices[start : start + len(block)] = index.search(block, k)
+    return scores, indices
+
+
+def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, spare: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours by cosine with float64 similarities.
+
+    faiss searches k + `spare` candidates in float32; they are re-ranked by their float64 cosines, so
+    neither the neighbour sets nor margin scores a few 1e-7 apart depend on float32 rounding.
+    """
+    _, candidates = knn(normalized(queries), normalized(database), k + spare)
+    similarities = exact_cosines(queries, database, candidates)
+    order = np.argsort(-similarities, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(similarities, order, 1), np.take_along_axis(candidates, order, 1)
+
+
+def exact_cosines(queries: np.ndarray, database: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """float64 cosines of each query row with its neighbour rows (raw embeddings), block by block."""
+    database_norms = np.linalg.norm(database.astype(np.float64), axis=1)
+    out = np.empty(neighbours.shape, dtype=np.float64)
+    for start in range(0, len(queries), BLOCK_ROWS):
+        stop = start + BLOCK_ROWS
+        block = queries[start:stop].astype(np.float64)
+        rows = database[neighbours[start:stop]].astype(np.float64)
+        dots = np.einsum("id,ikd->ik", block, rows)
+        out[start:stop] = dots / np.linalg.norm(block, axis=1)[:, None] / database_norms[neighbours[start:stop]]
+    return out
+
+
+# --- Tatoeba -------------------------------------------------------------------------------------
+
+
+def tatoeba_predictions(source: np.ndarray, english: np.ndarray) -> np.ndarray:
+    """For every English sentence, the index of the nearest non-English sentence by cosine."""
+    _, indices = knn(normalized(english), normalized(source), 1)
+    return indices[:, 0]
+
+
+def tatoeba_accuracy(predictions: Sequence[int], gold: Sequence[int]) -> float:
+    """Share of English sentences whose nearest neighbour is their translation, x100."""
+    if len(predictions) != len(gold):
+        raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold indices")
+    return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(gold)))
+
+
+# --- BUCC ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    score: float
+    source: str
+    target: str
+
+
+def mine_candidates(source_texts: Sequence[str], source_embeddings: np.ndarray, target_texts: Sequence[str], target_embeddings: np.ndarray, k: int = 4) -> list[Candidate]:
+    """Margin-based mining (ratio margin, k nearest neighbours both ways), best candidate per sentence
+    from both directions, pooled, sorted by score, kept greedily one-to-one. Texts must be unique."""
+    x2y_sim, x2y_ind = exact_knn(source_embeddings, target_embeddings, k)
+    y2x_sim, y2x_ind = exact_knn(target_embeddings, source_embeddings, k)
+    x_mean, y_mean = x2y_sim.mean(axis=1), y2x_sim.mean(axis=1)
+
+    # ratio margin: cos(x, y) / ((mean cos of x to its k NN + mean cos of y to its k NN) / 2)
+    forward = x2y_sim / ((x_mean[:, None] + y_mean[x2y_ind]) / 2)
+    backward = y2x_sim / ((y_mean[:, None] + x_mean[y2x_ind]) / 2)
+    forward_best = x2y_ind[np.arange(len(x2y_ind)), forward.argmax(axis=1)]
+    backward_best = y2x_ind[np.arange(len(y2x_ind)), backward.argmax(axis=1)]
+    pairs = np.concatenate([np.stack([np.arange(len(x2y_ind)), forward_best], 1), np.stack([backward_best, np.arange(len(y2x_ind))], 1)])
+    scores = np.concatenate([forward.max(axis=1), backward.max(axis=1)])
+    seen_source: set[int] = set()
+    seen_target: set[int] = set()
+    kept = []
+    for i in np.argsort(-scores, kind="stable"):
+        s, t = int(pairs[i, 0]), int(pairs[i, 1])
+        if s not in seen_source and t not in seen_target:
+            seen_source.add(s)
+            seen_target.add(t)
+            kept.append(Candidate(float(scores[i]), source_texts[s], target_texts[t]))
+    return kept
+
+
+def candidate_id_pairs(candidates: Sequence[Candidate], source_ids: dict[str, list[str]], target_ids: dict[str, list[str]]) -> list[tuple[float, tuple[str, str]]]:
+    """Mined text pairs as (score, (source id, target id)), sorted by score. A sentence that occurs
+    under several ids stands for all of them (the reference code kept only the last and then dropped
+    the pair); deduplication itself happens before mining."""
+    pairs = [(c.score, (s, t)) for c in candidates for s in source_ids[c.source] for t in target_ids[c.target]]
+    return sorted(pairs, key=lambda item: -item[0])
+
+
+def best_threshold(pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tuple[str, str]]) -> float:
+    """Walk the sorted candidates; the threshold is midway between the score of the best-F1 prefix
+    and the next score (the reference crashes when the best prefix is the whole list: then it is the
+    last score itself, and pairs at or above the threshold are kept)."""
+    correct, best_f1, best_index = 0, -1.0, 0
+    for i, (_, pair) in enumerate(pairs):
+        correct += pair in gold
+        precision, recall = correct / (i + 1), correct / len(gold)
+        f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
+        if f1 > best_f1:
+            best_f1, best_index = f1, i
+    if best_index + 1 < len(pairs):
+        return (pairs[best_index][0] + pairs[best_index + 1][0]) / 2
+    return pairs[best_index][0]
+
+
+def bucc_f1(pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tuple[str, str]], threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 (x100) of the id pairs at or above `threshold`."""
+    predicted = {pair for score, pair in pairs if score >= threshold}
+    correct = len(predicted & gold)
+    precision = correct / len(predicted) if predicted else 0.0
+    recall = correct / len(gold) if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
+    return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall, "threshold": threshold, "pairs": len(predicted)}
+
+
+def unique_texts(rows: Sequence[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
+    """Deduplicated sentences in first-seen order, and every id under which each one occurs."""
+    ids: dict[str, list[str]] = {}
+    for sentence_id, text in rows:
+        ids.setdefault(text, []).append(sentence_id)
+    return list(ids), ids
