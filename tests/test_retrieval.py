@@ -132,14 +132,15 @@ def test_tatoeba_all_languages_and_the_sorted_english_layout(tiny_encoder_dir, t
         source = encode_sentences(encoder, tiny_tokenizer, [p["source"] for p in pairs], settings, torch.device("cpu"))
         english_texts = [p["target"] for p in pairs]
         english = encode_sentences(encoder, tiny_tokenizer, english_texts, settings, torch.device("cpu"))
-        upstream = tatoeba_accuracy(tatoeba_predictions(source, english), list(range(len(pairs))))
-        # XTREME's layout: English sorted, labels = original indices. Same queries, other order: same accuracy.
+        predictions = tatoeba_predictions(source, english)
+        upstream = tatoeba_accuracy(predictions, list(range(len(pairs))))
+        # XTREME's layout: English sorted, labels = original indices. The same queries in another
+        # order score the same (unknown scripts make many sentences tie, so compare by permutation).
         sorted_english, labels = xtreme_sorted_layout(english_texts)
         assert sorted_english == sorted(english_texts) and [english_texts[i] for i in labels] == sorted_english
-        predictions = tatoeba_predictions(source, english[labels])
-        assert tatoeba_accuracy(predictions, labels) == pytest.approx(upstream)
-        # Independent check of the nearest neighbours with dense numpy.
+        assert tatoeba_accuracy(predictions[labels], labels) == pytest.approx(upstream)
+        # Independent check of the nearest neighbours with dense numpy: faiss's choice is a best match.
         xs = source / np.linalg.norm(source, axis=1, keepdims=True)
         es = english / np.linalg.norm(english, axis=1, keepdims=True)
-        dense = (es @ xs.T).argmax(axis=1)
-        assert tatoeba_accuracy(dense, list(range(len(pairs)))) == pytest.approx(upstream, abs=100 / len(pairs) + 1e-9)
+        dense = es.astype(np.float64) @ xs.astype(np.float64).T
+        assert np.allclose(dense[np.arange(len(dense)), predictions], dense.max(axis=1), atol=1e-5), language
