@@ -144,3 +144,56 @@ def test_tatoeba_all_languages_and_the_sorted_english_layout(tiny_encoder_dir, t
         es = english / np.linalg.norm(english, axis=1, keepdims=True)
         dense = es.astype(np.float64) @ xs.astype(np.float64).T
         assert np.allclose(dense[np.arange(len(dense)), predictions], dense.max(axis=1), atol=1e-5), language
+
+
+def write_side(directory, stem, matrix, ids):
+    np.save(directory / f"{stem}.npy", matrix.astype(np.float32))
+    (directory / f"{stem}.ids").write_text("\n".join(ids) + "\n", encoding="utf-8")
+
+
+def test_retrieval_eval_from_embeddings(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from xstilts.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
+
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(50, 16))
+    order = rng.permutation(50)
+    np.save(tmp_path / "de.src.npy", source.astype(np.float32))
+    np.save(tmp_path / "de.en.npy", (source[order] + 0.01 * rng.normal(size=(50, 16))).astype(np.float32))
+    (tmp_path / "de.labels.txt").write_text("\n".join(map(str, order)) + "\n")
+    assert tatoeba_from_embeddings(tmp_path, "de") == {"accuracy": 100.0, "examples": 50}
+    (tmp_path / "de.labels.txt").write_text("\n".join(map(str, np.roll(order, 1))) + "\n")
+    assert tatoeba_from_embeddings(tmp_path, "de")["accuracy"] == 0.0
+
+    for split, seed in (("dev", 1), ("test", 2)):
+        rng = np.random.default_rng(seed)
+        parallel = rng.normal(size=(40, 16))
+        src = np.vstack([parallel[:30], rng.normal(size=(20, 16))])  # 30 translated, 20 without a partner
+        trg = np.vstack([parallel[:30] + 0.05 * rng.normal(size=(30, 16)), rng.normal(size=(25, 16))])
+        write_side(tmp_path, f"fr.{split}.src", src, [f"fr-{split}-{i}" for i in range(50)])
+        write_side(tmp_path, f"fr.{split}.en", trg, [f"en-{split}-{i}" for i in range(55)])
+        (tmp_path / f"fr.{split}.gold").write_text("".join(f"fr-{split}-{i}\ten-{split}-{i}\n" for i in range(30)))
+    result = bucc_from_embeddings(tmp_path, "fr")
+    assert result["split"] == "test" and result["by_split"]["dev"]["f1"] > 95
+    assert result["f1"] > 95 and result["threshold"] == result["by_split"]["dev"]["threshold"], "the dev threshold is applied to test"
+
+    out = subprocess.run([sys.executable, "-m", "xstilts", "retrieval-eval", "--task", "tatoeba", "--embeddings", str(tmp_path), "--lang", "de"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and json.loads(out.stdout)["metrics"]["accuracy"] == 0.0
+    missing = subprocess.run([sys.executable, "-m", "xstilts", "retrieval-eval", "--task", "tatoeba", "--embeddings", str(tmp_path), "--lang", "ja"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "ja.src.npy: embeddings file not found" in missing.stderr
+
+
+def test_score_accepts_xtreme_retrieval_predictions(tmp_path):
+    from xstilts.scoring import score_file
+    from xstilts.tasks import default_registry
+
+    (tmp_path / "gold.txt").write_text("3\n0\n1\n2\n")
+    (tmp_path / "pred.txt").write_text("3\n0\n2\n2\n")
+    assert score_file(default_registry().get("tatoeba"), "de", tmp_path / "gold.txt", tmp_path / "pred.txt") == {"accuracy": 75.0}
+    (tmp_path / "gold.tsv").write_text("de-1\ten-4\nde-2\ten-9\n")
+    (tmp_path / "pred.tsv").write_text("de-1\ten-4\nde-3\ten-5\nde-7\ten-1\n")
+    scores = score_file(default_registry().get("bucc2018"), "de", tmp_path / "gold.tsv", tmp_path / "pred.tsv")
+    assert scores["precision"] == pytest.approx(100 / 3) and scores["recall"] == 50.0 and scores["f1"] == pytest.approx(40.0)

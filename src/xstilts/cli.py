@@ -118,6 +118,25 @@ def score(
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
+@app.command("retrieval-eval")
+def retrieval_eval(
+    task: str = typer.Option(..., "--task", help="tatoeba or bucc2018."),
+    embeddings: Path = typer.Option(..., "--embeddings", help="Directory of .npy embeddings (see the README for file names)."),
+    lang: str = typer.Option(..., "--lang", help="The non-English language."),
+) -> None:
+    """Score sentence embeddings made by any model on Tatoeba or BUCC, printing JSON."""
+    import json
+
+    from xstilts.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
+
+    runners = {"tatoeba": tatoeba_from_embeddings, "bucc2018": bucc_from_embeddings}
+    if task not in runners:
+        typer.echo(f"error: --task: expected one of {', '.join(runners)}, got {task!r}", err=True)
+        raise typer.Exit(2)
+    result = _guarded(lambda: runners[task](embeddings, lang))
+    typer.echo(json.dumps({"task": task, "language": lang, "metrics": result}, indent=2))
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and check task data.")
 app.add_typer(data_app, name="data")
 

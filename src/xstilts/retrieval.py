@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
+from pathlib import Path
+
 import faiss
 import numpy as np
 import torch
+
+from xstilts.errors import XstiltsError
 
 BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining
 
@@ -189,11 +193,7 @@ def best_threshold(pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tup
 def bucc_f1(pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tuple[str, str]], threshold: float) -> dict[str, float]:
     """Precision, recall and F1 (x100) of the id pairs at or above `threshold`."""
     predicted = {pair for score, pair in pairs if score >= threshold}
-    correct = len(predicted & gold)
-    precision = correct / len(predicted) if predicted else 0.0
-    recall = correct / len(gold) if gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
-    return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall, "threshold": threshold, "pairs": len(predicted)}
+    return {**bucc_scores_from_pairs(predicted, gold), "threshold": threshold, "pairs": len(predicted)}
 
 
 def unique_texts(rows: Sequence[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
@@ -202,3 +202,74 @@ def unique_texts(rows: Sequence[tuple[str, str]]) -> tuple[list[str], dict[str, 
     for sentence_id, text in rows:
         ids.setdefault(text, []).append(sentence_id)
     return list(ids), ids
+
+
+# --- evaluation from saved embeddings (xstilts retrieval-eval) -------------------------------------
+
+
+def _load_matrix(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise XstiltsError(f"{path}: embeddings file not found")
+    matrix = np.load(path, allow_pickle=False)
+    if matrix.ndim != 2:
+        raise XstiltsError(f"{path}: expected a 2-D matrix (one row per sentence), got shape {matrix.shape}")
+    return matrix.astype(np.float32, copy=False)
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def tatoeba_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
+    """`{lang}.src.npy` (non-English rows in file order), `{lang}.en.npy` (English rows) and optionally
+    `{lang}.labels.txt` (per English row, the index of its translation; default: row i <-> row i)."""
+    source, english = _load_matrix(directory / f"{language}.src.npy"), _load_matrix(directory / f"{language}.en.npy")
+    labels_path = directory / f"{language}.labels.txt"
+    gold = [int(x) for x in _lines(labels_path)] if labels_path.is_file() else list(range(len(english)))
+    if len(gold) != len(english):
+        raise XstiltsError(f"{labels_path}: {len(gold)} labels for {len(english)} English rows")
+    predictions = tatoeba_predictions(source, english)
+    return {"accuracy": tatoeba_accuracy(predictions, gold), "examples": len(gold)}
+
+
+def _bucc_side(directory: Path, stem: str) -> tuple[list[str], np.ndarray]:
+    matrix, ids_path = _load_matrix(directory / f"{stem}.npy"), directory / f"{stem}.ids"
+    if not ids_path.is_file():
+        raise XstiltsError(f"{ids_path}: ids file not found (one sentence id per embedding row)")
+    ids = _lines(ids_path)
+    if len(ids) != len(matrix):
+        raise XstiltsError(f"{ids_path}: {len(ids)} ids for {len(matrix)} embedding rows")
+    return ids, matrix
+
+
+def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
+    """Mine `{lang}.dev.*` to choose the threshold, then apply it to `{lang}.test.*` when present.
+
+    Per split: `{lang}.{split}.src.npy` + `.src.ids`, `{lang}.{split}.en.npy` + `.en.ids`, and gold
+    pairs `{lang}.{split}.gold` (`source_id<TAB>target_id`). Each row is mined as its own sentence.
+    """
+    result: dict[str, Any] = {}
+    threshold = None
+    for split in ("dev", "test"):
+        if not (directory / f"{language}.{split}.src.npy").is_file():
+            if split == "dev":
+                raise XstiltsError(f"{directory / f'{language}.dev.src.npy'}: the dev split chooses the threshold and is required")
+            continue
+        source_ids, source = _bucc_side(directory, f"{language}.{split}.src")
+        target_ids, target = _bucc_side(directory, f"{language}.{split}.en")
+        gold = {tuple(line.split("\t")) for line in _lines(directory / f"{language}.{split}.gold")}
+        candidates = mine_candidates(source_ids, source, target_ids, target)
+        pairs = candidate_id_pairs(candidates, {i: [i] for i in source_ids}, {i: [i] for i in target_ids})
+        if threshold is None:
+            threshold = best_threshold(pairs, gold)
+        result[split] = bucc_f1(pairs, gold, threshold)
+    return {**result.get("test", result["dev"]), "split": "test" if "test" in result else "dev", "by_split": result}
+
+
+def bucc_scores_from_pairs(predicted: set[tuple[str, str]], gold: set[tuple[str, str]]) -> dict[str, float]:
+    """P/R/F1 (x100) of predicted id pairs, as XTREME scores its `src_id<TAB>trg_id` prediction files."""
+    correct = len(predicted & gold)
+    precision = correct / len(predicted) if predicted else 0.0
+    recall = correct / len(gold) if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
+    return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall}

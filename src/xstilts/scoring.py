@@ -1,9 +1,10 @@
 """`xstilts score`: score predictions made anywhere against gold files, the way XTREME's scorers do.
 
-Gold: the task's usual data file (SQuAD/MLQA JSON, XTREME TSV, word<TAB>tag) or an XTREME label file
-(one label per line; one tag per line with a blank line between sentences). Predictions: XTREME's
-leaderboard formats ({"question id": "answer"} JSON for QA; one label per line; one tag per line with
-blank lines between sentences).
+Gold: the task's usual data file (SQuAD/MLQA JSON, XTREME TSV, word<TAB>tag, BUCC gold pairs) or an
+XTREME label file (one label per line; one tag per line with a blank line between sentences; one
+index per line for Tatoeba). Predictions: XTREME's leaderboard formats ({"question id": "answer"}
+JSON for QA; one label per line; one tag per line with blank lines between sentences; one index per
+line for Tatoeba; `src_id<TAB>trg_id` pairs for BUCC).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from xstilts.metrics.xtreme import task_score
 from xstilts.readers.conll import read_word_tag
 from xstilts.readers.squad import read_squad_json
 from xstilts.readers.tabular import read_rows
+from xstilts.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
 from xstilts.tasks.registry import TaskSpec
 
 
@@ -83,7 +85,25 @@ def score_file(spec: TaskSpec, language: str, gold_path: Path, predictions_path:
             return seqeval_scores(predicted, golds)
         except ValueError as error:
             raise XstiltsError(f"{predictions_path} against {gold_path}: {error}") from None
+    if spec.name == "tatoeba":
+        golds, predicted = _read_label_lines(gold_path), _read_label_lines(predictions_path)
+        if len(golds) != len(predicted):
+            raise XstiltsError(f"{predictions_path}: {len(predicted)} predicted indices for {len(golds)} gold labels in {gold_path}")
+        return {"accuracy": tatoeba_accuracy([int(p) for p in predicted], [int(g) for g in golds])}
+    if spec.name == "bucc2018":
+        return bucc_scores_from_pairs(_read_pairs(predictions_path), _read_pairs(gold_path))
     raise XstiltsError(f"{spec.name}: scoring {spec.kind} predictions is not supported here")
+
+
+def _read_pairs(path: Path) -> set[tuple[str, str]]:
+    """`source_id<TAB>target_id` lines (BUCC gold files and XTREME's BUCC predictions)."""
+    pairs = set()
+    for number, line in enumerate(_read_label_lines(path), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataError(path, "expected 'source_id<TAB>target_id'", number)
+        pairs.add((fields[0], fields[1]))
+    return pairs
 
 
 def score_directories(spec: TaskSpec, gold_dir: Path, predictions_dir: Path) -> dict[str, Any]:
