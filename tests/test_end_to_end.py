@@ -108,3 +108,42 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
         assert len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]) == len(DEMO_CHAIN) + 1
     assert (tmp_path / "demo" / "score_vs_chain_length.png").is_file()
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
+
+
+def test_retrieval_targets_are_evaluated_on_every_prefix_encoder(tmp_path, tiny_encoder_dir, demo_tasks):
+    """Tatoeba and BUCC need no fine-tuning: the encoder after each prefix (k = 0 too) is scored as it is."""
+    data = tmp_path / "data"
+    (data / "tatoeba" / "v1").mkdir(parents=True)
+    german = ["Anna kauft das Buch .", "Tom isst Brot .", "Die Katze schläft .", "Wir fahren heute ."]
+    english = ["Anna buys the book .", "Tom eats bread .", "The cat sleeps .", "We drive today ."]
+    (data / "tatoeba" / "v1" / "tatoeba.deu-eng.deu").write_text("\n".join(german) + "\n", encoding="utf-8")
+    (data / "tatoeba" / "v1" / "tatoeba.deu-eng.eng").write_text("\n".join(english) + "\n", encoding="utf-8")
+    (data / "bucc2018").mkdir(parents=True)
+    (data / "bucc2018" / "de-en.dev.de").write_text("".join(f"de-{i}\t{t}\n" for i, t in enumerate(german)), encoding="utf-8")
+    (data / "bucc2018" / "de-en.dev.en").write_text("".join(f"en-{i}\t{t}\n" for i, t in enumerate(english + ["Unrelated ."])), encoding="utf-8")
+    (data / "bucc2018" / "de-en.dev.gold").write_text("".join(f"de-{i}\ten-{i}\n" for i in range(4)), encoding="utf-8")
+    config_path = write_chain_config(tmp_path, tiny_encoder_dir, {"demo_paraphrase": demo_tasks["demo_paraphrase"], "demo_squad2": demo_tasks["demo_squad2"]},
+                                     [{"task": "tatoeba", "languages": ["de"], "embedding": {"layer": 1}}, {"task": "bucc2018", "languages": ["de"]}])
+    raw = yaml.safe_load(config_path.read_text())
+    raw["data_dir"] = str(data)
+    config_path.write_text(yaml.safe_dump(raw))
+    config = xstilts.load_config(config_path)
+    summary = xstilts.run(config, progress=False)
+    assert sorted(summary["chains"]) == ["k0-pretrained", "k1-demo_paraphrase", "k2-demo_paraphrase+demo_squad2"]
+    for chain in summary["chains"].values():
+        tatoeba = chain["targets"]["tatoeba"]["languages"]["de"]
+        assert 0 <= tatoeba["accuracy"] <= 100 and tatoeba["examples"] == 4 and tatoeba["embedding"]["layer"] == 1
+        bucc = chain["targets"]["bucc2018"]["languages"]["de"]
+        assert bucc["split"] == "dev" and bucc["embedding"]["layer"] == 1, "default layer: 14/24 of 2 layers"
+        assert chain["xtreme"]["partial"] is True and set(chain["xtreme"]["tasks"]) == {"bucc2018", "tatoeba"}
+    run_dir = tmp_path / "run"
+    stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")}
+    assert len(stamps) == 6
+    xstilts.run(config, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")} == stamps, "finished evaluations are read back"
+    assert "## tatoeba" in xstilts.write_report(run_dir).read_text()
+
+    raw["targets"] = [{"task": "tatoeba", "languages": ["fr"]}]
+    config_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(xstilts.ConfigError, match=r"tatoeba: no test files for fr under .*tatoeba.fra-eng.fra"):
+        xstilts.load_config(config_path)

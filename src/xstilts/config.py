@@ -70,12 +70,26 @@ class StageConfig(_Strict):
     reuse_heads: bool = Field(False, description="Start this stage's head from the previous stage's head of the same task, if present.")
 
 
+class EmbeddingConfig(_Strict):
+    """Sentence representations for retrieval targets (protocol.md 4.6)."""
+
+    layer: Optional[int] = Field(None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth.")
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(512, ge=8)
+    batch_size: int = Field(64, gt=0)
+
+
 class TargetConfig(_Strict):
-    """A target task: fine-tuned on its English training data, evaluated zero-shot in `languages`."""
+    """A target task: fine-tuned on its English training data, evaluated zero-shot in `languages`.
+
+    Retrieval targets (bucc2018, tatoeba) are not fine-tuned: the encoder after each prefix is used
+    as it is, with the `embedding` settings.
+    """
 
     task: str
     languages: Optional[list[str]] = Field(None, description="Evaluation languages; default: all of the task's.")
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
 
 class ExperimentConfig(_Strict):
@@ -222,15 +236,15 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         spec = _known_task(registry, target.task, ("targets", i, "task"), problems)
         if spec is None:
             continue
-        if not spec.trainable:
-            problems.append((("targets", i, "task"), f"{spec.name} is a retrieval task; retrieval targets are not supported yet"))
-            continue
-        if shared_settings_ok:
-            _settings_problem(problems, ("targets", i, "training"), spec.kind, spec.training_defaults, config.training, target.training)
         languages = config.target_languages(target, registry)
         for j, language in enumerate(target.languages or []):
             if language not in spec.languages:
                 problems.append((("targets", i, "languages", j), _unknown(f"language for task {spec.name}", language, list(spec.languages))))
+        if not spec.trainable:
+            problems += _missing_retrieval_files(spec, [lang for lang in languages if lang in spec.languages], ("targets", i, "languages"))
+            continue
+        if shared_settings_ok:
+            _settings_problem(problems, ("targets", i, "training"), spec.kind, spec.training_defaults, config.training, target.training)
         problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("targets", i, "task"))
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
@@ -255,6 +269,18 @@ def _known_task(registry: TaskRegistry, name: str, loc: Loc, problems: list[tupl
         return registry.get(name)
     problems.append((loc, _unknown("task", name, registry.names())))
     return None
+
+
+def _missing_retrieval_files(spec: TaskSpec, languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:
+    """Retrieval data is read in place: the upstream files must lie under the task's data directory."""
+    split = "test" if spec.name == "tatoeba" else "dev"
+    root = Path(spec.data.data_dir)
+    layouts = spec.sources.local.get(split, ()) if spec.sources else ()
+    missing = [lang for lang in languages if not any(layout.paths(root, split, lang) for layout in layouts)]
+    if not missing:
+        return []
+    patterns = ", ".join(p for layout in layouts for p in layout.expected(split, missing[0]))
+    return [(loc, f"{spec.name}: no {split} files for {', '.join(missing)} under {root} (for {missing[0]}: {patterns})")]
 
 
 def _missing_files(spec: TaskSpec, splits: list[str], languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:

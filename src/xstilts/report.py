@@ -25,7 +25,7 @@ def target_table(summary: dict[str, Any], target: str) -> list[list[str]]:
     rows = [header]
     for chain in chains:
         entry = chain["targets"][target]
-        dev_value = headline(entry["english_dev"], entry["metric"])
+        dev_value = headline(entry["english_dev"], entry["metric"]) if entry["english_dev"] else None  # retrieval: no fine-tuning
         rows.append(
             [
                 str(chain["chain_length"]),

@@ -8,6 +8,8 @@ token, max length 512. Layer, pooling and length are recorded with every result.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
@@ -17,7 +19,10 @@ import faiss
 import numpy as np
 import torch
 
+from xstilts.cache import cache_root
 from xstilts.errors import XstiltsError
+from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
+from xstilts.store import write_json_atomic
 
 BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining
 
@@ -273,3 +278,76 @@ def bucc_scores_from_pairs(predicted: set[tuple[str, str]], gold: set[tuple[str,
     recall = correct / len(gold) if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
     return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall}
+
+
+# --- evaluation of an encoder on the task files (chains) -------------------------------------------
+
+
+def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokenizer: Any, settings: EmbeddingSettings, device: torch.device, encoder_identity: str) -> dict[str, Any]:
+    """Tatoeba accuracy or BUCC F1 of one language, from the upstream files under the task's data dir.
+
+    BUCC candidates are cached by encoder identity, embedding settings, language, split and the data
+    files' content (the reference code's cache ignored the split).
+    """
+    settings = settings.resolved(encoder.config.num_hidden_layers)
+    embed = lambda texts: encode_sentences(encoder, tokenizer, texts, settings, device)  # noqa: E731
+    root = Path(spec.data.data_dir)
+    if spec.name == "tatoeba":
+        source_path = _task_files(spec, root, "test", language)[0]
+        pairs = read_tatoeba_pair(source_path, source_path.with_suffix(".eng"))
+        predictions = tatoeba_predictions(embed([p["source"] for p in pairs]), embed([p["target"] for p in pairs]))
+        return {"accuracy": tatoeba_accuracy(predictions, range(len(pairs))), "examples": len(pairs), "embedding": settings.describe()}
+    if spec.name != "bucc2018":
+        raise XstiltsError(f"{spec.name}: no retrieval evaluation is defined")
+    by_split: dict[str, Any] = {}
+    threshold = None
+    for split in ("dev", "test"):
+        files = _task_files(spec, root, split, language, required=split == "dev")
+        if not files:
+            continue
+        source_path = files[0]
+        gold_path = source_path.with_suffix(".gold")
+        source_texts, source_ids = unique_texts(read_bucc_sentences(source_path))
+        target_texts, target_ids = unique_texts(read_bucc_sentences(source_path.with_suffix(".en")))
+        key = {"encoder": encoder_identity, "embedding": settings.describe(), "language": language, "split": split,
+               "data": _files_digest([source_path, source_path.with_suffix(".en")])}
+        candidates = _cached_candidates(key, lambda: mine_candidates(source_texts, embed(source_texts), target_texts, embed(target_texts)))
+        pairs = candidate_id_pairs(candidates, source_ids, target_ids)
+        if not gold_path.is_file():
+            continue
+        gold = set(read_bucc_gold(gold_path))
+        if threshold is None:
+            threshold = best_threshold(pairs, gold)
+        by_split[split] = bucc_f1(pairs, gold, threshold)
+    final = by_split.get("test", by_split.get("dev"))
+    if final is None:
+        raise XstiltsError(f"bucc2018 {language}: no gold pairs found beside the dev files under {root}")
+    return {**final, "split": "test" if "test" in by_split else "dev", "by_split": by_split, "embedding": settings.describe()}
+
+
+def _task_files(spec: Any, root: Path, split: str, language: str, required: bool = True) -> list[Path]:
+    for layout in spec.sources.local.get(split, ()):
+        paths = layout.paths(root, split, language)
+        if paths:
+            return paths
+    if required:
+        patterns = [p for layout in spec.sources.local.get(split, ()) for p in layout.expected(split, language)]
+        raise XstiltsError(f"{spec.name} {language}: no {split} files under {root} (looked for {', '.join(patterns)})")
+    return []
+
+
+def _files_digest(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cached_candidates(key: dict[str, Any], mine: Any) -> list[Candidate]:
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_root() / "retrieval" / f"{name}.json"
+    if path.is_file():
+        return [Candidate(*row) for row in json.loads(path.read_text(encoding="utf-8"))["candidates"]]
+    candidates = mine()
+    write_json_atomic(path, {"key": key, "candidates": [[c.score, c.source, c.target] for c in candidates]})
+    return candidates

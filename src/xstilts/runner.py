@@ -102,6 +102,12 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
         parent_dir = config.encoder if prefix.stage is None else str(store.stage_dir(prefix.identity, prefix.tasks[-1]) / ENCODER_DIR)
         for target in config.targets:
             spec = registry.get(target.task)
+            if not spec.trainable:
+                for language, evaluation in _evaluate_retrieval(output_dir, prefix, parent_dir, spec, config.target_languages(target, registry), target).items():
+                    row = _result_row(prefix, spec, language, evaluation, {"dev_metrics": {}, "identity": None})
+                    write_json_atomic(output_dir / RESULTS_DIR / prefix.label / spec.name / f"{language}.json", row)
+                    rows.append(row)
+                continue
             request = _stage_request("target", spec, [config.training, target.training], config.seed, prefix, parent_dir, store)
             record = run_stage(request, store, progress)
             stage_dir = store.stage_dir(request.identity, spec.name)
@@ -116,6 +122,31 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_json_atomic(output_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, encoder_dir: str, spec: TaskSpec, languages: list[str], target: Any) -> dict[str, dict[str, Any]]:
+    """Retrieval targets use the prefix's encoder as it is; finished languages are read back."""
+    from xstilts.modeling import load_encoder, load_tokenizer
+    from xstilts.retrieval import EmbeddingSettings, evaluate_encoder
+    from xstilts.training import get_accelerator
+
+    settings = EmbeddingSettings(**target.embedding.model_dump())
+    results_dir = output_dir / "retrieval" / f"{prefix.identity}-{spec.name}-{content_identity(settings.describe())}"
+    results: dict[str, dict[str, Any]] = {}
+    encoder = tokenizer = None
+    for language in languages:
+        path = results_dir / f"{language}.json"
+        if path.is_file():
+            results[language] = json.loads(path.read_text(encoding="utf-8"))
+            continue
+        if encoder is None:
+            device = get_accelerator().device
+            encoder, tokenizer = load_encoder(encoder_dir).to(device), load_tokenizer(encoder_dir)
+        metrics = evaluate_encoder(spec, language, encoder, tokenizer, settings, device, prefix.identity)
+        results[language] = {"metrics": metrics, "examples": metrics.get("examples", metrics.get("pairs")), "language": language, "task": spec.name}
+        write_json_atomic(path, results[language])
+        log.info("%s %s after %s: %s", spec.name, language, prefix.label, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    return results
 
 
 def _result_row(prefix: ChainPrefix, spec: TaskSpec, language: str, evaluation: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ def headline(metrics: Mapping[str, float], metric_family: str) -> float:
     """One language's headline value: accuracy, chunk F1, or (EM + F1) / 2 for QA."""
     if metric_family in ("squad", "mlqa"):
         return (metrics["exact_match"] + metrics["f1"]) / 2
-    if metric_family == "seqeval":
+    if metric_family in ("seqeval", "bucc_f1"):
         return metrics["f1"]
     return metrics["accuracy"]
 
@@ -28,11 +28,8 @@ def task_score(per_language: Mapping[str, Mapping[str, float]], metric_family: s
     if not languages:
         raise ValueError("no languages to average")
     names = sorted(set.intersection(*(set(per_language[lang]) for lang in languages)))
-    means = {name: fmean(per_language[lang][name] for lang in languages) for name in names}
-    if metric_family in ("squad", "mlqa"):
-        means["score"] = (means["exact_match"] + means["f1"]) / 2
-    else:
-        means["score"] = means["f1"] if metric_family == "seqeval" else means["accuracy"]
+    means = {name: fmean(per_language[lang][name] for lang in languages) for name in names if isinstance(per_language[languages[0]][name], (int, float))}
+    means["score"] = fmean(headline(per_language[lang], metric_family) for lang in languages)
     return means
 
 

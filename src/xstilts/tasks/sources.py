@@ -31,6 +31,11 @@ class LocalFile:
     file_codes: Mapping[str, str] = field(default_factory=dict)  # language -> its code in file names ({code})
     companions: tuple[str, ...] = ()  # suffixes of files the reader opens beside each match (".eng", ".gold")
 
+    def expected(self, split: str, language: str) -> list[str]:
+        """The patterns with this split and language filled in (for "not found" messages)."""
+        code = self.file_codes.get(language, language)
+        return [pattern.format(split=split, language=language, code=code) for pattern in self.patterns]
+
     def paths(self, root: Path, split: str, language: str) -> list[Path]:
         found: list[Path] = []
         code = self.file_codes.get(language, language)
