@@ -60,7 +60,9 @@ def reference_f1(pairs, gold):
 
 def test_default_layer_scales_with_depth():
     assert [default_layer(n) for n in (24, 12, 6, 3, 1)] == [14, 7, 4, 2, 1]
-    with pytest.raises(ValueError, match="layer 9 does not exist"):
+    from xstilts.errors import XstiltsError
+
+    with pytest.raises(XstiltsError, match="embedding layer 9 does not exist"):
         EmbeddingSettings(layer=9).resolved(4)
 
 

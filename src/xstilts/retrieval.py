@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Sequence
-
 from pathlib import Path
+from typing import Any, Literal, Sequence
 
 import faiss
 import numpy as np
@@ -37,7 +36,7 @@ class EmbeddingSettings:
     def resolved(self, num_hidden_layers: int) -> "EmbeddingSettings":
         layer = self.layer if self.layer is not None else default_layer(num_hidden_layers)
         if not 0 <= layer <= num_hidden_layers:
-            raise ValueError(f"layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}")
+            raise XstiltsError(f"embedding layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}")
         return EmbeddingSettings(layer, self.pooling, self.max_length, self.batch_size)
 
     def describe(self) -> dict[str, Any]:
@@ -53,15 +52,15 @@ def encode_sentences(encoder: torch.nn.Module, tokenizer: Any, sentences: Sequen
     """float32 embeddings, one row per sentence in input order. Batches are formed from sentences
     sorted by length (little padding); no gradients; bf16 autocast on GPU."""
     settings = settings.resolved(encoder.config.num_hidden_layers)
-    lengths = [len(ids) for ids in tokenizer(list(sentences), truncation=True, max_length=settings.max_length)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")[::-1]
+    token_ids = tokenizer(list(sentences), truncation=True, max_length=settings.max_length)["input_ids"]
+    order = np.argsort([len(ids) for ids in token_ids], kind="stable")[::-1]
     output = np.zeros((len(sentences), encoder.config.hidden_size), dtype=np.float32)
     was_training = encoder.training
     encoder.eval()
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for start in range(0, len(order), settings.batch_size):
             rows = order[start : start + settings.batch_size]
-            batch = tokenizer([sentences[i] for i in rows], truncation=True, max_length=settings.max_length, padding=True, return_tensors="pt").to(device)
+            batch = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt").to(device)
             hidden = encoder(**batch, output_hidden_states=True).hidden_states[settings.layer].float()
             if settings.pooling == "cls":
                 pooled = hidden[:, 0]
