@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from xstilts.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
-from xstilts.runner import ChainPrefix, _stage_request
+from xstilts.plan import ChainPrefix, stage_request
 from xstilts.stage import run_stage
 from xstilts.store import StageStore
 from xstilts.training import get_accelerator, make_optimizer
@@ -22,7 +22,7 @@ FAST = {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2, "eval_examples":
 
 def request_for(registry, task: str, parent: str, store: StageStore, role: str = "intermediate", **overrides):
     base = ChainPrefix(0, (), "base", None)
-    return _stage_request(role, registry.get(task), [{**FAST, **overrides}], 0, base, parent, store)
+    return stage_request(role, registry.get(task), [{**FAST, **overrides}], 0, base, parent)
 
 
 @pytest.mark.parametrize("task", ["demo_paraphrase", "demo_squad2", "demo_swag", "demo_pos"])
@@ -59,9 +59,9 @@ def test_next_stage_loads_the_encoder_only(tmp_path, tiny_encoder_dir, demo_regi
     assert not torch.equal(fresh.heads[spec.name].out_proj.weight, saved_head["out_proj.weight"]), "heads are not carried over"
 
     # Explicit opt-in: the next stage of the same task starts from the saved head.
-    second = _stage_request(
+    second = stage_request(
         "intermediate", spec, [{**FAST, "learning_rate": 1e-9, "max_steps": 1}], 0,
-        ChainPrefix(1, ("demo_paraphrase",), first.identity, first), str(stage_dir / ENCODER_DIR), store,
+        ChainPrefix(1, ("demo_paraphrase",), first.identity, first), str(stage_dir / ENCODER_DIR),
         parent_heads=stage_dir / HEADS_FILE,
     )
     record = run_stage(second, store, progress=False)
@@ -89,7 +89,7 @@ def test_identity_changes_with_settings_and_seed(tmp_path, tiny_encoder_dir, dem
     base = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store)
     assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store).identity == base.identity
     assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, learning_rate=2e-3).identity != base.identity
-    other_seed = _stage_request("intermediate", demo_registry.get("demo_nli"), [FAST], 1, ChainPrefix(0, (), "base", None), str(tiny_encoder_dir), store)
+    other_seed = stage_request("intermediate", demo_registry.get("demo_nli"), [FAST], 1, ChainPrefix(0, (), "base", None), str(tiny_encoder_dir))
     assert other_seed.identity != base.identity
 
 

@@ -65,6 +65,21 @@ def run(
 
 
 @app.command()
+def plan(config: Path = typer.Argument(..., help="Experiment or study YAML file.")) -> None:
+    """Print the stage graph (shared prefixes once) and what the run would train and evaluate."""
+    from xstilts.config import load_config
+
+    experiment = _guarded(lambda: load_config(config))
+    _quiet_libraries()
+    from xstilts.plan import build_plan, describe
+    from xstilts.store import StageStore
+
+    registry = experiment.registry()
+    study_plan = _guarded(lambda: build_plan(experiment, registry, StageStore(Path(experiment.output_dir) / "stages")))
+    typer.echo(describe(study_plan, experiment, registry))
+
+
+@app.command()
 def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", "-o", help="Where the demo writes its data, stages and report."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

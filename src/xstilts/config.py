@@ -92,6 +92,24 @@ class TargetConfig(_Strict):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
 
+class OrdersConfig(_Strict):
+    """How a study orders its pool of intermediate tasks; the orders of all three kinds are combined."""
+
+    explicit: list[list[str]] = Field(default_factory=list, description="Orders given task by task.")
+    random: int = Field(0, ge=0, description="This many random permutations of the pool.")
+    random_seed: int = Field(0, description="Seed of the random permutations.")
+    singles: bool = Field(False, description="Every pool task alone (chains of length 1).")
+
+
+class StudyConfig(_Strict):
+    """The sequential-scaling study: chains of k = 0..max_chain_length tasks from a pool, over orders and seeds."""
+
+    pool: list[str] = Field(min_length=1, description="Intermediate tasks the orders are drawn from.")
+    orders: OrdersConfig = Field(default_factory=OrdersConfig)
+    max_chain_length: Optional[int] = Field(None, ge=0, description="K; default: the pool's size.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
 class ExperimentConfig(_Strict):
     """One X-STILTs experiment: an encoder, a chain of intermediate stages, and target tasks."""
 
@@ -107,6 +125,7 @@ class ExperimentConfig(_Strict):
     evaluate_every_prefix: bool = Field(
         False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
     )
+    study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
 
     _chain_shorthand = field_validator("chain", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
     _targets_shorthand = field_validator("targets", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
@@ -221,6 +240,8 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems.append((("encoder",), f"directory not found: {encoder}"))
 
     shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
+    if config.study is not None:
+        problems += _study_problems(config.study, config.chain, registry)
     for i, stage in enumerate(config.chain):
         spec = _known_task(registry, stage.task, ("chain", i, "task"), problems)
         if spec is None:
@@ -248,6 +269,27 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("targets", i, "task"))
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
+    return problems
+
+
+def _study_problems(study: StudyConfig, chain: list[StageConfig], registry: TaskRegistry) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    if chain:
+        problems.append((("chain",), "give either `chain` or `study`, not both"))
+    for i, task in enumerate(study.pool):
+        spec = _known_task(registry, task, ("study", "pool", i), problems)
+        if spec is not None and not spec.trainable:
+            problems.append((("study", "pool", i), f"{task} is a {spec.kind} task with no training data"))
+        elif spec is not None:
+            problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("study", "pool", i))
+    for i, order in enumerate(study.orders.explicit):
+        for j, task in enumerate(order):
+            if task not in study.pool:
+                problems.append((("study", "orders", "explicit", i, j), f"{task!r} is not in the study's pool"))
+    if not (study.orders.explicit or study.orders.random or study.orders.singles):
+        problems.append((("study", "orders"), "no orders: give explicit orders, a number of random ones, or singles: true"))
+    if study.max_chain_length is not None and study.max_chain_length > len(study.pool):
+        problems.append((("study", "max_chain_length"), f"{study.max_chain_length} is longer than the pool ({len(study.pool)} tasks)"))
     return problems
 
 

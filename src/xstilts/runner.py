@@ -7,21 +7,18 @@ language), plus a summary with per-task averages over languages the XTREME way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from xstilts.config import ExperimentConfig, config_to_yaml
-from xstilts.data import data_fingerprint
 from xstilts.errors import XstiltsError
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
-from xstilts.modeling import ENCODER_DIR, HEADS_FILE
-from xstilts.settings import resolve_settings
-from xstilts.stage import StageRequest, evaluate_target, run_stage
+from xstilts.plan import ChainPrefix, build_plan, stage_request
+from xstilts.stage import evaluate_target, run_stage
 from xstilts.store import StageStore, content_identity, write_json_atomic
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 
@@ -30,58 +27,6 @@ log = logging.getLogger(__name__)
 STAGES_DIR = "stages"
 RESULTS_DIR = "results"
 SUMMARY_FILE = "summary.json"
-
-
-@dataclass(frozen=True)
-class ChainPrefix:
-    """The encoder after the first k stages of the chain (k = 0: the pretrained encoder)."""
-
-    length: int
-    tasks: tuple[str, ...]
-    identity: str
-    stage: StageRequest | None  # the stage that produces it (None for k = 0)
-
-    @property
-    def label(self) -> str:
-        return f"k{self.length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
-
-
-def encoder_identity(encoder: str) -> str:
-    """Identity of the starting encoder: the hub id, or for a local directory the hash of its files."""
-    path = Path(encoder).expanduser()
-    if not path.is_dir():
-        return content_identity({"hub": encoder})
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(file.read_bytes() if file.stat().st_size < (64 << 20) else str(file.stat().st_size).encode())
-    return content_identity({"local": digest.hexdigest()})
-
-
-def _stage_request(
-    role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, parent_dir: str, store: StageStore, **extra: Any
-) -> StageRequest:
-    settings = resolve_settings(spec.kind, spec.training_defaults, *settings_layers)
-    fingerprint = data_fingerprint(spec, [(spec.train_split, spec.train_language), (spec.dev_split, spec.train_language)])
-    identity = content_identity(
-        {"role": role, "parent": parent.identity, "task": spec.fingerprint(), "data": fingerprint, "settings": settings.model_dump(), "seed": seed}
-    )
-    return StageRequest(identity, role, spec, settings, seed, parent_dir, parent.identity, parent.tasks, **extra)
-
-
-def plan_chain(config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> list[ChainPrefix]:
-    """Prefixes k = 0..K of the configured chain, each with the stage that produces it."""
-    prefixes = [ChainPrefix(0, (), encoder_identity(config.encoder), None)]
-    for stage in config.chain:
-        parent = prefixes[-1]
-        spec = registry.get(stage.task)
-        parent_dir = config.encoder if parent.stage is None else str(store.stage_dir(parent.identity, parent.tasks[-1]) / ENCODER_DIR)
-        heads = None
-        if stage.reuse_heads and parent.stage is not None:
-            heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE
-        request = _stage_request("intermediate", spec, [config.training, stage.training], config.seed, parent, parent_dir, store, parent_heads=heads)
-        prefixes.append(ChainPrefix(parent.length + 1, parent.tasks + (spec.name,), request.identity, request))
-    return prefixes
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
@@ -93,28 +38,31 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     store = StageStore(output_dir / STAGES_DIR)
     started = time.perf_counter()
 
-    prefixes = plan_chain(config, registry, store)
-    intermediate = [run_stage(prefix.stage, store, progress) for prefix in prefixes[1:]]
+    plan = build_plan(config, registry, store)
+    intermediate = [run_stage(node.stage, store, progress) for node in plan.stages]  # parents come first
 
-    evaluated = prefixes if config.evaluate_every_prefix else prefixes[-1:]
+    every = config.study is not None or config.evaluate_every_prefix
+    evaluated = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
     rows: list[dict[str, Any]] = []
-    for prefix in evaluated:
-        parent_dir = config.encoder if prefix.stage is None else str(store.stage_dir(prefix.identity, prefix.tasks[-1]) / ENCODER_DIR)
+    for identity, seed in sorted(evaluated, key=lambda item: (plan.nodes[item[0]].length, item)):
+        prefix = replace(plan.nodes[identity], seed=seed)
+        label = prefix.label + (f"-seed{seed}" if config.study is not None and len(config.study.seeds) > 1 else "")
+        parent_dir = prefix.encoder_dir(config, store)
         for target in config.targets:
             spec = registry.get(target.task)
             if not spec.trainable:
                 for language, evaluation in _evaluate_retrieval(output_dir, prefix, parent_dir, spec, config.target_languages(target, registry), target).items():
-                    row = _result_row(prefix, spec, language, evaluation, {"dev_metrics": {}, "identity": None})
-                    write_json_atomic(output_dir / RESULTS_DIR / prefix.label / spec.name / f"{language}.json", row)
+                    row = _result_row(prefix, label, spec, language, evaluation, {"dev_metrics": {}, "identity": None})
+                    write_json_atomic(output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
                     rows.append(row)
                 continue
-            request = _stage_request("target", spec, [config.training, target.training], config.seed, prefix, parent_dir, store)
+            request = stage_request("target", spec, [config.training, target.training], seed, prefix, parent_dir)
             record = run_stage(request, store, progress)
             stage_dir = store.stage_dir(request.identity, spec.name)
             languages = config.target_languages(target, registry)
             for language, evaluation in evaluate_target(stage_dir, spec, languages, request.settings, progress).items():
-                row = _result_row(prefix, spec, language, evaluation, record)
-                write_json_atomic(output_dir / RESULTS_DIR / prefix.label / spec.name / f"{language}.json", row)
+                row = _result_row(prefix, label, spec, language, evaluation, record)
+                write_json_atomic(output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
                 rows.append(row)
 
     summary = summarize(config.name, rows, registry)
@@ -149,11 +97,12 @@ def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, encoder_dir: str,
     return results
 
 
-def _result_row(prefix: ChainPrefix, spec: TaskSpec, language: str, evaluation: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+def _result_row(prefix: ChainPrefix, label: str, spec: TaskSpec, language: str, evaluation: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     return {
         "chain": list(prefix.tasks),
         "chain_length": prefix.length,
-        "chain_label": prefix.label,
+        "chain_label": label,
+        "seed": prefix.seed,
         "target": spec.name,
         "language": language,
         "metric": spec.metric,

@@ -1,0 +1,190 @@
+"""Chains -> a graph of stages in which identical prefixes are one node.
+
+A node's identity is a content hash of its parent's identity, its task, its data, its resolved
+training settings and its seed (see `stage_request`). Chains of a study that share a prefix share its
+nodes, so each is trained once; target fine-tunes and retrieval evaluations hang off every prefix.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xstilts.config import ExperimentConfig, StageConfig
+from xstilts.data import data_fingerprint
+from xstilts.modeling import ENCODER_DIR, HEADS_FILE
+from xstilts.settings import resolve_settings
+from xstilts.stage import StageRequest
+from xstilts.store import StageStore, content_identity
+from xstilts.tasks.registry import TaskRegistry, TaskSpec
+
+
+@dataclass(frozen=True)
+class ChainPrefix:
+    """The encoder after the first k stages of a chain (k = 0: the pretrained encoder)."""
+
+    length: int
+    tasks: tuple[str, ...]
+    identity: str
+    stage: StageRequest | None  # the stage that produces it (None for k = 0)
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"k{self.length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
+
+    def encoder_dir(self, config: ExperimentConfig, store: StageStore) -> str:
+        if self.stage is None:
+            return config.encoder
+        return str(store.stage_dir(self.identity, self.tasks[-1]) / ENCODER_DIR)
+
+
+@dataclass
+class Plan:
+    """Distinct prefix nodes (parents before children) and, per chain, its prefixes k = 0..K."""
+
+    nodes: dict[str, ChainPrefix] = field(default_factory=dict)
+    chains: list[tuple[int, tuple[str, ...], list[str]]] = field(default_factory=list)  # (seed, order, prefix identities)
+
+    @property
+    def stages(self) -> list[ChainPrefix]:
+        return [node for node in self.nodes.values() if node.stage is not None]
+
+    def naive_stage_count(self) -> int:
+        """Stages a per-chain run would train: every prefix chain k = 1..K of every order from scratch."""
+        return sum(k for _, _, prefixes in self.chains for k in range(len(prefixes)))
+
+
+def encoder_identity(encoder: str) -> str:
+    """Identity of the starting encoder: the hub id, or for a local directory the hash of its files."""
+    import hashlib
+
+    path = Path(encoder).expanduser()
+    if not path.is_dir():
+        return content_identity({"hub": encoder})
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes() if file.stat().st_size < (64 << 20) else str(file.stat().st_size).encode())
+    return content_identity({"local": digest.hexdigest()})
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _fingerprint(spec: TaskSpec) -> str:
+    """Data fingerprint of a stage's files, hashed once per file version (size, mtime) in a process."""
+    paths = [spec.data.path(split, spec.train_language) for split in (spec.train_split, spec.dev_split)]
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    if stamp not in _FINGERPRINTS:
+        _FINGERPRINTS[stamp] = data_fingerprint(spec, [(spec.train_split, spec.train_language), (spec.dev_split, spec.train_language)])
+    return _FINGERPRINTS[stamp]
+
+
+def stage_request(role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, parent_dir: str, **extra: Any) -> StageRequest:
+    """The request for one stage; its identity hashes everything that determines the trained model."""
+    settings = resolve_settings(spec.kind, spec.training_defaults, *settings_layers)
+    identity = content_identity(
+        {"role": role, "parent": parent.identity, "task": spec.fingerprint(), "data": _fingerprint(spec), "settings": settings.model_dump(), "seed": seed}
+    )
+    return StageRequest(identity, role, spec, settings, seed, parent_dir, parent.identity, parent.tasks, **extra)
+
+
+def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]]]:
+    """(seed, stages) for every chain: the configured chain, or a study's orders cut at K, per seed."""
+    study = config.study
+    if study is None:
+        return [(config.seed, list(config.chain))]
+    orders = [list(order) for order in study.orders.explicit]
+    rng = random.Random(study.orders.random_seed)
+    orders += [rng.sample(study.pool, len(study.pool)) for _ in range(study.orders.random)]
+    orders += [[task] for task in study.pool] if study.orders.singles else []
+    limit = len(study.pool) if study.max_chain_length is None else study.max_chain_length
+    return [(seed, [StageConfig(task=t) for t in order[:limit]]) for seed in study.seeds for order in orders]
+
+
+def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> Plan:
+    plan = Plan()
+    root_identity = encoder_identity(config.encoder)
+    for seed, stages in expand_chains(config):
+        root = ChainPrefix(0, (), root_identity, None, seed)
+        plan.nodes.setdefault(root.identity, root)
+        prefixes = [root]
+        for stage in stages:
+            parent = prefixes[-1]
+            spec = registry.get(stage.task)
+            heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE if stage.reuse_heads and parent.stage else None
+            request = stage_request("intermediate", spec, [config.training, stage.training], seed, parent, parent.encoder_dir(config, store), parent_heads=heads)
+            node = plan.nodes.setdefault(request.identity, ChainPrefix(parent.length + 1, parent.tasks + (spec.name,), request.identity, request, seed))
+            prefixes.append(node)
+        plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
+    return plan
+
+
+def describe(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> str:
+    """The graph as an indented tree and the counts `xstilts plan` prints."""
+    lines = ["stage graph (identical prefixes are one node):"]
+    children: dict[str, list[ChainPrefix]] = {}
+    for node in plan.stages:
+        children.setdefault(node.stage.parent_identity, []).append(node)
+
+    def walk(identity: str, depth: int) -> None:
+        for child in children.get(identity, []):
+            lines.append(f"{'  ' * depth}└─ {child.tasks[-1]}  [{child.identity}] seed {child.seed}")
+            walk(child.identity, depth + 1)
+
+    roots = [n for n in plan.nodes.values() if n.stage is None]
+    for root in roots:
+        lines.append(f"{config.encoder}  [{root.identity}]")
+        walk(root.identity, 1)
+    counts = count(plan, config, registry)
+    lines += ["", *(f"{name:<34} {value}" for name, value in counts.items())]
+    return "\n".join(lines)
+
+
+def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[str, Any]:
+    """Stages, the naive count, target fine-tunes, evaluations, and examples x epochs to train."""
+    evaluated = _evaluated_prefixes(plan, config)
+    trainable = [t for t in config.targets if registry.get(t.task).trainable]
+    retrieval = [t for t in config.targets if not registry.get(t.task).trainable]
+    finetunes = len(evaluated) * len(trainable)
+    evaluations = sum(len(config.target_languages(t, registry)) for t in config.targets) * len(evaluated)
+    stage_examples = sum(_example_epochs(node.stage.spec, node.stage.settings) for node in plan.stages)
+    target_examples = len(evaluated) * sum(_example_epochs(registry.get(t.task), resolve_settings(registry.get(t.task).kind, registry.get(t.task).training_defaults, config.training, t.training)) for t in trainable)
+    return {
+        "chains": len(plan.chains),
+        "stages to train": len(plan.stages),
+        "stages a naive per-chain run trains": plan.naive_stage_count(),
+        "prefixes evaluated": len(evaluated),
+        "target fine-tunes": finetunes,
+        "retrieval targets per prefix": len(retrieval),
+        "evaluations (target x language)": evaluations,
+        "examples x epochs, stages": stage_examples,
+        "examples x epochs, target fine-tunes": target_examples,
+    }
+
+
+def _evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, int]]:
+    """Distinct (prefix, seed) pairs the targets hang off (the seed matters for the fine-tunes)."""
+    every = config.study is not None or config.evaluate_every_prefix
+    pairs = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
+    return sorted(pairs)
+
+
+@functools.lru_cache(maxsize=None)
+def _count_lines(path: Path, stamp: int) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _example_epochs(spec: TaskSpec, settings: Any) -> int:
+    path = spec.data.path(spec.train_split, spec.train_language)
+    examples = _count_lines(path, path.stat().st_mtime_ns)
+    if settings.max_train_examples:
+        examples = min(examples, settings.max_train_examples)
+    if settings.max_steps:
+        return settings.max_steps * settings.batch_size
+    return int(examples * settings.epochs)
