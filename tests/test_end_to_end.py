@@ -147,3 +147,47 @@ def test_retrieval_targets_are_evaluated_on_every_prefix_encoder(tmp_path, tiny_
     config_path.write_text(yaml.safe_dump(raw))
     with pytest.raises(xstilts.ConfigError, match=r"tatoeba: no test files for fr under .*tatoeba.fra-eng.fra"):
         xstilts.load_config(config_path)
+
+
+def test_sigkill_mid_stage_then_resume_gives_identical_results(tmp_path, tiny_encoder_dir, demo_tasks):
+    """A run killed with SIGKILL inside a stage finishes, when started again, exactly as an uninterrupted run;
+    a third start trains nothing."""
+    import os
+    import signal
+    import time
+
+    def config_for(name: str) -> Path:
+        path = write_chain_config(tmp_path / name, tiny_encoder_dir, {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_nli")}, ["demo_nli"])
+        raw = yaml.safe_load(path.read_text())
+        raw["chain"] = [{"task": "demo_paraphrase", "training": {"max_steps": 400, "eval_every_steps": 100}}]
+        raw["checkpoint_every_steps"] = 20
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    (tmp_path / "whole").mkdir(), (tmp_path / "killed").mkdir()
+    command = [sys.executable, "-m", "xstilts", "run", "--no-progress", "-q"]
+    whole = subprocess.run([*command, str(config_for("whole"))], capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+
+    killed_config = config_for("killed")
+    process = subprocess.Popen([*command, str(killed_config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "run" / "stages" / ".checkpoints"
+    deadline = time.time() + 300
+    while not any(checkpoints.glob("*/progress.json")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert any(checkpoints.glob("*/progress.json")), "killed after a mid-stage checkpoint"
+    assert not list((tmp_path / "killed" / "run" / "stages").glob("*/stage.json")), "killed before the stage finished"
+
+    again = subprocess.run([*command, str(killed_config)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+
+    def results(name: str) -> dict:
+        return {p.relative_to(tmp_path / name / "run"): json.loads(p.read_text()) for p in (tmp_path / name / "run" / "results").rglob("*.json")}
+
+    assert results("killed") == results("whole") and results("whole")
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "run" / "stages").glob("*/stage.json")}
+    third = subprocess.run([*command, str(killed_config)], capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "run" / "stages").glob("*/stage.json")} == stamps, "nothing trains"

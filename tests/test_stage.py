@@ -144,3 +144,36 @@ def test_stages_with_different_precision_run_in_one_process(tmp_path, tiny_encod
     records = [run_stage(request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, precision=p), store, progress=False) for p in ("bf16", "fp32")]
     assert [r["environment"]["precision"] for r in records] == ["bf16", "fp32"]
     assert all(r["steps"] == 4 for r in records)
+
+
+def test_a_killed_stage_resumes_to_bit_identical_weights(tmp_path, tiny_encoder_dir, demo_registry, monkeypatch):
+    """Interrupt training after a checkpoint, start again: same weights, history and dev scores as without."""
+    import xstilts.training as training
+
+    overrides = {"max_steps": 9, "eval_every_steps": 3, "log_every_steps": 2}
+    uninterrupted_store = StageStore(tmp_path / "a")
+    request = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), uninterrupted_store, role="target", **overrides)
+    uninterrupted = run_stage(request, uninterrupted_store, progress=False, checkpoint_every_steps=2)
+
+    store = StageStore(tmp_path / "b")
+    original_save = training.Checkpointer.save
+    saves = []
+
+    def save_then_die(self, *args, **kwargs):
+        original_save(self, *args, **kwargs)
+        saves.append(args[3]["step"])
+        if len(saves) == 2:  # killed right after the checkpoint of step 4
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.Checkpointer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(request, store, progress=False, checkpoint_every_steps=2)
+    assert store.record(request.identity, "demo_nli") is None and (tmp_path / "b" / ".checkpoints").is_dir()
+    monkeypatch.setattr(training.Checkpointer, "save", original_save)
+    resumed = run_stage(request, store, progress=False, checkpoint_every_steps=2)
+
+    assert saves == [2, 4]
+    assert resumed["history"] == uninterrupted["history"] and resumed["dev_metrics"] == uninterrupted["dev_metrics"]
+    weights = [load_file(str(s.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors")) for s in (uninterrupted_store, store)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not (tmp_path / "b" / ".checkpoints" / f"{request.identity}-demo_nli").exists(), "the checkpoint is removed once the stage is done"

@@ -126,6 +126,9 @@ class ExperimentConfig(_Strict):
         False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
     )
     study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
+    checkpoint_every_steps: Optional[int] = Field(
+        500, gt=0, description="Checkpoint a training stage every N optimizer steps so a killed run resumes mid-stage; null: only whole stages resume."
+    )
 
     _chain_shorthand = field_validator("chain", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
     _targets_shorthand = field_validator("targets", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)

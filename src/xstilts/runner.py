@@ -39,7 +39,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     started = time.perf_counter()
 
     plan = build_plan(config, registry, store)
-    intermediate = [run_stage(node.stage, store, progress) for node in plan.stages]  # parents come first
+    intermediate = [run_stage(node.stage, store, progress, config.checkpoint_every_steps) for node in plan.stages]  # parents first
 
     every = config.study is not None or config.evaluate_every_prefix
     evaluated = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
@@ -57,7 +57,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
                     rows.append(row)
                 continue
             request = stage_request("target", spec, [config.training, target.training], seed, prefix, parent_dir)
-            record = run_stage(request, store, progress)
+            record = run_stage(request, store, progress, config.checkpoint_every_steps)
             stage_dir = store.stage_dir(request.identity, spec.name)
             languages = config.target_languages(target, registry)
             for language, evaluation in evaluate_target(stage_dir, spec, languages, request.settings, progress).items():

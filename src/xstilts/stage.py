@@ -29,7 +29,7 @@ from xstilts.settings import TrainingSettings
 from xstilts.store import StageStore, write_json_atomic
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
-from xstilts.training import get_accelerator, precision_name, train
+from xstilts.training import Checkpointer, get_accelerator, precision_name, train
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,12 @@ class StageRequest:
     describe: dict[str, Any] = field(default_factory=dict)
 
 
-def run_stage(request: StageRequest, store: StageStore, progress: bool = True) -> dict[str, Any]:
-    """Train the stage unless its completion record exists; returns the record."""
+def run_stage(request: StageRequest, store: StageStore, progress: bool = True, checkpoint_every_steps: int | None = None) -> dict[str, Any]:
+    """Train the stage unless its completion record exists; returns the record.
+
+    With `checkpoint_every_steps`, a killed stage resumes from its last checkpoint (kept under
+    `<store>/.checkpoints/` until the stage is committed) and ends with the same weights.
+    """
     done = store.record(request.identity, request.spec.name)
     if done is not None:
         log.info("stage %s (%s) is done, skipping", request.spec.name, request.identity)
@@ -84,7 +88,8 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True) -
     label = f"{request.role} {spec.name}" + (f" after {'+'.join(request.chain)}" if request.chain else "")
     log.info("training %s: %d examples -> %d features", label, len(train_examples), len(train_features))
     started = time.perf_counter()
-    result = train(model, spec.name, train_features, settings, accelerator, tokenizer.pad_token_id, validate, request.seed, label, progress)
+    checkpointer = Checkpointer(store.root / ".checkpoints" / f"{request.identity}-{spec.name}", checkpoint_every_steps) if checkpoint_every_steps else None
+    result = train(model, spec.name, train_features, settings, accelerator, tokenizer.pad_token_id, validate, request.seed, label, progress, checkpointer)
     dev_features = build_features(spec, dev_examples, tokenizer, settings, training=False)
     dev = evaluate(model, spec, dev_examples, dev_features, settings, accelerator, tokenizer.pad_token_id, language)
     log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev.metrics[primary], result.best_step, result.steps)
@@ -119,6 +124,8 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True) -
         **request.describe,
     }
     store.commit(scratch, request.identity, spec.name, record)
+    if checkpointer is not None:
+        checkpointer.remove()
     return record
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -24,6 +29,50 @@ from xstilts.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Feature
+
+
+class Checkpointer:
+    """Mid-stage checkpoints: model, optimizer, scheduler, RNG, counters and data position, every N steps.
+
+    Written aside and renamed, so a kill leaves the previous checkpoint intact. Files are our own:
+    weights as safetensors, optimizer/scheduler/RNG state with torch.save read back `weights_only`.
+    """
+
+    def __init__(self, directory: Path, every_steps: int):
+        self.directory = Path(directory)
+        self.every_steps = every_steps
+
+    def save(self, model: nn.Module, optimizer: Any, scheduler: Any, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+        scratch = self.directory.with_name(self.directory.name + ".tmp")
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        scratch.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / "model.safetensors"))
+        if best_state is not None:
+            save_file({k: v.contiguous() for k, v in best_state.items()}, str(scratch / "best.safetensors"))
+        rng = {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, scratch / "optimizer.pt")
+        (scratch / "progress.json").write_text(json.dumps(state), encoding="utf-8")
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        os.replace(scratch, self.directory)
+
+    def load(self, model: nn.Module, optimizer: Any, scheduler: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+        """Restore everything into the given objects; returns (progress, best weights), or None without a checkpoint."""
+        if not (self.directory / "progress.json").is_file():
+            return None
+        model.load_state_dict(load_file(str(self.directory / "model.safetensors")))
+        saved = torch.load(self.directory / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        best = load_file(str(self.directory / "best.safetensors")) if (self.directory / "best.safetensors").is_file() else None
+        return json.loads((self.directory / "progress.json").read_text(encoding="utf-8")), best
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass
@@ -96,8 +145,14 @@ def train(
     seed: int,
     description: str = "train",
     progress: bool = True,
+    checkpointer: Checkpointer | None = None,
 ) -> TrainResult:
-    """Train `model` on one task's features; `validate` returns the dev metric to maximise."""
+    """Train `model` on one task's features; `validate` returns the dev metric to maximise.
+
+    With a checkpointer, training resumes from its last checkpoint and reaches the same weights as an
+    uninterrupted run (bit-identical on CPU): the data order is a function of (seed, epoch), so the
+    position is just the number of micro-batches already consumed.
+    """
     kind = kind_of(model.specs[task])
     plan = plan_steps(settings, len(features), accelerator.num_processes)
     optimizer = make_optimizer(model, settings, accelerator.device)
@@ -110,10 +165,22 @@ def train(
     evals_without_improvement = 0
     running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
     loss_steps = 0
-    bar = tqdm(total=plan.total_steps, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
+    first_step = 1
+    restored = checkpointer.load(accelerator.unwrap_model(model), optimizer, scheduler) if checkpointer else None
+    if restored is not None:
+        progress_state, best_state = restored
+        first_step = progress_state["step"] + 1
+        result.best_step, result.best_metric = progress_state["best_step"], progress_state["best_metric"]
+        result.history, result.tokens = progress_state["history"], progress_state["tokens"]
+        evals_without_improvement = progress_state["evals_without_improvement"]
+        running_loss += progress_state["running_loss"]
+        loss_steps = progress_state["loss_steps"]
+        for _ in range(progress_state["step"] * plan.accumulation_steps):  # skip the data already seen
+            next(batches)
+    bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     model.train()
-    for step in range(1, plan.total_steps + 1):
+    for step in range(first_step, plan.total_steps + 1):
         for micro_step in range(plan.accumulation_steps):
             batch = kind.collate([features[i] for i in next(batches)], pad_token_id)
             result.tokens += int(batch["attention_mask"].sum())
@@ -153,6 +220,14 @@ def train(
                 if settings.patience is not None and evals_without_improvement >= settings.patience:
                     result.stopped_early = True
                     break
+
+        if checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps:
+            state = {
+                "step": step, "best_step": result.best_step, "best_metric": result.best_metric, "history": result.history,
+                "tokens": result.tokens, "evals_without_improvement": evals_without_improvement,
+                "running_loss": running_loss.item(), "loss_steps": loss_steps,
+            }
+            checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
     bar.close()
     result.seconds = time.perf_counter() - started
     if best_state is not None:
