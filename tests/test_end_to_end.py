@@ -65,9 +65,21 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     text = report.read_text()
     assert (run_dir / "score_vs_chain_length.png").stat().st_size > 1000
     for target in expected_languages:
-        assert f"## {target}" in text
-    assert "| 2 | demo_paraphrase → demo_squad2 |" in text
-    assert "| k | chain | en | x-lex | x-ord | x-scr | avg | en dev |" in text
+        assert f"## {target} by language" in text
+    assert "| k | demo_ner | demo_nli | demo_qa |" in text and "## Gain over k = 0" in text and "## Best chain length per target" in text
+    assert "| k2-demo_paraphrase+demo_squad2 | 2 | demo_paraphrase → demo_squad2 | 3 |" in text
+    assert "| k | en | x-lex | x-scr |" in text and "missing" not in text
+    rows = json.loads((run_dir / "results.json").read_text())
+    assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith("chain_label,chain_length,chain,seed,target,language,metric,value,score")
+    assert "<table>" in (run_dir / "report.html").read_text() and "data:image/png;base64," in (run_dir / "report.html").read_text()
+
+    # A result that is missing (a failed or unfinished node) is reported as missing, not dropped.
+    lost = run_dir / "results" / "k1-demo_paraphrase" / "demo_qa" / "x-ord.json"
+    kept = lost.read_text()
+    lost.unlink()
+    partial = xstilts.write_report(run_dir).read_text()
+    assert "## Missing results (1)" in partial and "| k1-demo_paraphrase | demo_qa | x-ord |" in partial
+    lost.write_text(kept)
 
     # Running again trains nothing and gives the same results.
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*/stage.json")}
@@ -89,7 +101,7 @@ def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
     report = subprocess.run([sys.executable, "-m", "xstilts", "report", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert report.returncode == 0 and "report.md" in report.stdout
     missing = subprocess.run([sys.executable, "-m", "xstilts", "report", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "no summary; has the run finished?" in missing.stderr
+    assert missing.returncode == 2 and "no results and no plan.json; is this a run directory?" in missing.stderr
 
 
 def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
@@ -103,8 +115,8 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     report = run_demo(tmp_path / "demo", progress=False, pretrain=tiny, train_size=16)
     text = report.read_text()
     for target in DEMO_TARGETS:
-        section = text.split(f"## {target}")[1].split("##")[0]
-        assert "| k | chain | en | x-lex | x-ord | x-scr | avg | en dev |" in section
+        section = text.split(f"## {target} by language")[1].split("##")[0]
+        assert "| k | en | x-lex | x-ord | x-scr |" in section
         assert len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]) == len(DEMO_CHAIN) + 1
     assert (tmp_path / "demo" / "score_vs_chain_length.png").is_file()
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
@@ -141,7 +153,7 @@ def test_retrieval_targets_are_evaluated_on_every_prefix_encoder(tmp_path, tiny_
     assert len(stamps) == 6
     xstilts.run(config, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")} == stamps, "finished evaluations are read back"
-    assert "## tatoeba" in xstilts.write_report(run_dir).read_text()
+    assert "## tatoeba by language" in xstilts.write_report(run_dir).read_text()
 
     raw["targets"] = [{"task": "tatoeba", "languages": ["fr"]}]
     config_path.write_text(yaml.safe_dump(raw))

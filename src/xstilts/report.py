@@ -1,103 +1,210 @@
-"""The run report: tables of score against chain length and a plot. Reads results; never trains."""
+"""The run report: score against chain length, over orders and seeds. Reads results; never trains.
+
+Built from `plan.json` (every (chain, target, language) the run was to produce) and the result files
+under `results/`, so a partial or failed run still reports, with what is missing marked as missing.
+Writes report.md, the same content as a self-contained report.html, results.csv and results.json,
+and score_vs_chain_length.png (mean over orders and seeds, error bars one standard deviation).
+"""
 
 from __future__ import annotations
 
+import csv
+import html
+import json
+from collections import defaultdict
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import Any
 
+from xstilts.errors import XstiltsError
 from xstilts.languages import language_name
-from xstilts.metrics.xtreme import headline
-from xstilts.runner import read_summary
+from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, xtreme_score
+from xstilts.runner import PLAN_FILE, RESULTS_DIR, SUMMARY_FILE
 
 REPORT_FILE = "report.md"
+HTML_FILE = "report.html"
 PLOT_FILE = "score_vs_chain_length.png"
+MISSING = "missing"
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
+def collect(run_dir: Path) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(name, result rows found, expected entries without a result)."""
+    rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / RESULTS_DIR).rglob("*.json"))]
+    plan_path = run_dir / PLAN_FILE
+    if not rows and not plan_path.is_file():
+        raise XstiltsError(f"{run_dir}: no results and no {PLAN_FILE}; is this a run directory?")
+    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else {"name": run_dir.name, "expected": []}
+    found = {(r["chain_label"], r["target"], r["language"]) for r in rows}
+    missing = [e for e in plan["expected"] if (e["chain_label"], e["target"], e["language"]) not in found]
+    return plan.get("name", run_dir.name), rows, missing
 
 
-def target_table(summary: dict[str, Any], target: str) -> list[list[str]]:
-    """Rows: chain length; columns: chain, each language, the average, English dev (model selection)."""
-    chains = [c for c in sorted(summary["chains"].values(), key=lambda c: c["chain_length"]) if target in c["targets"]]
-    languages = sorted({lang for c in chains for lang in c["targets"][target]["scores"]}, key=lambda l: (l != "en", l))
-    header = ["k", "chain", *languages, "avg", "en dev"]
-    rows = [header]
-    for chain in chains:
-        entry = chain["targets"][target]
-        dev_value = headline(entry["english_dev"], entry["metric"]) if entry["english_dev"] else None  # retrieval: no fine-tuning
-        rows.append(
-            [
-                str(chain["chain_length"]),
-                " → ".join(chain["chain"]) or "(pretrained)",
-                *[_fmt(entry["scores"].get(lang)) for lang in languages],
-                _fmt(entry["average"]["score"]),
-                _fmt(dev_value),
-            ]
-        )
-    return rows
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    return fmean(values), (stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
-def _markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    return "\n".join(lines)
+def _cell(stats: tuple[float, float, int] | None) -> str:
+    if stats is None:
+        return MISSING
+    mean, std, n = stats
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f} (n={n})"
 
 
-def plot_scores(summary: dict[str, Any], path: Path) -> None:
-    """Average score over languages against chain length, one line per target task."""
+def aggregate(rows: list[dict[str, Any]], missing: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per chain: each target's mean over languages (complete targets only) and the XTREME score;
+    then per chain length: mean, standard deviation and count over chains (orders x seeds)."""
+    by_chain: dict[str, dict[str, Any]] = {}
+    incomplete = {(m["chain_label"], m["target"]) for m in missing}
+    for row in rows:
+        chain = by_chain.setdefault(row["chain_label"], {"k": row["chain_length"], "chain": row["chain"], "seed": row.get("seed", 0), "targets": defaultdict(dict)})
+        chain["targets"][row["target"]][row["language"]] = (headline(row["metrics"], row["metric"]), row["metric"])
+    per_k: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    per_k_language: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    per_k_dev: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
+    for row in rows:
+        if row.get("english_dev"):
+            per_k_dev[row["chain_length"]].setdefault(row["target"], {})[row["chain_label"]] = headline(row["english_dev"], row["metric"])
+    for label, chain in by_chain.items():
+        task_scores = {}
+        for target, languages in chain["targets"].items():
+            for language, (score, _) in languages.items():
+                per_k_language[(chain["k"], target, language)].append(score)
+            if (label, target) in incomplete:
+                continue
+            per_k[chain["k"]][target].append(fmean(score for score, _ in languages.values()))
+            if target in XTREME_TASK_ORDER:
+                wanted = XTREME_SCORE_LANGUAGES.get(target)
+                task_scores[target] = fmean(score for lang, (score, _) in languages.items() if wanted is None or lang in wanted)
+        if task_scores:
+            xtreme = xtreme_score(task_scores)
+            per_k[chain["k"]]["XTREME" + (" (partial)" if xtreme["partial"] else "")].append(xtreme["score"])
+            for group, value in xtreme["groups"].items():
+                per_k[chain["k"]][f"group: {group}"].append(value)
+    return {
+        "by_k": {k: {t: _mean_std(v) for t, v in targets.items()} for k, targets in sorted(per_k.items())},
+        "by_k_language": {key: _mean_std(v) for key, v in per_k_language.items()},
+        "english_dev": {k: {t: _mean_std(list(v.values())) for t, v in targets.items()} for k, targets in sorted(per_k_dev.items())},
+        "chains": by_chain,
+    }
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[list[str]]:
+    return [header, *rows]
+
+
+def build_tables(summary: dict[str, Any], missing: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
+    by_k = summary["by_k"]
+    ks = sorted(by_k)
+    columns = sorted({c for targets in by_k.values() for c in targets}, key=lambda c: (c.startswith("group"), c.startswith("XTREME"), c))
+    tables = [("Score against chain length (mean ± std over orders and seeds)", _table(["k", *columns], [[str(k), *(_cell(by_k[k].get(c)) for c in columns)] for k in ks]))]
+    if 0 in by_k and len(ks) > 1:
+        gains = [[str(k), *(f"{by_k[k][c][0] - by_k[0][c][0]:+.1f}" if c in by_k[k] and c in by_k[0] else MISSING for c in columns)] for k in ks if k]
+        tables.append(("Gain over k = 0", _table(["k", *columns], gains)))
+        best = []
+        for c in columns:
+            scored = [(by_k[k][c][0], k) for k in ks if c in by_k[k]]
+            if scored:
+                value, k = max(scored)
+                best.append([c, str(k), f"{value:.1f}", f"{value - by_k[0][c][0]:+.1f}" if c in by_k[0] else MISSING])
+        tables.append(("Best chain length per target", _table(["target", "best k", "score", "gain over k = 0"], best)))
+    dev = summary["english_dev"]
+    if dev:
+        dev_targets = sorted({t for targets in dev.values() for t in targets})
+        tables.append(("English dev score of the fine-tuned targets (model selection)", _table(["k", *dev_targets], [[str(k), *(_cell(dev[k].get(t)) for t in dev_targets)] for k in sorted(dev)])))
+    targets = sorted({t for (_, t, _) in summary["by_k_language"]})
+    for target in targets:
+        languages = sorted({l for (_, t, l) in summary["by_k_language"] if t == target} | {m["language"] for m in missing if m["target"] == target}, key=lambda l: (l != "en", l))
+        rows = [[str(k), *(_cell(summary["by_k_language"].get((k, target, lang))) for lang in languages)] for k in ks]
+        tables.append((f"{target} by language", _table(["k", *languages], rows)))
+    chains = sorted(summary["chains"].items(), key=lambda item: (item[1]["k"], item[0]))
+    tables.append(("Chains evaluated", _table(["chain", "k", "tasks", "seed"], [[label, str(c["k"]), " → ".join(c["chain"]) or "(pretrained)", str(c["seed"])] for label, c in chains])))
+    if missing:
+        rows = [[m["chain_label"], m["target"], m["language"]] for m in missing]
+        tables.append((f"Missing results ({len(missing)})", _table(["chain", "target", "language"], rows)))
+    return tables
+
+
+def _markdown(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join("---" for _ in table[0]) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table[1:]])
+
+
+def _html_table(table: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def plot(summary: dict[str, Any], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chains = sorted(summary["chains"].values(), key=lambda c: c["chain_length"])
-    targets = sorted({t for c in chains for t in c["targets"]})
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for target in targets:
-        points = [(c["chain_length"], c["targets"][target]["average"]["score"]) for c in chains if target in c["targets"]]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=target)
+    by_k = summary["by_k"]
+    series = sorted({c for targets in by_k.values() for c in targets if not c.startswith("group")})
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for name in series:
+        points = [(k, *by_k[k][name][:2]) for k in sorted(by_k) if name in by_k[k]]
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=name,
+                    linewidth=2.5 if name.startswith("XTREME") else 1.5)
     ax.set_xlabel("number of intermediate tasks (chain length k)")
     ax.set_ylabel("zero-shot score, mean over languages")
-    ax.set_xticks(sorted({c["chain_length"] for c in chains}))
+    ax.set_xticks(sorted(by_k))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(summary.get("name", ""))
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def write_results_tables(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """results.json (the rows as they are) and results.csv (one row per chain, target, language, metric)."""
+    (run_dir / "results.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with (run_dir / "results.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["chain_label", "chain_length", "chain", "seed", "target", "language", "metric", "value", "score"])
+        for row in rows:
+            for metric, value in row["metrics"].items():
+                if isinstance(value, (int, float)):
+                    writer.writerow([row["chain_label"], row["chain_length"], "+".join(row["chain"]), row.get("seed", 0), row["target"], row["language"], metric, value, row["score"]])
+
+
 def write_report(run_dir: str | Path) -> Path:
-    """Write `report.md` and the plot into `run_dir`; returns the report's path."""
+    """Write report.md, report.html, results.csv/json and the plot into `run_dir`; returns report.md."""
     run_dir = Path(run_dir)
-    summary = read_summary(run_dir)
-    targets = sorted({t for c in summary["chains"].values() for t in c["targets"]})
-    plot_scores(summary, run_dir / PLOT_FILE)
-    parts = [
-        f"# xstilts report: {summary.get('name', run_dir.name)}",
-        "",
-        "Zero-shot scores of each target task after a chain of k English intermediate tasks "
-        "(k = 0 is the pretrained encoder). Targets are fine-tuned on English and evaluated in every "
-        "language with one shared head; `avg` is the unweighted mean over languages (XTREME's way; "
-        "QA scores are (EM + F1) / 2). `en dev` is the English dev score used for model selection.",
-        "",
-        f"![score against chain length]({PLOT_FILE})",
-        "",
-    ]
-    for target in targets:
-        parts += [f"## {target}", "", _markdown(target_table(summary, target)), ""]
-    stages = summary.get("intermediate_stages", [])
-    if stages:
-        rows = [["k", "stage", "kind", "English dev", "steps (best)", "seconds"]]
-        for k, stage in enumerate(stages, start=1):
-            metrics = ", ".join(f"{name} {value:.1f}" for name, value in stage["dev_metrics"].items())
-            rows.append([str(k), stage["task"], stage["kind"], metrics, f"{stage['steps']} ({stage['best_step']})", f"{stage['train_seconds']:.0f}"])
-        parts += ["## Intermediate stages", "", _markdown(rows), ""]
-    languages = sorted({lang for c in summary["chains"].values() for t in c["targets"].values() for lang in t["scores"]})
-    parts += ["## Languages", "", ", ".join(f"{code} ({language_name(code)})" if language_name(code) != code else code for code in languages), ""]
-    if "wall_seconds" in summary:
-        parts += [f"Run wall time: {summary['wall_seconds']:.0f} s.", ""]
+    name, rows, missing = collect(run_dir)
+    summary = aggregate(rows, missing)
+    tables = build_tables(summary, missing)
+    write_results_tables(run_dir, rows)
+    if summary["by_k"]:
+        plot(summary, run_dir / PLOT_FILE, name)
+    intro = (
+        "Zero-shot scores of each target after a chain of k English intermediate tasks (k = 0: the pretrained "
+        "encoder), averaged over the chain orders and seeds of each length. A target's score is the unweighted mean "
+        "over its languages (QA: (EM + F1) / 2); the XTREME score is marked partial unless all nine tasks and their "
+        "languages are present."
+    )
+    languages = sorted({r["language"] for r in rows})
+    named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
+    wall = json.loads((run_dir / SUMMARY_FILE).read_text())["wall_seconds"] if (run_dir / SUMMARY_FILE).is_file() else None
+    md = [f"# xstilts report: {name}", "", intro, "", f"![score against chain length]({PLOT_FILE})", ""]
+    for title, table in tables:
+        md += [f"## {title}", "", _markdown(table), ""]
+    md += ["## Languages", "", named, ""] + ([f"Run wall time: {wall:.0f} s.", ""] if wall is not None else [])
     path = run_dir / REPORT_FILE
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text("\n".join(md), encoding="utf-8")
+    body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(table)}" for t, table in tables)
+    image = ""
+    if (run_dir / PLOT_FILE).is_file():
+        import base64
+
+        image = f'<img alt="score against chain length" src="data:image/png;base64,{base64.b64encode((run_dir / PLOT_FILE).read_bytes()).decode()}">'
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    (run_dir / HTML_FILE).write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title><style>{style}</style></head><body>"
+        f"<h1>xstilts report: {html.escape(name)}</h1><p>{html.escape(intro)}</p>{image}{body}<h2>Languages</h2><p>{html.escape(named)}</p></body></html>",
+        encoding="utf-8",
+    )
     return path

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 STAGES_DIR = "stages"
 RESULTS_DIR = "results"
 SUMMARY_FILE = "summary.json"
+PLAN_FILE = "plan.json"
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
@@ -43,10 +44,17 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
 
     every = config.study is not None or config.evaluate_every_prefix
     evaluated = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
+    multi_seed = config.study is not None and len(config.study.seeds) > 1
+    expected = [
+        {"chain_label": plan.nodes[i].label + (f"-seed{seed}" if multi_seed else ""), "chain_length": plan.nodes[i].length, "chain": list(plan.nodes[i].tasks),
+         "seed": seed, "target": t.task, "metric": registry.get(t.task).metric, "language": lang}
+        for i, seed in sorted(evaluated) for t in config.targets for lang in config.target_languages(t, registry)
+    ]
+    write_json_atomic(output_dir / PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
     rows: list[dict[str, Any]] = []
     for identity, seed in sorted(evaluated, key=lambda item: (plan.nodes[item[0]].length, item)):
         prefix = replace(plan.nodes[identity], seed=seed)
-        label = prefix.label + (f"-seed{seed}" if config.study is not None and len(config.study.seeds) > 1 else "")
+        label = prefix.label + (f"-seed{seed}" if multi_seed else "")
         parent_dir = prefix.encoder_dir(config, store)
         for target in config.targets:
             spec = registry.get(target.task)
