@@ -69,6 +69,7 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     assert "| k | demo_ner | demo_nli | demo_qa |" in text and "## Gain over k = 0" in text and "## Best chain length per target" in text
     assert "| k2-demo_paraphrase+demo_squad2 | 2 | demo_paraphrase → demo_squad2 | 3 |" in text
     assert "| k | en | x-lex | x-scr |" in text and "missing" not in text
+    assert "| demo_paraphrase → demo_squad2 | qa | exact_match" in text, "intermediate stages with their own dev scores"
     rows = json.loads((run_dir / "results.json").read_text())
     assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith("chain_label,chain_length,chain,seed,target,language,metric,value,score")
     assert "<table>" in (run_dir / "report.html").read_text() and "data:image/png;base64," in (run_dir / "report.html").read_text()

@@ -116,6 +116,11 @@ def build_tables(summary: dict[str, Any], missing: list[dict[str, Any]]) -> list
         languages = sorted({l for (_, t, l) in summary["by_k_language"] if t == target} | {m["language"] for m in missing if m["target"] == target}, key=lambda l: (l != "en", l))
         rows = [[str(k), *(_cell(summary["by_k_language"].get((k, target, lang))) for lang in languages)] for k in ks]
         tables.append((f"{target} by language", _table(["k", *languages], rows)))
+    stages = summary.get("intermediate_stages", [])
+    if stages:
+        rows = [[" → ".join(st["chain"] + [st["task"]]), st["kind"], ", ".join(f"{m} {v:.1f}" for m, v in st["dev_metrics"].items()),
+                 f"{st['steps']} ({st['best_step']})", f"{st['train_seconds']:.0f}", str(st["seed"])] for st in stages]
+        tables.append(("Intermediate stages (English dev of the task itself)", _table(["stage", "kind", "English dev", "steps (best)", "seconds", "seed"], rows)))
     chains = sorted(summary["chains"].items(), key=lambda item: (item[1]["k"], item[0]))
     tables.append(("Chains evaluated", _table(["chain", "k", "tasks", "seed"], [[label, str(c["k"]), " → ".join(c["chain"]) or "(pretrained)", str(c["seed"])] for label, c in chains])))
     if missing:
@@ -176,6 +181,8 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     name, rows, missing = collect(run_dir)
     summary = aggregate(rows, missing)
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "stages").glob("*/stage.json"))]
+    summary["intermediate_stages"] = sorted((r for r in records if r["role"] == "intermediate"), key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
     tables = build_tables(summary, missing)
     write_results_tables(run_dir, rows)
     if summary["by_k"]:
