@@ -3,8 +3,9 @@
 1. Pretrain (or take from the cache) a tiny XLM-R-architecture encoder on generated text in four
    languages (see `languages.py` for how they differ from English).
 2. Write the generated benchmark (`benchmark.py`) under the output directory.
-3. Write an ordinary experiment config for it (`demo.yaml`) and run it with the same engine as any
-   study: chains of k = 0..3 English intermediate tasks, three targets evaluated in four languages.
+3. Write an ordinary study config for it (`demo.yaml`) and run it with the same engine as any
+   study: one order of three English intermediate tasks, every prefix k = 0..3, three targets
+   evaluated in four languages.
 4. Write `report.md` and the plot.
 """
 
@@ -46,10 +47,9 @@ def demo_config(output_dir: Path, encoder_dir: Path, tasks: dict[str, Any]) -> d
         "output_dir": str(output_dir),
         "seed": 0,
         "tasks": tasks,
-        "chain": DEMO_CHAIN,
+        "study": {"pool": DEMO_CHAIN, "orders": {"explicit": [DEMO_CHAIN]}},
         "targets": DEMO_TARGETS,
         "training": DEMO_TRAINING,
-        "evaluate_every_prefix": True,
     }
 
 
