@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xstilts.config import load_config, parse_config
+from xstilts.config import load_config
 from xstilts.errors import ConfigError
 from xstilts.settings import TrainingSettings, plan_steps, resolve_settings
 

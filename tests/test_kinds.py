@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import KIND_IMPLEMENTATIONS

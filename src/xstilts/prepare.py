@@ -6,7 +6,6 @@ the task kind's schema, with `manifest.json` saying where each file came from.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path

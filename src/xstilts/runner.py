@@ -139,7 +139,7 @@ def summarize(name: str, rows: list[dict[str, Any]], registry: TaskRegistry) -> 
         target = chain["targets"].setdefault(row["target"], {"metric": row["metric"], "languages": {}, "english_dev": row["english_dev"]})
         target["languages"][row["language"]] = row["metrics"]
     for chain in chains.values():
-        for target_name, target in chain["targets"].items():
+        for target in chain["targets"].values():
             target["average"] = task_score(target["languages"], target["metric"])
             target["scores"] = {lang: headline(m, target["metric"]) for lang, m in target["languages"].items()}
         target_scores = [t["average"]["score"] for _, t in sorted(chain["targets"].items())]

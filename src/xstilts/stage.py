@@ -77,8 +77,10 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     train_examples = load_examples(spec, spec.train_split, language, settings.max_train_examples)
     dev_examples = load_examples(spec, spec.dev_split, language, settings.max_eval_examples)
     train_features = build_features(spec, train_examples, tokenizer, settings, training=True)
+    dev_features = build_features(spec, dev_examples, tokenizer, settings, training=False)
+    # Validation during training uses the first `eval_examples` dev examples: a prefix of the dev features.
     validation_examples = dev_examples[: settings.eval_examples] if settings.eval_examples else dev_examples
-    validation_features = build_features(spec, validation_examples, tokenizer, settings, training=False)
+    validation_features = [f for f in dev_features if f["example_index"] < len(validation_examples)]
     primary = kind_of(spec).primary_metric
 
     def validate(current: MultiTaskModel) -> float:
@@ -90,7 +92,6 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     started = time.perf_counter()
     checkpointer = Checkpointer(store.root / ".checkpoints" / f"{request.identity}-{spec.name}", checkpoint_every_steps) if checkpoint_every_steps else None
     result = train(model, spec.name, train_features, settings, accelerator, tokenizer.pad_token_id, validate, request.seed, label, progress, checkpointer)
-    dev_features = build_features(spec, dev_examples, tokenizer, settings, training=False)
     dev = evaluate(model, spec, dev_examples, dev_features, settings, accelerator, tokenizer.pad_token_id, language)
     log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev.metrics[primary], result.best_step, result.steps)
 

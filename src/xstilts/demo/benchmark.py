@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 from xstilts.demo.languages import (
     ADJECTIVES,
-    ALL_NOUNS,
     GENERAL_VERBS,
     NER_TAGS,
     NOUN_CATEGORY,

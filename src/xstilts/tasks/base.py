@@ -84,9 +84,6 @@ class SingleLabelKind(TaskKind):
     def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
         return logits.argmax(dim=-1).cpu().tolist()
 
-    def gold_label(self, example: Example, spec: TaskSpec) -> Any:
-        return example["label"]
-
     def label_of(self, index: int, spec: TaskSpec) -> Any:
         """The prediction for class `index`, in the form of the examples' gold labels."""
         return index
@@ -100,7 +97,7 @@ class SingleLabelKind(TaskKind):
         return predictions
 
     def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
-        return accuracy(predictions, [self.gold_label(e, spec) for e in examples])
+        return accuracy(predictions, [e["label"] for e in examples])
 
 
 def encode(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
