@@ -191,7 +191,7 @@ def test_sigkill_mid_stage_then_resume_gives_identical_results(tmp_path, tiny_en
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert any(checkpoints.glob("*/progress.json")), "killed after a mid-stage checkpoint"
-    assert not list((tmp_path / "killed" / "run" / "stages").glob("*/stage.json")), "killed before the stage finished"
+    assert not list((tmp_path / "killed" / "run" / "stages").glob("*-demo_paraphrase/stage.json")), "killed before the stage finished"
 
     again = subprocess.run([*command, str(killed_config)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
@@ -204,3 +204,38 @@ def test_sigkill_mid_stage_then_resume_gives_identical_results(tmp_path, tiny_en
     third = subprocess.run([*command, str(killed_config)], capture_output=True, text=True, timeout=600)
     assert third.returncode == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "run" / "stages").glob("*/stage.json")} == stamps, "nothing trains"
+
+
+def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp_path, tiny_encoder_dir, demo_tasks):
+    """`keep: needed` leaves records and evaluations but no weights; a new order sharing a pruned prefix retrains it once."""
+    from xstilts.config import parse_config
+
+    def config(explicit):
+        return parse_config({
+            "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks, "keep": "needed",
+            "study": {"pool": ["demo_paraphrase", "demo_swag", "demo_pos"], "orders": {"explicit": explicit}},
+            "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}], "training": FAST,
+        })
+
+    first = xstilts.run(config([["demo_paraphrase", "demo_swag"], ["demo_paraphrase", "demo_pos"]]), progress=False)
+    stages = tmp_path / "run" / "stages"
+    records = {p.parent.name: json.loads(p.read_text()) for p in stages.glob("*/stage.json")}
+    assert len(records) == 3 + 4, "3 intermediate stages, 4 target fine-tunes (k = 0, 1, 2, 2)"
+    assert all(r["pruned"] for r in records.values()) and not list(stages.glob("*/encoder"))
+    assert first["bytes_pruned"] > 0
+    assert all(list((stages / name / "evaluations").glob("*.json")) for name, r in records.items() if r["role"] == "target")
+
+    trained = []
+    import xstilts.stage as stage
+
+    original = stage.train
+    stage.train = lambda model, *a, **k: (trained.append(next(iter(model.specs))), original(model, *a, **k))[1]
+    try:
+        second = xstilts.run(config([["demo_paraphrase", "demo_swag"], ["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag", "demo_pos"]]), progress=False)
+    finally:
+        stage.train = original
+    retrained = [name for name in trained if name != "demo_nli"]
+    assert retrained == ["demo_paraphrase", "demo_swag", "demo_pos"], "the pruned prefix is retrained once, then the new stage"
+    assert trained.count("demo_nli") == 1, "finished targets are read back; only the new prefix's target trains"
+    for label, chain in first["chains"].items():
+        assert second["chains"][label]["targets"] == chain["targets"], "earlier results are unchanged"

@@ -7,6 +7,7 @@ Relative paths are resolved against the current working directory.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -60,6 +61,48 @@ class TaskDefinition(_Strict):
 def _task_shorthand(value: Any) -> Any:
     """Allow `- mnli` for `- {task: mnli}` in chain and targets."""
     return {"task": value} if isinstance(value, str) else value
+
+
+class VariantDefinition(_Strict):
+    """A built-in task read from other files, e.g. its training data machine-translated (translate-train).
+
+    The variant keeps the base task's kind, labels and metric; `data_dir` holds files in the
+    prepared layout ({split}-{language}.jsonl) and `train_language` names the training/dev language.
+    """
+
+    base: str = Field(description="The built-in or config-defined task this is a variant of.")
+    data_dir: Path
+    train_language: Optional[str] = Field(None, description="Language of the train and dev files; default: the base task's.")
+    description: str = ""
+
+
+class MixtureTask(_Strict):
+    """A member of a mixture; members naming the same `head` share one head (same kind and labels)."""
+
+    task: str
+    head: Optional[str] = Field(None, description="Shared head name; default: the task's own head.")
+
+
+class MaskedLMConfig(_Strict):
+    """Masked LM on multilingual text as a mixture member (the paper's MLM alternative)."""
+
+    data_dir: Path = Field(description="Directory with one {language}.txt file per language, one text per line.")
+    languages: list[str] = Field(min_length=1)
+    max_examples_per_language: Optional[int] = Field(None, gt=0)
+    max_length: int = Field(128, ge=16)
+
+
+class MixtureConfig(_Strict):
+    """Several tasks trained together in one stage; each optimizer step trains one member drawn by `sampler`."""
+
+    tasks: list[MixtureTask] = Field(min_length=1)
+    sampler: Literal["proportional", "temperature", "uniform", "capped"] = "proportional"
+    temperature: float = Field(2.0, gt=0, description="temperature sampler: p ∝ size^(1/T).")
+    cap: Optional[int] = Field(None, gt=0, description="capped sampler: p ∝ min(size, cap).")
+    mlm: Optional[MaskedLMConfig] = None
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for the mixture's stage.")
+
+    _tasks_shorthand = field_validator("tasks", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
 
 
 class StageConfig(_Strict):
@@ -119,6 +162,8 @@ class ExperimentConfig(_Strict):
     data_dir: Path = Field(Path("data"), description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.")
     seed: int = 0
     tasks: dict[str, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
+    variants: dict[str, VariantDefinition] = Field(default_factory=dict, description="Built-in tasks read from other files (translated training data).")
+    mixtures: dict[str, MixtureConfig] = Field(default_factory=dict, description="Multi-task stages; a mixture's name can stand wherever a chain or pool task can.")
     chain: list[StageConfig] = Field(default_factory=list)
     targets: list[TargetConfig] = Field(min_length=1)
     training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for every stage and target.")
@@ -126,6 +171,11 @@ class ExperimentConfig(_Strict):
         False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
     )
     study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
+    keep: Literal["all", "needed"] = Field(
+        "all",
+        description="all: keep every stage's weights; needed: delete a stage's weights once nothing left to run needs them "
+        "(records, evaluations and predictions stay; a later run that needs them retrains that stage).",
+    )
     checkpoint_every_steps: Optional[int] = Field(
         500, gt=0, description="Checkpoint a training stage every N optimizer steps so a killed run resumes mid-stage; null: only whole stages resume."
     )
@@ -138,10 +188,17 @@ class ExperimentConfig(_Strict):
         registry = builtin_registry(self.data_dir)
         for name, definition in self.tasks.items():
             registry.add(definition.to_spec(name), replace=False)
+        for name, variant in self.variants.items():
+            registry.add(variant_spec(name, variant, registry.get(variant.base)))
         return registry
 
     def target_languages(self, target: TargetConfig, registry: TaskRegistry) -> list[str]:
         return list(target.languages or registry.get(target.task).languages)
+
+
+def variant_spec(name: str, variant: VariantDefinition, base: TaskSpec) -> TaskSpec:
+    spec = base.with_data_dir(variant.data_dir)
+    return dataclasses.replace(spec, name=name, train_language=variant.train_language or base.train_language, description=variant.description or f"{base.name} from {variant.data_dir}", sources=None)
 
 
 def builtin_registry(data_dir: Path) -> TaskRegistry:
@@ -236,6 +293,15 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
             problems.append((("tasks", name, "data_dir"), f"directory not found: {definition.data_dir}"))
             continue
         registry.add(definition.to_spec(name))
+    for name, variant in config.variants.items():
+        if name in registry:
+            problems.append((("variants", name), f"a task is already called {name!r}; choose another name"))
+        elif _known_task(registry, variant.base, ("variants", name, "base"), problems) is not None:
+            spec = variant_spec(name, variant, registry.get(variant.base))
+            registry.add(spec)
+            problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("variants", name, "data_dir"))
+    for name, mixture in config.mixtures.items():
+        problems += _mixture_problems(name, mixture, registry)
 
     encoder = config.encoder
     looks_local = encoder.startswith((".", "/", "~")) or Path(encoder).expanduser().exists()
@@ -244,8 +310,10 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
 
     shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
     if config.study is not None:
-        problems += _study_problems(config.study, config.chain, registry)
+        problems += _study_problems(config.study, config.chain, registry, config.mixtures)
     for i, stage in enumerate(config.chain):
+        if stage.task in config.mixtures:
+            continue
         spec = _known_task(registry, stage.task, ("chain", i, "task"), problems)
         if spec is None:
             continue
@@ -275,11 +343,43 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     return problems
 
 
-def _study_problems(study: StudyConfig, chain: list[StageConfig], registry: TaskRegistry) -> list[tuple[Loc, str]]:
+def _mixture_problems(name: str, mixture: MixtureConfig, registry: TaskRegistry) -> list[tuple[Loc, str]]:
+    """Members known and trainable, shared heads between compatible tasks, the capped sampler's cap, MLM files."""
+    problems: list[tuple[Loc, str]] = []
+    loc = ("mixtures", name)
+    if name in registry:
+        problems.append((loc, f"a task is already called {name!r}; choose another name for the mixture"))
+    heads: dict[str, TaskSpec] = {}
+    for i, member in enumerate(mixture.tasks):
+        spec = _known_task(registry, member.task, loc + ("tasks", i, "task"), problems)
+        if spec is None:
+            continue
+        if not spec.trainable:
+            problems.append((loc + ("tasks", i, "task"), f"{spec.name} is a {spec.kind} task with no training data"))
+            continue
+        problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], loc + ("tasks", i, "task"))
+        shared = heads.setdefault(member.head or spec.name, spec)
+        if (shared.kind, shared.labels, shared.num_choices) != (spec.kind, spec.labels, spec.num_choices):
+            problems.append((loc + ("tasks", i, "head"), f"{spec.name} cannot share head {member.head!r} with {shared.name}: the kind, labels or number of choices differ"))
+    if len({m.task for m in mixture.tasks}) != len(mixture.tasks):
+        problems.append((loc + ("tasks",), "a task appears twice in the mixture"))
+    if mixture.sampler == "capped" and mixture.cap is None:
+        problems.append((loc + ("cap",), "the capped sampler needs a cap (examples per task)"))
+    if mixture.mlm is not None:
+        for j, language in enumerate(mixture.mlm.languages):
+            path = mixture.mlm.data_dir / f"{language}.txt"
+            if not path.is_file():
+                problems.append((loc + ("mlm", "languages", j), f"masked-LM text file not found: {path}"))
+    return problems
+
+
+def _study_problems(study: StudyConfig, chain: list[StageConfig], registry: TaskRegistry, mixtures: dict[str, MixtureConfig]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     if chain:
         problems.append((("chain",), "give either `chain` or `study`, not both"))
     for i, task in enumerate(study.pool):
+        if task in mixtures:
+            continue
         spec = _known_task(registry, task, ("study", "pool", i), problems)
         if spec is not None and not spec.trainable:
             problems.append((("study", "pool", i), f"{task} is a {spec.kind} task with no training data"))

@@ -25,18 +25,26 @@ ENCODER_DIR = "encoder"
 
 
 class MultiTaskModel(nn.Module):
-    """`encoder` shared by all tasks; `heads[task]` on top; `forward(task, batch)` returns that task's logits."""
+    """`encoder` shared by all tasks, heads on top; `forward(task, batch)` returns that task's logits.
 
-    def __init__(self, encoder: nn.Module, specs: Mapping[str, TaskSpec]):
+    Each task has its own head unless `head_of` maps several tasks to one shared head name (ANLI+
+    and MNLI predicting through one NLI head); heads are keyed by head name.
+    """
+
+    def __init__(self, encoder: nn.Module, specs: Mapping[str, TaskSpec], head_of: Mapping[str, str] | None = None):
         super().__init__()
         self.encoder = encoder
         self.specs = dict(specs)
-        hidden_size = encoder.config.hidden_size
+        self.head_of = {task: (head_of or {}).get(task, task) for task in self.specs}
         dropout = float(getattr(encoder.config, "hidden_dropout_prob", 0.1) or 0.0)
-        self.heads = nn.ModuleDict({name: kind_of(spec).make_head(spec, hidden_size, dropout) for name, spec in specs.items()})
+        heads: dict[str, nn.Module] = {}
+        for task, spec in self.specs.items():
+            if self.head_of[task] not in heads:
+                heads[self.head_of[task]] = kind_of(spec).head_for(spec, encoder.config, dropout)
+        self.heads = nn.ModuleDict(heads)
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> Any:
-        return kind_of(self.specs[task]).logits(self.encoder, self.heads[task], batch)
+        return kind_of(self.specs[task]).logits(self.encoder, self.heads[self.head_of[task]], batch)
 
 
 def load_tokenizer(source: str | Path) -> Any:
@@ -71,7 +79,7 @@ def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path) -> Path
 def save_heads(model: MultiTaskModel, stage_dir: Path) -> Path:
     """Every head's weights in one safetensors file, keys `task.parameter`, with each head's kind as metadata."""
     tensors = {f"{task}.{name}": value.detach().cpu().contiguous() for task, head in model.heads.items() for name, value in head.state_dict().items()}
-    metadata = {"kinds": json.dumps({task: spec.kind for task, spec in model.specs.items()})}
+    metadata = {"kinds": json.dumps({model.head_of[task]: spec.kind for task, spec in model.specs.items()}), "head_of": json.dumps(model.head_of)}
     path = stage_dir / HEADS_FILE
     save_file(tensors, str(path), metadata=metadata)
     return path
@@ -81,11 +89,11 @@ def load_heads(model: MultiTaskModel, heads_path: Path, tasks: list[str] | None 
     """Load the saved heads of `tasks` (default: all of the model's) that exist in `heads_path`; returns the tasks loaded."""
     saved = load_file(str(heads_path))
     loaded = []
-    for task in tasks or list(model.heads):
-        prefix = f"{task}."
+    for task in tasks or list(model.specs):
+        prefix = f"{model.head_of[task]}."
         state = {key[len(prefix) :]: value for key, value in saved.items() if key.startswith(prefix)}
         if state:
-            model.heads[task].load_state_dict(state)
+            model.heads[model.head_of[task]].load_state_dict(state)
             loaded.append(task)
     return loaded
 

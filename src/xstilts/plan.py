@@ -19,7 +19,8 @@ from xstilts.modeling import ENCODER_DIR, HEADS_FILE
 from xstilts.settings import resolve_settings
 from xstilts.stage import StageRequest
 from xstilts.store import StageStore, content_identity
-from xstilts.tasks.registry import TaskRegistry, TaskSpec
+from xstilts.mixture import Mixture, MixtureMember
+from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,28 @@ def stage_request(role: str, spec: TaskSpec, settings_layers: list[Any], seed: i
     return StageRequest(identity, role, spec, settings, seed, parent_dir, parent.identity, parent.tasks, **extra)
 
 
+def mixture_request(role: str, name: str, config: ExperimentConfig, registry: TaskRegistry, stage_layers: list[Any], seed: int, parent: ChainPrefix, parent_dir: str, **extra: Any) -> StageRequest:
+    """The request for a multi-task stage: members with their own lengths, one identity for the whole mixture."""
+    mixture_config = config.mixtures[name]
+    layers = [config.training, mixture_config.training, *stage_layers]
+    members = []
+    for member in mixture_config.tasks:
+        spec = registry.get(member.task)
+        members.append(MixtureMember(spec, resolve_settings(spec.kind, spec.training_defaults, *layers), member.head or spec.name, (spec.train_language,)))
+    mlm = mixture_config.mlm
+    if mlm is not None:
+        spec = TaskSpec(name="mlm", kind="mlm", languages=tuple(mlm.languages), data=LocalFiles(mlm.data_dir, "{language}.txt"), train_language=mlm.languages[0])
+        members.append(MixtureMember(spec, resolve_settings("mlm", *layers, {"max_length": mlm.max_length}), "mlm", tuple(mlm.languages), mlm.max_examples_per_language))
+    mixture = Mixture(name, tuple(members), mixture_config.sampler, mixture_config.temperature, mixture_config.cap)
+    first = mixture.supervised[0].spec
+    settings = resolve_settings(first.kind, *layers)
+    data = {m.spec.name: (data_fingerprint(m.spec, [("train", lang) for lang in m.languages]) if m.spec.kind == "mlm" else _fingerprint(m.spec)) for m in members}
+    identity = content_identity(
+        {"role": role, "parent": parent.identity, "mixture": mixture.fingerprint(), "data": data, "settings": settings.model_dump(), "seed": seed}
+    )
+    return StageRequest(identity, role, first, settings, seed, parent_dir, parent.identity, parent.tasks, mixture=mixture, **extra)
+
+
 def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]]]:
     """(seed, stages) for every chain: the configured chain, or a study's orders cut at K, per seed."""
     study = config.study
@@ -115,10 +138,12 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
         prefixes = [root]
         for stage in stages:
             parent = prefixes[-1]
-            spec = registry.get(stage.task)
             heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE if stage.reuse_heads and parent.stage else None
-            request = stage_request("intermediate", spec, [config.training, stage.training], seed, parent, parent.encoder_dir(config, store), parent_heads=heads)
-            node = plan.nodes.setdefault(request.identity, ChainPrefix(parent.length + 1, parent.tasks + (spec.name,), request.identity, request, seed))
+            if stage.task in config.mixtures:
+                request = mixture_request("intermediate", stage.task, config, registry, [stage.training], seed, parent, parent.encoder_dir(config, store), parent_heads=heads)
+            else:
+                request = stage_request("intermediate", registry.get(stage.task), [config.training, stage.training], seed, parent, parent.encoder_dir(config, store), parent_heads=heads)
+            node = plan.nodes.setdefault(request.identity, ChainPrefix(parent.length + 1, parent.tasks + (request.name,), request.identity, request, seed))
             prefixes.append(node)
         plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
     return plan
@@ -152,7 +177,7 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
     retrieval = [t for t in config.targets if not registry.get(t.task).trainable]
     finetunes = len(evaluated) * len(trainable)
     evaluations = sum(len(config.target_languages(t, registry)) for t in config.targets) * len(evaluated)
-    stage_examples = sum(_example_epochs(node.stage.spec, node.stage.settings) for node in plan.stages)
+    stage_examples = sum(_stage_example_epochs(node.stage) for node in plan.stages)
     target_examples = len(evaluated) * sum(_example_epochs(registry.get(t.task), resolve_settings(registry.get(t.task).kind, registry.get(t.task).training_defaults, config.training, t.training)) for t in trainable)
     return {
         "chains": len(plan.chains),
@@ -178,6 +203,20 @@ def _evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str,
 def _count_lines(path: Path, stamp: int) -> int:
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+def _stage_example_epochs(request: StageRequest) -> int:
+    """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler)."""
+    if request.mixture is None:
+        return _example_epochs(request.spec, request.settings)
+    sizes = {}
+    for member in request.mixture.members:
+        paths = [member.spec.data.path(member.spec.train_split, lang) for lang in member.languages]
+        counts = [_count_lines(p, p.stat().st_mtime_ns) for p in paths]
+        sizes[member.spec.name] = sum(min(c, member.max_examples_per_language or c) for c in counts)
+    if request.settings.max_steps:
+        return request.settings.max_steps * request.settings.batch_size
+    return int(request.mixture.epoch_size(sizes) * request.settings.epochs)
 
 
 def _example_epochs(spec: TaskSpec, settings: Any) -> int:

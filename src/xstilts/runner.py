@@ -17,8 +17,8 @@ from typing import Any
 from xstilts.config import ExperimentConfig, config_to_yaml
 from xstilts.errors import XstiltsError
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
-from xstilts.plan import ChainPrefix, build_plan, stage_request
-from xstilts.stage import evaluate_target, run_stage
+from xstilts.plan import ChainPrefix, Plan, build_plan, stage_request
+from xstilts.stage import EVALUATIONS_DIR, evaluate_target, run_stage
 from xstilts.store import StageStore, content_identity, write_json_atomic
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 
@@ -40,8 +40,6 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     started = time.perf_counter()
 
     plan = build_plan(config, registry, store)
-    intermediate = [run_stage(node.stage, store, progress, config.checkpoint_every_steps) for node in plan.stages]  # parents first
-
     every = config.study is not None or config.evaluate_every_prefix
     evaluated = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
     multi_seed = config.study is not None and len(config.study.seeds) > 1
@@ -51,33 +49,121 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
         for i, seed in sorted(evaluated) for t in config.targets for lang in config.target_languages(t, registry)
     ]
     write_json_atomic(output_dir / PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
+
+    executor = _Executor(config, registry, store, plan, progress)
     rows: list[dict[str, Any]] = []
-    for identity, seed in sorted(evaluated, key=lambda item: (plan.nodes[item[0]].length, item)):
-        prefix = replace(plan.nodes[identity], seed=seed)
-        label = prefix.label + (f"-seed{seed}" if multi_seed else "")
-        parent_dir = prefix.encoder_dir(config, store)
-        for target in config.targets:
-            spec = registry.get(target.task)
-            if not spec.trainable:
-                for language, evaluation in _evaluate_retrieval(output_dir, prefix, parent_dir, spec, config.target_languages(target, registry), target).items():
-                    row = _result_row(prefix, label, spec, language, evaluation, {"dev_metrics": {}, "identity": None})
-                    write_json_atomic(output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
-                    rows.append(row)
-                continue
-            request = stage_request("target", spec, [config.training, target.training], seed, prefix, parent_dir)
-            record = run_stage(request, store, progress, config.checkpoint_every_steps)
-            stage_dir = store.stage_dir(request.identity, spec.name)
-            languages = config.target_languages(target, registry)
-            for language, evaluation in evaluate_target(stage_dir, spec, languages, request.settings, progress).items():
-                row = _result_row(prefix, label, spec, language, evaluation, record)
-                write_json_atomic(output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
-                rows.append(row)
+    for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
+        executor.ensure_trained(node)
+        for seed in sorted(seed for identity, seed in evaluated if identity == node.identity):
+            rows += executor.run_targets(replace(node, seed=seed), multi_seed)
+        if config.keep == "needed":
+            executor.prune_finished(node)
+    if config.keep == "needed":
+        executor.prune_all()
 
     summary = summarize(config.name, rows, registry)
-    summary["intermediate_stages"] = [_stage_summary(record) for record in intermediate]
+    summary["intermediate_stages"] = [_stage_summary(store.record(node.identity, node.stage.name)) for node in plan.stages]
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+    if config.keep == "needed":
+        summary["bytes_pruned"] = executor.bytes_pruned
     write_json_atomic(output_dir / SUMMARY_FILE, summary)
     return summary
+
+
+class _Executor:
+    """Runs plan nodes and the targets hanging off them; with `keep: needed` it deletes weights no longer needed."""
+
+    def __init__(self, config: ExperimentConfig, registry: TaskRegistry, store: StageStore, plan: Plan, progress: bool):
+        self.config, self.registry, self.store, self.plan, self.progress = config, registry, store, plan, progress
+        self.output_dir = Path(config.output_dir)
+        self.children: dict[str, list[ChainPrefix]] = {}
+        for node in plan.stages:
+            self.children.setdefault(node.stage.parent_identity, []).append(node)
+        self.bytes_pruned = 0
+
+    def ensure_trained(self, node: ChainPrefix) -> None:
+        """Train `node` (and, first, any pruned ancestor whose weights it needs) unless its weights are on disk."""
+        if node.stage is None:
+            return
+        record = self.store.record(node.identity, node.stage.name)
+        if record is not None and not record.get("pruned"):
+            return
+        if record is not None and record.get("pruned"):
+            if not self._needed(node):
+                return
+            log.info("stage %s was pruned and is needed again: retraining it", node.label)
+            self.store.discard(node.identity, node.stage.name)
+        self.ensure_trained(self.plan.nodes[node.stage.parent_identity])
+        run_stage(node.stage, self.store, self.progress, self.config.checkpoint_every_steps)
+
+    def _needed(self, node: ChainPrefix) -> bool:
+        """Does a child stage or a target of this node still have to be trained from its weights?"""
+        if any(self.store.record(child.identity, child.stage.name) is None for child in self.children.get(node.identity, [])):
+            return True
+        return any(not self._target_done(node, seed, target) for seed in self._seeds(node) for target in self.config.targets)
+
+    def _seeds(self, node: ChainPrefix) -> list[int]:
+        return sorted({seed for seed, _, prefixes in self.plan.chains if node.identity in prefixes})
+
+    def _target_request(self, prefix: ChainPrefix, target: Any) -> Any:
+        spec = self.registry.get(target.task)
+        return stage_request("target", spec, [self.config.training, target.training], prefix.seed, prefix, prefix.encoder_dir(self.config, self.store))
+
+    def _target_done(self, node: ChainPrefix, seed: int, target: Any) -> bool:
+        prefix = replace(node, seed=seed)
+        spec = self.registry.get(target.task)
+        languages = self.config.target_languages(target, self.registry)
+        if not spec.trainable:
+            directory = _retrieval_dir(self.output_dir, prefix, spec, target)
+            return all((directory / f"{lang}.json").is_file() for lang in languages)
+        stage_dir = self.store.stage_dir(self._target_request(prefix, target).identity, spec.name)
+        return all((stage_dir / EVALUATIONS_DIR / f"{lang}.json").is_file() for lang in languages)
+
+    def run_targets(self, prefix: ChainPrefix, multi_seed: bool) -> list[dict[str, Any]]:
+        """Fine-tune and evaluate every target on this prefix (retrieval targets: evaluate the encoder as it is)."""
+        rows = []
+        label = prefix.label + (f"-seed{prefix.seed}" if multi_seed else "")
+        for target in self.config.targets:
+            spec = self.registry.get(target.task)
+            languages = self.config.target_languages(target, self.registry)
+            if not self._target_done(prefix, prefix.seed, target):
+                self.ensure_trained(prefix)
+            if not spec.trainable:
+                evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.encoder_dir(self.config, self.store), spec, languages, target)
+                record: dict[str, Any] = {"dev_metrics": {}, "identity": None}
+            else:
+                request = self._target_request(prefix, target)
+                record = self.store.record(request.identity, spec.name) or {}
+                if record.get("pruned") and not self._target_done(prefix, prefix.seed, target):
+                    self.store.discard(request.identity, spec.name)
+                record = run_stage(request, self.store, self.progress, self.config.checkpoint_every_steps)
+                stage_dir = self.store.stage_dir(request.identity, spec.name)
+                evaluations = evaluate_target(stage_dir, spec, languages, request.settings, self.progress)
+                if self.config.keep == "needed":
+                    self.bytes_pruned += self.store.prune(request.identity, spec.name)
+            for language, evaluation in evaluations.items():
+                row = _result_row(prefix, label, spec, language, evaluation, record)
+                write_json_atomic(self.output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
+                rows.append(row)
+        return rows
+
+    def prune_finished(self, node: ChainPrefix) -> None:
+        """Prune the node's parent and the node itself when nothing still to run needs their weights."""
+        candidates = [node] + ([self.plan.nodes[node.stage.parent_identity]] if node.stage else [])
+        for candidate in candidates:
+            if candidate.stage is not None and not self._needed(candidate):
+                self.bytes_pruned += self.store.prune(candidate.identity, candidate.stage.name)
+
+    def prune_all(self) -> None:
+        for node in self.plan.stages:
+            self.prune_finished(node)
+
+
+def _retrieval_dir(output_dir: Path, prefix: ChainPrefix, spec: TaskSpec, target: Any) -> Path:
+    from xstilts.retrieval import EmbeddingSettings
+
+    settings = EmbeddingSettings(**target.embedding.model_dump())
+    return output_dir / "retrieval" / f"{prefix.identity}-{spec.name}-{content_identity(settings.describe())}"
 
 
 def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, encoder_dir: str, spec: TaskSpec, languages: list[str], target: Any) -> dict[str, dict[str, Any]]:
@@ -87,7 +173,7 @@ def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, encoder_dir: str,
     from xstilts.training import get_accelerator
 
     settings = EmbeddingSettings(**target.embedding.model_dump())
-    results_dir = output_dir / "retrieval" / f"{prefix.identity}-{spec.name}-{content_identity(settings.describe())}"
+    results_dir = _retrieval_dir(output_dir, prefix, spec, target)
     results: dict[str, dict[str, Any]] = {}
     encoder = tokenizer = None
     for language in languages:

@@ -67,6 +67,7 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "multiple_choice": {},
     "qa": {"batch_size": 16, "max_length": 384, "doc_stride": 128},
     "tagging": {},
+    "mlm": {"max_length": 128},
 }
 
 

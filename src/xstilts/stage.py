@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 
 from xstilts.data import build_features, load_examples
 from xstilts.errors import XstiltsError
+from xstilts.mixture import Mixture, MixtureMember
 from xstilts.evaluation import evaluate
 from xstilts.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_encoder, load_heads, load_tokenizer, save_encoder, save_heads
 from xstilts.readers.jsonl import write_jsonl
@@ -39,7 +40,12 @@ PREDICTIONS_DIR = "predictions"
 
 @dataclass(frozen=True)
 class StageRequest:
-    """Everything a stage needs, passed explicitly (nothing is found by guessing paths)."""
+    """Everything a stage needs, passed explicitly (nothing is found by guessing paths).
+
+    A multi-task stage carries its `mixture`; `spec` is then its first supervised member and
+    `settings` the stage-level settings (optimizer, batch, epochs), while each member keeps its own
+    lengths in the mixture.
+    """
 
     identity: str
     role: str  # "intermediate" or "target"
@@ -51,6 +57,35 @@ class StageRequest:
     chain: tuple[str, ...]  # the intermediate tasks behind the parent encoder, in order
     parent_heads: Path | None = None  # reuse this stage's head from here (explicit opt-in only)
     describe: dict[str, Any] = field(default_factory=dict)
+    mixture: Mixture | None = None
+
+    @property
+    def name(self) -> str:
+        """The stage's task, or its mixture's name."""
+        return self.mixture.name if self.mixture else self.spec.name
+
+    @property
+    def members(self) -> tuple[MixtureMember, ...]:
+        if self.mixture is not None:
+            return self.mixture.members
+        return (MixtureMember(self.spec, self.settings, self.spec.name, (self.spec.train_language,)),)
+
+
+@dataclass
+class _MemberData:
+    """One member's training features and English dev set."""
+
+    member: MixtureMember
+    train_examples: int
+    train_features: list[Any]
+    dev_examples: list[Any] = field(default_factory=list)
+    dev_features: list[Any] = field(default_factory=list)
+
+    def validation(self) -> tuple[list[Any], list[Any]]:
+        """The first `eval_examples` dev examples and their features (a prefix of the dev features)."""
+        limit = self.member.settings.eval_examples
+        examples = self.dev_examples[:limit] if limit else self.dev_examples
+        return examples, [f for f in self.dev_features if f["example_index"] < len(examples)]
 
 
 def run_stage(request: StageRequest, store: StageStore, progress: bool = True, checkpoint_every_steps: int | None = None) -> dict[str, Any]:
@@ -59,62 +94,72 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     With `checkpoint_every_steps`, a killed stage resumes from its last checkpoint (kept under
     `<store>/.checkpoints/` until the stage is committed) and ends with the same weights.
     """
-    done = store.record(request.identity, request.spec.name)
+    done = store.record(request.identity, request.name)
     if done is not None:
-        log.info("stage %s (%s) is done, skipping", request.spec.name, request.identity)
+        log.info("stage %s (%s) is done, skipping", request.name, request.identity)
         return done
     set_seed(request.seed)
     settings = request.settings
     accelerator = get_accelerator()
     tokenizer = load_tokenizer(request.parent)
-    model = MultiTaskModel(load_encoder(request.parent), {request.spec.name: request.spec})
-    reused = load_heads(model, request.parent_heads, [request.spec.name]) if request.parent_heads else []
+    specs = {member.spec.name: member.spec for member in request.members}
+    model = MultiTaskModel(load_encoder(request.parent), specs, {m.spec.name: m.head for m in request.members})
+    reused = load_heads(model, request.parent_heads, list(specs)) if request.parent_heads else []
     if request.parent_heads and not reused:
-        raise XstiltsError(f"reuse_heads: the parent stage has no head for task {request.spec.name} ({request.parent_heads})")
+        raise XstiltsError(f"reuse_heads: the parent stage has no head for {', '.join(specs)} ({request.parent_heads})")
+    mlm_head = _initial_mlm_head(model, request.parent) if "mlm" in {s.kind for s in specs.values()} else None
     model.to(accelerator.device)
 
-    spec, language = request.spec, request.spec.train_language
-    train_examples = load_examples(spec, spec.train_split, language, settings.max_train_examples)
-    dev_examples = load_examples(spec, spec.dev_split, language, settings.max_eval_examples)
-    train_features = build_features(spec, train_examples, tokenizer, settings, training=True)
-    dev_features = build_features(spec, dev_examples, tokenizer, settings, training=False)
-    # Validation during training uses the first `eval_examples` dev examples: a prefix of the dev features.
-    validation_examples = dev_examples[: settings.eval_examples] if settings.eval_examples else dev_examples
-    validation_features = [f for f in dev_features if f["example_index"] < len(validation_examples)]
-    primary = kind_of(spec).primary_metric
+    data = {member.spec.name: _member_data(member, tokenizer) for member in request.members}
+    supervised = [d for d in data.values() if d.member.spec.kind != "mlm"]
 
     def validate(current: MultiTaskModel) -> float:
-        metrics = evaluate(current, spec, validation_examples, validation_features, settings, accelerator, tokenizer.pad_token_id, language).metrics
-        return metrics[primary]
+        """The primary dev metric; for a mixture, the mean over its supervised members."""
+        values = []
+        for item in supervised:
+            examples, features = item.validation()
+            spec = item.member.spec
+            metrics = evaluate(current, spec, examples, features, item.member.settings, accelerator, tokenizer.pad_token_id, spec.train_language).metrics
+            values.append(metrics[kind_of(spec).primary_metric])
+        return sum(values) / len(values)
 
-    label = f"{request.role} {spec.name}" + (f" after {'+'.join(request.chain)}" if request.chain else "")
-    log.info("training %s: %d examples -> %d features", label, len(train_examples), len(train_features))
+    label = f"{request.role} {request.name}" + (f" after {'+'.join(request.chain)}" if request.chain else "")
+    log.info("training %s: %s", label, ", ".join(f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()))
     started = time.perf_counter()
-    checkpointer = Checkpointer(store.root / ".checkpoints" / f"{request.identity}-{spec.name}", checkpoint_every_steps) if checkpoint_every_steps else None
-    result = train(model, spec.name, train_features, settings, accelerator, tokenizer.pad_token_id, validate, request.seed, label, progress, checkpointer)
-    dev = evaluate(model, spec, dev_examples, dev_features, settings, accelerator, tokenizer.pad_token_id, language)
-    log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev.metrics[primary], result.best_step, result.steps)
+    checkpointer = Checkpointer(store.root / ".checkpoints" / f"{request.identity}-{request.name}", checkpoint_every_steps) if checkpoint_every_steps else None
+    if request.mixture is None:
+        result = train(model, request.spec.name, data[request.spec.name].train_features, settings, accelerator, tokenizer.pad_token_id, validate, request.seed, label, progress, checkpointer)
+        probabilities = None
+    else:
+        sizes = {name: len(d.train_features) for name, d in data.items()}
+        probabilities = request.mixture.probabilities(sizes)
+        result = train(
+            model, {name: d.train_features for name, d in data.items()}, None, settings, accelerator, tokenizer.pad_token_id, validate,
+            request.seed, label, progress, checkpointer, probabilities=probabilities, epoch_size=request.mixture.epoch_size(sizes),
+        )
+    dev_metrics, primary = _final_dev_metrics(model, supervised, request.mixture is not None, accelerator, tokenizer.pad_token_id)
+    log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev_metrics[primary], result.best_step, result.steps)
 
-    scratch = store.begin(request.identity, spec.name)
+    scratch = store.begin(request.identity, request.name)
     save_encoder(model, tokenizer, scratch)
     save_heads(model, scratch)
     record = {
         "identity": request.identity,
         "role": request.role,
-        "task": spec.name,
-        "kind": spec.kind,
+        "task": request.name,
+        "kind": "mixture" if request.mixture else request.spec.kind,
         "chain": list(request.chain),
         "parent": request.parent,
         "parent_identity": request.parent_identity,
         "seed": request.seed,
         "settings": settings.model_dump(),
         "reused_heads": reused,
-        "train_examples": len(train_examples),
-        "train_features": len(train_features),
+        "train_examples": sum(d.train_examples for d in data.values()),
+        "train_features": sum(len(d.train_features) for d in data.values()),
         "steps": result.steps,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "dev_metrics": dev.metrics,
+        "dev_metrics": dev_metrics,
         "primary_metric": primary,
         "history": result.history,
         "train_seconds": round(result.seconds, 3),
@@ -124,10 +169,64 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         "environment": environment(accelerator, precision_name(settings, accelerator.device)),
         **request.describe,
     }
-    store.commit(scratch, request.identity, spec.name, record)
+    if request.mixture is not None:
+        record["mixture"] = {
+            "sampler": request.mixture.sampler,
+            "members": {name: {"train_features": len(d.train_features), "probability": probabilities[name], "steps": result.task_steps.get(name, 0), "head": d.member.head} for name, d in data.items()},
+            "mlm_head": mlm_head,
+        }
+    store.commit(scratch, request.identity, request.name, record)
     if checkpointer is not None:
         checkpointer.remove()
     return record
+
+
+def _member_data(member: MixtureMember, tokenizer: Any) -> _MemberData:
+    spec, settings = member.spec, member.settings
+    train_examples = []
+    for language in member.languages:
+        limit = member.max_examples_per_language or settings.max_train_examples
+        train_examples += load_examples(spec, spec.train_split, language, limit)
+    data = _MemberData(member, len(train_examples), build_features(spec, train_examples, tokenizer, settings, training=True))
+    if spec.kind != "mlm":
+        data.dev_examples = load_examples(spec, spec.dev_split, spec.train_language, settings.max_eval_examples)
+        data.dev_features = build_features(spec, data.dev_examples, tokenizer, settings, training=False)
+    return data
+
+
+def _final_dev_metrics(model: MultiTaskModel, supervised: list[_MemberData], mixture: bool, accelerator: Accelerator, pad_token_id: int) -> tuple[dict[str, float], str]:
+    """English dev metrics of the kept weights; a mixture reports each member's, prefixed, and their mean primary metric."""
+    if not mixture:
+        item = supervised[0]
+        spec = item.member.spec
+        metrics = evaluate(model, spec, item.dev_examples, item.dev_features, item.member.settings, accelerator, pad_token_id, spec.train_language).metrics
+        return metrics, kind_of(spec).primary_metric
+    metrics: dict[str, float] = {}
+    primaries = []
+    for item in supervised:
+        spec = item.member.spec
+        member_metrics = evaluate(model, spec, item.dev_examples, item.dev_features, item.member.settings, accelerator, pad_token_id, spec.train_language).metrics
+        metrics.update({f"{spec.name} {name}": value for name, value in member_metrics.items()})
+        primaries.append(member_metrics[kind_of(spec).primary_metric])
+    metrics["mean"] = sum(primaries) / len(primaries)
+    return metrics, "mean"
+
+
+def _initial_mlm_head(model: MultiTaskModel, parent: str) -> str:
+    """Start the masked-LM head from the parent checkpoint's `lm_head` when it has one (pretrained XLM-R does)."""
+    from safetensors import safe_open
+
+    weights = Path(parent) / "model.safetensors"
+    head = model.heads[model.head_of["mlm"]]
+    if weights.is_file():
+        with safe_open(str(weights), framework="pt") as handle:
+            keys = {key for key in handle.keys() if key.startswith("lm_head.")}
+            state = {key[len("lm_head.") :]: handle.get_tensor(key) for key in keys}
+        state = {key: value for key, value in state.items() if key in head.state_dict() and value.shape == head.state_dict()[key].shape}
+        if len(state) == len(head.state_dict()):
+            head.load_state_dict(state)
+            return "pretrained lm_head"
+    return "fresh"
 
 
 def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], settings: TrainingSettings, progress: bool = True) -> dict[str, dict[str, Any]]:

@@ -61,3 +61,25 @@ class StageStore:
             shutil.rmtree(final)
         os.replace(scratch, final)
         return final
+
+    def prune(self, identity: str, task: str, keep: tuple[str, ...] = (RECORD_FILE, "evaluations", "predictions")) -> int:
+        """Delete a finished stage's weights but keep its record (marked `pruned`) and evaluations; returns bytes freed.
+
+        The record is updated first, so a kill midway leaves a stage that is known to need retraining.
+        """
+        directory = self.stage_dir(identity, task)
+        record = self.record(identity, task)
+        if record is None or record.get("pruned"):
+            return 0
+        write_json_atomic(directory / RECORD_FILE, {**record, "pruned": True})
+        freed = 0
+        for entry in directory.iterdir():
+            if entry.name in keep:
+                continue
+            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else entry.stat().st_size
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return freed
+
+    def discard(self, identity: str, task: str) -> None:
+        """Remove a stage entirely (a pruned stage whose weights are needed again is retrained)."""
+        shutil.rmtree(self.stage_dir(identity, task), ignore_errors=True)

@@ -8,6 +8,7 @@ memory. accelerate places the model and handles mixed precision so multi-GPU nee
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import functools
 import json
 import os
@@ -15,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from xstilts.mixture import task_schedule
 from xstilts.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
@@ -85,6 +87,7 @@ class TrainResult:
     seconds: float = 0.0
     tokens: int = 0
     plan: StepPlan | None = None
+    task_steps: dict[str, int] = field(default_factory=dict)  # optimizer steps per mixture member
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,11 +127,12 @@ def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.d
     return torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon, fused=device.type == "cuda")
 
 
-def micro_batches(num_features: int, micro_batch_size: int, seed: int) -> Iterator[list[int]]:
+def micro_batches(num_features: int, micro_batch_size: int, seed: int | tuple[int, ...]) -> Iterator[list[int]]:
     """Endless micro-batches of feature indices; epoch e is a fresh permutation seeded by (seed, e)."""
     epoch = 0
+    seeds = list(seed) if isinstance(seed, tuple) else [seed]
     while True:
-        order = np.random.default_rng([seed, epoch]).permutation(num_features)
+        order = np.random.default_rng([*seeds, epoch]).permutation(num_features)
         for start in range(0, num_features, micro_batch_size):
             yield order[start : start + micro_batch_size].tolist()
         epoch += 1
@@ -136,8 +140,8 @@ def micro_batches(num_features: int, micro_batch_size: int, seed: int) -> Iterat
 
 def train(
     model: MultiTaskModel,
-    task: str,
-    features: Sequence[Feature],
+    task: str | Mapping[str, Sequence[Feature]],
+    features: Sequence[Feature] | None,
     settings: TrainingSettings,
     accelerator: Accelerator,
     pad_token_id: int,
@@ -146,19 +150,30 @@ def train(
     description: str = "train",
     progress: bool = True,
     checkpointer: Checkpointer | None = None,
+    probabilities: Mapping[str, float] | None = None,
+    epoch_size: int | None = None,
 ) -> TrainResult:
-    """Train `model` on one task's features; `validate` returns the dev metric to maximise.
+    """Train `model` on one task's features (`task`, `features`) or on a mixture (`task` maps member
+    names to features, `features` is None, `probabilities` gives each member's sampling probability
+    and `epoch_size` the features per mixture epoch); `validate` returns the dev metric to maximise.
 
     With a checkpointer, training resumes from its last checkpoint and reaches the same weights as an
-    uninterrupted run (bit-identical on CPU): the data order is a function of (seed, epoch), so the
-    position is just the number of micro-batches already consumed.
+    uninterrupted run (bit-identical on CPU): the data order is a function of (seed, epoch) and the
+    mixture's task schedule a function of the seed, so the position is the number of steps done.
     """
-    kind = kind_of(model.specs[task])
-    plan = plan_steps(settings, len(features), accelerator.num_processes)
+    task_features: dict[str, Sequence[Feature]] = {task: features} if isinstance(task, str) else dict(task)
+    names = list(task_features)
+    plan = plan_steps(settings, epoch_size or sum(len(f) for f in task_features.values()), accelerator.num_processes)
     optimizer = make_optimizer(model, settings, accelerator.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    batches = micro_batches(len(features), plan.micro_batch_size, seed)
+    if len(names) == 1:
+        schedule = names * plan.total_steps
+        batches = {names[0]: micro_batches(len(task_features[names[0]]), plan.micro_batch_size, seed)}
+    else:
+        schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, plan.total_steps, seed)
+        batches = {name: micro_batches(len(task_features[name]), plan.micro_batch_size, (seed, i + 1)) for i, name in enumerate(names)}
+    kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
 
     result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, plan=plan)
     best_state: dict[str, torch.Tensor] | None = None
@@ -175,20 +190,23 @@ def train(
         evals_without_improvement = progress_state["evals_without_improvement"]
         running_loss += progress_state["running_loss"]
         loss_steps = progress_state["loss_steps"]
-        for _ in range(progress_state["step"] * plan.accumulation_steps):  # skip the data already seen
-            next(batches)
+        for step_task in schedule[: progress_state["step"]]:  # skip the data already seen
+            for _ in range(plan.accumulation_steps):
+                next(batches[step_task])
     bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     model.train()
     for step in range(first_step, plan.total_steps + 1):
+        step_task = schedule[step - 1]
+        kind, features = kinds[step_task], task_features[step_task]
         for micro_step in range(plan.accumulation_steps):
-            batch = kind.collate([features[i] for i in next(batches)], pad_token_id)
+            batch = kind.collate([features[i] for i in next(batches[step_task])], pad_token_id)
             result.tokens += int(batch["attention_mask"].sum())
             batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
             last_micro_step = micro_step == plan.accumulation_steps - 1
             sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
             with sync, autocast(settings, accelerator.device):
-                loss = kind.loss(model(task, batch), batch) / plan.accumulation_steps
+                loss = kind.loss(model(step_task, batch), batch) / plan.accumulation_steps
                 accelerator.backward(loss)
             running_loss += loss.detach()
         if settings.max_grad_norm is not None:
@@ -230,6 +248,7 @@ def train(
             checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
     bar.close()
     result.seconds = time.perf_counter() - started
+    result.task_steps = dict(Counter(schedule[: result.steps]))
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xstilts.tasks.base import TaskKind
 from xstilts.tasks.classification import ClassificationKind
+from xstilts.tasks.mlm import MaskedLMKind
 from xstilts.tasks.multiple_choice import MultipleChoiceKind
 from xstilts.tasks.qa import QAKind
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry, register_task
@@ -11,7 +12,7 @@ from xstilts.tasks.tagging import TaggingKind
 
 # Retrieval (BUCC, Tatoeba) evaluates a bare encoder and gets its own kind in xstilts.tasks.retrieval.
 KIND_IMPLEMENTATIONS: dict[str, TaskKind] = {
-    kind.name: kind for kind in (ClassificationKind(), MultipleChoiceKind(), QAKind(), TaggingKind())
+    kind.name: kind for kind in (ClassificationKind(), MultipleChoiceKind(), QAKind(), TaggingKind(), MaskedLMKind())
 }
 
 

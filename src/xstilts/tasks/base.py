@@ -47,6 +47,10 @@ class TaskKind:
     def make_head(self, spec: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
         raise NotImplementedError
 
+    def head_for(self, spec: TaskSpec, encoder_config: Any, dropout: float) -> nn.Module:
+        """The head for an encoder with this config (kinds needing more than the hidden size override this)."""
+        return self.make_head(spec, encoder_config.hidden_size, dropout)
+
     def logits(self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
         """Encoder + head forward pass."""
         hidden = encode(encoder, batch)

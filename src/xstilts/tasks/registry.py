@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from xstilts.errors import XstiltsError
 
-KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval")
+KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm")
 
 # The metric each kind reports by default and the one used for model selection ("primary").
 DEFAULT_METRIC = {
@@ -21,6 +21,7 @@ DEFAULT_METRIC = {
     "qa": "squad",
     "tagging": "seqeval",
     "retrieval": "retrieval",
+    "mlm": "loss",
 }
 
 
