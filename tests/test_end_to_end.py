@@ -71,7 +71,7 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     assert "| k | en | x-lex | x-scr |" in text and "missing" not in text
     assert "| demo_paraphrase → demo_squad2 | qa | exact_match" in text, "intermediate stages with their own dev scores"
     rows = json.loads((run_dir / "results.json").read_text())
-    assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith("chain_label,chain_length,chain,seed,target,language,metric,value,score")
+    assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith("mode,chain_label,chain_length,chain,seed,target,language,metric,value,score")
     assert "<table>" in (run_dir / "report.html").read_text() and "data:image/png;base64," in (run_dir / "report.html").read_text()
 
     # A result that is missing (a failed or unfinished node) is reported as missing, not dropped.
@@ -239,3 +239,38 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
     assert trained.count("demo_nli") == 1, "finished targets are read back; only the new prefix's target trains"
     for label, chain in first["chains"].items():
         assert second["chains"][label]["targets"] == chain["targets"], "earlier results are unchanged"
+
+
+def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_encoder_dir, demo_tasks):
+    """full, lora-merged and lora-stacked chains of 2 tasks; targets timed; the report has every mode and the verdicts."""
+    from xstilts.config import parse_config
+    from xstilts.latency import LATENCY_FILE
+
+    config = parse_config({
+        "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks,
+        "study": {"pool": ["demo_paraphrase", "demo_pos"], "orders": {"explicit": [["demo_paraphrase", "demo_pos"]]}},
+        "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}], "training": FAST,
+        "chain_modes": ["full", "lora-merged", "lora-stacked"], "adapters": {"lora_r": 4},
+        "latency": {"batch_sizes": [2], "lengths": [32], "repetitions": 5, "warmup": 1},
+    })
+    summary = xstilts.run(config, progress=False)
+    labels = sorted(summary["chains"])
+    assert labels == sorted(f"{prefix}k{k}-{name}" for prefix in ("", "lora-merged-", "lora-stacked-") for k, name in ((0, "pretrained"), (1, "demo_paraphrase"), (2, "demo_paraphrase+demo_pos")))
+    stages = [json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("*/stage.json")]
+    lora = [s for s in stages if s["mode"] != "full" and s["role"] == "intermediate"]
+    assert len(lora) == 4 and all(s["trainable_parameters"] < s["parameters"] / 2 for s in lora)
+    assert all(not (tmp_path / "run" / "stages" / f"{s['identity']}-{s['task']}" / "encoder").exists() for s in lora), "adapter stages store only their adapter"
+
+    latency = json.loads((tmp_path / "run" / LATENCY_FILE).read_text())
+    assert sorted(g["mode"] for g in latency["groups"]) == ["full", "lora-merged", "lora-stacked"]
+    stacked = next(g for g in latency["groups"] if g["mode"] == "lora-stacked")
+    assert [m["k"] for m in stacked["models"]] == [0, 1, 2, 0], "k = 0..2 and the k = 0 twin"
+    flops = [m["flops_per_token"] for m in stacked["models"][:3]]
+    assert flops[0] < flops[1] < flops[2], "each stacked LoRA adds work per token"
+    merged = next(g for g in latency["groups"] if g["mode"] == "lora-merged")
+    assert len({m["flops_per_token"] for m in merged["models"][:3]}) == 1, "merged LoRAs add nothing"
+    report = (tmp_path / "run" / "report.md")
+    xstilts.write_report(tmp_path / "run")
+    text = report.read_text()
+    assert "## Latency verdicts" in text and "lora-stacked: latency changes by" in text and "[lora-merged]" in text
+    assert (tmp_path / "run" / "latency_vs_chain_length.png").is_file()

@@ -184,3 +184,30 @@ def test_long_questions_are_cut_to_leave_room_for_the_context(tiny_tokenizer):
     assert any(f["start_position"] > 0 for f in features), "the answer still fits in some window"
     with pytest.raises(XstiltsError, match="leave no room for the question"):
         kind.build_features([example], tiny_tokenizer, task, TrainingSettings(max_length=24, doc_stride=20), training=True)
+
+
+def test_first_token_last_layer_gives_the_same_first_token_states(tiny_encoder_dir, tiny_tokenizer):
+    """The shortcut for pooled heads computes the last layer for token 0 only: same values as the full layer."""
+    import numpy as np
+    import torch
+
+    from xstilts.modeling import load_encoder
+    from xstilts.tasks.base import _FirstTokenLastLayer, collate_padded, encode
+
+    encoder = load_encoder(tiny_encoder_dir).eval()
+    assert _FirstTokenLastLayer.supports(encoder, encoder.encoder.layer)
+    texts = ["the cat sees the dog", "a bird", "the dog sees the bird and the cat sees the dog again"]
+    encoded = tiny_tokenizer(texts)
+    batch = collate_padded([{"input_ids": np.asarray(ids)} for ids in encoded["input_ids"]], tiny_tokenizer.pad_token_id)
+    names = [name for name, _ in encoder.named_parameters()]
+    with torch.no_grad():
+        full = encode(encoder, batch)
+        first = encode(encoder, batch, first_token_only=True)
+    assert first.shape == (3, 1, full.shape[-1])
+    assert torch.allclose(first[:, 0], full[:, 0], atol=1e-6)
+    assert [name for name, _ in encoder.named_parameters()] == names, "the real last layer is back in place"
+
+    encoder.train()  # gradients reach the last layer's weights through the shortcut
+    states = encode(encoder, batch, first_token_only=True)
+    (states * torch.randn_like(states)).sum().backward()
+    assert encoder.encoder.layer[-1].output.dense.weight.grad.abs().sum() > 0

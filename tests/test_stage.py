@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from xstilts.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
+from xstilts.adapters import EncoderRecipe
 from xstilts.plan import ChainPrefix, stage_request
 from xstilts.stage import run_stage
 from xstilts.store import StageStore
@@ -20,8 +21,8 @@ FAST = {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2, "eval_examples":
 
 
 def request_for(registry, task: str, parent: str, store: StageStore, role: str = "intermediate", **overrides):
-    base = ChainPrefix(0, (), "base", None)
-    return stage_request(role, registry.get(task), [{**FAST, **overrides}], 0, base, parent)
+    base = ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(parent))
+    return stage_request(role, registry.get(task), [{**FAST, **overrides}], 0, base)
 
 
 @pytest.mark.parametrize("task", ["demo_paraphrase", "demo_squad2", "demo_swag", "demo_pos"])
@@ -60,7 +61,7 @@ def test_next_stage_loads_the_encoder_only(tmp_path, tiny_encoder_dir, demo_regi
     # Explicit opt-in: the next stage of the same task starts from the saved head.
     second = stage_request(
         "intermediate", spec, [{**FAST, "learning_rate": 1e-9, "max_steps": 1}], 0,
-        ChainPrefix(1, ("demo_paraphrase",), first.identity, first), str(stage_dir / ENCODER_DIR),
+        ChainPrefix(1, ("demo_paraphrase",), first.identity, first, recipe=EncoderRecipe(str(stage_dir / ENCODER_DIR))),
         parent_heads=stage_dir / HEADS_FILE,
     )
     record = run_stage(second, store, progress=False)
@@ -88,7 +89,7 @@ def test_identity_changes_with_settings_and_seed(tmp_path, tiny_encoder_dir, dem
     base = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store)
     assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store).identity == base.identity
     assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, learning_rate=2e-3).identity != base.identity
-    other_seed = stage_request("intermediate", demo_registry.get("demo_nli"), [FAST], 1, ChainPrefix(0, (), "base", None), str(tiny_encoder_dir))
+    other_seed = stage_request("intermediate", demo_registry.get("demo_nli"), [FAST], 1, ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(str(tiny_encoder_dir))))
     assert other_seed.identity != base.identity
 
 
@@ -176,3 +177,26 @@ def test_a_killed_stage_resumes_to_bit_identical_weights(tmp_path, tiny_encoder_
     weights = [load_file(str(s.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors")) for s in (uninterrupted_store, store)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not (tmp_path / "b" / ".checkpoints" / f"{request.identity}-demo_nli").exists(), "the checkpoint is removed once the stage is done"
+
+
+def test_length_grouped_micro_batches_cover_each_epoch_once_with_less_padding():
+    import itertools
+
+    import numpy as np
+
+    from xstilts.training import micro_batches
+
+    lengths = np.random.default_rng(0).integers(5, 200, size=1000)
+    grouped = list(itertools.islice(micro_batches(1000, 8, 3, lengths), 125 * 2))
+    plain = list(itertools.islice(micro_batches(1000, 8, 3), 125))
+    for epoch in (grouped[:125], grouped[125:]):
+        assert sorted(i for batch in epoch for i in batch) == list(range(1000)), "each feature once per epoch"
+    assert grouped[:125] != grouped[125:], "a fresh order every epoch"
+    assert grouped == list(itertools.islice(micro_batches(1000, 8, 3, lengths), 250)), "seeded"
+
+    def padded(batches):
+        return sum(len(b) * max(lengths[b]) for b in batches)
+
+    assert padded(grouped[:125]) < 0.7 * padded(plain), "similar lengths share a batch"
+    first_lengths = [max(lengths[b]) for b in grouped[:125]]
+    assert first_lengths != sorted(first_lengths, reverse=True), "batches are shuffled: no length curriculum"

@@ -84,6 +84,8 @@ def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", "-o", help="Where the demo writes its data, stages and report."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    modes: str = typer.Option("full", help="Comma-separated chain modes: full, lora-merged, lora-stacked, adapter-stacked."),
+    latency: bool = typer.Option(False, "--latency", help="Time every target model against chain length at the end."),
 ) -> None:
     """A complete small study offline: tiny self-pretrained encoder, generated languages, chains of 0-3 tasks."""
     _setup(not quiet)
@@ -91,7 +93,7 @@ def demo(
     from xstilts.runner import read_summary
 
     started = time.perf_counter()
-    report = _guarded(lambda: run_demo(output_dir, progress=progress))
+    report = _guarded(lambda: run_demo(output_dir, progress=progress, modes=tuple(modes.split(",")), latency=latency))
     _print_summary(read_summary(output_dir))
     typer.echo(f"report: {report}  ({time.perf_counter() - started:.0f} s)")
 
@@ -101,6 +103,28 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")
     """Write report.md and the plot for a finished run."""
     from xstilts.report import write_report
 
+    typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
+
+
+@app.command()
+def latency(
+    run_dir: Path = typer.Argument(..., help="A finished run's output directory."),
+    batch_sizes: str = typer.Option("1,32", help="Comma-separated batch sizes."),
+    lengths: str = typer.Option("128,512", help="Comma-separated sequence lengths (tokens, no padding)."),
+    repetitions: int = typer.Option(30, help="Timed forward passes per model and shape (interleaved)."),
+    warmup: int = typer.Option(5, help="Untimed forward passes per model first."),
+    precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Time every trained target model of a run against chain length; adds latency to the report."""
+    _setup(False)
+    from xstilts.latency import LatencySettings, measure_run
+    from xstilts.report import write_report
+
+    settings = LatencySettings(tuple(int(b) for b in batch_sizes.split(",")), tuple(int(n) for n in lengths.split(",")), warmup, repetitions, precision=precision)
+    result = _guarded(lambda: measure_run(run_dir, settings, progress))
+    for group in result["groups"]:
+        typer.echo(f"{group['target']} batch {group['batch_size']} x {group['length']}: {group['verdict']}")
     typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
 
 

@@ -105,6 +105,42 @@ class MixtureConfig(_Strict):
     _tasks_shorthand = field_validator("tasks", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
 
 
+class AdapterConfig(_Strict):
+    """Settings of the parameter-efficient chain modes (`chain_modes`)."""
+
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: int = Field(16, gt=0)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["query", "key", "value", "dense"], min_length=1, description="Linear layers that get a LoRA (peft target_modules).")
+    bottleneck_reduction: int = Field(16, gt=0, description="adapter-stacked: hidden size / bottleneck size.")
+    target_tuning: Optional[Literal["full", "adapter"]] = Field(
+        None, description="Target fine-tuning: all weights, or a fresh adapter on top of the chain. Default: full in `full` mode, adapter otherwise."
+    )
+
+    def settings(self) -> Any:
+        from xstilts.adapters import AdapterSettings
+
+        return AdapterSettings(self.lora_r, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets), self.bottleneck_reduction)
+
+    def tuning_for(self, mode: str) -> str:
+        return self.target_tuning or ("full" if mode == "full" else "adapter")
+
+
+class LatencyConfig(_Strict):
+    """Measure forward latency of every trained target model at the end of the run (xstilts latency)."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
+    lengths: list[int] = Field(default_factory=lambda: [128, 512], min_length=1)
+    warmup: int = Field(5, ge=0)
+    repetitions: int = Field(30, ge=3)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def settings(self) -> Any:
+        from xstilts.latency import LatencySettings
+
+        return LatencySettings(tuple(self.batch_sizes), tuple(self.lengths), self.warmup, self.repetitions, precision=self.precision)
+
+
 class StageConfig(_Strict):
     """One intermediate stage of the chain."""
 
@@ -171,6 +207,12 @@ class ExperimentConfig(_Strict):
         False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
     )
     study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
+    chain_modes: list[Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]] = Field(
+        default_factory=lambda: ["full"], min_length=1,
+        description="How each stage changes the encoder; several modes run side by side (see xstilts.adapters).",
+    )
+    adapters: AdapterConfig = Field(default_factory=AdapterConfig, description="LoRA / bottleneck settings of the adapter chain modes.")
+    latency: Optional[LatencyConfig] = Field(None, description="Time the target models against chain length when the run ends.")
     keep: Literal["all", "needed"] = Field(
         "all",
         description="all: keep every stage's weights; needed: delete a stage's weights once nothing left to run needs them "
@@ -302,6 +344,13 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
             problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("variants", name, "data_dir"))
     for name, mixture in config.mixtures.items():
         problems += _mixture_problems(name, mixture, registry)
+    for i, mode in enumerate(config.chain_modes):
+        if mode.endswith("-stacked") and config.adapters.tuning_for(mode) == "full":
+            problems.append((("adapters", "target_tuning"), f"target_tuning: full is not available with {mode} (the stacked adapters stay separate modules); use adapter"))
+    if config.latency is not None and config.keep == "needed":
+        problems.append((("latency",), "latency needs the trained target models; use keep: all"))
+    if len(set(config.chain_modes)) != len(config.chain_modes):
+        problems.append((("chain_modes",), "a mode appears twice"))
 
     encoder = config.encoder
     looks_local = encoder.startswith((".", "/", "~")) or Path(encoder).expanduser().exists()

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xstilts.adapters import AdapterSettings, EncoderRecipe
 from xstilts.config import ExperimentConfig, StageConfig
 from xstilts.data import data_fingerprint
 from xstilts.modeling import ENCODER_DIR, HEADS_FILE
 from xstilts.settings import resolve_settings
-from xstilts.stage import StageRequest
+from xstilts.stage import StageRequest, output_recipe
 from xstilts.store import StageStore, content_identity
 from xstilts.mixture import Mixture, MixtureMember
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
@@ -32,15 +33,13 @@ class ChainPrefix:
     identity: str
     stage: StageRequest | None  # the stage that produces it (None for k = 0)
     seed: int = 0
+    mode: str = "full"
+    recipe: EncoderRecipe | None = None  # how to build this prefix's encoder
 
     @property
     def label(self) -> str:
-        return f"k{self.length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
-
-    def encoder_dir(self, config: ExperimentConfig, store: StageStore) -> str:
-        if self.stage is None:
-            return config.encoder
-        return str(store.stage_dir(self.identity, self.tasks[-1]) / ENCODER_DIR)
+        prefix = "" if self.mode == "full" else f"{self.mode}-"
+        return f"{prefix}k{self.length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
 
 
 @dataclass
@@ -85,16 +84,24 @@ def _fingerprint(spec: TaskSpec) -> str:
     return _FINGERPRINTS[stamp]
 
 
-def stage_request(role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, parent_dir: str, **extra: Any) -> StageRequest:
+def _adapter_fields(parent: ChainPrefix, adapter: AdapterSettings | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(identity fields, request fields) of a stage that trains an adapter (none for full fine-tuning)."""
+    if adapter is None:
+        return {}, {"parent_recipe": parent.recipe}
+    return {"mode": parent.mode, "adapter": adapter.describe()}, {"parent_recipe": parent.recipe, "mode": parent.mode, "adapter": adapter}
+
+
+def stage_request(role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, adapter: AdapterSettings | None = None, **extra: Any) -> StageRequest:
     """The request for one stage; its identity hashes everything that determines the trained model."""
     settings = resolve_settings(spec.kind, spec.training_defaults, *settings_layers)
+    identity_fields, request_fields = _adapter_fields(parent, adapter)
     identity = content_identity(
-        {"role": role, "parent": parent.identity, "task": spec.fingerprint(), "data": _fingerprint(spec), "settings": settings.model_dump(), "seed": seed}
+        {"role": role, "parent": parent.identity, "task": spec.fingerprint(), "data": _fingerprint(spec), "settings": settings.model_dump(), "seed": seed, **identity_fields}
     )
-    return StageRequest(identity, role, spec, settings, seed, parent_dir, parent.identity, parent.tasks, **extra)
+    return StageRequest(identity, role, spec, settings, seed, parent.recipe.base, parent.identity, parent.tasks, **request_fields, **extra)
 
 
-def mixture_request(role: str, name: str, config: ExperimentConfig, registry: TaskRegistry, stage_layers: list[Any], seed: int, parent: ChainPrefix, parent_dir: str, **extra: Any) -> StageRequest:
+def mixture_request(role: str, name: str, config: ExperimentConfig, registry: TaskRegistry, stage_layers: list[Any], seed: int, parent: ChainPrefix, adapter: AdapterSettings | None = None, **extra: Any) -> StageRequest:
     """The request for a multi-task stage: members with their own lengths, one identity for the whole mixture."""
     mixture_config = config.mixtures[name]
     layers = [config.training, mixture_config.training, *stage_layers]
@@ -110,10 +117,11 @@ def mixture_request(role: str, name: str, config: ExperimentConfig, registry: Ta
     first = mixture.supervised[0].spec
     settings = resolve_settings(first.kind, *layers)
     data = {m.spec.name: (data_fingerprint(m.spec, [("train", lang) for lang in m.languages]) if m.spec.kind == "mlm" else _fingerprint(m.spec)) for m in members}
+    identity_fields, request_fields = _adapter_fields(parent, adapter)
     identity = content_identity(
-        {"role": role, "parent": parent.identity, "mixture": mixture.fingerprint(), "data": data, "settings": settings.model_dump(), "seed": seed}
+        {"role": role, "parent": parent.identity, "mixture": mixture.fingerprint(), "data": data, "settings": settings.model_dump(), "seed": seed, **identity_fields}
     )
-    return StageRequest(identity, role, first, settings, seed, parent_dir, parent.identity, parent.tasks, mixture=mixture, **extra)
+    return StageRequest(identity, role, first, settings, seed, parent.recipe.base, parent.identity, parent.tasks, mixture=mixture, **request_fields, **extra)
 
 
 def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]]]:
@@ -132,20 +140,23 @@ def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]
 def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> Plan:
     plan = Plan()
     root_identity = encoder_identity(config.encoder)
-    for seed, stages in expand_chains(config):
-        root = ChainPrefix(0, (), root_identity, None, seed)
-        plan.nodes.setdefault(root.identity, root)
-        prefixes = [root]
-        for stage in stages:
-            parent = prefixes[-1]
-            heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE if stage.reuse_heads and parent.stage else None
-            if stage.task in config.mixtures:
-                request = mixture_request("intermediate", stage.task, config, registry, [stage.training], seed, parent, parent.encoder_dir(config, store), parent_heads=heads)
-            else:
-                request = stage_request("intermediate", registry.get(stage.task), [config.training, stage.training], seed, parent, parent.encoder_dir(config, store), parent_heads=heads)
-            node = plan.nodes.setdefault(request.identity, ChainPrefix(parent.length + 1, parent.tasks + (request.name,), request.identity, request, seed))
-            prefixes.append(node)
-        plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
+    for mode in config.chain_modes:
+        adapter = None if mode == "full" else config.adapters.settings()
+        mode_root = root_identity if mode == "full" else content_identity({"encoder": root_identity, "mode": mode})
+        for seed, stages in expand_chains(config):
+            root = ChainPrefix(0, (), mode_root, None, seed, mode, EncoderRecipe(config.encoder, mode))
+            plan.nodes.setdefault(root.identity, root)
+            prefixes = [root]
+            for stage in stages:
+                parent = prefixes[-1]
+                heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE if stage.reuse_heads and parent.stage else None
+                if stage.task in config.mixtures:
+                    request = mixture_request("intermediate", stage.task, config, registry, [stage.training], seed, parent, adapter, parent_heads=heads)
+                else:
+                    request = stage_request("intermediate", registry.get(stage.task), [config.training, stage.training], seed, parent, adapter, parent_heads=heads)
+                node = ChainPrefix(parent.length + 1, parent.tasks + (request.name,), request.identity, request, seed, mode, output_recipe(request, store))
+                prefixes.append(plan.nodes.setdefault(request.identity, node))
+            plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
     return plan
 
 

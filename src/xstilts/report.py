@@ -19,11 +19,13 @@ from typing import Any
 from xstilts.errors import XstiltsError
 from xstilts.languages import language_name
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, xtreme_score
+from xstilts.latency import LATENCY_FILE
 from xstilts.runner import PLAN_FILE, RESULTS_DIR, SUMMARY_FILE
 
 REPORT_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOT_FILE = "score_vs_chain_length.png"
+LATENCY_PLOT_FILE = "latency_vs_chain_length.png"
 MISSING = "missing"
 
 
@@ -140,28 +142,85 @@ def _html_table(table: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def plot(summary: dict[str, Any], path: Path, title: str) -> None:
+def plot(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Score against chain length, one line per target (and per chain mode when there are several)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_k = summary["by_k"]
-    series = sorted({c for targets in by_k.values() for c in targets if not c.startswith("group")})
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for name in series:
-        points = [(k, *by_k[k][name][:2]) for k in sorted(by_k) if name in by_k[k]]
-        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=name,
-                    linewidth=2.5 if name.startswith("XTREME") else 1.5)
+    styles = ["-", "--", ":", "-."]
+    ks: set[int] = set()
+    for index, (mode, summary) in enumerate(sorted(summaries.items())):
+        by_k = summary["by_k"]
+        ks |= set(by_k)
+        series = sorted({c for targets in by_k.values() for c in targets if not c.startswith("group")})
+        for name in series:
+            points = [(k, *by_k[k][name][:2]) for k in sorted(by_k) if name in by_k[k]]
+            label = name if len(summaries) == 1 else f"{name} [{mode}]"
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=label,
+                        linestyle=styles[index % len(styles)], linewidth=2.5 if name.startswith("XTREME") else 1.5)
     ax.set_xlabel("number of intermediate tasks (chain length k)")
     ax.set_ylabel("zero-shot score, mean over languages")
-    ax.set_xticks(sorted(by_k))
+    ax.set_xticks(sorted(ks))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def latency_tables(latency: dict[str, Any]) -> tuple[list[tuple[str, list[list[str]]]], list[str]]:
+    """One table per (mode, target, batch, length) and the verdict lines."""
+    tables, verdicts = [], []
+    header = ["k", "median ms", "p90 ms", "p99 ms", "tokens/s", "ratio to k = 0 [95% CI]", "parameters", "GFLOPs/token", "MB on disk (stage / chain)"]
+    for group in latency["groups"]:
+        rows = []
+        for m in group["models"]:
+            low, high = m["ratio_ci95"]
+            size = f"{m['bytes_on_disk'] / 2**20:.1f} / {m['chain_bytes_on_disk'] / 2**20:.1f}" if "bytes_on_disk" in m else "(same model)"
+            rows.append([m["name"] if m["name"].endswith("(twin)") else str(m["k"]), f"{m['median_ms']:.2f}", f"{m['p90_ms']:.2f}", f"{m['p99_ms']:.2f}", f"{m['tokens_per_second']:.0f}",
+                         f"{m['ratio_to_k0']:.3f} [{low:.3f}, {high:.3f}]", f"{m.get('parameters', 0):,}", f"{m['flops_per_token'] / 1e9:.4f}", size])
+        title = f"Latency: {group['mode']}, {group['target']}, batch {group['batch_size']} x {group['length']} tokens"
+        tables.append((title, _table(header, rows)))
+        verdicts.append(f"{group['target']}, batch {group['batch_size']} x {group['length']}: {group['verdict']}")
+    return tables, verdicts
+
+
+def plot_latency(latency: dict[str, Any], path: Path) -> None:
+    """Latency ratio to k = 0 against chain length, one panel per shape, one line per mode and target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = sorted({(g["batch_size"], g["length"]) for g in latency["groups"]})
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.8), dpi=120, squeeze=False)
+    for ax, shape in zip(axes[0], shapes):
+        for group in (g for g in latency["groups"] if (g["batch_size"], g["length"]) == shape):
+            models = sorted((m for m in group["models"] if not m["name"].endswith("(twin)")), key=lambda m: m["k"])
+            ks = [m["k"] for m in models]
+            ratios = [m["ratio_to_k0"] for m in models]
+            errors = [[r - m["ratio_ci95"][0] for r, m in zip(ratios, models)], [m["ratio_ci95"][1] - r for r, m in zip(ratios, models)]]
+            ax.errorbar(ks, ratios, yerr=errors, marker="o", capsize=3, label=f"{group['mode']} {group['target']}")
+            low, high = group["noise_floor"]["ci95"]
+            ax.axhspan(min(low, 1), max(high, 1), color="grey", alpha=0.15)
+        ax.set_title(f"batch {shape[0]} x {shape[1]} tokens ({latency['device']})", fontsize="small")
+        ax.set_xlabel("chain length k")
+        ax.set_ylabel("latency / latency at k = 0")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _embedded(path: Path) -> str:
+    import base64
+
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">' if path.is_file() else ""
 
 
 def write_results_tables(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -169,24 +228,37 @@ def write_results_tables(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     (run_dir / "results.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with (run_dir / "results.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["chain_label", "chain_length", "chain", "seed", "target", "language", "metric", "value", "score"])
+        writer.writerow(["mode", "chain_label", "chain_length", "chain", "seed", "target", "language", "metric", "value", "score"])
         for row in rows:
             for metric, value in row["metrics"].items():
                 if isinstance(value, (int, float)):
-                    writer.writerow([row["chain_label"], row["chain_length"], "+".join(row["chain"]), row.get("seed", 0), row["target"], row["language"], metric, value, row["score"]])
+                    writer.writerow([row.get("mode", "full"), row["chain_label"], row["chain_length"], "+".join(row["chain"]), row.get("seed", 0), row["target"], row["language"], metric, value, row["score"]])
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html, results.csv/json and the plot into `run_dir`; returns report.md."""
     run_dir = Path(run_dir)
     name, rows, missing = collect(run_dir)
-    summary = aggregate(rows, missing)
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "stages").glob("*/stage.json"))]
-    summary["intermediate_stages"] = sorted((r for r in records if r["role"] == "intermediate"), key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
-    tables = build_tables(summary, missing)
+    modes = sorted({r.get("mode", "full") for r in rows} | {m.get("mode", "full") for m in missing}) or ["full"]
+    summaries, tables = {}, []
+    for mode in modes:
+        summary = aggregate([r for r in rows if r.get("mode", "full") == mode], [m for m in missing if m.get("mode", "full") == mode])
+        stages = (r for r in records if r["role"] == "intermediate" and r.get("mode", "full") == mode)
+        summary["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
+        summaries[mode] = summary
+        mode_tables = build_tables(summary, [m for m in missing if m.get("mode", "full") == mode])
+        tables += [(f"{title} [{mode}]" if len(modes) > 1 else title, table) for title, table in mode_tables]
     write_results_tables(run_dir, rows)
-    if summary["by_k"]:
-        plot(summary, run_dir / PLOT_FILE, name)
+    if any(s["by_k"] for s in summaries.values()):
+        plot(summaries, run_dir / PLOT_FILE, name)
+    verdicts: list[str] = []
+    if (run_dir / LATENCY_FILE).is_file():
+        latency = json.loads((run_dir / LATENCY_FILE).read_text(encoding="utf-8"))
+        latency_table_list, verdicts = latency_tables(latency)
+        tables += latency_table_list
+        if latency["groups"]:
+            plot_latency(latency, run_dir / LATENCY_PLOT_FILE)
     intro = (
         "Zero-shot scores of each target after a chain of k English intermediate tasks (k = 0: the pretrained "
         "encoder), averaged over the chain orders and seeds of each length. A target's score is the unweighted mean "
@@ -197,12 +269,18 @@ def write_report(run_dir: str | Path) -> Path:
     named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
     wall = json.loads((run_dir / SUMMARY_FILE).read_text())["wall_seconds"] if (run_dir / SUMMARY_FILE).is_file() else None
     md = [f"# xstilts report: {name}", "", intro, "", f"![score against chain length]({PLOT_FILE})", ""]
+    if verdicts:
+        device = json.loads((run_dir / LATENCY_FILE).read_text(encoding="utf-8"))
+        md += ["## Latency verdicts", "", f"Measured on {device['device']} ({device['precision']}, {device['threads']} threads); each verdict compares the slope with the noise floor (the k = 0 model timed twice as two models).", ""]
+        md += [f"- {line}" for line in verdicts] + ["", f"![latency against chain length]({LATENCY_PLOT_FILE})", ""]
     for title, table in tables:
         md += [f"## {title}", "", _markdown(table), ""]
     md += ["## Languages", "", named, ""] + ([f"Run wall time: {wall:.0f} s.", ""] if wall is not None else [])
     path = run_dir / REPORT_FILE
     path.write_text("\n".join(md), encoding="utf-8")
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(table)}" for t, table in tables)
+    if verdicts:
+        body = "<h2>Latency verdicts</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>" + _embedded(run_dir / LATENCY_PLOT_FILE) + body
     image = ""
     if (run_dir / PLOT_FILE).is_file():
         import base64

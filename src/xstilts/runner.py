@@ -44,7 +44,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     evaluated = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
     multi_seed = config.study is not None and len(config.study.seeds) > 1
     expected = [
-        {"chain_label": plan.nodes[i].label + (f"-seed{seed}" if multi_seed else ""), "chain_length": plan.nodes[i].length, "chain": list(plan.nodes[i].tasks),
+        {"chain_label": plan.nodes[i].label + (f"-seed{seed}" if multi_seed else ""), "chain_length": plan.nodes[i].length, "chain": list(plan.nodes[i].tasks), "mode": plan.nodes[i].mode,
          "seed": seed, "target": t.task, "metric": registry.get(t.task).metric, "language": lang}
         for i, seed in sorted(evaluated) for t in config.targets for lang in config.target_languages(t, registry)
     ]
@@ -61,6 +61,10 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     if config.keep == "needed":
         executor.prune_all()
 
+    if config.latency is not None:
+        from xstilts.latency import measure_run
+
+        measure_run(output_dir, config.latency.settings(), progress)
     summary = summarize(config.name, rows, registry)
     summary["intermediate_stages"] = [_stage_summary(store.record(node.identity, node.stage.name)) for node in plan.stages]
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -107,7 +111,8 @@ class _Executor:
 
     def _target_request(self, prefix: ChainPrefix, target: Any) -> Any:
         spec = self.registry.get(target.task)
-        return stage_request("target", spec, [self.config.training, target.training], prefix.seed, prefix, prefix.encoder_dir(self.config, self.store))
+        adapter = self.config.adapters.settings() if self.config.adapters.tuning_for(prefix.mode) == "adapter" else None
+        return stage_request("target", spec, [self.config.training, target.training], prefix.seed, prefix, adapter)
 
     def _target_done(self, node: ChainPrefix, seed: int, target: Any) -> bool:
         prefix = replace(node, seed=seed)
@@ -129,7 +134,7 @@ class _Executor:
             if not self._target_done(prefix, prefix.seed, target):
                 self.ensure_trained(prefix)
             if not spec.trainable:
-                evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.encoder_dir(self.config, self.store), spec, languages, target)
+                evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target)
                 record: dict[str, Any] = {"dev_metrics": {}, "identity": None}
             else:
                 request = self._target_request(prefix, target)
@@ -166,9 +171,10 @@ def _retrieval_dir(output_dir: Path, prefix: ChainPrefix, spec: TaskSpec, target
     return output_dir / "retrieval" / f"{prefix.identity}-{spec.name}-{content_identity(settings.describe())}"
 
 
-def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, encoder_dir: str, spec: TaskSpec, languages: list[str], target: Any) -> dict[str, dict[str, Any]]:
+def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, recipe: Any, spec: TaskSpec, languages: list[str], target: Any) -> dict[str, dict[str, Any]]:
     """Retrieval targets use the prefix's encoder as it is; finished languages are read back."""
-    from xstilts.modeling import load_encoder, load_tokenizer
+    from xstilts.adapters import build_encoder
+    from xstilts.modeling import load_tokenizer
     from xstilts.retrieval import EmbeddingSettings, evaluate_encoder
     from xstilts.training import get_accelerator
 
@@ -183,7 +189,7 @@ def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, encoder_dir: str,
             continue
         if encoder is None:
             device = get_accelerator().device
-            encoder, tokenizer = load_encoder(encoder_dir).to(device), load_tokenizer(encoder_dir)
+            encoder, tokenizer = build_encoder(recipe).to(device).eval(), load_tokenizer(recipe.base)
         metrics = evaluate_encoder(spec, language, encoder, tokenizer, settings, device, prefix.identity)
         results[language] = {"metrics": metrics, "examples": metrics.get("examples", metrics.get("pairs")), "language": language, "task": spec.name}
         write_json_atomic(path, results[language])
@@ -196,6 +202,7 @@ def _result_row(prefix: ChainPrefix, label: str, spec: TaskSpec, language: str, 
         "chain": list(prefix.tasks),
         "chain_length": prefix.length,
         "chain_label": label,
+        "mode": prefix.mode,
         "seed": prefix.seed,
         "target": spec.name,
         "language": language,

@@ -42,6 +42,8 @@ class TrainingSettings(BaseModel):
     n_best_size: int = Field(20, gt=0, description="QA: start and end candidates considered per window.")
     max_answer_length: int = Field(30, gt=0, description="QA: longest answer span in tokens.")
     log_every_steps: int = Field(20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync.")
+    group_by_length: bool = Field(True, description="Micro-batches of similar length (less padding): shuffle, sort within chunks of 50 micro-batches, shuffle the batches.")
+    compile: bool = Field(False, description="torch.compile the encoder (dynamic shapes); pays off on GPU for long stages.")
 
     @model_validator(mode="after")
     def _check_batch_division(self) -> "TrainingSettings":

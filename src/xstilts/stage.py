@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from xstilts.data import build_features, load_examples
+from xstilts.adapters import ADAPTER_DIR, AdapterSettings, EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.errors import XstiltsError
 from xstilts.mixture import Mixture, MixtureMember
 from xstilts.evaluation import evaluate
@@ -58,6 +59,9 @@ class StageRequest:
     parent_heads: Path | None = None  # reuse this stage's head from here (explicit opt-in only)
     describe: dict[str, Any] = field(default_factory=dict)
     mixture: Mixture | None = None
+    parent_recipe: EncoderRecipe | None = None  # how to build the parent encoder (default: `parent` as it is)
+    mode: str = "full"  # chain mode; with `adapter`, this stage trains only a fresh adapter
+    adapter: AdapterSettings | None = None
 
     @property
     def name(self) -> str:
@@ -69,6 +73,14 @@ class StageRequest:
         if self.mixture is not None:
             return self.mixture.members
         return (MixtureMember(self.spec, self.settings, self.spec.name, (self.spec.train_language,)),)
+
+
+def output_recipe(request: StageRequest, store: StageStore) -> EncoderRecipe:
+    """The encoder a stage produces: its own full encoder, or its parent's recipe plus its adapter."""
+    stage_dir = store.stage_dir(request.identity, request.name)
+    if request.adapter is None:
+        return EncoderRecipe(str(stage_dir / ENCODER_DIR))
+    return (request.parent_recipe or EncoderRecipe(request.parent, request.mode)).then(stage_dir / ADAPTER_DIR)
 
 
 @dataclass
@@ -103,7 +115,12 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     accelerator = get_accelerator()
     tokenizer = load_tokenizer(request.parent)
     specs = {member.spec.name: member.spec for member in request.members}
-    model = MultiTaskModel(load_encoder(request.parent), specs, {m.spec.name: m.head for m in request.members})
+    encoder = build_encoder(request.parent_recipe or request.parent)
+    adapter_name = None
+    if request.adapter is not None:
+        adapter_name = f"stage{len(request.parent_recipe.adapters) + 1}"
+        encoder = add_stage_adapter(encoder, request.mode, request.adapter, adapter_name)
+    model = MultiTaskModel(encoder, specs, {m.spec.name: m.head for m in request.members})
     reused = load_heads(model, request.parent_heads, list(specs)) if request.parent_heads else []
     if request.parent_heads and not reused:
         raise XstiltsError(f"reuse_heads: the parent stage has no head for {', '.join(specs)} ({request.parent_heads})")
@@ -141,7 +158,10 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev_metrics[primary], result.best_step, result.steps)
 
     scratch = store.begin(request.identity, request.name)
-    save_encoder(model, tokenizer, scratch)
+    if request.adapter is None:
+        save_encoder(model, tokenizer, scratch)
+    else:
+        save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
     save_heads(model, scratch)
     record = {
         "identity": request.identity,
@@ -166,7 +186,10 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_tokens": result.tokens,
         "parameters": count_parameters(model),
-        "environment": environment(accelerator, precision_name(settings, accelerator.device)),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "mode": request.mode,
+        "encoder_recipe": output_recipe(request, store).to_json(),
+        "environment": {**environment(accelerator, precision_name(settings, accelerator.device)), "attention": getattr(model.encoder.config, "_attn_implementation", None)},
         **request.describe,
     }
     if request.mixture is not None:
@@ -245,10 +268,7 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
     if not missing:
         return results
     accelerator = get_accelerator()
-    encoder_dir = stage_dir / ENCODER_DIR
-    tokenizer = load_tokenizer(encoder_dir)
-    model = MultiTaskModel(load_encoder(encoder_dir), {spec.name: spec})
-    load_heads(model, stage_dir / "heads.safetensors", [spec.name])
+    model, tokenizer = load_target_model(stage_dir, spec)
     model.to(accelerator.device)
     for language in missing:
         examples = load_examples(spec, spec.eval_split, language, settings.max_eval_examples)
@@ -265,6 +285,15 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
         write_json_atomic(stage_dir / EVALUATIONS_DIR / f"{language}.json", results[language])
         log.info("%s %s: %s", spec.name, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items()))
     return results
+
+
+def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
+    """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
+    record = json.loads((stage_dir / "stage.json").read_text(encoding="utf-8"))
+    recipe = EncoderRecipe.from_json(record["encoder_recipe"]) if "encoder_recipe" in record else EncoderRecipe(str(stage_dir / ENCODER_DIR))
+    model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
+    load_heads(model, stage_dir / "heads.safetensors", [spec.name])
+    return model.eval(), load_tokenizer(recipe.base)
 
 
 def _write_predictions(path: Path, examples: list[dict[str, Any]], predictions: list[Any]) -> None:

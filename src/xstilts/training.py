@@ -124,18 +124,73 @@ def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.d
         {"params": [p for p in trainable if id(p) not in no_decay], "weight_decay": settings.weight_decay},
         {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon, fused=device.type == "cuda")
+    # Fused kernels on GPU; the multi-tensor (foreach) implementation elsewhere (one op per step, not per tensor).
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon, fused=fused, foreach=not fused)
 
 
-def micro_batches(num_features: int, micro_batch_size: int, seed: int | tuple[int, ...]) -> Iterator[list[int]]:
-    """Endless micro-batches of feature indices; epoch e is a fresh permutation seeded by (seed, e)."""
+GROUP_MICRO_BATCHES = 50  # micro-batches per length-sorted chunk (as the Hugging Face LengthGroupedSampler's megabatches)
+
+
+def micro_batches(num_features: int, micro_batch_size: int, seed: int | tuple[int, ...], lengths: Sequence[int] | None = None) -> Iterator[list[int]]:
+    """Endless micro-batches of feature indices; epoch e is a fresh permutation seeded by (seed, e).
+
+    With `lengths`, batches are length-grouped: the permutation is cut into chunks of 50 micro-batches,
+    each chunk is sorted by length so a batch holds similar lengths (dynamic padding then pads
+    little), and the batches of the epoch are shuffled so training sees no length curriculum.
+    """
     epoch = 0
     seeds = list(seed) if isinstance(seed, tuple) else [seed]
+    sizes = None if lengths is None else np.asarray(lengths)
     while True:
-        order = np.random.default_rng([*seeds, epoch]).permutation(num_features)
-        for start in range(0, num_features, micro_batch_size):
-            yield order[start : start + micro_batch_size].tolist()
+        rng = np.random.default_rng([*seeds, epoch])
+        order = rng.permutation(num_features)
+        if sizes is None:
+            batches = [order[start : start + micro_batch_size] for start in range(0, num_features, micro_batch_size)]
+        else:
+            batches = []
+            chunk_size = micro_batch_size * GROUP_MICRO_BATCHES
+            for start in range(0, num_features, chunk_size):
+                chunk = order[start : start + chunk_size]
+                chunk = chunk[np.argsort(-sizes[chunk], kind="stable")]
+                batches += [chunk[i : i + micro_batch_size] for i in range(0, len(chunk), micro_batch_size)]
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        for batch in batches:
+            yield batch.tolist()
         epoch += 1
+
+
+def feature_length(feature: Feature) -> int:
+    """Tokens a feature contributes to a padded batch (multiple choice: its longest candidate, per candidate)."""
+    ids = feature["input_ids"]
+    return max(len(x) for x in ids) * len(ids) if isinstance(ids, list) else len(ids)
+
+
+def prefetched(batches: Iterator[Any], enabled: bool, depth: int = 2) -> Iterator[Any]:
+    """Collate the next batches in a background thread so the GPU never waits for the host (off on CPU,
+    where the thread would only compete for the same cores and masking RNG must stay in order)."""
+    if not enabled:
+        yield from batches
+        return
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in batches:
+                items.put(item)
+        except BaseException as error:  # handed to the consumer
+            items.put(error)
+        items.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := items.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def train(
@@ -167,13 +222,16 @@ def train(
     optimizer = make_optimizer(model, settings, accelerator.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    lengths = {name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names}
     if len(names) == 1:
         schedule = names * plan.total_steps
-        batches = {names[0]: micro_batches(len(task_features[names[0]]), plan.micro_batch_size, seed)}
+        batches = {names[0]: micro_batches(len(task_features[names[0]]), plan.micro_batch_size, seed, lengths[names[0]])}
     else:
         schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, plan.total_steps, seed)
-        batches = {name: micro_batches(len(task_features[name]), plan.micro_batch_size, (seed, i + 1)) for i, name in enumerate(names)}
+        batches = {name: micro_batches(len(task_features[name]), plan.micro_batch_size, (seed, i + 1), lengths[name]) for i, name in enumerate(names)}
     kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
+    if settings.compile:
+        accelerator.unwrap_model(model).encoder.compile(dynamic=True)
 
     result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, plan=plan)
     best_state: dict[str, torch.Tensor] | None = None
@@ -193,15 +251,25 @@ def train(
         for step_task in schedule[: progress_state["step"]]:  # skip the data already seen
             for _ in range(plan.accumulation_steps):
                 next(batches[step_task])
+    def host_batches() -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+        """Collated micro-batches in training order, with their real (non-pad) token counts."""
+        on_gpu = accelerator.device.type == "cuda"
+        for step_task in schedule[first_step - 1 :]:
+            for _ in range(plan.accumulation_steps):
+                batch = kinds[step_task].collate([task_features[step_task][i] for i in next(batches[step_task])], pad_token_id)
+                tokens = int(batch["attention_mask"].sum())
+                yield ({key: value.pin_memory() for key, value in batch.items()} if on_gpu else batch), tokens
+
+    ready = prefetched(host_batches(), enabled=accelerator.device.type == "cuda")
     bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     model.train()
     for step in range(first_step, plan.total_steps + 1):
         step_task = schedule[step - 1]
-        kind, features = kinds[step_task], task_features[step_task]
+        kind = kinds[step_task]
         for micro_step in range(plan.accumulation_steps):
-            batch = kind.collate([features[i] for i in next(batches[step_task])], pad_token_id)
-            result.tokens += int(batch["attention_mask"].sum())
+            batch, tokens = next(ready)
+            result.tokens += tokens
             batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
             last_micro_step = micro_step == plan.accumulation_steps - 1
             sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)

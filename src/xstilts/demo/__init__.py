@@ -40,8 +40,8 @@ DEMO_TRAINING: dict[str, Any] = {
 }
 
 
-def demo_config(output_dir: Path, encoder_dir: Path, tasks: dict[str, Any]) -> dict[str, Any]:
-    return {
+def demo_config(output_dir: Path, encoder_dir: Path, tasks: dict[str, Any], modes: tuple[str, ...] = ("full",), latency: bool = False) -> dict[str, Any]:
+    config = {
         "name": "xstilts demo: chains of 0-3 English intermediate tasks",
         "encoder": str(encoder_dir),
         "output_dir": str(output_dir),
@@ -50,15 +50,22 @@ def demo_config(output_dir: Path, encoder_dir: Path, tasks: dict[str, Any]) -> d
         "study": {"pool": DEMO_CHAIN, "orders": {"explicit": [DEMO_CHAIN]}},
         "targets": DEMO_TARGETS,
         "training": DEMO_TRAINING,
+        "chain_modes": list(modes),
     }
+    if latency:  # the demo encoder has 256 positions: lengths 64 and 128 instead of 128 and 512
+        config["latency"] = {"batch_sizes": [1, 32], "lengths": [64, 128], "repetitions": 40, "warmup": 5}
+    return config
 
 
-def run_demo(output_dir: str | Path = "runs/demo", progress: bool = True, pretrain: PretrainSettings = PretrainSettings(), train_size: int = 2000) -> Path:
-    """Run the demo study; returns the path of its report."""
+def run_demo(
+    output_dir: str | Path = "runs/demo", progress: bool = True, pretrain: PretrainSettings = PretrainSettings(), train_size: int = 2000,
+    modes: tuple[str, ...] = ("full",), latency: bool = False,
+) -> Path:
+    """Run the demo study (in each chain mode given, optionally timing the targets); returns the path of its report."""
     output_dir = Path(output_dir)
     encoder_dir = pretrain_encoder(pretrain, progress=progress)
     tasks = write_benchmark(output_dir / "data", train_size=train_size)
     config_path = output_dir / "demo.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(output_dir, encoder_dir, tasks), sort_keys=False), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(demo_config(output_dir, encoder_dir, tasks, modes, latency), sort_keys=False), encoding="utf-8")
     run_experiment(load_config(config_path), progress=progress)
     return write_report(output_dir)

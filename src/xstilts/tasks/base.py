@@ -52,8 +52,8 @@ class TaskKind:
         return self.make_head(spec, encoder_config.hidden_size, dropout)
 
     def logits(self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
-        """Encoder + head forward pass."""
-        hidden = encode(encoder, batch)
+        """Encoder + head forward pass (heads reading only the first token get the cheaper last layer)."""
+        hidden = encode(encoder, batch, first_token_only=isinstance(head, PooledHead))
         return head(hidden)
 
     def loss(self, logits: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -104,10 +104,63 @@ class SingleLabelKind(TaskKind):
         return accuracy(predictions, [e["label"] for e in examples])
 
 
-def encode(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Last hidden states of the encoder for the model inputs present in `batch`."""
+def encode(encoder: nn.Module, batch: dict[str, torch.Tensor], first_token_only: bool = False) -> torch.Tensor:
+    """Last hidden states of the encoder for the model inputs present in `batch`.
+
+    With `first_token_only` (heads that read the first token only), the last layer is computed for
+    that token alone when the architecture allows it (see `_FirstTokenLastLayer`): the same values at
+    position 0, and the returned tensor has length 1.
+    """
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
-    return encoder(**inputs).last_hidden_state
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not first_token_only or not _FirstTokenLastLayer.supports(encoder, layers):
+        return encoder(**inputs).last_hidden_state
+    last = layers[-1]
+    layers[len(layers) - 1] = _FirstTokenLastLayer(last)
+    try:
+        return encoder(**inputs).last_hidden_state
+    finally:
+        layers[len(layers) - 1] = last
+
+
+class _FirstTokenLastLayer(nn.Module):
+    """A BERT-family encoder layer computed for the first token only (queries of token 0, keys and values
+    of all tokens). For a pooled classification head the other positions of the last layer are never
+    read, so this saves 1/L of the encoder's work (a 4-layer model: a quarter; XLM-R Large: 1/24) and
+    gives the same values (tested). It stands in for the last layer only during a forward call."""
+
+    SUPPORTED = {"XLMRobertaModel", "RobertaModel", "BertModel", "XLMRobertaXLModel"}
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "wrapped", layer)  # not a submodule: parameter names stay those of the real layer
+
+    @classmethod
+    def supports(cls, encoder: nn.Module, layers: Any) -> bool:
+        config = encoder.config
+        return (
+            type(encoder).__name__ in cls.SUPPORTED and layers is not None and len(layers) > 0
+            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and not getattr(config, "is_decoder", False)
+            and hasattr(layers[-1], "attention") and hasattr(layers[-1].attention, "self") and hasattr(layers[-1], "feed_forward_chunk")
+        )
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        layer = self.wrapped
+        attention = layer.attention.self
+        batch, length, _ = hidden_states.shape
+        first = hidden_states[:, :1]
+
+        def split_heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, x.shape[1], -1, attention.attention_head_size).transpose(1, 2)
+
+        query, key, value = split_heads(attention.query(first)), split_heads(attention.key(hidden_states)), split_heads(attention.value(hidden_states))
+        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+            attention_mask = attention_mask[:, :, :1, :]
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=attention.dropout.p if layer.training else 0.0, scale=attention.scaling
+        )
+        context = context.transpose(1, 2).reshape(batch, 1, -1)
+        return layer.feed_forward_chunk(layer.attention.output(context, first))
 
 
 def collate_padded(features: Sequence[Feature], pad_token_id: int, scalar_keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
