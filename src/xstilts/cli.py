@@ -58,10 +58,13 @@ def run(
     from xstilts.report import write_report
     from xstilts.runner import run_experiment
 
+    from xstilts.training import is_main_process
+
     summary = _guarded(lambda: run_experiment(experiment, progress=progress))
-    report = write_report(experiment.output_dir)
-    _print_summary(summary)
-    typer.echo(f"report: {report}")
+    if is_main_process():  # under `accelerate launch` / torchrun every process runs this; one reports
+        report = write_report(experiment.output_dir)
+        _print_summary(summary)
+        typer.echo(f"report: {report}")
 
 
 @app.command()

@@ -25,20 +25,30 @@ class Evaluation:
 def predict_outputs(
     model: MultiTaskModel, task: str, features: Sequence[Feature], settings: TrainingSettings, accelerator: Accelerator, pad_token_id: int
 ) -> list[Any]:
-    """Per-feature outputs, in feature order. Batches are formed from length-sorted features to waste little padding."""
+    """Per-feature outputs, in feature order. Batches are formed from length-sorted features to waste little padding.
+
+    With several processes each computes every P-th batch and the outputs are gathered, so every
+    process ends with all outputs and nothing is computed twice.
+    """
     kind = kind_of(model.specs[task])
     order = sorted(range(len(features)), key=lambda i: _length(features[i]))
-    outputs: list[Any] = [None] * len(features)
+    batches = [order[start : start + settings.eval_batch_size] for start in range(0, len(order), settings.eval_batch_size)]
+    mine: list[tuple[int, Any]] = []
     was_training = model.training
     model.eval()
     with torch.inference_mode(), autocast(settings, accelerator.device):
-        for start in range(0, len(order), settings.eval_batch_size):
-            indices = order[start : start + settings.eval_batch_size]
+        for indices in batches[accelerator.process_index :: accelerator.num_processes]:
             batch = kind.collate([features[i] for i in indices], pad_token_id)
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            for index, output in zip(indices, kind.batch_outputs(model(task, batch), batch)):
-                outputs[index] = output
+            mine += zip(indices, kind.batch_outputs(model(task, batch), batch))
     model.train(was_training)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        mine = gather_object(mine)
+    outputs: list[Any] = [None] * len(features)
+    for index, output in mine:
+        outputs[index] = output
     return outputs
 
 

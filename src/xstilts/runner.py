@@ -20,6 +20,7 @@ from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, he
 from xstilts.plan import ChainPrefix, Plan, build_plan, stage_request
 from xstilts.stage import EVALUATIONS_DIR, evaluate_target, run_stage
 from xstilts.store import StageStore, content_identity, write_json_atomic
+from xstilts.training import is_main_process, wait_for_everyone
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     """Run (or resume) the experiment; returns the summary that is also written to `summary.json`."""
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.resolved.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+    if is_main_process():
+        (output_dir / "config.resolved.yaml").write_text(config_to_yaml(config), encoding="utf-8")
     registry = config.registry()
     store = StageStore(output_dir / STAGES_DIR)
     started = time.perf_counter()
@@ -48,7 +50,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
          "seed": seed, "target": t.task, "metric": registry.get(t.task).metric, "language": lang}
         for i, seed in sorted(evaluated) for t in config.targets for lang in config.target_languages(t, registry)
     ]
-    write_json_atomic(output_dir / PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
+    _write(output_dir / PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
 
     executor = _Executor(config, registry, store, plan, progress)
     rows: list[dict[str, Any]] = []
@@ -64,14 +66,22 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     if config.latency is not None:
         from xstilts.latency import measure_run
 
-        measure_run(output_dir, config.latency.settings(), progress)
+        if is_main_process():
+            measure_run(output_dir, config.latency.settings(), progress)
+        wait_for_everyone()
     summary = summarize(config.name, rows, registry)
     summary["intermediate_stages"] = [_stage_summary(store.record(node.identity, node.stage.name)) for node in plan.stages]
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     if config.keep == "needed":
         summary["bytes_pruned"] = executor.bytes_pruned
-    write_json_atomic(output_dir / SUMMARY_FILE, summary)
+    _write(output_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _write(path: Path, payload: Any) -> None:
+    """Write a run file from the main process only (with several processes, the others skip)."""
+    if is_main_process():
+        write_json_atomic(path, payload)
 
 
 class _Executor:
@@ -134,6 +144,9 @@ class _Executor:
             if not self._target_done(prefix, prefix.seed, target):
                 self.ensure_trained(prefix)
             if not spec.trainable:
+                if is_main_process():  # inference only: one process computes, the others read its files
+                    _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target)
+                wait_for_everyone()
                 evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target)
                 record: dict[str, Any] = {"dev_metrics": {}, "identity": None}
             else:
@@ -145,10 +158,11 @@ class _Executor:
                 stage_dir = self.store.stage_dir(request.identity, spec.name)
                 evaluations = evaluate_target(stage_dir, spec, languages, request.settings, self.progress)
                 if self.config.keep == "needed":
-                    self.bytes_pruned += self.store.prune(request.identity, spec.name)
+                    self.bytes_pruned += self.store.prune(request.identity, spec.name) if is_main_process() else 0
+                    wait_for_everyone()
             for language, evaluation in evaluations.items():
                 row = _result_row(prefix, label, spec, language, evaluation, record)
-                write_json_atomic(self.output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
+                _write(self.output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
                 rows.append(row)
         return rows
 
@@ -157,7 +171,8 @@ class _Executor:
         candidates = [node] + ([self.plan.nodes[node.stage.parent_identity]] if node.stage else [])
         for candidate in candidates:
             if candidate.stage is not None and not self._needed(candidate):
-                self.bytes_pruned += self.store.prune(candidate.identity, candidate.stage.name)
+                self.bytes_pruned += self.store.prune(candidate.identity, candidate.stage.name) if is_main_process() else 0
+        wait_for_everyone()
 
     def prune_all(self) -> None:
         for node in self.plan.stages:

@@ -157,12 +157,6 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     dev_metrics, primary = _final_dev_metrics(model, supervised, request.mixture is not None, accelerator, tokenizer.pad_token_id)
     log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev_metrics[primary], result.best_step, result.steps)
 
-    scratch = store.begin(request.identity, request.name)
-    if request.adapter is None:
-        save_encoder(model, tokenizer, scratch)
-    else:
-        save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
-    save_heads(model, scratch)
     record = {
         "identity": request.identity,
         "role": request.role,
@@ -198,9 +192,17 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
             "members": {name: {"train_features": len(d.train_features), "probability": probabilities[name], "steps": result.task_steps.get(name, 0), "head": d.member.head} for name, d in data.items()},
             "mlm_head": mlm_head,
         }
-    store.commit(scratch, request.identity, request.name, record)
-    if checkpointer is not None:
-        checkpointer.remove()
+    if accelerator.is_main_process:  # one writer; the other processes read the committed record
+        scratch = store.begin(request.identity, request.name)
+        if request.adapter is None:
+            save_encoder(model, tokenizer, scratch)
+        else:
+            save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
+        save_heads(model, scratch)
+        store.commit(scratch, request.identity, request.name, record)
+        if checkpointer is not None:
+            checkpointer.remove()
+    accelerator.wait_for_everyone()
     return record
 
 
@@ -259,6 +261,8 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
     """
     results: dict[str, dict[str, Any]] = {}
     missing = []
+    accelerator = get_accelerator()
+    accelerator.wait_for_everyone()  # every process decides what is missing from the same files
     for language in languages:
         path = stage_dir / EVALUATIONS_DIR / f"{language}.json"
         if path.is_file():
@@ -267,14 +271,12 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
             missing.append(language)
     if not missing:
         return results
-    accelerator = get_accelerator()
     model, tokenizer = load_target_model(stage_dir, spec)
     model.to(accelerator.device)
     for language in missing:
         examples = load_examples(spec, spec.eval_split, language, settings.max_eval_examples)
         features = build_features(spec, examples, tokenizer, settings, training=False)
         evaluation = evaluate(model, spec, examples, features, settings, accelerator, tokenizer.pad_token_id, language)
-        _write_predictions(stage_dir / PREDICTIONS_DIR / f"{language}.jsonl", examples, evaluation.predictions)
         results[language] = {
             "task": spec.name,
             "language": language,
@@ -282,7 +284,9 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
             "examples": len(examples),
             "metrics": evaluation.metrics,
         }
-        write_json_atomic(stage_dir / EVALUATIONS_DIR / f"{language}.json", results[language])
+        if accelerator.is_main_process:
+            _write_predictions(stage_dir / PREDICTIONS_DIR / f"{language}.jsonl", examples, evaluation.predictions)
+            write_json_atomic(stage_dir / EVALUATIONS_DIR / f"{language}.json", results[language])
         log.info("%s %s: %s", spec.name, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items()))
     return results
 

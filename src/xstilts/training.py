@@ -97,7 +97,21 @@ def get_accelerator() -> Accelerator:
     Precision is not set here: accelerate fixes it once per process, while stages may differ, so
     each stage enters its own `autocast` instead.
     """
-    return Accelerator()
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # A mixture stage trains one member's head per step; the others' heads get no gradient that step.
+    # Launched on CPUs by torchrun (not `accelerate launch --cpu`), accelerate needs to be told to use gloo.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=cpu_processes, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def is_main_process() -> bool:
+    """Only the main process writes artifacts (stages, checkpoints, evaluations, results, reports)."""
+    return get_accelerator().is_main_process
+
+
+def wait_for_everyone() -> None:
+    get_accelerator().wait_for_everyone()
 
 
 def autocast(settings: TrainingSettings, device: torch.device) -> contextlib.AbstractContextManager:
@@ -225,10 +239,10 @@ def train(
     lengths = {name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names}
     if len(names) == 1:
         schedule = names * plan.total_steps
-        batches = {names[0]: micro_batches(len(task_features[names[0]]), plan.micro_batch_size, seed, lengths[names[0]])}
+        batches = {names[0]: micro_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])}
     else:
         schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, plan.total_steps, seed)
-        batches = {name: micro_batches(len(task_features[name]), plan.micro_batch_size, (seed, i + 1), lengths[name]) for i, name in enumerate(names)}
+        batches = {name: micro_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name]) for i, name in enumerate(names)}
     kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
     if settings.compile:
         accelerator.unwrap_model(model).encoder.compile(dynamic=True)
@@ -249,19 +263,26 @@ def train(
         running_loss += progress_state["running_loss"]
         loss_steps = progress_state["loss_steps"]
         for step_task in schedule[: progress_state["step"]]:  # skip the data already seen
-            for _ in range(plan.accumulation_steps):
-                next(batches[step_task])
+            next(batches[step_task])
+
     def host_batches() -> Iterator[tuple[dict[str, torch.Tensor], int]]:
         """Collated micro-batches in training order, with their real (non-pad) token counts."""
         on_gpu = accelerator.device.type == "cuda"
+        rank, processes = accelerator.process_index, accelerator.num_processes
         for step_task in schedule[first_step - 1 :]:
-            for _ in range(plan.accumulation_steps):
-                batch = kinds[step_task].collate([task_features[step_task][i] for i in next(batches[step_task])], pad_token_id)
+            # One optimizer step's examples, cut into accumulation x processes equal parts: micro-step a of
+            # process r trains part a * processes + r, so the step sees the same examples however the
+            # work is split (a part left empty by a tiny tail repeats the step's last example).
+            step_batch = next(batches[step_task])
+            parts = np.array_split(step_batch, plan.accumulation_steps * processes)
+            for micro_step in range(plan.accumulation_steps):
+                shard = [int(i) for i in parts[micro_step * processes + rank]] or step_batch[-1:]
+                batch = kinds[step_task].collate([task_features[step_task][i] for i in shard], pad_token_id)
                 tokens = int(batch["attention_mask"].sum())
                 yield ({key: value.pin_memory() for key, value in batch.items()} if on_gpu else batch), tokens
 
     ready = prefetched(host_batches(), enabled=accelerator.device.type == "cuda")
-    bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress or not accelerator.is_main_process, dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     model.train()
     for step in range(first_step, plan.total_steps + 1):
@@ -286,7 +307,7 @@ def train(
         result.steps = step
 
         if step % settings.log_every_steps == 0 or step == plan.total_steps:
-            mean_loss = running_loss.item() / loss_steps  # host-device sync, once per log interval
+            mean_loss = accelerator.reduce(running_loss, "mean").item() / loss_steps  # host-device sync, once per log interval
             running_loss.zero_()
             loss_steps = 0
             elapsed = time.perf_counter() - started
@@ -313,10 +334,14 @@ def train(
                 "tokens": result.tokens, "evals_without_improvement": evals_without_improvement,
                 "running_loss": running_loss.item(), "loss_steps": loss_steps,
             }
-            checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
+            if accelerator.is_main_process:
+                checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
+            accelerator.wait_for_everyone()
     bar.close()
     result.seconds = time.perf_counter() - started
     result.task_steps = dict(Counter(schedule[: result.steps]))
+    if accelerator.num_processes > 1:  # tokens trained on by all processes
+        result.tokens = int(accelerator.reduce(torch.tensor(result.tokens, device=accelerator.device), "sum").item())
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state)
     return result
