@@ -49,6 +49,10 @@ def run(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    executor: str = typer.Option("local", help="local: this process (or the processes of accelerate launch / torchrun); ray: the plan's nodes as Ray tasks."),
+    address: str = typer.Option(None, help="Ray cluster address (ray executor; default: start a local cluster, or RAY_ADDRESS)."),
+    gpus_per_stage: float = typer.Option(None, help="Ray executor: GPUs per stage task (default: 1 when the cluster has GPUs)."),
+    cpus_per_stage: int = typer.Option(1, help="Ray executor: CPUs per stage task (also its torch threads)."),
 ) -> None:
     """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language."""
     from xstilts.config import load_config
@@ -60,7 +64,15 @@ def run(
 
     from xstilts.training import is_main_process
 
-    summary = _guarded(lambda: run_experiment(experiment, progress=progress))
+    if executor not in ("local", "ray"):
+        typer.echo(f"error: --executor: expected local or ray, got {executor!r}", err=True)
+        raise typer.Exit(2)
+    if executor == "ray":
+        from xstilts.ray_executor import run_on_ray
+
+        summary = _guarded(lambda: run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage))
+    else:
+        summary = _guarded(lambda: run_experiment(experiment, progress=progress))
     if is_main_process():  # under `accelerate launch` / torchrun every process runs this; one reports
         report = write_report(experiment.output_dir)
         _print_summary(summary)
@@ -107,6 +119,14 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")
     from xstilts.report import write_report
 
     typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
+
+
+@app.command()
+def status(run_dir: Path = typer.Argument(..., help="A run's output directory (running or finished).")) -> None:
+    """What a run has done: stages done, in progress (last checkpoint) or waiting, and results found."""
+    from xstilts.status import run_status
+
+    typer.echo(_guarded(lambda: run_status(run_dir)))
 
 
 @app.command()

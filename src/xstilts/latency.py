@@ -15,6 +15,7 @@ with the change per added task (least-squares slope of the median ratio over k, 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -204,7 +205,9 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
         if not any(m.k == 0 for m in models):
             continue
         base = next(m for m in models if m.k == 0)
-        models.append(TimedModel(base.name + " (twin)", 0, base.chain_label, base.model))
+        # The noise twin is a copy in its own memory: timing the same object twice would let it run on
+        # weights still in cache from its namesake and look faster than any other model.
+        models.append(TimedModel(base.name + " (twin)", 0, base.chain_label, copy.deepcopy(base.model)))
         texts = [" ".join(str(v) for v in (e.get("text_a"), e.get("text_b"), e.get("question"), e.get("context"), " ".join(e.get("tokens", []))) if v) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
         structure = {
             m.chain_label: {"k": m.k, "parameters": sum(p.numel() for p in m.model.parameters()), "bytes_on_disk": directory_bytes(stages[m.chain_label]), "chain_bytes_on_disk": _chain_bytes(stages[m.chain_label])}

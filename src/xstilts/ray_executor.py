@@ -1,0 +1,112 @@
+"""The study's graph on a Ray cluster: `xstilts run CONFIG --executor ray [--address ADDR]`.
+
+Every stage of the plan and every target fine-tune (with its evaluations) becomes a Ray task with its
+CPU/GPU request; a task takes its parent's task as an argument, so Ray starts it only when the parent
+is done, and independent branches run in parallel. All tasks write into the run's stage store, which
+must be a directory every node can see (local disk for one machine, a shared file system otherwise).
+
+Nothing is lost or written twice when a worker dies: a stage is written aside and renamed into place,
+its completion record last, and a retried task finds the stage done (and skips it) or resumes it from
+its last mid-stage checkpoint. When every task has finished, the local executor assembles results,
+summary and report from the store (it finds everything done and trains nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from xstilts.config import ExperimentConfig
+from xstilts.errors import XstiltsError
+
+log = logging.getLogger(__name__)
+
+
+def _train_stage(request: Any, store_root: str, checkpoint_every_steps: int | None, threads: int, *parents: Any) -> str:
+    """Ray task: one stage of the plan (its parents are passed only so that Ray orders the tasks)."""
+    import torch
+
+    from xstilts.stage import run_stage
+    from xstilts.store import StageStore
+
+    torch.set_num_threads(threads)
+    run_stage(request, StageStore(Path(store_root)), progress=False, checkpoint_every_steps=checkpoint_every_steps)
+    return request.identity
+
+
+def _train_target(request: Any, store_root: str, checkpoint_every_steps: int | None, threads: int, languages: list[str], *parents: Any) -> str:
+    """Ray task: a target fine-tune after a prefix, then its zero-shot evaluation in every language."""
+    import torch
+
+    from xstilts.stage import evaluate_target, run_stage
+    from xstilts.store import StageStore
+
+    torch.set_num_threads(threads)
+    store = StageStore(Path(store_root))
+    run_stage(request, store, progress=False, checkpoint_every_steps=checkpoint_every_steps)
+    evaluate_target(store.stage_dir(request.identity, request.spec.name), request.spec, languages, request.settings, progress=False)
+    return request.identity
+
+
+def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: bool = True, gpus_per_stage: float | None = None, cpus_per_stage: int = 1, max_retries: int = 3) -> dict[str, Any]:
+    """Run the plan's stages and target fine-tunes as Ray tasks, then assemble the run locally."""
+    try:
+        import ray
+    except ImportError:
+        raise XstiltsError("--executor ray needs Ray: pip install 'xstilts[ray]'") from None
+    from xstilts.plan import build_plan
+    from xstilts.runner import STAGES_DIR, _Executor, run_experiment
+    from xstilts.store import StageStore
+
+    output_dir = Path(config.output_dir).resolve()
+    config = config.model_copy(update={"output_dir": output_dir})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    registry = config.registry()
+    store = StageStore(output_dir / STAGES_DIR)
+    plan = build_plan(config, registry, store)
+    env = {key: os.environ[key] for key in ("XSTILTS_CACHE", "HF_HOME", "HF_HUB_OFFLINE") if key in os.environ}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False, include_dashboard=False)
+    try:
+        gpus = gpus_per_stage if gpus_per_stage is not None else (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
+        options = {"num_cpus": cpus_per_stage, "num_gpus": gpus, "max_retries": max_retries}
+        train_stage = ray.remote(_train_stage).options(**options)
+        train_target = ray.remote(_train_target).options(**options)
+        store_root = str(store.root)
+        refs: dict[str, Any] = {}
+        names: dict[Any, str] = {}
+        for node in plan.stages:  # parents first
+            parent = refs.get(node.stage.parent_identity)
+            refs[node.identity] = train_stage.remote(node.stage, store_root, config.checkpoint_every_steps, cpus_per_stage, *([parent] if parent else []))
+            names[refs[node.identity]] = f"stage {node.label}"
+        helper = _Executor(config, registry, store, plan, progress=False)
+        every = config.study is not None or config.evaluate_every_prefix
+        evaluated = sorted({(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])})
+        targets = []
+        for identity, seed in evaluated:
+            prefix = replace(plan.nodes[identity], seed=seed)
+            for target in config.targets:
+                if not registry.get(target.task).trainable:
+                    continue  # retrieval evaluations run in the assembly step (inference only)
+                request = helper._target_request(prefix, target)
+                parent = refs.get(identity)
+                ref = train_target.remote(request, store_root, config.checkpoint_every_steps, cpus_per_stage, config.target_languages(target, registry), *([parent] if parent else []))
+                names[ref] = f"target {target.task} after {prefix.label}"
+                targets.append(ref)
+        pending = list(refs.values()) + targets
+        log.info("submitted %d stages and %d target fine-tunes to Ray (%s)", len(refs), len(targets), ray.cluster_resources())
+        began = time.perf_counter()
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # raises the task's error, if any (after Ray's retries)
+            if progress:
+                print(f"[{time.perf_counter() - began:7.1f} s] done: {names[done[0]]} ({len(refs) + len(targets) - len(pending)}/{len(refs) + len(targets)})", flush=True)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return run_experiment(config, progress=progress)
