@@ -19,6 +19,9 @@ pytest.importorskip("ray", reason="the Ray executor is an optional extra: pip in
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))  # the CLI installed beside this interpreter
+# A throwaway local test cluster: no usage statistics, no token authentication (Ray 2.5x turns it on
+# for `ray start`; a driver then needs the token file), one torch thread per process.
+RAY_ENV = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 FAST = {"max_steps": 3, "batch_size": 8, "eval_every_steps": 3, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64}
 
 
@@ -29,10 +32,10 @@ def _free_port() -> int:
 
 
 def _config(tmp_path: Path, name: str, encoder: Path, demo_tasks: dict) -> Path:
-    tasks = {k: dict(demo_tasks[k]) for k in ("demo_paraphrase", "demo_pos", "demo_swag", "demo_nli")}
-    tasks["demo_paraphrase"]["training"] = {"max_steps": 120, "eval_every_steps": 60}  # long enough to be killed inside
+    tasks = {k: {**demo_tasks[k], "training": FAST} for k in ("demo_paraphrase", "demo_pos", "demo_swag", "demo_nli")}
+    tasks["demo_paraphrase"]["training"] = {**FAST, "max_steps": 300, "eval_every_steps": 150}  # long enough to be killed inside
     config = {
-        "encoder": str(encoder), "output_dir": str(tmp_path / name), "tasks": tasks, "training": FAST, "checkpoint_every_steps": 10,
+        "encoder": str(encoder), "output_dir": str(tmp_path / name), "tasks": tasks, "checkpoint_every_steps": 10,
         "study": {"pool": ["demo_paraphrase", "demo_pos", "demo_swag"], "orders": {"explicit": [["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag"]]}},
         "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
     }
@@ -53,7 +56,7 @@ def _stage_workers() -> list[int]:
 @pytest.fixture()
 def ray_cluster(tmp_path):
     port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_ENV}
     start = subprocess.run([RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, timeout=180, env=env)
     assert start.returncode == 0, start.stderr[-2000:]
@@ -62,7 +65,7 @@ def ray_cluster(tmp_path):
 
 
 def test_ray_executor_with_a_killed_worker_matches_the_local_executor(tmp_path, tiny_encoder_dir, demo_tasks, ray_cluster):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **RAY_ENV, "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "xstilts", "run", "--no-progress", "-q"]
     local = subprocess.run([*command, str(_config(tmp_path, "local", tiny_encoder_dir, demo_tasks))], capture_output=True, text=True, timeout=600, env=env)
     assert local.returncode == 0, local.stderr[-3000:]
@@ -74,7 +77,7 @@ def test_ray_executor_with_a_killed_worker_matches_the_local_executor(tmp_path, 
     while not any(checkpoints.glob("*-demo_paraphrase/progress.json")) and time.time() < deadline and run.poll() is None:
         time.sleep(0.05)
     workers = _stage_workers()
-    assert workers, "a stage task is running on a Ray worker"
+    assert workers, ("a stage task is running on a Ray worker", run.poll() is None or run.communicate()[1][-3000:])
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
     stdout, stderr = run.communicate(timeout=600)
