@@ -146,6 +146,13 @@ def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.d
 GROUP_MICRO_BATCHES = 50  # micro-batches per length-sorted chunk (as the Hugging Face LengthGroupedSampler's megabatches)
 
 
+def _all_processes(count: int, accelerator: Accelerator) -> int:
+    """A per-process count summed over all processes (collective: every process must call it)."""
+    if accelerator.num_processes == 1:
+        return count
+    return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), "sum").item())
+
+
 def micro_batches(num_features: int, micro_batch_size: int, seed: int | tuple[int, ...], lengths: Sequence[int] | None = None) -> Iterator[list[int]]:
     """Endless micro-batches of feature indices; epoch e is a fresh permutation seeded by (seed, e).
 
@@ -258,7 +265,8 @@ def train(
         progress_state, best_state = restored
         first_step = progress_state["step"] + 1
         result.best_step, result.best_metric = progress_state["best_step"], progress_state["best_metric"]
-        result.history, result.tokens = progress_state["history"], progress_state["tokens"]
+        # The checkpoint holds the tokens of all processes; the main process carries them on.
+        result.history, result.tokens = progress_state["history"], progress_state["tokens"] if accelerator.is_main_process else 0
         evals_without_improvement = progress_state["evals_without_improvement"]
         running_loss += progress_state["running_loss"]
         loss_steps = progress_state["loss_steps"]
@@ -331,7 +339,7 @@ def train(
         if checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps:
             state = {
                 "step": step, "best_step": result.best_step, "best_metric": result.best_metric, "history": result.history,
-                "tokens": result.tokens, "evals_without_improvement": evals_without_improvement,
+                "tokens": _all_processes(result.tokens, accelerator), "evals_without_improvement": evals_without_improvement,
                 "running_loss": running_loss.item(), "loss_steps": loss_steps,
             }
             if accelerator.is_main_process:
@@ -340,8 +348,7 @@ def train(
     bar.close()
     result.seconds = time.perf_counter() - started
     result.task_steps = dict(Counter(schedule[: result.steps]))
-    if accelerator.num_processes > 1:  # tokens trained on by all processes
-        result.tokens = int(accelerator.reduce(torch.tensor(result.tokens, device=accelerator.device), "sum").item())
+    result.tokens = _all_processes(result.tokens, accelerator)
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state)
     return result
