@@ -7,7 +7,7 @@ Three ways to train the same encoder + head with the same hyperparameters on the
 - `trainer-pad-max`: `transformers.Trainer` with every example padded to the maximum length, as the
   XTREME baseline scripts do;
 - `trainer-best`: `transformers.Trainer` at its best: dynamic padding, `group_by_length`, the same
-  precision, fused AdamW on GPU, SDPA attention (the transformers default, as for xstilts).
+  precision, fused AdamW, SDPA attention (the transformers default, as for xstilts).
 
 Tasks: pair classification (XNLI English dev from ../shared/data/real when present: real NLI lengths,
 max length 128 as in XTREME's baselines) and extractive QA (XQuAD English: 384-token windows, stride 128).
@@ -255,7 +255,7 @@ def run_trainer(method: str, task: str, workdir: Path, features: list[dict], tok
         learning_rate=settings.learning_rate, warmup_steps=int(settings.warmup_ratio * settings.max_steps), weight_decay=settings.weight_decay, adam_epsilon=settings.adam_epsilon,
         max_grad_norm=settings.max_grad_norm, lr_scheduler_type="linear", logging_steps=settings.log_every_steps, save_strategy="no", report_to=[],
         seed=0, data_seed=0, train_sampling_strategy="group_by_length" if best else "random", bf16=device == "cuda", use_cpu=device == "cpu", disable_tqdm=True,
-        optim="adamw_torch_fused" if best and device == "cuda" else "adamw_torch", dataloader_pin_memory=device == "cuda",
+        optim="adamw_torch_fused" if best else "adamw_torch", dataloader_pin_memory=device == "cuda",
         dataloader_num_workers=2 if best and device == "cuda" else 0, remove_unused_columns=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[timing])
