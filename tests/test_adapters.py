@@ -94,3 +94,24 @@ def test_bootstrap_ratio_and_verdicts():
     assert "grows with chain length" in verdict("lora-stacked", group) and "changes by +5." in verdict("lora-stacked", group)
     flat = {"slope_per_task": [0.001, -0.002, 0.004], "noise_floor": {"ci95": [0.98, 1.02]}, "models": [{"k": k} for k in range(4)]}
     assert "flat: within the noise floor" in verdict("full", flat)
+
+
+def test_chain_mode_config_errors(tmp_path, tiny_encoder_dir, demo_tasks):
+    from xstilts.config import parse_config
+    from xstilts.errors import ConfigError
+
+    raw = {
+        "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks, "chain": ["demo_paraphrase"],
+        "targets": ["demo_nli"], "chain_modes": ["full", "lora-stacked", "lora-stacked", "prompt"],
+        "adapters": {"target_tuning": "full"}, "latency": {}, "keep": "needed",
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, "study.yaml")
+    assert "chain_modes[3]: Input should be 'full', 'lora-merged', 'lora-stacked' or 'adapter-stacked'" in str(error.value)
+    raw["chain_modes"] = ["full", "lora-stacked", "lora-stacked"]
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, "study.yaml")
+    text = str(error.value)
+    assert "adapters.target_tuning: target_tuning: full is not available with lora-stacked" in text
+    assert "latency: latency needs the trained target models; use keep: all" in text
+    assert "chain_modes: a mode appears twice" in text

@@ -174,7 +174,7 @@ def describe(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> st
 
     roots = [n for n in plan.nodes.values() if n.stage is None]
     for root in roots:
-        lines.append(f"{config.encoder}  [{root.identity}]")
+        lines.append(f"{config.encoder}  [{root.identity}]" + ("" if root.mode == "full" else f"  ({root.mode} chains)"))
         walk(root.identity, 1)
     counts = count(plan, config, registry)
     lines += ["", *(f"{name:<34} {value}" for name, value in counts.items())]
