@@ -185,7 +185,7 @@ def run_xstilts(task: str, workdir: Path, features: list[dict], tokenizer, setti
 
     torch.optim.AdamW.step = timed_step
     began = time.perf_counter()
-    result = training.train(model, spec.name, features, settings, accelerator, tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
+    result = training.train(model, {spec.name: features}, settings, accelerator, tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()
     torch.optim.AdamW.step = original_step

@@ -70,9 +70,12 @@ def test_stacked_modes_run_k_adapters(tmp_path, tiny_encoder_dir, tiny_tokenizer
             else:
                 bottlenecks = [m for m in encoder.modules() if isinstance(m, Bottleneck)]
                 assert len(bottlenecks) == k * encoder.config.num_hidden_layers
+                calls = {}
+                for index, bottleneck in enumerate(bottlenecks):
+                    bottleneck.register_forward_hook(lambda m, i, o, index=index: calls.__setitem__(index, calls.get(index, 0) + 1))
                 with torch.no_grad():
                     encoder(**inputs)
-                assert all(b.calls == 1 for b in bottlenecks), "every stacked adapter runs once per forward"
+                assert calls == {index: 1 for index in range(len(bottlenecks))}, "every stacked adapter runs once per forward"
 
 
 def test_adapter_stage_trains_only_its_adapter(tiny_encoder_dir):

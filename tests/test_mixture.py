@@ -45,7 +45,7 @@ def test_bert_masking_rates_and_special_tokens():
     ids = torch.randint(10, 1000, (64, 256))
     maskable = torch.ones_like(ids, dtype=torch.bool)
     maskable[:, 0] = False
-    masked, labels = mask_tokens(ids, maskable, mask_token_id=4, vocab_size=1000)
+    masked, labels = mask_tokens(ids, maskable, mask_token_id=4, random_tokens=(0, 1000))
     chosen = labels != -100
     assert not chosen[:, 0].any(), "special tokens are never predicted"
     assert abs(chosen.float().mean().item() - 0.15) < 0.01

@@ -131,7 +131,7 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         features = build_features(spec, examples, tiny_tokenizer, settings, training=True)
-        train(model, spec.name, features, settings, get_accelerator(), tiny_tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
+        train(model, {spec.name: features}, settings, get_accelerator(), tiny_tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
         results.append({k: v.clone() for k, v in model.state_dict().items()})
     assert all(torch.allclose(results[0][k], results[1][k], atol=1e-5) for k in results[0])
     moved = max((results[0][k] - initial[k]).abs().max().item() for k in initial)
@@ -179,20 +179,20 @@ def test_a_killed_stage_resumes_to_bit_identical_weights(tmp_path, tiny_encoder_
     assert not (tmp_path / "b" / ".checkpoints" / f"{request.identity}-demo_nli").exists(), "the checkpoint is removed once the stage is done"
 
 
-def test_length_grouped_micro_batches_cover_each_epoch_once_with_less_padding():
+def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
     import itertools
 
     import numpy as np
 
-    from xstilts.training import micro_batches
+    from xstilts.training import shuffled_batches
 
     lengths = np.random.default_rng(0).integers(5, 200, size=1000)
-    grouped = list(itertools.islice(micro_batches(1000, 8, 3, lengths), 125 * 2))
-    plain = list(itertools.islice(micro_batches(1000, 8, 3), 125))
+    grouped = list(itertools.islice(shuffled_batches(1000, 8, 3, lengths), 125 * 2))
+    plain = list(itertools.islice(shuffled_batches(1000, 8, 3), 125))
     for epoch in (grouped[:125], grouped[125:]):
         assert sorted(i for batch in epoch for i in batch) == list(range(1000)), "each feature once per epoch"
     assert grouped[:125] != grouped[125:], "a fresh order every epoch"
-    assert grouped == list(itertools.islice(micro_batches(1000, 8, 3, lengths), 250)), "seeded"
+    assert grouped == list(itertools.islice(shuffled_batches(1000, 8, 3, lengths), 250)), "seeded"
 
     def padded(batches):
         return sum(len(b) * max(lengths[b]) for b in batches)

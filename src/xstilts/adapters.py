@@ -16,7 +16,7 @@ that evaluation, retrieval and the latency harness rebuild exactly the encoder t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +159,8 @@ class Bottleneck(nn.Module):
         self.up = nn.Linear(max(1, hidden_size // reduction), hidden_size)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
-        self.calls = 0  # forward passes, for tests that count the adapters really run
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
         return hidden_states + self.up(torch.relu(self.down(hidden_states)))
 
 
@@ -195,12 +193,3 @@ def _stack_hook(encoder: nn.Module, index: int) -> Any:
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     return hook
-
-
-@dataclass
-class ChainModeSettings:
-    """What a config says about the chain mode (see `xstilts.config.ChainModeConfig`)."""
-
-    mode: str = "full"
-    target_tuning: str = "full"  # "full" or "adapter" (a fresh adapter for the target, in adapter modes)
-    adapter: AdapterSettings = field(default_factory=AdapterSettings)

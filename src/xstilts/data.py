@@ -16,6 +16,7 @@ from xstilts.cache import cached, tokenizer_fingerprint
 
 from xstilts.errors import DataError
 from xstilts.readers.jsonl import read_jsonl
+from xstilts.readers.text import read_text_examples
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature
@@ -33,7 +34,7 @@ def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None =
         raise DataError(path, f"no {split} file for task {spec.name}, language {language}")
     kind = kind_of(spec)
     examples: list[Example] = []
-    records = _read_text_lines(path) if path.suffix == ".txt" else read_jsonl(path)
+    records = read_text_examples(path) if path.suffix == ".txt" else read_jsonl(path)
     for line_number, record in records:
         problem = kind.validate_example(record, spec)
         if problem:
@@ -44,14 +45,6 @@ def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None =
     if not examples:
         raise DataError(path, "no examples")
     return examples
-
-
-def _read_text_lines(path: Path) -> Any:
-    """Plain text, one example per non-empty line, as (line number, {"text": line}) (masked-LM corpora)."""
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if line.strip():
-                yield line_number, {"text": line.rstrip("\n")}
 
 
 def build_features(spec: TaskSpec, examples: list[Example], tokenizer: Any, settings: TrainingSettings, training: bool) -> list[Feature]:

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from xstilts.modeling import MultiTaskModel
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
-from xstilts.tasks.base import Example, Feature
+from xstilts.tasks.base import Example, Feature, feature_length
 from xstilts.tasks.registry import TaskSpec
 from xstilts.training import autocast
 
@@ -31,7 +31,7 @@ def predict_outputs(
     process ends with all outputs and nothing is computed twice.
     """
     kind = kind_of(model.specs[task])
-    order = sorted(range(len(features)), key=lambda i: _length(features[i]))
+    order = sorted(range(len(features)), key=lambda i: feature_length(features[i]))
     batches = [order[start : start + settings.eval_batch_size] for start in range(0, len(order), settings.eval_batch_size)]
     mine: list[tuple[int, Any]] = []
     was_training = model.training
@@ -66,8 +66,3 @@ def evaluate(
     outputs = predict_outputs(model, spec.name, features, settings, accelerator, pad_token_id)
     predictions = kind.decode(outputs, features, examples, spec, settings)
     return Evaluation(predictions, kind.score(predictions, examples, spec, language))
-
-
-def _length(feature: Feature) -> int:
-    ids = feature["input_ids"]
-    return max(len(x) for x in ids) if isinstance(ids, list) else len(ids)

@@ -130,7 +130,7 @@ def time_interleaved(models: list[TimedModel], task: str, inputs: dict[str, torc
 def forward_flops_per_token(model: torch.nn.Module, length: int) -> float:
     """2 x the weights of every linear layer a token passes (LoRA matrices included) + attention (4 x layers x hidden x length)."""
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    config = getattr(model, "encoder").config
+    config = model.encoder.config
     return 2.0 * linear + 4.0 * config.num_hidden_layers * config.hidden_size * length
 
 
@@ -208,7 +208,7 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
         # The noise twin is a copy in its own memory: timing the same object twice would let it run on
         # weights still in cache from its namesake and look faster than any other model.
         models.append(TimedModel(base.name + " (twin)", 0, base.chain_label, copy.deepcopy(base.model)))
-        texts = [" ".join(str(v) for v in (e.get("text_a"), e.get("text_b"), e.get("question"), e.get("context"), " ".join(e.get("tokens", []))) if v) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
+        texts = [_example_text(e) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
         structure = {
             m.chain_label: {"k": m.k, "parameters": sum(p.numel() for p in m.model.parameters()), "bytes_on_disk": directory_bytes(stages[m.chain_label]), "chain_bytes_on_disk": _chain_bytes(stages[m.chain_label])}
             for m in models if not m.name.endswith("(twin)")
@@ -228,6 +228,12 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
         del models
     (run_dir / LATENCY_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _example_text(example: dict[str, Any]) -> str:
+    """The text of a dev example of any kind, to cut latency inputs from."""
+    parts = [example.get(key) for key in ("text_a", "text_b", "question", "context")] + [" ".join(example.get("tokens", []))]
+    return " ".join(part for part in parts if isinstance(part, str) and part)
 
 
 def _chain_bytes(target_stage_dir: Path) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from xstilts.adapters import AdapterSettings, EncoderRecipe
 from xstilts.config import ExperimentConfig, StageConfig
 from xstilts.data import data_fingerprint
-from xstilts.modeling import ENCODER_DIR, HEADS_FILE
+from xstilts.modeling import HEADS_FILE
 from xstilts.settings import resolve_settings
 from xstilts.stage import StageRequest, output_recipe
 from xstilts.store import StageStore, content_identity
@@ -124,6 +124,12 @@ def mixture_request(role: str, name: str, config: ExperimentConfig, registry: Ta
     return StageRequest(identity, role, first, settings, seed, parent.recipe.base, parent.identity, parent.tasks, mixture=mixture, **request_fields, **extra)
 
 
+def target_request(config: ExperimentConfig, registry: TaskRegistry, prefix: ChainPrefix, target: Any) -> StageRequest:
+    """The fine-tune of `target` on `prefix` (with `prefix.seed`): all weights, or a fresh adapter in adapter modes."""
+    adapter = config.adapters.settings() if config.adapters.tuning_for(prefix.mode) == "adapter" else None
+    return stage_request("target", registry.get(target.task), [config.training, target.training], prefix.seed, prefix, adapter)
+
+
 def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]]]:
     """(seed, stages) for every chain: the configured chain, or a study's orders cut at K, per seed."""
     study = config.study
@@ -183,13 +189,17 @@ def describe(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> st
 
 def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[str, Any]:
     """Stages, the naive count, target fine-tunes, evaluations, and examples x epochs to train."""
-    evaluated = _evaluated_prefixes(plan, config)
+    evaluated = evaluated_prefixes(plan, config)
     trainable = [t for t in config.targets if registry.get(t.task).trainable]
     retrieval = [t for t in config.targets if not registry.get(t.task).trainable]
     finetunes = len(evaluated) * len(trainable)
     evaluations = sum(len(config.target_languages(t, registry)) for t in config.targets) * len(evaluated)
     stage_examples = sum(_stage_example_epochs(node.stage) for node in plan.stages)
-    target_examples = len(evaluated) * sum(_example_epochs(registry.get(t.task), resolve_settings(registry.get(t.task).kind, registry.get(t.task).training_defaults, config.training, t.training)) for t in trainable)
+    target_examples = 0
+    for target in trainable:
+        spec = registry.get(target.task)
+        settings = resolve_settings(spec.kind, spec.training_defaults, config.training, target.training)
+        target_examples += len(evaluated) * _example_epochs(settings, _train_examples(spec, [spec.train_language], settings.max_train_examples))
     return {
         "chains": len(plan.chains),
         "stages to train": len(plan.stages),
@@ -203,7 +213,7 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
     }
 
 
-def _evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, int]]:
+def evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, int]]:
     """Distinct (prefix, seed) pairs the targets hang off (the seed matters for the fine-tunes)."""
     every = config.study is not None or config.evaluate_every_prefix
     pairs = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
@@ -219,22 +229,23 @@ def _count_lines(path: Path, stamp: int) -> int:
 def _stage_example_epochs(request: StageRequest) -> int:
     """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler)."""
     if request.mixture is None:
-        return _example_epochs(request.spec, request.settings)
-    sizes = {}
-    for member in request.mixture.members:
-        paths = [member.spec.data.path(member.spec.train_split, lang) for lang in member.languages]
-        counts = [_count_lines(p, p.stat().st_mtime_ns) for p in paths]
-        sizes[member.spec.name] = sum(min(c, member.max_examples_per_language or c) for c in counts)
-    if request.settings.max_steps:
-        return request.settings.max_steps * request.settings.batch_size
-    return int(request.mixture.epoch_size(sizes) * request.settings.epochs)
+        spec = request.spec
+        return _example_epochs(request.settings, _train_examples(spec, [spec.train_language], request.settings.max_train_examples))
+    sizes = {m.spec.name: _train_examples(m.spec, m.languages, m.max_examples_per_language or m.settings.max_train_examples) for m in request.mixture.members}
+    return _example_epochs(request.settings, request.mixture.epoch_size(sizes))
 
 
-def _example_epochs(spec: TaskSpec, settings: Any) -> int:
-    path = spec.data.path(spec.train_split, spec.train_language)
-    examples = _count_lines(path, path.stat().st_mtime_ns)
-    if settings.max_train_examples:
-        examples = min(examples, settings.max_train_examples)
+def _train_examples(spec: TaskSpec, languages: Any, limit: int | None) -> int:
+    """Training examples the stage reads: at most `limit` per language, as `stage._member_data` loads them."""
+    total = 0
+    for language in languages:
+        path = spec.data.path(spec.train_split, language)
+        count = _count_lines(path, path.stat().st_mtime_ns)
+        total += min(count, limit) if limit else count
+    return total
+
+
+def _example_epochs(settings: Any, examples: int) -> int:
     if settings.max_steps:
         return settings.max_steps * settings.batch_size
     return int(examples * settings.epochs)

@@ -58,8 +58,8 @@ def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: b
         import ray
     except ImportError:
         raise XstiltsError("--executor ray needs Ray: pip install 'xstilts[ray]'") from None
-    from xstilts.plan import build_plan
-    from xstilts.runner import STAGES_DIR, _Executor, run_experiment
+    from xstilts.plan import build_plan, evaluated_prefixes, target_request
+    from xstilts.runner import STAGES_DIR, run_experiment
     from xstilts.store import StageStore
 
     output_dir = Path(config.output_dir).resolve()
@@ -84,16 +84,13 @@ def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: b
             parent = refs.get(node.stage.parent_identity)
             refs[node.identity] = train_stage.remote(node.stage, store_root, config.checkpoint_every_steps, cpus_per_stage, *([parent] if parent else []))
             names[refs[node.identity]] = f"stage {node.label}"
-        helper = _Executor(config, registry, store, plan, progress=False)
-        every = config.study is not None or config.evaluate_every_prefix
-        evaluated = sorted({(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])})
         targets = []
-        for identity, seed in evaluated:
+        for identity, seed in evaluated_prefixes(plan, config):
             prefix = replace(plan.nodes[identity], seed=seed)
             for target in config.targets:
                 if not registry.get(target.task).trainable:
                     continue  # retrieval evaluations run in the assembly step (inference only)
-                request = helper._target_request(prefix, target)
+                request = target_request(config, registry, prefix, target)
                 parent = refs.get(identity)
                 ref = train_target.remote(request, store_root, config.checkpoint_every_steps, cpus_per_stage, config.target_languages(target, registry), *([parent] if parent else []))
                 names[ref] = f"target {target.task} after {prefix.label}"

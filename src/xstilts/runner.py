@@ -17,7 +17,7 @@ from typing import Any
 from xstilts.config import ExperimentConfig, config_to_yaml
 from xstilts.errors import XstiltsError
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
-from xstilts.plan import ChainPrefix, Plan, build_plan, stage_request
+from xstilts.plan import ChainPrefix, Plan, build_plan, evaluated_prefixes, target_request
 from xstilts.stage import EVALUATIONS_DIR, evaluate_target, run_stage
 from xstilts.store import StageStore, content_identity, write_json_atomic
 from xstilts.training import is_main_process, wait_for_everyone
@@ -42,17 +42,16 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     started = time.perf_counter()
 
     plan = build_plan(config, registry, store)
-    every = config.study is not None or config.evaluate_every_prefix
-    evaluated = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
+    evaluated = evaluated_prefixes(plan, config)
     multi_seed = config.study is not None and len(config.study.seeds) > 1
     expected = [
         {"chain_label": plan.nodes[i].label + (f"-seed{seed}" if multi_seed else ""), "chain_length": plan.nodes[i].length, "chain": list(plan.nodes[i].tasks), "mode": plan.nodes[i].mode,
          "seed": seed, "target": t.task, "metric": registry.get(t.task).metric, "language": lang}
-        for i, seed in sorted(evaluated) for t in config.targets for lang in config.target_languages(t, registry)
+        for i, seed in evaluated for t in config.targets for lang in config.target_languages(t, registry)
     ]
     _write(output_dir / PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
 
-    executor = _Executor(config, registry, store, plan, progress)
+    executor = Executor(config, registry, store, plan, progress)
     rows: list[dict[str, Any]] = []
     for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
         executor.ensure_trained(node)
@@ -84,7 +83,7 @@ def _write(path: Path, payload: Any) -> None:
         write_json_atomic(path, payload)
 
 
-class _Executor:
+class Executor:
     """Runs plan nodes and the targets hanging off them; with `keep: needed` it deletes weights no longer needed."""
 
     def __init__(self, config: ExperimentConfig, registry: TaskRegistry, store: StageStore, plan: Plan, progress: bool):
@@ -119,10 +118,6 @@ class _Executor:
     def _seeds(self, node: ChainPrefix) -> list[int]:
         return sorted({seed for seed, _, prefixes in self.plan.chains if node.identity in prefixes})
 
-    def _target_request(self, prefix: ChainPrefix, target: Any) -> Any:
-        spec = self.registry.get(target.task)
-        adapter = self.config.adapters.settings() if self.config.adapters.tuning_for(prefix.mode) == "adapter" else None
-        return stage_request("target", spec, [self.config.training, target.training], prefix.seed, prefix, adapter)
 
     def _target_done(self, node: ChainPrefix, seed: int, target: Any) -> bool:
         prefix = replace(node, seed=seed)
@@ -131,7 +126,7 @@ class _Executor:
         if not spec.trainable:
             directory = _retrieval_dir(self.output_dir, prefix, spec, target)
             return all((directory / f"{lang}.json").is_file() for lang in languages)
-        stage_dir = self.store.stage_dir(self._target_request(prefix, target).identity, spec.name)
+        stage_dir = self.store.stage_dir(target_request(self.config, self.registry, prefix, target).identity, spec.name)
         return all((stage_dir / EVALUATIONS_DIR / f"{lang}.json").is_file() for lang in languages)
 
     def run_targets(self, prefix: ChainPrefix, multi_seed: bool) -> list[dict[str, Any]]:
@@ -144,13 +139,13 @@ class _Executor:
             if not self._target_done(prefix, prefix.seed, target):
                 self.ensure_trained(prefix)
             if not spec.trainable:
-                if is_main_process():  # inference only: one process computes, the others read its files
-                    _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target)
+                # Inference only: the main process computes, the others then read its files.
+                evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target) if is_main_process() else None
                 wait_for_everyone()
-                evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target)
+                evaluations = evaluations or _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target)
                 record: dict[str, Any] = {"dev_metrics": {}, "identity": None}
             else:
-                request = self._target_request(prefix, target)
+                request = target_request(self.config, self.registry, prefix, target)
                 record = self.store.record(request.identity, spec.name) or {}
                 if record.get("pruned") and not self._target_done(prefix, prefix.seed, target):
                     self.store.discard(request.identity, spec.name)

@@ -20,12 +20,12 @@ import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from xstilts.data import build_features, load_examples
 from xstilts.adapters import ADAPTER_DIR, AdapterSettings, EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
+from xstilts.data import build_features, load_examples
 from xstilts.errors import XstiltsError
-from xstilts.mixture import Mixture, MixtureMember
 from xstilts.evaluation import evaluate
-from xstilts.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_encoder, load_heads, load_tokenizer, save_encoder, save_heads
+from xstilts.mixture import Mixture, MixtureMember
+from xstilts.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.settings import TrainingSettings
 from xstilts.store import StageStore, write_json_atomic
@@ -144,16 +144,12 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     log.info("training %s: %s", label, ", ".join(f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()))
     started = time.perf_counter()
     checkpointer = Checkpointer(store.root / ".checkpoints" / f"{request.identity}-{request.name}", checkpoint_every_steps) if checkpoint_every_steps else None
-    if request.mixture is None:
-        result = train(model, request.spec.name, data[request.spec.name].train_features, settings, accelerator, tokenizer.pad_token_id, validate, request.seed, label, progress, checkpointer)
-        probabilities = None
-    else:
-        sizes = {name: len(d.train_features) for name, d in data.items()}
-        probabilities = request.mixture.probabilities(sizes)
-        result = train(
-            model, {name: d.train_features for name, d in data.items()}, None, settings, accelerator, tokenizer.pad_token_id, validate,
-            request.seed, label, progress, checkpointer, probabilities=probabilities, epoch_size=request.mixture.epoch_size(sizes),
-        )
+    sizes = {name: len(d.train_features) for name, d in data.items()}
+    probabilities = request.mixture.probabilities(sizes) if request.mixture else None
+    result = train(
+        model, {name: d.train_features for name, d in data.items()}, settings, accelerator, tokenizer.pad_token_id, validate, request.seed,
+        label, progress, checkpointer, probabilities=probabilities, epoch_size=request.mixture.epoch_size(sizes) if request.mixture else None,
+    )
     dev_metrics, primary = _final_dev_metrics(model, supervised, request.mixture is not None, accelerator, tokenizer.pad_token_id)
     log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev_metrics[primary], result.best_step, result.steps)
 
@@ -221,16 +217,13 @@ def _member_data(member: MixtureMember, tokenizer: Any) -> _MemberData:
 
 def _final_dev_metrics(model: MultiTaskModel, supervised: list[_MemberData], mixture: bool, accelerator: Accelerator, pad_token_id: int) -> tuple[dict[str, float], str]:
     """English dev metrics of the kept weights; a mixture reports each member's, prefixed, and their mean primary metric."""
-    if not mixture:
-        item = supervised[0]
-        spec = item.member.spec
-        metrics = evaluate(model, spec, item.dev_examples, item.dev_features, item.member.settings, accelerator, pad_token_id, spec.train_language).metrics
-        return metrics, kind_of(spec).primary_metric
     metrics: dict[str, float] = {}
     primaries = []
     for item in supervised:
         spec = item.member.spec
         member_metrics = evaluate(model, spec, item.dev_examples, item.dev_features, item.member.settings, accelerator, pad_token_id, spec.train_language).metrics
+        if not mixture:
+            return member_metrics, kind_of(spec).primary_metric
         metrics.update({f"{spec.name} {name}": value for name, value in member_metrics.items()})
         primaries.append(member_metrics[kind_of(spec).primary_metric])
     metrics["mean"] = sum(primaries) / len(primaries)

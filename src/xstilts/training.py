@@ -30,7 +30,7 @@ from xstilts.mixture import task_schedule
 from xstilts.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
-from xstilts.tasks.base import Feature
+from xstilts.tasks.base import Feature, feature_length
 
 
 class Checkpointer:
@@ -144,7 +144,7 @@ def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.d
     return torch.optim.AdamW(groups, lr=settings.learning_rate, eps=settings.adam_epsilon, fused=fused)
 
 
-GROUP_MICRO_BATCHES = 50  # micro-batches per length-sorted chunk (as the Hugging Face LengthGroupedSampler's megabatches)
+GROUP_BATCHES = 50  # batches per length-sorted chunk (as the Hugging Face LengthGroupedSampler's megabatches)
 
 
 def _all_processes(count: int, accelerator: Accelerator) -> int:
@@ -154,10 +154,11 @@ def _all_processes(count: int, accelerator: Accelerator) -> int:
     return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), "sum").item())
 
 
-def micro_batches(num_features: int, micro_batch_size: int, seed: int | tuple[int, ...], lengths: Sequence[int] | None = None) -> Iterator[list[int]]:
-    """Endless micro-batches of feature indices; epoch e is a fresh permutation seeded by (seed, e).
+def shuffled_batches(num_features: int, batch_size: int, seed: int | tuple[int, ...], lengths: Sequence[int] | None = None) -> Iterator[list[int]]:
+    """Endless batches of feature indices (the trainer asks for one optimizer step's worth at a time);
+    epoch e is a fresh permutation seeded by (seed, e).
 
-    With `lengths`, batches are length-grouped: the permutation is cut into chunks of 50 micro-batches,
+    With `lengths`, batches are length-grouped: the permutation is cut into chunks of 50 batches,
     each chunk is sorted by length so a batch holds similar lengths (dynamic padding then pads
     little), and the batches of the epoch are shuffled so training sees no length curriculum.
     """
@@ -168,24 +169,18 @@ def micro_batches(num_features: int, micro_batch_size: int, seed: int | tuple[in
         rng = np.random.default_rng([*seeds, epoch])
         order = rng.permutation(num_features)
         if sizes is None:
-            batches = [order[start : start + micro_batch_size] for start in range(0, num_features, micro_batch_size)]
+            batches = [order[start : start + batch_size] for start in range(0, num_features, batch_size)]
         else:
             batches = []
-            chunk_size = micro_batch_size * GROUP_MICRO_BATCHES
+            chunk_size = batch_size * GROUP_BATCHES
             for start in range(0, num_features, chunk_size):
                 chunk = order[start : start + chunk_size]
                 chunk = chunk[np.argsort(-sizes[chunk], kind="stable")]
-                batches += [chunk[i : i + micro_batch_size] for i in range(0, len(chunk), micro_batch_size)]
+                batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
             batches = [batches[i] for i in rng.permutation(len(batches))]
         for batch in batches:
             yield batch.tolist()
         epoch += 1
-
-
-def feature_length(feature: Feature) -> int:
-    """Tokens a feature contributes to a padded batch (multiple choice: its longest candidate, per candidate)."""
-    ids = feature["input_ids"]
-    return max(len(x) for x in ids) * len(ids) if isinstance(ids, list) else len(ids)
 
 
 def prefetched(batches: Iterator[Any], enabled: bool, depth: int = 2) -> Iterator[Any]:
@@ -217,8 +212,7 @@ def prefetched(batches: Iterator[Any], enabled: bool, depth: int = 2) -> Iterato
 
 def train(
     model: MultiTaskModel,
-    task: str | Mapping[str, Sequence[Feature]],
-    features: Sequence[Feature] | None,
+    task_features: Mapping[str, Sequence[Feature]],
     settings: TrainingSettings,
     accelerator: Accelerator,
     pad_token_id: int,
@@ -230,15 +224,14 @@ def train(
     probabilities: Mapping[str, float] | None = None,
     epoch_size: int | None = None,
 ) -> TrainResult:
-    """Train `model` on one task's features (`task`, `features`) or on a mixture (`task` maps member
-    names to features, `features` is None, `probabilities` gives each member's sampling probability
-    and `epoch_size` the features per mixture epoch); `validate` returns the dev metric to maximise.
+    """Train `model` on the features of one task or of a mixture (`task_features` maps task names to
+    features; for a mixture, `probabilities` gives each member's sampling probability and `epoch_size`
+    the features per mixture epoch); `validate` returns the dev metric to maximise.
 
     With a checkpointer, training resumes from its last checkpoint and reaches the same weights as an
     uninterrupted run (bit-identical on CPU): the data order is a function of (seed, epoch) and the
     mixture's task schedule a function of the seed, so the position is the number of steps done.
     """
-    task_features: dict[str, Sequence[Feature]] = {task: features} if isinstance(task, str) else dict(task)
     names = list(task_features)
     plan = plan_steps(settings, epoch_size or sum(len(f) for f in task_features.values()), accelerator.num_processes)
     optimizer = make_optimizer(model, settings, accelerator.device)
@@ -247,10 +240,10 @@ def train(
     lengths = {name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names}
     if len(names) == 1:
         schedule = names * plan.total_steps
-        batches = {names[0]: micro_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])}
+        batches = {names[0]: shuffled_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])}
     else:
         schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, plan.total_steps, seed)
-        batches = {name: micro_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name]) for i, name in enumerate(names)}
+        batches = {name: shuffled_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name]) for i, name in enumerate(names)}
     kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
     if settings.compile:
         accelerator.unwrap_model(model).encoder.compile(dynamic=True)

@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaFo
 from xstilts.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
 from xstilts.store import content_identity, write_json_atomic
+from xstilts.tasks.mlm import mask_tokens
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,6 @@ def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int) -> P
     )
 
 
-def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, tokenizer: PreTrainedTokenizerFast, probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: of the chosen 15%, 80% become <mask>, 10% a random token, 10% stay."""
-    labels = input_ids.clone()
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & ~special
-    labels[~chosen] = -100
-    inputs = input_ids.clone()
-    replace_mask = chosen & (torch.rand(input_ids.shape, generator=generator) < 0.8)
-    inputs[replace_mask] = tokenizer.mask_token_id
-    random_token = chosen & ~replace_mask & (torch.rand(input_ids.shape, generator=generator) < 0.5)
-    inputs[random_token] = torch.randint(len(SPECIAL_TOKENS), len(tokenizer) - 1, input_ids.shape, generator=generator)[random_token]
-    return inputs, labels
-
-
 def pretrain_encoder(settings: PretrainSettings = PretrainSettings(), cache_dir: Path | None = None, progress: bool = True) -> Path:
     """The encoder directory (Hugging Face format), trained now or taken from the cache."""
     identity = content_identity({"benchmark": BENCHMARK_VERSION, **asdict(settings)})
@@ -121,7 +109,9 @@ def pretrain_encoder(settings: PretrainSettings = PretrainSettings(), cache_dir:
         indices = torch.randint(len(encoded), (settings.batch_size,), generator=generator).tolist()
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
         special = torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
-        inputs, labels = mask_tokens(batch["input_ids"], special, tokenizer, settings.mask_probability, generator)
+        inputs, labels = mask_tokens(
+            batch["input_ids"], ~special, tokenizer.mask_token_id, (len(SPECIAL_TOKENS), len(tokenizer) - 1), settings.mask_probability, generator
+        )
         # The vocabulary projection only at masked positions: on a model this small it would otherwise cost
         # as much as the encoder itself.
         hidden = model.roberta(input_ids=inputs, attention_mask=batch["attention_mask"]).last_hidden_state

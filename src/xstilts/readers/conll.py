@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xstilts.errors import DataError
+from xstilts.readers.text import read_lines
 
 # ud-conversion-tools' precedence lists (conllu_to_conll.py), by language; "default" for all others.
 POS_PRECEDENCE = {
@@ -24,20 +25,10 @@ POS_PRECEDENCE = {
 }
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as error:
-        raise DataError(path, f"cannot read: {error.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            yield number, line.rstrip("\n").rstrip("\r")
-
-
 def _blocks(path: Path) -> Iterator[tuple[int, list[tuple[int, str]]]]:
     """Blank-line separated blocks of (line number, line)."""
     block: list[tuple[int, str]] = []
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if line.strip():
             block.append((number, line))
         elif block:
@@ -146,11 +137,11 @@ def read_ccg(path: str | Path) -> list[dict[str, Any]]:
     """CCG supertags from CCGbank AUTO files (`(<L category POS POS word ...>)` leaves), or from
     `word<TAB>supertag` lines with blank lines between sentences."""
     path = Path(path)
-    first = next((line for _, line in _lines(path) if line.strip()), "")
+    first = next((line for _, line in read_lines(path) if line.strip()), "")
     if not first.startswith("ID="):
         return read_word_tag(path)
     sentences = []
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip() or line.startswith("ID="):
             continue
         leaves = _AUTO_LEAF.findall(line)

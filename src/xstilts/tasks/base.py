@@ -163,6 +163,12 @@ class _FirstTokenLastLayer(nn.Module):
         return layer.feed_forward_chunk(layer.attention.output(context, first))
 
 
+def feature_length(feature: Feature) -> int:
+    """Tokens a feature contributes to a padded batch (multiple choice: its longest candidate, per candidate)."""
+    ids = feature["input_ids"]
+    return max(len(x) for x in ids) * len(ids) if isinstance(ids, list) else len(ids)
+
+
 def collate_padded(features: Sequence[Feature], pad_token_id: int, scalar_keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (dynamic padding).
 

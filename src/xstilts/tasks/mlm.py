@@ -72,7 +72,7 @@ class MaskedLMKind(TaskKind):
         maskable = batch["attention_mask"].bool()
         for row, feature in enumerate(features):
             maskable[row, : len(feature["special_tokens_mask"])] &= torch.from_numpy(feature["special_tokens_mask"] == 0)
-        input_ids, labels = mask_tokens(batch["input_ids"], maskable, features[0]["mask_token_id"], features[0]["vocab_size"])
+        input_ids, labels = mask_tokens(batch["input_ids"], maskable, features[0]["mask_token_id"], (0, features[0]["vocab_size"]))
         batch["input_ids"], batch["labels"] = input_ids, labels
         return batch
 
@@ -88,13 +88,20 @@ class MaskedLMKind(TaskKind):
         return F.cross_entropy(logits.float(), targets)
 
 
-def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_token_id: int, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: returns (masked inputs, labels with -100 where nothing is predicted)."""
-    chosen = (torch.rand(input_ids.shape) < MASK_PROBABILITY) & maskable
+def mask_tokens(
+    input_ids: torch.Tensor, maskable: torch.Tensor, mask_token_id: int, random_tokens: tuple[int, int],
+    probability: float = MASK_PROBABILITY, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: returns (masked inputs, labels with -100 where nothing is predicted).
+
+    `probability` of the maskable tokens are chosen; of those, 80% become the mask token, 10% a random
+    token from the id range `random_tokens` (low inclusive, high exclusive), 10% stay.
+    """
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & maskable
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    draw = torch.rand(input_ids.shape)
     masked = input_ids.clone()
-    masked[chosen & (draw < 0.8)] = mask_token_id
-    randomised = chosen & (draw >= 0.8) & (draw < 0.9)
-    masked[randomised] = torch.randint(vocab_size, input_ids.shape)[randomised]
+    replaced = chosen & (torch.rand(input_ids.shape, generator=generator) < 0.8)
+    masked[replaced] = mask_token_id
+    randomised = chosen & ~replaced & (torch.rand(input_ids.shape, generator=generator) < 0.5)
+    masked[randomised] = torch.randint(*random_tokens, input_ids.shape, generator=generator)[randomised]
     return masked, labels
