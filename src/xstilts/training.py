@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from xstilts.cpu_dropout import cpu_dropout
 from xstilts.mixture import task_schedule
 from xstilts.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
@@ -287,58 +288,59 @@ def train(
     bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress or not accelerator.is_main_process, dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     model.train()
-    for step in range(first_step, plan.total_steps + 1):
-        step_task = schedule[step - 1]
-        kind = kinds[step_task]
-        for micro_step in range(plan.accumulation_steps):
-            batch, tokens = next(ready)
-            result.tokens += tokens
-            batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
-            last_micro_step = micro_step == plan.accumulation_steps - 1
-            sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
-            with sync, autocast(settings, accelerator.device):
-                loss = kind.loss(model(step_task, batch), batch) / plan.accumulation_steps
-                accelerator.backward(loss)
-            running_loss += loss.detach()
-        if settings.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_steps += 1
-        result.steps = step
+    with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
+        for step in range(first_step, plan.total_steps + 1):
+            step_task = schedule[step - 1]
+            kind = kinds[step_task]
+            for micro_step in range(plan.accumulation_steps):
+                batch, tokens = next(ready)
+                result.tokens += tokens
+                batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
+                last_micro_step = micro_step == plan.accumulation_steps - 1
+                sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
+                with sync, autocast(settings, accelerator.device):
+                    loss = kind.loss(model(step_task, batch), batch) / plan.accumulation_steps
+                    accelerator.backward(loss)
+                running_loss += loss.detach()
+            if settings.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_steps += 1
+            result.steps = step
 
-        if step % settings.log_every_steps == 0 or step == plan.total_steps:
-            mean_loss = accelerator.reduce(running_loss, "mean").item() / loss_steps  # host-device sync, once per log interval
-            running_loss.zero_()
-            loss_steps = 0
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
-            result.history.append({"step": step, "loss": mean_loss})
-        bar.update(1)
+            if step % settings.log_every_steps == 0 or step == plan.total_steps:
+                mean_loss = accelerator.reduce(running_loss, "mean").item() / loss_steps  # host-device sync, once per log interval
+                running_loss.zero_()
+                loss_steps = 0
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
+                result.history.append({"step": step, "loss": mean_loss})
+            bar.update(1)
 
-        if step % settings.eval_every_steps == 0 or step == plan.total_steps:
-            metric = validate(accelerator.unwrap_model(model))
-            result.history.append({"step": step, "dev": metric})
-            if result.best_metric is None or metric > result.best_metric:
-                result.best_metric, result.best_step = metric, step
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
-                evals_without_improvement = 0
-            else:
-                evals_without_improvement += 1
-                if settings.patience is not None and evals_without_improvement >= settings.patience:
-                    result.stopped_early = True
-                    break
+            if step % settings.eval_every_steps == 0 or step == plan.total_steps:
+                metric = validate(accelerator.unwrap_model(model))
+                result.history.append({"step": step, "dev": metric})
+                if result.best_metric is None or metric > result.best_metric:
+                    result.best_metric, result.best_step = metric, step
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                    evals_without_improvement = 0
+                else:
+                    evals_without_improvement += 1
+                    if settings.patience is not None and evals_without_improvement >= settings.patience:
+                        result.stopped_early = True
+                        break
 
-        if checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps:
-            state = {
-                "step": step, "best_step": result.best_step, "best_metric": result.best_metric, "history": result.history,
-                "tokens": _all_processes(result.tokens, accelerator), "evals_without_improvement": evals_without_improvement,
-                "running_loss": running_loss.item(), "loss_steps": loss_steps,
-            }
-            if accelerator.is_main_process:
-                checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
-            accelerator.wait_for_everyone()
+            if checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps:
+                state = {
+                    "step": step, "best_step": result.best_step, "best_metric": result.best_metric, "history": result.history,
+                    "tokens": _all_processes(result.tokens, accelerator), "evals_without_improvement": evals_without_improvement,
+                    "running_loss": running_loss.item(), "loss_steps": loss_steps,
+                }
+                if accelerator.is_main_process:
+                    checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
+                accelerator.wait_for_everyone()
     bar.close()
     result.seconds = time.perf_counter() - started
     result.task_steps = dict(Counter(schedule[: result.steps]))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xstilts.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
 from xstilts.metrics.classification import accuracy
 
 from xstilts.settings import TrainingSettings
@@ -140,7 +141,7 @@ class _FirstTokenLastLayer(nn.Module):
         config = encoder.config
         return (
             type(encoder).__name__ in cls.SUPPORTED and layers is not None and len(layers) > 0
-            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and not getattr(config, "is_decoder", False)
+            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager", CPU_DROPOUT_ATTENTION) and not getattr(config, "is_decoder", False)
             and hasattr(layers[-1], "attention") and hasattr(layers[-1].attention, "self") and hasattr(layers[-1], "feed_forward_chunk")
         )
 

@@ -86,7 +86,9 @@ class QAKind(TaskKind):
         return features
 
     def make_head(self, spec: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
-        return TokenHead(hidden_size, 2, dropout)
+        # No dropout before the span scores, as in the Hugging Face *ForQuestionAnswering models that the
+        # XTREME baselines train (the tagging head, like *ForTokenClassification, has one).
+        return TokenHead(hidden_size, 2, dropout=0.0)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         start_logits, end_logits = logits.float().unbind(dim=-1)

@@ -1,0 +1,80 @@
+"""The uniform-draw dropout used for CPU training: exact attention, right keep rate, nothing left behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from xstilts.cpu_dropout import ATTENTION, CPUDropout, cpu_dropout, sdpa_with_cpu_dropout, uniform_mask_dropout
+
+
+def test_dropout_keeps_one_minus_p_and_rescales():
+    torch.manual_seed(0)
+    x = torch.ones(1_000_000, requires_grad=True)
+    y = uniform_mask_dropout(x, 0.1)
+    assert torch.all((y == 0) | (y == torch.tensor(1.0) * (1.0 / 0.9)))
+    kept = (y > 0).float().mean().item()
+    assert abs(kept - 0.9) < 5 * (0.9 * 0.1 / 1e6) ** 0.5  # five standard deviations
+    y.sum().backward()  # the gradient is the same mask and scale
+    assert torch.equal(x.grad, y.detach())
+
+
+def test_attention_is_the_math_path_with_the_drawn_mask():
+    """Same draws, same result as softmax(q k^T * scale, masked) -> dropout -> times v, written out."""
+    generator = torch.Generator().manual_seed(1)
+    query, key, value = (torch.randn(2, 3, 5, 4, generator=generator) for _ in range(3))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    mask[1, :, :, 3:] = False  # the second sequence has two padding positions
+    module = nn.Module().train()
+
+    torch.manual_seed(7)
+    output, _ = sdpa_with_cpu_dropout(module, query, key, value, mask, dropout=0.25, scaling=0.5)
+    torch.manual_seed(7)
+    scores = (query @ key.transpose(-1, -2) * 0.5).masked_fill(~mask, float("-inf"))
+    probabilities = scores.softmax(-1)
+    keep = torch.rand(probabilities.shape) >= 0.25
+    expected = (probabilities * keep / 0.75) @ value
+    torch.testing.assert_close(output, expected.transpose(1, 2), rtol=0, atol=1e-6)
+    assert output[1, :, :, :].isfinite().all()
+
+    module.eval()  # outside training it is transformers' SDPA
+    plain, _ = sdpa_with_cpu_dropout(module, query, key, value, mask, dropout=0.0, scaling=0.5)
+    reference = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=0.5)
+    torch.testing.assert_close(plain, reference.transpose(1, 2))
+
+
+def test_encoder_under_cpu_dropout(tiny_encoder_dir, tiny_tokenizer):
+    """Evaluation is bit-identical; training with a negligible rate matches evaluation (so padding is masked
+    exactly as SDPA masks it); afterwards every module and the attention setting are back."""
+    from xstilts.modeling import load_encoder
+    from xstilts.tasks.base import collate_padded
+
+    encoder = load_encoder(tiny_encoder_dir)
+    texts = ["the cat sees the dog", "a bird", "the dog sees the bird and the cat sees the dog again"]
+    batch = collate_padded([{"input_ids": np.asarray(ids)} for ids in tiny_tokenizer(texts)["input_ids"]], tiny_tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    dropouts = [module for module in encoder.modules() if type(module) is nn.Dropout]
+    assert encoder.config._attn_implementation == "sdpa" and dropouts
+
+    encoder.eval()
+    with torch.no_grad():
+        before = encoder(**inputs).last_hidden_state
+        with cpu_dropout(encoder):
+            assert encoder.config._attn_implementation == ATTENTION
+            assert all(type(module) is not nn.Dropout for module in encoder.modules())
+            during = encoder(**inputs).last_hidden_state
+    assert torch.equal(before, during)
+
+    for module in dropouts:
+        module.p = 1e-9
+    encoder.train()
+    with cpu_dropout(encoder):
+        assert any(isinstance(module, CPUDropout) for module in encoder.modules())
+        trained = encoder(**inputs).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(trained[real], before[real], rtol=0, atol=1e-5)
+
+    assert encoder.config._attn_implementation == "sdpa"
+    assert [module for module in encoder.modules() if type(module) is nn.Dropout] == dropouts
+    assert all(module.training for module in dropouts)
