@@ -50,7 +50,11 @@ TASKS = {
     # name: kind, batch size, max length, learning rate
     "pair": ("classification", 32, 128, 2e-5),
     "qa": ("qa", 16, 384, 3e-5),
+    # every sequence exactly 256 tokens under a span head (no padding, every layer computed for every
+    # token): the model FLOPs utilisation figure, at the length the issue names
+    "fixed256": ("qa", 32, 256, 3e-5),
 }
+DEFAULT_STEPS = {"cpu": {"pair": 60, "qa": 16, "fixed256": 8}, "cuda": {"pair": 200, "qa": 100, "fixed256": 100}}
 
 
 # --- data, tokenizer and model (built once, shared by the three workers) ------------------------------
@@ -58,6 +62,8 @@ TASKS = {
 
 def load_examples(task: str) -> tuple[list[dict], str]:
     """Real English examples when ../shared/data/real is there, else the demo generator's."""
+    if task == "fixed256":
+        return [], "random token ids, 256 per sequence"
     if task == "pair" and (REAL / "xnli" / "dev-en.tsv").is_file():
         from xstilts.readers.tabular import read_xtreme_pairs
 
@@ -90,10 +96,12 @@ def prepare(workdir: Path, model: str, tasks: list[str]) -> dict:
 
     text = []
     sources = {}
-    for task in tasks:
-        examples, sources[task] = load_examples(task)
+    for task in ("pair", "qa"):  # the tokenizer learns from both, whichever tasks run
+        examples, source = load_examples(task)
         write_jsonl(workdir / f"{task}.jsonl", examples)
         text += [e.get("text_a") or e.get("context") for e in examples] + [e.get("text_b") or e.get("question") for e in examples]
+        sources[task] = source
+    sources = {task: sources.get(task) or load_examples(task)[1] for task in tasks}
     hidden, layers, heads, intermediate, vocab = MODELS[model]
     tokenizer = train_tokenizer([t for t in text if t], vocab_size=min(vocab, 8000), max_length=512)
     config = XLMRobertaConfig(
@@ -111,10 +119,26 @@ def features_for(workdir: Path, task: str, tokenizer, settings) -> tuple[list[di
     from xstilts.data import build_features
     from xstilts.readers.jsonl import read_jsonl
 
-    examples = [record for _, record in read_jsonl(workdir / f"{task}.jsonl")]
     started = time.perf_counter()
+    if task == "fixed256":
+        return fixed_length_features(tokenizer, settings.max_length, count=4096), time.perf_counter() - started
+    examples = [record for _, record in read_jsonl(workdir / f"{task}.jsonl")]
     features = build_features(task_spec(task, workdir), examples, tokenizer, settings, training=True)
     return features, time.perf_counter() - started
+
+
+def fixed_length_features(tokenizer, length: int, count: int) -> list[dict]:
+    """QA features of exactly `length` random tokens (speed does not depend on the tokens)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    features = []
+    for index in range(count):
+        ids = rng.integers(len(tokenizer.all_special_ids) + 1, len(tokenizer), size=length)
+        ids[0], ids[-1] = tokenizer.bos_token_id, tokenizer.eos_token_id
+        start = int(rng.integers(1, length - 10))
+        features.append({"input_ids": ids, "offsets": np.full((length, 2), -1, dtype=np.int32), "example_index": index, "start_position": start, "end_position": start + 3})
+    return features
 
 
 # --- workers ---------------------------------------------------------------------------------------------
@@ -190,7 +214,7 @@ def run_xstilts(task: str, workdir: Path, features: list[dict], tokenizer, setti
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()
     torch.optim.AdamW.step = original_step
-    losses = [entry["loss"] for entry in result.history if "loss" in entry]
+    losses = [[entry["step"], entry["loss"]] for entry in result.history if "loss" in entry]
     return {
         "train_seconds": result.seconds, "first_step_seconds": first_step["at"] - began, "real_tokens": result.tokens, "padded_tokens": counts["padded"],
         "losses": losses, "steps": result.steps, "parameters": sum(p.numel() for p in model.parameters()),
@@ -261,7 +285,7 @@ def run_trainer(method: str, task: str, workdir: Path, features: list[dict], tok
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[timing])
     trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    losses = [[entry["step"], float(entry["loss"])] for entry in trainer.state.log_history if "loss" in entry]
     return {
         "train_seconds": timing.end - timing.begin, "first_step_seconds": timing.first - timing.begin, "real_tokens": counts["real"], "padded_tokens": counts["padded"],
         "losses": losses, "steps": trainer.state.global_step, "parameters": sum(p.numel() for p in model.parameters()),
@@ -276,6 +300,13 @@ def model_flops_per_token(parameters: int, layers: int, hidden: int, length: flo
     return 6 * (parameters - embedding_parameters) + 12 * layers * hidden * length
 
 
+def common_logged_steps(runs: list[dict], keep: int = 3) -> list[int]:
+    """The last `keep` steps at which every run logged its mean loss (xstilts also logs the final step), so
+    loss curves are compared at the same steps: each logged value is the mean over the steps since the last."""
+    steps = set.intersection(*(set(step for step, _ in run["losses"]) for run in runs))
+    return sorted(steps)[-keep:]
+
+
 def median_runs(runs: list[dict]) -> dict[tuple[str, str], dict]:
     """The median run (by real tokens per second) of each (task, method): a shared machine's noise moves
     single short runs by 10% either way, and the median is not pulled by one lucky or unlucky run."""
@@ -283,6 +314,25 @@ def median_runs(runs: list[dict]) -> dict[tuple[str, str], dict]:
     for run in runs:
         grouped.setdefault((run["task"], run["method"]), []).append(run)
     return {key: sorted(group, key=lambda r: r["real_tokens_per_second"])[(len(group) - 1) // 2] for key, group in grouped.items()}
+
+
+def model_flops_utilisation(reported: dict, tasks: list[str], model: str, peak_tflops: float) -> dict:
+    """MFU of each task's reported xstilts run: model FLOPs of the real tokens per second over the card's
+    dense bf16 peak. Padding is not counted as useful work (fixed256 has none); the count is the full
+    encoder's, so for pooled heads, where xstilts skips most of the last layer, it is a slight overcount."""
+    hidden, layers, _, _, vocab = MODELS[model]
+    figures = {}
+    for task in tasks:
+        run = reported[(task, "xstilts")]
+        mean_length = run["padded_tokens"] / (run["steps"] * TASKS[task][1])
+        flops = model_flops_per_token(run["parameters"], layers, hidden, mean_length, (vocab + 514 + 1) * hidden)
+        achieved = flops * run["real_tokens_per_second"]
+        figures[task] = {
+            "formula": "6 x (parameters - embedding parameters) + 12 x layers x hidden x mean padded length, per real token",
+            "flops_per_token": flops, "mean_padded_length": mean_length, "real_tokens_per_second": run["real_tokens_per_second"],
+            "achieved_tflops": achieved / 1e12, "peak_tflops": peak_tflops, "mfu": achieved / (peak_tflops * 1e12),
+        }
+    return figures
 
 
 def machine() -> dict:
@@ -298,7 +348,7 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
-    parser.add_argument("--tasks", default="pair,qa")
+    parser.add_argument("--tasks", default=None, help="comma-separated, from pair, qa, fixed256 (default: pair,qa on CPU; all three on GPU)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 60 pair / 16 qa on CPU, 200 / 100 on GPU)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per (method, task); the median run is reported, all are kept")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="the GPU's measured dense bf16 rate, for MFU")
@@ -312,14 +362,16 @@ def main() -> None:
         print(json.dumps(worker(method, task, Path(workdir), int(steps), device)))
         return
 
-    tasks = args.tasks.split(",")
+    tasks = (args.tasks or ("pair,qa" if device == "cpu" else "pair,qa,fixed256")).split(",")
+    if unknown := set(tasks) - set(TASKS):
+        sys.exit(f"--tasks: unknown {sorted(unknown)}; expected some of {sorted(TASKS)}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         os.environ.setdefault("XSTILTS_CACHE", str(workdir / "cache"))
         sources = prepare(workdir, args.model, tasks)
         runs = []
         for task in tasks:
-            steps = args.steps or ({"pair": 60, "qa": 16} if device == "cpu" else {"pair": 200, "qa": 100})[task]
+            steps = args.steps or DEFAULT_STEPS[device][task]
             for repeat in range(args.repeats):
                 for method in METHODS:  # interleaved, so drift affects every method alike
                     output = subprocess.run([sys.executable, __file__, "--worker", method, task, str(workdir), str(steps)], capture_output=True, text=True, env=os.environ)
@@ -331,6 +383,7 @@ def main() -> None:
                     print(f"{task:5} {method:16} run {repeat}: {run['real_tokens_per_second']:10.0f} real tok/s  {run['train_seconds']:7.2f} s", flush=True)
 
     reported = median_runs(runs)
+    compared_steps = {task: common_logged_steps([run for run in runs if run["task"] == task]) for task in tasks}
     summary = []
     for task in tasks:
         ours = reported[(task, "xstilts")]["real_tokens_per_second"]
@@ -340,7 +393,7 @@ def main() -> None:
                 "task": task, "method": method, "real_tokens_per_second": round(run["real_tokens_per_second"], 1), "speedup_of_xstilts": round(ours / run["real_tokens_per_second"], 3),
                 "train_seconds": round(run["train_seconds"], 3), "wall_seconds": round(run["wall_seconds"], 3), "first_step_seconds": round(run["first_step_seconds"], 3),
                 "peak_memory_mb": round(run["peak_memory_mb"], 1), "padding_share": round(1 - run["real_tokens"] / run["padded_tokens"], 3),
-                "final_losses": [round(x, 4) for x in run["losses"][-3:]],
+                "losses_at_common_steps": {step: round(loss, 4) for step, loss in run["losses"] if step in compared_steps[task]},
             })
     record = {
         "benchmark": "train_throughput", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -348,20 +401,17 @@ def main() -> None:
         "data": sources, "tasks": {t: dict(zip(("kind", "batch_size", "max_length", "learning_rate"), TASKS[t])) for t in tasks}, "summary": summary, "runs": runs,
     }
     if device == "cuda":
-        hidden, layers, _, _, vocab = MODELS[args.model]
-        for task in tasks:
-            run = reported[(task, "xstilts")]
-            mean_length = run["padded_tokens"] / (run["steps"] * TASKS[task][1])
-            flops = model_flops_per_token(run["parameters"], layers, hidden, mean_length, (vocab + 514 + 1) * hidden)
-            record.setdefault("mfu", {})[task] = {"flops_per_token": flops, "padded_tokens_per_second": run["padded_tokens_per_second"], "mfu": flops * run["padded_tokens_per_second"] / (args.peak_tflops * 1e12)}
+        record["mfu"] = model_flops_utilisation(reported, tasks, args.model, args.peak_tflops)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"train_throughput-{datetime.now():%Y%m%d}-{device}-{args.model}.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print()
-    print("| task | method | real tok/s | xstilts speed-up | train s | wall s | first step s | peak MB | padding | last losses |")
+    print("| task | method | real tok/s | xstilts speed-up | train s | wall s | first step s | peak MB | padding | mean loss at steps |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in summary:
-        print(f"| {row['task']} | {row['method']} | {row['real_tokens_per_second']:.0f} | {row['speedup_of_xstilts']:.2f}x | {row['train_seconds']:.2f} | {row['wall_seconds']:.2f} | {row['first_step_seconds']:.2f} | {row['peak_memory_mb']:.0f} | {row['padding_share']:.0%} | {row['final_losses']} |")
+        print(f"| {row['task']} | {row['method']} | {row['real_tokens_per_second']:.0f} | {row['speedup_of_xstilts']:.2f}x | {row['train_seconds']:.2f} | {row['wall_seconds']:.2f} | {row['first_step_seconds']:.2f} | {row['peak_memory_mb']:.0f} | {row['padding_share']:.0%} | {row['losses_at_common_steps']} |")
+    for task, figure in record.get("mfu", {}).items():
+        print(f"MFU {task}: {figure['achieved_tflops']:.1f} TFLOP/s of {figure['peak_tflops']:.0f} = {figure['mfu']:.1%} ({figure['flops_per_token'] / 1e9:.2f} GFLOP per token)")
     print(f"\nwrote {path}")
 
 
