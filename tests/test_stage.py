@@ -200,3 +200,27 @@ def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
     assert padded(grouped[:125]) < 0.7 * padded(plain), "similar lengths share a batch"
     first_lengths = [max(lengths[b]) for b in grouped[:125]]
     assert first_lengths != sorted(first_lengths, reverse=True), "batches are shuffled: no length curriculum"
+
+
+def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(tiny_encoder_dir, demo_registry, tiny_tokenizer):
+    from xstilts.cpu_dropout import ATTENTION, CPUDropout
+    from xstilts.data import build_features, load_examples
+    from xstilts.settings import TrainingSettings
+    from xstilts.training import train
+
+    spec = demo_registry.get("demo_nli")
+    features = build_features(spec, load_examples(spec, "train", "en", limit=8), tiny_tokenizer, TrainingSettings(), training=True)
+    model = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec})
+    dropouts = [module for module in model.modules() if type(module) is torch.nn.Dropout]
+    seen = {}
+
+    def validate(trained: MultiTaskModel) -> float:  # called inside the training loop
+        seen["attention"] = trained.encoder.config._attn_implementation
+        seen["dropouts"] = sum(isinstance(module, CPUDropout) for module in trained.modules())
+        return 0.0
+
+    settings = TrainingSettings(batch_size=4, max_steps=2, eval_every_steps=2)
+    train(model, {spec.name: features}, settings, get_accelerator(), tiny_tokenizer.pad_token_id, validate, seed=0, progress=False)
+    assert seen == {"attention": ATTENTION, "dropouts": len(dropouts)}
+    assert model.encoder.config._attn_implementation == "sdpa"
+    assert [module for module in model.modules() if type(module) is torch.nn.Dropout] == dropouts
