@@ -62,8 +62,6 @@ DEFAULT_STEPS = {"cpu": {"pair": 60, "qa": 16, "fixed256": 8}, "cuda": {"pair": 
 
 def load_examples(task: str) -> tuple[list[dict], str]:
     """Real English examples when ../shared/data/real is there, else the demo generator's."""
-    if task == "fixed256":
-        return [], "random token ids, 256 per sequence"
     if task == "pair" and (REAL / "xnli" / "dev-en.tsv").is_file():
         from xstilts.readers.tabular import read_xtreme_pairs
 
@@ -97,11 +95,10 @@ def prepare(workdir: Path, model: str, tasks: list[str]) -> dict:
     text = []
     sources = {}
     for task in ("pair", "qa"):  # the tokenizer learns from both, whichever tasks run
-        examples, source = load_examples(task)
+        examples, sources[task] = load_examples(task)
         write_jsonl(workdir / f"{task}.jsonl", examples)
         text += [e.get("text_a") or e.get("context") for e in examples] + [e.get("text_b") or e.get("question") for e in examples]
-        sources[task] = source
-    sources = {task: sources.get(task) or load_examples(task)[1] for task in tasks}
+    sources["fixed256"] = "random token ids, 256 per sequence"
     hidden, layers, heads, intermediate, vocab = MODELS[model]
     tokenizer = train_tokenizer([t for t in text if t], vocab_size=min(vocab, 8000), max_length=512)
     config = XLMRobertaConfig(
@@ -111,7 +108,7 @@ def prepare(workdir: Path, model: str, tasks: list[str]) -> dict:
     )
     XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(workdir / "encoder")
     tokenizer.save_pretrained(workdir / "encoder")
-    return sources
+    return {task: sources[task] for task in tasks}
 
 
 def features_for(workdir: Path, task: str, tokenizer, settings) -> tuple[list[dict], float]:
@@ -349,7 +346,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
     parser.add_argument("--tasks", default=None, help="comma-separated, from pair, qa, fixed256 (default: pair,qa on CPU; all three on GPU)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 60 pair / 16 qa on CPU, 200 / 100 on GPU)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default: {DEFAULT_STEPS})")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per (method, task); the median run is reported, all are kept")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="the GPU's measured dense bf16 rate, for MFU")
     parser.add_argument("--worker", nargs=4, metavar=("METHOD", "TASK", "WORKDIR", "STEPS"), help=argparse.SUPPRESS)
@@ -373,7 +370,9 @@ def main() -> None:
         for task in tasks:
             steps = args.steps or DEFAULT_STEPS[device][task]
             for repeat in range(args.repeats):
-                for method in METHODS:  # interleaved, so drift affects every method alike
+                # interleaved, so drift affects every method alike, and rotated, so no method is always the
+                # first process after the setup (a cold first run measured up to 15% slow)
+                for method in METHODS[repeat % len(METHODS) :] + METHODS[: repeat % len(METHODS)]:
                     output = subprocess.run([sys.executable, __file__, "--worker", method, task, str(workdir), str(steps)], capture_output=True, text=True, env=os.environ)
                     if output.returncode:
                         sys.exit(f"{method} on {task} failed:\n{output.stderr[-3000:]}")
