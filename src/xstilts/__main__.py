@@ -1,3 +1,5 @@
+import sys
+
 from xstilts.cli import main
 
-main()
+sys.exit(main())

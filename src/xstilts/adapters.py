@@ -24,7 +24,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-CHAIN_MODES = ("full", "lora-merged", "lora-stacked", "adapter-stacked")
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"

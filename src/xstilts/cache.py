@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +18,10 @@ from typing import Any, Callable
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from xstilts.files import writing
+
 Feature = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -80,10 +84,19 @@ def cached(key_parts: dict[str, Any], build: Callable[[], list[Feature]], root: 
     directory = (root or cache_root()) / "features"
     path = directory / f"{key}.safetensors"
     if path.is_file():
-        return decode_features(load_file(str(path)))
+        try:
+            return decode_features(load_file(str(path)))
+        except Exception as error:  # a damaged cache entry (a killed writer, a full disk) is rebuilt, never trusted
+            log.warning("feature cache entry %s is damaged (%s); tokenising again", path, error)
+            path.unlink(missing_ok=True)
     features = build()
     directory.mkdir(parents=True, exist_ok=True)
     scratch = directory / f".{key}.{os.getpid()}.tmp"
-    save_file(encode_features(features), str(scratch))
+    try:
+        with writing(path):
+            save_file(encode_features(features), str(scratch))
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
     os.replace(scratch, path)
     return features

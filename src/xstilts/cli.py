@@ -1,4 +1,9 @@
-"""The command line: a thin layer over the Python API. User errors print as plain lines and exit 2."""
+"""The command line: a thin layer over the Python API, with one error path for every command (`main`).
+
+Bad input (a config, a data file, an argument) prints one line per problem and exits with status 2; a run
+that fails for another reason (diverged training, a held run directory, a full disk) exits with 1. No
+traceback unless `--debug` or XSTILTS_DEBUG=1 asks for one.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,20 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Literal, Sequence
 
 import typer
 
-from xstilts.errors import ConfigError, XstiltsError
+from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cross-lingual intermediate-task training (X-STILTs).")
-T = TypeVar("T")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Cross-lingual intermediate-task training (X-STILTs).")
+DEBUG_VARIABLE = "XSTILTS_DEBUG"
+_debug = {"on": False}  # set by --debug for the command being run
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of an error (also: {DEBUG_VARIABLE}=1).")) -> None:
+    _debug["on"] = debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
 def _quiet_libraries() -> None:
@@ -31,17 +42,15 @@ def _setup(verbose: bool) -> None:
     _quiet_libraries()
 
 
-def _guarded(action: Callable[[], T]) -> T:
-    """Run `action`; a user error becomes its message on stderr and exit status 2, never a traceback."""
+def _usage_error(option: str, message: str) -> XstiltsError:
+    return XstiltsError(f"{option}: {message}")
+
+
+def _int_list(option: str, text: str) -> list[int]:
     try:
-        return action()
-    except ConfigError as error:
-        for problem in error.problems:
-            typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2) from None
-    except XstiltsError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise _usage_error(option, f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 @app.command()
@@ -49,7 +58,7 @@ def run(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
-    executor: str = typer.Option("local", help="local: this process (or the processes of accelerate launch / torchrun); ray: the plan's nodes as Ray tasks."),
+    executor: Literal["local", "ray"] = typer.Option("local", help="local: this process (or the processes of accelerate launch / torchrun); ray: the plan's nodes as Ray tasks."),
     address: str = typer.Option(None, help="Ray cluster address (ray executor; default: start a local cluster, or RAY_ADDRESS)."),
     gpus_per_stage: float = typer.Option(None, help="Ray executor: GPUs per stage task (default: 1 when the cluster has GPUs)."),
     cpus_per_stage: int = typer.Option(1, help="Ray executor: CPUs per stage task (also its torch threads)."),
@@ -57,22 +66,18 @@ def run(
     """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language."""
     from xstilts.config import load_config
 
-    experiment = _guarded(lambda: load_config(config))  # validation happens before anything is written
+    experiment = load_config(config)  # validation happens before anything is written
     _setup(not quiet)
     from xstilts.report import write_report
     from xstilts.runner import run_experiment
-
     from xstilts.training import is_main_process
 
-    if executor not in ("local", "ray"):
-        typer.echo(f"error: --executor: expected local or ray, got {executor!r}", err=True)
-        raise typer.Exit(2)
     if executor == "ray":
         from xstilts.ray_executor import run_on_ray
 
-        summary = _guarded(lambda: run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage))
+        summary = run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage)
     else:
-        summary = _guarded(lambda: run_experiment(experiment, progress=progress))
+        summary = run_experiment(experiment, progress=progress)
     if is_main_process():  # under `accelerate launch` / torchrun every process runs this; one reports
         report = write_report(experiment.output_dir)
         _print_summary(summary)
@@ -84,13 +89,13 @@ def plan(config: Path = typer.Argument(..., help="Experiment or study YAML file.
     """Print the stage graph (shared prefixes once) and what the run would train and evaluate."""
     from xstilts.config import load_config
 
-    experiment = _guarded(lambda: load_config(config))
+    experiment = load_config(config)
     _quiet_libraries()
     from xstilts.plan import build_plan, describe
     from xstilts.store import StageStore
 
     registry = experiment.registry()
-    study_plan = _guarded(lambda: build_plan(experiment, registry, StageStore(Path(experiment.output_dir) / "stages")))
+    study_plan = build_plan(experiment, registry, StageStore(Path(experiment.output_dir) / "stages"))
     typer.echo(describe(study_plan, experiment, registry))
 
 
@@ -103,12 +108,18 @@ def demo(
     latency: bool = typer.Option(False, "--latency", help="Time every target model against chain length at the end."),
 ) -> None:
     """A complete small study offline: tiny self-pretrained encoder, generated languages, chains of 0-3 tasks."""
+    from xstilts.config import CHAIN_MODES
+
+    chain_modes = tuple(mode.strip() for mode in modes.split(","))
+    unknown = [mode for mode in chain_modes if mode not in CHAIN_MODES]
+    if unknown or len(set(chain_modes)) != len(chain_modes):
+        raise _usage_error("--modes", f"expected distinct chain modes from {', '.join(CHAIN_MODES)}, got {modes!r}")
     _setup(not quiet)
     from xstilts.demo import run_demo
     from xstilts.runner import read_summary
 
     started = time.perf_counter()
-    report = _guarded(lambda: run_demo(output_dir, progress=progress, modes=tuple(modes.split(",")), latency=latency))
+    report = run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency)
     _print_summary(read_summary(output_dir))
     typer.echo(f"report: {report}  ({time.perf_counter() - started:.0f} s)")
 
@@ -118,7 +129,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")
     """Write report.md and the plot for a finished run."""
     from xstilts.report import write_report
 
-    typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
+    typer.echo(f"report: {write_report(run_dir)}")
 
 
 @app.command()
@@ -126,7 +137,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run's output directory (r
     """What a run has done: stages done, in progress (last checkpoint) or waiting, and results found."""
     from xstilts.status import run_status
 
-    typer.echo(_guarded(lambda: run_status(run_dir)))
+    typer.echo(run_status(run_dir))
 
 
 @app.command()
@@ -136,19 +147,32 @@ def latency(
     lengths: str = typer.Option("128,512", help="Comma-separated sequence lengths (tokens, no padding)."),
     repetitions: int = typer.Option(30, help="Timed forward passes per model and shape (interleaved)."),
     warmup: int = typer.Option(5, help="Untimed forward passes per model first."),
-    precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16."),
+    precision: Literal["auto", "fp32", "bf16"] = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Time every trained target model of a run against chain length; adds latency to the report."""
+    from pydantic import ValidationError
+
+    from xstilts.config import LatencyConfig
+
+    options = {"batch_sizes": _int_list("--batch-sizes", batch_sizes), "lengths": _int_list("--lengths", lengths), "repetitions": repetitions, "warmup": warmup, "precision": precision}
+    try:
+        settings = LatencyConfig(**options).settings()  # the same limits as the config's latency block
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise _usage_error("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from None
     _setup(False)
-    from xstilts.latency import LatencySettings, measure_run
+    from xstilts.latency import measure_run
+    from xstilts.lock import run_lock
     from xstilts.report import write_report
 
-    settings = LatencySettings(tuple(int(b) for b in batch_sizes.split(",")), tuple(int(n) for n in lengths.split(",")), warmup, repetitions, precision=precision)
-    result = _guarded(lambda: measure_run(run_dir, settings, progress))
+    if not Path(run_dir).is_dir():
+        raise XstiltsError(f"{run_dir}: not a run directory")
+    with run_lock(run_dir):
+        result = measure_run(run_dir, settings, progress)
     for group in result["groups"]:
         typer.echo(f"{group['target']} batch {group['batch_size']} x {group['length']}: {group['verdict']}")
-    typer.echo(f"report: {_guarded(lambda: write_report(run_dir))}")
+    typer.echo(f"report: {write_report(run_dir)}")
 
 
 @app.command()
@@ -161,42 +185,38 @@ def score(
     predictions_dir: Path = typer.Option(None, "--predictions-dir", help="Directory of test-LANG.* prediction files."),
 ) -> None:
     """Score predictions made anywhere, printing the metrics as JSON."""
-    import json
-
-    from xstilts.scoring import score_directories, score_file
+    from xstilts.files import json_text
+    from xstilts.scoring import check_and_score, score_directories
     from xstilts.tasks import default_registry
 
-    spec = _guarded(lambda: default_registry().get(task))
+    spec = default_registry().get(task)
     if gold_dir and predictions_dir:
-        result = _guarded(lambda: score_directories(spec, gold_dir, predictions_dir))
+        result = score_directories(spec, gold_dir, predictions_dir)
     elif gold and predictions and lang:
         if lang not in spec.languages:
-            typer.echo(f"error: --lang: {lang!r} is not a language of {task}; expected one of {', '.join(spec.languages)}", err=True)
-            raise typer.Exit(2)
-        result = {"task": task, "language": lang, "metrics": _guarded(lambda: score_file(spec, lang, gold, predictions))}
+            raise _usage_error("--lang", f"{lang!r} is not a language of {task}; expected one of {', '.join(spec.languages)}")
+        scored = check_and_score(spec, lang, gold, predictions)
+        result = {"task": task, "language": lang, "metrics": scored.metrics, "predictions": scored.counts}
     else:
-        typer.echo("error: give --lang, --gold and --predictions, or --gold-dir and --predictions-dir", err=True)
-        raise typer.Exit(2)
-    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        raise _usage_error("score", "give --lang, --gold and --predictions, or --gold-dir and --predictions-dir")
+    typer.echo(json_text(result))
 
 
 @app.command("retrieval-eval")
 def retrieval_eval(
-    task: str = typer.Option(..., "--task", help="tatoeba or bucc2018."),
+    task: Literal["tatoeba", "bucc2018"] = typer.Option(..., "--task", help="tatoeba or bucc2018."),
     embeddings: Path = typer.Option(..., "--embeddings", help="Directory of .npy embeddings (see the README for file names)."),
     lang: str = typer.Option(..., "--lang", help="The non-English language."),
 ) -> None:
     """Score sentence embeddings made by any model on Tatoeba or BUCC, printing JSON."""
-    import json
-
+    from xstilts.files import json_text
     from xstilts.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
 
+    if not embeddings.is_dir():
+        raise _usage_error("--embeddings", f"{embeddings} is not a directory")
     runners = {"tatoeba": tatoeba_from_embeddings, "bucc2018": bucc_from_embeddings}
-    if task not in runners:
-        typer.echo(f"error: --task: expected one of {', '.join(runners)}, got {task!r}", err=True)
-        raise typer.Exit(2)
-    result = _guarded(lambda: runners[task](embeddings, lang))
-    typer.echo(json.dumps({"task": task, "language": lang, "metrics": result}, indent=2))
+    result = runners[task](embeddings, lang)
+    typer.echo(json_text({"task": task, "language": lang, "metrics": result}))
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and check task data.")
@@ -218,8 +238,8 @@ def data_prepare(
     registry = default_registry()
     names = [n for n in registry.names() if registry.get(n).kind != "retrieval"] if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
     for name in names:
-        _guarded(lambda: registry.get(name))
-    reports = _guarded(lambda: prepare(registry, names, out, source, from_hub))
+        registry.get(name)
+    reports = prepare(registry, names, out, source, from_hub)
     for report in reports:
         typer.echo(f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  <- {', '.join(report.files)}")
     missing = sorted(set(names) - {r.task for r in reports})
@@ -235,19 +255,21 @@ def data_check(directory: Path = typer.Argument(..., help="A directory of upstre
     from xstilts.tasks import default_registry
 
     if not directory.is_dir():
-        typer.echo(f"error: {directory}: not a directory", err=True)
-        raise typer.Exit(2)
+        raise XstiltsError(f"{directory}: not a directory")
     reports, unrecognised = check(default_registry(), directory)
-    problems = 0
+    problems = warnings = 0
     for report in reports:
         files = ", ".join(str(Path(f).relative_to(directory)) if Path(f).is_relative_to(directory) else f for f in report.files)
         typer.echo(f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  {files}")
         for problem in report.problems:
             typer.echo(f"  problem: {problem}")
+        for warning in report.warnings:
+            typer.echo(f"  warning: {warning}")
         problems += len(report.problems)
+        warnings += len(report.warnings)
     for path in unrecognised:
         typer.echo(f"(not a file of any known task layout) {path.relative_to(directory)}")
-    typer.echo(f"{len(reports)} files checked, {sum(r.examples for r in reports)} examples, {problems} problems")
+    typer.echo(f"{len(reports)} files checked, {sum(r.examples for r in reports)} examples, {problems} problems, {warnings} warnings")
     if problems:
         raise typer.Exit(1)
 
@@ -260,8 +282,46 @@ def _print_summary(summary: dict) -> None:
             typer.echo(f"{label:<50} {target:<16} avg={entry['average']['score']:.1f}  {scores}")
 
 
-def main() -> None:
-    app(prog_name="xstilts")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit status; every error ends here as plain lines (see the module doc)."""
+    _debug["on"] = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    try:
+        status = app(args=list(argv) if argv is not None else None, prog_name="xstilts", standalone_mode=False)
+        return status if isinstance(status, int) else 0
+    except Exception as error:  # noqa: BLE001 - the one boundary where every error becomes a message
+        if _debug["on"]:
+            raise
+        return _report_error(error)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+
+
+def _report_error(error: Exception) -> int:
+    """Print `error` as one line per problem on stderr; returns the exit status it calls for."""
+    lines: list[str]
+    if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):  # a usage error: click words it, naming the option
+        error.show()
+        return error.exit_code
+    if isinstance(error, typer.Abort):
+        typer.echo("aborted", err=True)
+        return RUN_FAILED
+    if isinstance(error, ConfigError):
+        lines, status = error.problems, BAD_INPUT
+    elif isinstance(error, XstiltsError):
+        lines, status = [str(error)], error.exit_status
+    elif isinstance(error, OSError):
+        lines, status = [describe_os_error(error)], RUN_FAILED
+    elif isinstance(error, UnicodeDecodeError):
+        lines, status = [f"a file is not valid UTF-8 ({error.reason} at byte {error.start})"], BAD_INPUT
+    elif isinstance(error, MemoryError):
+        lines, status = ["out of memory; try a smaller batch_size, eval_batch_size or max_length"], RUN_FAILED
+    else:
+        lines = [f"internal error: {type(error).__name__}: {error} (this is a bug in xstilts; run the command again with --debug and report the traceback)"]
+        status = RUN_FAILED
+    for line in lines:
+        typer.echo(f"error: {line}", err=True)
+    return status
 
 
 if __name__ == "__main__":

@@ -2,42 +2,54 @@
 
 Each problem is one line `FILE:LINE: key.path: what is wrong (what was expected)`. Validation reads
 files (encoder directory, task data) but never writes: a bad config leaves the disk untouched.
-Relative paths are resolved against the current working directory.
+Relative paths are resolved against the current working directory. Numbers must be finite and in
+range, seeds fit numpy's seeding (0 <= seed < 2**32), and names that become paths are identifiers
+(`xstilts.names`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import typing
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from xstilts.errors import ConfigError
-from xstilts.settings import TrainingOverrides, resolve_settings
+from xstilts.errors import ConfigError, DataError
+from xstilts.names import Name, name_problem
+from xstilts.readers.text import read_text
+from xstilts.settings import TrainingOverrides, no_bools_for_numbers, resolve_settings
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
 
 Loc = tuple[Any, ...]
+ChainMode = Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]
+CHAIN_MODES: tuple[str, ...] = typing.get_args(ChainMode)
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy's seeding range).")]
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    _no_bools = no_bools_for_numbers()
 
 
 class TaskDefinition(_Strict):
     """A task of the user's own: their files, one of the known kinds."""
 
     kind: Literal["classification", "multiple_choice", "qa", "tagging"]
-    languages: list[str] = Field(min_length=1, description="Languages with an evaluation file.")
+    languages: list[Name] = Field(min_length=1, description="Languages with an evaluation file.")
     data_dir: Path = Field(description="Directory with {split}-{language}.jsonl files in the kind's schema.")
     labels: Optional[list[str]] = Field(None, description="Label set (classification, tagging).")
     num_choices: Optional[int] = Field(None, gt=1, description="Multiple choice: candidates per example.")
     allow_no_answer: bool = Field(False, description="QA: SQuAD v2.0-style unanswerable questions.")
     metric: Optional[str] = None
-    train_language: str = "en"
-    eval_split: str = "test"
+    train_language: Name = "en"
+    eval_split: Name = "test"
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     description: str = ""
 
@@ -70,26 +82,26 @@ class VariantDefinition(_Strict):
     prepared layout ({split}-{language}.jsonl) and `train_language` names the training/dev language.
     """
 
-    base: str = Field(description="The built-in or config-defined task this is a variant of.")
+    base: Name = Field(description="The built-in or config-defined task this is a variant of.")
     data_dir: Path
-    train_language: Optional[str] = Field(None, description="Language of the train and dev files; default: the base task's.")
+    train_language: Optional[Name] = Field(None, description="Language of the train and dev files; default: the base task's.")
     description: str = ""
 
 
 class MixtureTask(_Strict):
     """A member of a mixture; members naming the same `head` share one head (same kind and labels)."""
 
-    task: str
-    head: Optional[str] = Field(None, description="Shared head name; default: the task's own head.")
+    task: Name
+    head: Optional[Name] = Field(None, description="Shared head name; default: the task's own head.")
 
 
 class MaskedLMConfig(_Strict):
     """Masked LM on multilingual text as a mixture member (the paper's MLM alternative)."""
 
     data_dir: Path = Field(description="Directory with one {language}.txt file per language, one text per line.")
-    languages: list[str] = Field(min_length=1)
+    languages: list[Name] = Field(min_length=1)
     max_examples_per_language: Optional[int] = Field(None, gt=0)
-    max_length: int = Field(128, ge=16)
+    max_length: int = Field(128, ge=16, le=1_000_000)
 
 
 class MixtureConfig(_Strict):
@@ -97,7 +109,7 @@ class MixtureConfig(_Strict):
 
     tasks: list[MixtureTask] = Field(min_length=1)
     sampler: Literal["proportional", "temperature", "uniform", "capped"] = "proportional"
-    temperature: float = Field(2.0, gt=0, description="temperature sampler: p ∝ size^(1/T).")
+    temperature: float = Field(2.0, gt=0, le=1000, description="temperature sampler: p ∝ size^(1/T).")
     cap: Optional[int] = Field(None, gt=0, description="capped sampler: p ∝ min(size, cap).")
     mlm: Optional[MaskedLMConfig] = None
     training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for the mixture's stage.")
@@ -108,10 +120,10 @@ class MixtureConfig(_Strict):
 class AdapterConfig(_Strict):
     """Settings of the parameter-efficient chain modes (`chain_modes`)."""
 
-    lora_r: int = Field(8, gt=0)
-    lora_alpha: int = Field(16, gt=0)
+    lora_r: int = Field(8, gt=0, le=65536)
+    lora_alpha: int = Field(16, gt=0, le=65536)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_targets: list[str] = Field(default_factory=lambda: ["query", "key", "value", "dense"], min_length=1, description="Linear layers that get a LoRA (peft target_modules).")
+    lora_targets: list[Name] = Field(default_factory=lambda: ["query", "key", "value", "dense"], min_length=1, description="Linear layers that get a LoRA (peft target_modules).")
     bottleneck_reduction: int = Field(16, gt=0, description="adapter-stacked: hidden size / bottleneck size.")
     target_tuning: Optional[Literal["full", "adapter"]] = Field(
         None, description="Target fine-tuning: all weights, or a fresh adapter on top of the chain. Default: full in `full` mode, adapter otherwise."
@@ -129,10 +141,10 @@ class AdapterConfig(_Strict):
 class LatencyConfig(_Strict):
     """Measure forward latency of every trained target model at the end of the run (xstilts latency)."""
 
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
-    lengths: list[int] = Field(default_factory=lambda: [128, 512], min_length=1)
-    warmup: int = Field(5, ge=0)
-    repetitions: int = Field(30, ge=3)
+    batch_sizes: list[Annotated[int, Field(gt=0, le=65536)]] = Field(default_factory=lambda: [1, 32], min_length=1)
+    lengths: list[Annotated[int, Field(ge=8, le=1_000_000)]] = Field(default_factory=lambda: [128, 512], min_length=1)
+    warmup: int = Field(5, ge=0, le=100_000)
+    repetitions: int = Field(30, ge=3, le=1_000_000)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def settings(self) -> Any:
@@ -144,7 +156,7 @@ class LatencyConfig(_Strict):
 class StageConfig(_Strict):
     """One intermediate stage of the chain."""
 
-    task: str
+    task: Name
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     reuse_heads: bool = Field(False, description="Start this stage's head from the previous stage's head of the same task, if present.")
 
@@ -154,8 +166,8 @@ class EmbeddingConfig(_Strict):
 
     layer: Optional[int] = Field(None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth.")
     pooling: Literal["mean", "cls"] = "mean"
-    max_length: int = Field(512, ge=8)
-    batch_size: int = Field(64, gt=0)
+    max_length: int = Field(512, ge=8, le=1_000_000)
+    batch_size: int = Field(64, gt=0, le=65536)
 
 
 class TargetConfig(_Strict):
@@ -165,8 +177,8 @@ class TargetConfig(_Strict):
     as it is, with the `embedding` settings.
     """
 
-    task: str
-    languages: Optional[list[str]] = Field(None, description="Evaluation languages; default: all of the task's.")
+    task: Name
+    languages: Optional[list[Name]] = Field(None, description="Evaluation languages; default: all of the task's.")
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
@@ -174,19 +186,19 @@ class TargetConfig(_Strict):
 class OrdersConfig(_Strict):
     """How a study orders its pool of intermediate tasks; the orders of all three kinds are combined."""
 
-    explicit: list[list[str]] = Field(default_factory=list, description="Orders given task by task.")
-    random: int = Field(0, ge=0, description="This many random permutations of the pool.")
-    random_seed: int = Field(0, description="Seed of the random permutations.")
+    explicit: list[list[Name]] = Field(default_factory=list, description="Orders given task by task.")
+    random: int = Field(0, ge=0, le=100_000, description="This many random permutations of the pool.")
+    random_seed: Seed = Field(0, description="Seed of the random permutations.")
     singles: bool = Field(False, description="Every pool task alone (chains of length 1).")
 
 
 class StudyConfig(_Strict):
     """The sequential-scaling study: chains of k = 0..max_chain_length tasks from a pool, over orders and seeds."""
 
-    pool: list[str] = Field(min_length=1, description="Intermediate tasks the orders are drawn from.")
+    pool: list[Name] = Field(min_length=1, description="Intermediate tasks the orders are drawn from.")
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     max_chain_length: Optional[int] = Field(None, ge=0, description="K; default: the pool's size.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
 
 class ExperimentConfig(_Strict):
@@ -196,10 +208,10 @@ class ExperimentConfig(_Strict):
     encoder: str = Field(description="Hugging Face hub id or local directory of a pretrained encoder.")
     output_dir: Path
     data_dir: Path = Field(Path("data"), description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.")
-    seed: int = 0
-    tasks: dict[str, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
-    variants: dict[str, VariantDefinition] = Field(default_factory=dict, description="Built-in tasks read from other files (translated training data).")
-    mixtures: dict[str, MixtureConfig] = Field(default_factory=dict, description="Multi-task stages; a mixture's name can stand wherever a chain or pool task can.")
+    seed: Seed = 0
+    tasks: dict[Name, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
+    variants: dict[Name, VariantDefinition] = Field(default_factory=dict, description="Built-in tasks read from other files (translated training data).")
+    mixtures: dict[Name, MixtureConfig] = Field(default_factory=dict, description="Multi-task stages; a mixture's name can stand wherever a chain or pool task can.")
     chain: list[StageConfig] = Field(default_factory=list)
     targets: list[TargetConfig] = Field(min_length=1)
     training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for every stage and target.")
@@ -207,7 +219,7 @@ class ExperimentConfig(_Strict):
         False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
     )
     study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
-    chain_modes: list[Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]] = Field(
+    chain_modes: list[ChainMode] = Field(
         default_factory=lambda: ["full"], min_length=1,
         description="How each stage changes the encoder; several modes run side by side (see xstilts.adapters).",
     )
@@ -253,10 +265,15 @@ def builtin_registry(data_dir: Path) -> TaskRegistry:
 
 
 def format_loc(loc: Loc) -> str:
-    """('chain', 0, 'task') -> 'chain[0].task'."""
+    """('chain', 0, 'task') -> 'chain[0].task'; a key that is not a plain name is quoted: tasks['a.b']."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif name_problem(part) is None:
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{part!r}]"
     return text or "(top level)"
 
 
@@ -285,8 +302,10 @@ def _describe_pydantic_error(error: dict[str, Any], model: type[BaseModel]) -> t
         return loc, f"unknown key; expected one of: {allowed}"
     if error["type"] == "missing":
         return loc, "required key is missing"
-    message = error["msg"]
-    if "input" in error and not isinstance(error["input"], (dict, list)):
+    if loc and loc[-1] == "[key]":  # a dict key (a task, variant or mixture name) failed its own check
+        return loc[:-1], error["msg"].removeprefix("Value error, ")
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and not isinstance(error["input"], (dict, list)) and error["type"] != "value_error":
         message += f" (got {error['input']!r})"
     return loc, message
 
@@ -351,7 +370,16 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems.append((("latency",), "latency needs the trained target models; use keep: all"))
     if len(set(config.chain_modes)) != len(config.chain_modes):
         problems.append((("chain_modes",), "a mode appears twice"))
+    problems += _repeated(("targets",), [t.task for t in config.targets], "target (its results would overwrite each other)")
+    for i, target in enumerate(config.targets):
+        problems += _repeated(("targets", i, "languages"), target.languages or [], "language")
+    for name, definition in config.tasks.items():
+        problems += _repeated(("tasks", name, "languages"), definition.languages, "language")
+    if config.study is not None:
+        problems += _repeated(("study", "pool"), config.study.pool, "task")
+        problems += _repeated(("study", "seeds"), config.study.seeds, "seed")
 
+    problems += _output_dir_problems(Path(config.output_dir))
     encoder = config.encoder
     looks_local = encoder.startswith((".", "/", "~")) or Path(encoder).expanduser().exists()
     if looks_local and not Path(encoder).expanduser().is_dir():
@@ -390,6 +418,28 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
     return problems
+
+
+def _repeated(loc: Loc, values: list[Any], what: str) -> list[tuple[Loc, str]]:
+    """A problem at the second occurrence of the first value that appears twice."""
+    seen: set[Any] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            return [(loc + (index,), f"{value!r} appears twice; each {what} may appear once")]
+        seen.add(value)
+    return []
+
+
+def _output_dir_problems(output_dir: Path) -> list[tuple[Loc, str]]:
+    """The run directory must be a directory we can create or write (checked before anything is written)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        return [(("output_dir",), f"{output_dir} exists and is not a directory")]
+    existing = next((p for p in [output_dir, *output_dir.absolute().parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return [(("output_dir",), f"cannot create {output_dir}: {existing} is a file")]
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        return [(("output_dir",), f"cannot write to {existing} (permission denied); choose another output_dir")]
+    return []
 
 
 def _mixture_problems(name: str, mixture: MixtureConfig, registry: TaskRegistry) -> list[tuple[Loc, str]]:
@@ -507,7 +557,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: config file not found"])
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path)
+    except DataError as error:
+        raise ConfigError([str(error)]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

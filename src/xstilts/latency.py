@@ -16,7 +16,6 @@ with the change per added task (least-squares slope of the median ratio over k, 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from xstilts.errors import XstiltsError
+from xstilts.files import read_json, read_json_or_none, write_json_atomic
+from xstilts.store import RECORD_FILE, StageStore, inspect_stage_dir
 
 LATENCY_FILE = "latency.json"
 
@@ -180,8 +181,8 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
     from xstilts.training import get_accelerator
 
     run_dir = Path(run_dir)
-    rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "results").rglob("*.json"))]
-    rows = [r for r in rows if r.get("target_stage")]
+    rows = [read_json_or_none(p, "result") for p in sorted((run_dir / "results").rglob("*.json"))]
+    rows = [r for r in rows if isinstance(r, dict) and r.get("target_stage")]
     if not rows:
         raise XstiltsError(f"{run_dir}: no fine-tuned target results to time (run the study first)")
     config = load_config(run_dir / "config.resolved.yaml")
@@ -196,10 +197,10 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
         spec = registry.get(target)
         models, stages = [], {}
         for label, row in sorted(labelled.items(), key=lambda item: item[1]["chain_length"]):
-            stage_dir = run_dir / "stages" / f"{row['target_stage']}-{target}"
-            if not (stage_dir / "stage.json").is_file() or json.loads((stage_dir / "stage.json").read_text()).get("pruned"):
+            stage_dir = StageStore(run_dir / "stages").stage_dir(row["target_stage"], target)
+            if inspect_stage_dir(stage_dir).status == "pruned":
                 raise XstiltsError(f"{stage_dir}: the target model is gone (keep: needed?); latency needs the trained models")
-            model, tokenizer = load_target_model(stage_dir, spec)
+            model, tokenizer = load_target_model(stage_dir, spec)  # checks the model's files against their record
             models.append(TimedModel(label, row["chain_length"], label, model.to(device)))
             stages[label] = stage_dir
         if not any(m.k == 0 for m in models):
@@ -226,7 +227,7 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
                 group.update(mode=mode, target=target, verdict=verdict(mode, group))
                 result["groups"].append(group)
         del models
-    (run_dir / LATENCY_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(run_dir / LATENCY_FILE, result)
     return result
 
 
@@ -238,7 +239,7 @@ def _example_text(example: dict[str, Any]) -> str:
 
 def _chain_bytes(target_stage_dir: Path) -> int:
     """Bytes on disk of the target stage plus every stage its encoder is built from."""
-    record = json.loads((target_stage_dir / "stage.json").read_text(encoding="utf-8"))
+    record = read_json(target_stage_dir / RECORD_FILE)
     recipe = record.get("encoder_recipe", {})
     total = directory_bytes(target_stage_dir)
     for adapter in recipe.get("adapters", []):

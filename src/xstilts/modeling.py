@@ -6,10 +6,11 @@ heads are saved beside it in `heads.safetensors` and are loaded only when a conf
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -47,9 +48,22 @@ class MultiTaskModel(nn.Module):
         return kind_of(self.specs[task]).logits(self.encoder, self.heads[self.head_of[task]], batch)
 
 
+@contextlib.contextmanager
+def _loading(source: str | Path, what: str) -> Iterator[None]:
+    """Any error of Hugging Face loading (missing or damaged files, no network) as one line naming the source."""
+    try:
+        yield
+    except XstiltsError:
+        raise
+    except Exception as error:  # OSError, ValueError, safetensors' SafetensorError, ...: all about `source`
+        detail = (str(error).strip().splitlines() or [""])[0]
+        raise XstiltsError(f"{source}: cannot load the {what} ({type(error).__name__}: {detail})") from None
+
+
 def load_tokenizer(source: str | Path) -> Any:
     """A fast tokenizer (character offsets are needed for QA and tagging)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    with _loading(source, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
     if not getattr(tokenizer, "is_fast", False):
         raise XstiltsError(f"{source}: xstilts needs a fast (Rust) tokenizer for character offsets; none could be loaded")
     return tokenizer
@@ -60,12 +74,13 @@ def load_encoder(source: str | Path, trust_remote_code: bool = False) -> nn.Modu
 
     Heads pool for themselves; an unused pooler would only cost memory and trip DDP's unused-parameter check.
     """
-    config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-    model_class = AutoModel._model_mapping.get(type(config), None) if not trust_remote_code else None
-    kwargs: dict[str, Any] = {}
-    if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-        kwargs["add_pooling_layer"] = False
-    return AutoModel.from_pretrained(str(source), config=config, trust_remote_code=trust_remote_code, **kwargs)
+    with _loading(source, "encoder"):
+        config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+        model_class = AutoModel._model_mapping.get(type(config), None) if not trust_remote_code else None
+        kwargs: dict[str, Any] = {}
+        if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            kwargs["add_pooling_layer"] = False
+        return AutoModel.from_pretrained(str(source), config=config, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path) -> Path:

@@ -7,13 +7,14 @@ the task kind's schema, with `manifest.json` saying where each file came from.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from xstilts.errors import DataError, XstiltsError
+from xstilts.errors import DataError, DataWarning, XstiltsError
 from xstilts.readers.jsonl import read_jsonl, write_jsonl
-from xstilts.store import write_json_atomic
+from xstilts.files import write_json_atomic
 from xstilts.tasks import KIND_IMPLEMENTATIONS
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 from xstilts.tasks.sources import HubFile
@@ -32,9 +33,23 @@ class FileReport:
     files: list[str]
     examples: int
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # legal but suspicious input (DataWarning from the readers)
 
 
-def _validate(spec: TaskSpec, records: list[dict[str, Any]], where: str) -> list[str]:
+def blank(paths: list[Path]) -> bool:
+    """Do the files hold nothing but whitespace? (An empty file is an error; a release file that holds
+    other languages but not this one is not.)"""
+    for path in paths:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 16), b""):
+                if block.strip():
+                    return False
+    return True
+
+
+def _validate(spec: TaskSpec, records: list[dict[str, Any]], where: str, paths: Sequence[Path] = ()) -> list[str]:
+    if not records:
+        return [f"{where}: no examples in the file"] if paths and blank(list(paths)) else []
     kind = KIND_IMPLEMENTATIONS.get(spec.kind)
     if kind is None:  # retrieval records are checked by their own reader
         return []
@@ -121,8 +136,8 @@ def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir:
                     records, files = hub_records, [f"hub:{split}"]
                 else:
                     found = read_local(spec, Path(source_dir), split, language)
-                    if found is None:
-                        continue
+                    if found is None or not (found[0] or blank(found[1])):
+                        continue  # not there, or a release file of all languages that lacks this one
                     records, files = found[0], [str(p) for p in found[1]]
                 if spec.open_label_set:
                     labels.update(tag for record in records for tag in record["tags"])
@@ -131,7 +146,7 @@ def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir:
         if spec.open_label_set:
             spec = replace(spec, labels=tuple(sorted(labels)))
         for report, records in pending:
-            report.problems = _validate(spec, records, f"{name} {report.split}-{report.language}")
+            report.problems = _validate(spec, records, f"{', '.join(report.files)} ({name} {report.split}-{report.language})", [Path(f) for f in report.files if not f.startswith("hub:")])
         problems = [p for report, _ in pending for p in report.problems]
         if problems:
             raise DataError(pending[0][0].files[0], "invalid records, nothing written for task " + name + ":\n  " + "\n  ".join(problems))
@@ -178,8 +193,16 @@ def check(registry: TaskRegistry, directory: Path) -> tuple[list[FileReport], li
 def _check_files(spec: TaskSpec, split: str, language: str, paths: list[Path], reader: Any, seen: set[Path], read_count: int | None = None) -> FileReport:
     """Read and validate one layout's files (the first `read_count` are read, the rest are companions)."""
     seen.update(p.resolve() for p in paths)
-    try:
-        records = [record for path in paths[:read_count] for record in reader(path, language)]
-    except DataError as error:
-        return FileReport(spec.name, split, language, [str(p) for p in paths], 0, [str(error)])
-    return FileReport(spec.name, split, language, [str(p) for p in paths], len(records), _validate(spec, records, f"{spec.name} {split}-{language}"))
+    files = [str(p) for p in paths]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            records = [record for path in paths[:read_count] for record in reader(path, language)]
+        except DataError as error:
+            return FileReport(spec.name, split, language, files, 0, [str(error)], _data_warnings(caught))
+    where = f"{', '.join(files[:read_count])} ({spec.name} {split}-{language})"
+    return FileReport(spec.name, split, language, files, len(records), _validate(spec, records, where, paths[:read_count]), _data_warnings(caught))
+
+
+def _data_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if isinstance(w.message, DataWarning)]

@@ -55,16 +55,28 @@ def _train_target(request: Any, store_root: str, checkpoint_every_steps: int | N
 def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: bool = True, gpus_per_stage: float | None = None, cpus_per_stage: int = 1, max_retries: int = 3) -> dict[str, Any]:
     """Run the plan's stages and target fine-tunes as Ray tasks, then assemble the run locally."""
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError:
         raise XstiltsError("--executor ray needs Ray: pip install 'xstilts[ray]'") from None
-    from xstilts.plan import build_plan, evaluated_prefixes, target_request
-    from xstilts.runner import STAGES_DIR, run_experiment
-    from xstilts.store import StageStore
+    from xstilts.lock import run_lock
+    from xstilts.runner import run_experiment
 
     output_dir = Path(config.output_dir).resolve()
     config = config.model_copy(update={"output_dir": output_dir})
     output_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(output_dir):  # the driver holds it for the whole job; the final assembly re-enters it
+        _run_graph(config, output_dir, address, progress, gpus_per_stage, cpus_per_stage, max_retries)
+        return run_experiment(config, progress=progress)
+
+
+def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, progress: bool, gpus_per_stage: float | None, cpus_per_stage: int, max_retries: int) -> None:
+    """Submit every stage and target fine-tune of the plan as Ray tasks and wait for all of them."""
+    import ray
+
+    from xstilts.plan import build_plan, evaluated_prefixes, target_request
+    from xstilts.runner import STAGES_DIR
+    from xstilts.store import StageStore
+
     registry = config.registry()
     store = StageStore(output_dir / STAGES_DIR)
     plan = build_plan(config, registry, store)
@@ -100,10 +112,15 @@ def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: b
         began = time.perf_counter()
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # raises the task's error, if any (after Ray's retries)
+            try:
+                ray.get(done)  # raises the task's error, if any (after Ray's retries)
+            except ray.exceptions.RayTaskError as error:
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, XstiltsError):  # a user-facing error inside a stage: show it as it is
+                    raise cause from None
+                raise
             if progress:
                 print(f"[{time.perf_counter() - began:7.1f} s] done: {names[done[0]]} ({len(refs) + len(targets) - len(pending)}/{len(refs) + len(targets)})", flush=True)
     finally:
         if started_here:
             ray.shutdown()
-    return run_experiment(config, progress=progress)

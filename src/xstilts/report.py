@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from collections import defaultdict
 from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
 from xstilts.errors import XstiltsError
+from xstilts.files import atomic_writer, read_json_or_none, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, xtreme_score
 from xstilts.latency import LATENCY_FILE
 from xstilts.runner import PLAN_FILE, RESULTS_DIR, SUMMARY_FILE
+from xstilts.store import RECORD_FILE
 
 REPORT_FILE = "report.md"
 HTML_FILE = "report.html"
@@ -31,14 +32,23 @@ MISSING = "missing"
 
 def collect(run_dir: Path) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """(name, result rows found, expected entries without a result)."""
-    rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / RESULTS_DIR).rglob("*.json"))]
+    rows = [row for p in sorted((run_dir / RESULTS_DIR).rglob("*.json")) if _is_result_row(row := read_json_or_none(p, "result (it is reported as missing)"))]
     plan_path = run_dir / PLAN_FILE
     if not rows and not plan_path.is_file():
         raise XstiltsError(f"{run_dir}: no results and no {PLAN_FILE}; is this a run directory?")
-    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else {"name": run_dir.name, "expected": []}
+    plan = read_json_or_none(plan_path, "plan (expected results are not listed)")
+    if not isinstance(plan, dict) or not isinstance(plan.get("expected"), list):
+        plan = {"name": run_dir.name, "expected": []}
     found = {(r["chain_label"], r["target"], r["language"]) for r in rows}
     missing = [e for e in plan["expected"] if (e["chain_label"], e["target"], e["language"]) not in found]
     return plan.get("name", run_dir.name), rows, missing
+
+
+RESULT_KEYS = ("chain_label", "chain_length", "chain", "target", "language", "metric", "metrics", "score")
+
+
+def _is_result_row(row: Any) -> bool:
+    return isinstance(row, dict) and all(key in row for key in RESULT_KEYS) and isinstance(row["metrics"], dict)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -225,8 +235,8 @@ def _embedded(path: Path) -> str:
 
 def write_results_tables(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """results.json (the rows as they are) and results.csv (one row per chain, target, language, metric)."""
-    (run_dir / "results.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    with (run_dir / "results.csv").open("w", newline="", encoding="utf-8") as handle:
+    write_json_atomic(run_dir / "results.json", rows)
+    with atomic_writer(run_dir / "results.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(["mode", "chain_label", "chain_length", "chain", "seed", "target", "language", "metric", "value", "score"])
         for row in rows:
@@ -239,7 +249,7 @@ def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html, results.csv/json and the plot into `run_dir`; returns report.md."""
     run_dir = Path(run_dir)
     name, rows, missing = collect(run_dir)
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "stages").glob("*/stage.json"))]
+    records = [r for p in sorted((run_dir / "stages").glob(f"*/{RECORD_FILE}")) if isinstance(r := read_json_or_none(p, "stage record"), dict) and "role" in r]
     modes = sorted({r.get("mode", "full") for r in rows} | {m.get("mode", "full") for m in missing}) or ["full"]
     summaries, tables = {}, []
     for mode in modes:
@@ -253,8 +263,8 @@ def write_report(run_dir: str | Path) -> Path:
     if any(s["by_k"] for s in summaries.values()):
         plot(summaries, run_dir / PLOT_FILE, name)
     verdicts: list[str] = []
-    if (run_dir / LATENCY_FILE).is_file():
-        latency = json.loads((run_dir / LATENCY_FILE).read_text(encoding="utf-8"))
+    latency = read_json_or_none(run_dir / LATENCY_FILE, "latency record")
+    if isinstance(latency, dict) and isinstance(latency.get("groups"), list):
         latency_table_list, verdicts = latency_tables(latency)
         tables += latency_table_list
         if latency["groups"]:
@@ -267,17 +277,19 @@ def write_report(run_dir: str | Path) -> Path:
     )
     languages = sorted({r["language"] for r in rows})
     named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
-    wall = json.loads((run_dir / SUMMARY_FILE).read_text())["wall_seconds"] if (run_dir / SUMMARY_FILE).is_file() else None
+    summary_record = read_json_or_none(run_dir / SUMMARY_FILE, "summary")
+    wall = summary_record.get("wall_seconds") if isinstance(summary_record, dict) else None
+    wall = wall if isinstance(wall, (int, float)) else None
     md = [f"# xstilts report: {name}", "", intro, "", f"![score against chain length]({PLOT_FILE})", ""]
     if verdicts:
-        device = json.loads((run_dir / LATENCY_FILE).read_text(encoding="utf-8"))
+        device = latency
         md += ["## Latency verdicts", "", f"Measured on {device['device']} ({device['precision']}, {device['threads']} threads); each verdict compares the slope with the noise floor (the k = 0 model timed twice as two models).", ""]
         md += [f"- {line}" for line in verdicts] + ["", f"![latency against chain length]({LATENCY_PLOT_FILE})", ""]
     for title, table in tables:
         md += [f"## {title}", "", _markdown(table), ""]
     md += ["## Languages", "", named, ""] + ([f"Run wall time: {wall:.0f} s.", ""] if wall is not None else [])
     path = run_dir / REPORT_FILE
-    path.write_text("\n".join(md), encoding="utf-8")
+    write_text_atomic(path, "\n".join(md))
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(table)}" for t, table in tables)
     if verdicts:
         body = "<h2>Latency verdicts</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>" + _embedded(run_dir / LATENCY_PLOT_FILE) + body
@@ -287,9 +299,9 @@ def write_report(run_dir: str | Path) -> Path:
 
         image = f'<img alt="score against chain length" src="data:image/png;base64,{base64.b64encode((run_dir / PLOT_FILE).read_bytes()).decode()}">'
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    (run_dir / HTML_FILE).write_text(
+    write_text_atomic(
+        run_dir / HTML_FILE,
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title><style>{style}</style></head><body>"
         f"<h1>xstilts report: {html.escape(name)}</h1><p>{html.escape(intro)}</p>{image}{body}<h2>Languages</h2><p>{html.escape(named)}</p></body></html>",
-        encoding="utf-8",
     )
     return path

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from xstilts.cache import cache_root
-from xstilts.errors import XstiltsError
+from xstilts.errors import DataError, RunError, XstiltsError
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
-from xstilts.store import write_json_atomic
+from xstilts.readers.text import read_lines
+from xstilts.files import read_json_or_none, write_json_atomic
 
 BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining
 
@@ -69,6 +70,9 @@ def encode_sentences(encoder: torch.nn.Module, tokenizer: Any, sentences: Sequen
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             output[rows] = pooled.cpu().numpy()
     encoder.train(was_training)
+    bad = ~np.isfinite(output).all(axis=1)
+    if bad.any():
+        raise RunError(f"sentence embeddings from layer {settings.layer} hold NaN or infinity for {int(bad.sum())} of {len(output)} sentences; the encoder's weights are not finite")
     return output
 
 
@@ -211,27 +215,62 @@ def unique_texts(rows: Sequence[tuple[str, str]]) -> tuple[list[str], dict[str, 
 # --- evaluation from saved embeddings (xstilts retrieval-eval) -------------------------------------
 
 
+def check_embeddings(matrix: np.ndarray, name: str) -> np.ndarray:
+    """float32 rows of one side, after checking: 2-D, at least one row, finite, no all-zero row (no direction)."""
+    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise XstiltsError(f"{name}: expected a 2-D matrix with one row per sentence, got shape {matrix.shape}")
+    if matrix.dtype.kind not in "fiu":
+        raise XstiltsError(f"{name}: expected numbers, got dtype {matrix.dtype}")
+    matrix = matrix.astype(np.float32, copy=False)
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise XstiltsError(f"{name}: row {int(np.argmax(bad))} holds NaN or infinity ({int(bad.sum())} such rows of {len(matrix)})")
+    zero = ~matrix.any(axis=1)
+    if zero.any():
+        raise XstiltsError(f"{name}: row {int(np.argmax(zero))} is all zeros (no direction to compare by cosine; {int(zero.sum())} such rows)")
+    return matrix
+
+
 def _load_matrix(path: Path) -> np.ndarray:
     if not path.is_file():
         raise XstiltsError(f"{path}: embeddings file not found")
-    matrix = np.load(path, allow_pickle=False)
-    if matrix.ndim != 2:
-        raise XstiltsError(f"{path}: expected a 2-D matrix (one row per sentence), got shape {matrix.shape}")
-    return matrix.astype(np.float32, copy=False)
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:  # truncated, not .npy, or an object array (pickles are never loaded)
+        raise DataError(path, f"not a readable .npy array ({error})") from None
+    if not isinstance(matrix, np.ndarray):
+        raise DataError(path, "expected one .npy array, found an archive")
+    return check_embeddings(matrix, str(path))
+
+
+def _same_width(first: tuple[str, np.ndarray], second: tuple[str, np.ndarray]) -> None:
+    if first[1].shape[1] != second[1].shape[1]:
+        raise XstiltsError(f"{second[0]}: {second[1].shape[1]} dimensions, but {first[0]} has {first[1].shape[1]}; both sides must come from one encoder")
 
 
 def _lines(path: Path) -> list[str]:
-    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for _, line in read_lines(path)]
 
 
 def tatoeba_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
     """`{lang}.src.npy` (non-English rows in file order), `{lang}.en.npy` (English rows) and optionally
     `{lang}.labels.txt` (per English row, the index of its translation; default: row i <-> row i)."""
-    source, english = _load_matrix(directory / f"{language}.src.npy"), _load_matrix(directory / f"{language}.en.npy")
+    source_path, english_path = directory / f"{language}.src.npy", directory / f"{language}.en.npy"
+    source, english = _load_matrix(source_path), _load_matrix(english_path)
+    _same_width((str(source_path), source), (str(english_path), english))
     labels_path = directory / f"{language}.labels.txt"
-    gold = [int(x) for x in _lines(labels_path)] if labels_path.is_file() else list(range(len(english)))
-    if len(gold) != len(english):
-        raise XstiltsError(f"{labels_path}: {len(gold)} labels for {len(english)} English rows")
+    if labels_path.is_file():
+        gold = []
+        for number, text in read_lines(labels_path):
+            if not text.strip().isdigit() or int(text) >= len(source):
+                raise DataError(labels_path, f"expected the index of a row of {source_path.name} (0..{len(source) - 1}), found {text!r}", number)
+            gold.append(int(text))
+        if len(gold) != len(english):
+            raise XstiltsError(f"{labels_path}: {len(gold)} labels for {len(english)} English rows in {english_path.name}")
+    else:
+        if len(source) != len(english):
+            raise XstiltsError(f"{source_path}: {len(source)} rows but {english_path.name} has {len(english)}; without {labels_path.name}, row i must translate row i")
+        gold = list(range(len(english)))
     predictions = tatoeba_predictions(source, english)
     return {"accuracy": tatoeba_accuracy(predictions, gold), "examples": len(gold)}
 
@@ -243,6 +282,13 @@ def _bucc_side(directory: Path, stem: str) -> tuple[list[str], np.ndarray]:
     ids = _lines(ids_path)
     if len(ids) != len(matrix):
         raise XstiltsError(f"{ids_path}: {len(ids)} ids for {len(matrix)} embedding rows")
+    seen: dict[str, int] = {}
+    for number, sentence_id in enumerate(ids, start=1):
+        if not sentence_id.strip():
+            raise DataError(ids_path, "empty id", number)
+        if sentence_id in seen:
+            raise DataError(ids_path, f"id {sentence_id!r} appears twice (first at line {seen[sentence_id]}); each row is its own sentence", number)
+        seen[sentence_id] = number
     return ids, matrix
 
 
@@ -251,6 +297,7 @@ def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
 
     Per split: `{lang}.{split}.src.npy` + `.src.ids`, `{lang}.{split}.en.npy` + `.en.ids`, and gold
     pairs `{lang}.{split}.gold` (`source_id<TAB>target_id`). Each row is mined as its own sentence.
+    Every gold id must be an id of its side.
     """
     result: dict[str, Any] = {}
     threshold = None
@@ -261,7 +308,15 @@ def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
             continue
         source_ids, source = _bucc_side(directory, f"{language}.{split}.src")
         target_ids, target = _bucc_side(directory, f"{language}.{split}.en")
-        gold = {tuple(line.split("\t")) for line in _lines(directory / f"{language}.{split}.gold")}
+        _same_width((f"{language}.{split}.src.npy", source), (f"{language}.{split}.en.npy", target))
+        gold_path = directory / f"{language}.{split}.gold"
+        gold_pairs = read_bucc_gold(gold_path)
+        known_source, known_target = set(source_ids), set(target_ids)
+        for number, (s, t) in enumerate(gold_pairs, start=1):
+            if s not in known_source or t not in known_target:
+                side = f"{s!r} is not in {language}.{split}.src.ids" if s not in known_source else f"{t!r} is not in {language}.{split}.en.ids"
+                raise DataError(gold_path, f"gold id {side}", number)
+        gold = set(gold_pairs)
         candidates = mine_candidates(source_ids, source, target_ids, target)
         pairs = candidate_id_pairs(candidates, {i: [i] for i in source_ids}, {i: [i] for i in target_ids})
         if threshold is None:
@@ -345,8 +400,9 @@ def _files_digest(paths: Sequence[Path]) -> str:
 def _cached_candidates(key: dict[str, Any], mine: Any) -> list[Candidate]:
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_root() / "retrieval" / f"{name}.json"
-    if path.is_file():
-        return [Candidate(*row) for row in json.loads(path.read_text(encoding="utf-8"))["candidates"]]
+    cached = read_json_or_none(path, "cache entry (it is mined again)")
+    if isinstance(cached, dict) and isinstance(cached.get("candidates"), list):
+        return [Candidate(*row) for row in cached["candidates"]]
     candidates = mine()
     write_json_atomic(path, {"key": key, "candidates": [[c.score, c.source, c.target] for c in candidates]})
     return candidates

@@ -7,7 +7,6 @@ language), plus a summary with per-task averages over languages the XTREME way.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -19,7 +18,9 @@ from xstilts.errors import XstiltsError
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
 from xstilts.plan import ChainPrefix, Plan, build_plan, evaluated_prefixes, target_request
 from xstilts.stage import EVALUATIONS_DIR, evaluate_target, run_stage
-from xstilts.store import StageStore, content_identity, write_json_atomic
+from xstilts.files import read_json, read_json_or_none, write_json_atomic, write_text_atomic
+from xstilts.lock import run_lock
+from xstilts.store import StageStore, content_identity, inside
 from xstilts.training import is_main_process, wait_for_everyone
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 
@@ -32,11 +33,19 @@ PLAN_FILE = "plan.json"
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the experiment; returns the summary that is also written to `summary.json`."""
+    """Run (or resume) the experiment; returns the summary that is also written to `summary.json`.
+
+    The run holds the lock of its output directory throughout (a second run there fails with the owner's name).
+    """
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(output_dir):
+        return _run_locked(config, output_dir, progress)
+
+
+def _run_locked(config: ExperimentConfig, output_dir: Path, progress: bool) -> dict[str, Any]:
     if is_main_process():
-        (output_dir / "config.resolved.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+        write_text_atomic(output_dir / "config.resolved.yaml", config_to_yaml(config))
     registry = config.registry()
     store = StageStore(output_dir / STAGES_DIR)
     started = time.perf_counter()
@@ -49,7 +58,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
          "seed": seed, "target": t.task, "metric": registry.get(t.task).metric, "language": lang}
         for i, seed in evaluated for t in config.targets for lang in config.target_languages(t, registry)
     ]
-    _write(output_dir / PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
+    _write(output_dir, PLAN_FILE, {"name": config.name, "expected": expected})  # what the report must account for
 
     executor = Executor(config, registry, store, plan, progress)
     rows: list[dict[str, Any]] = []
@@ -73,14 +82,14 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     if config.keep == "needed":
         summary["bytes_pruned"] = executor.bytes_pruned
-    _write(output_dir / SUMMARY_FILE, summary)
+    _write(output_dir, SUMMARY_FILE, summary)
     return summary
 
 
-def _write(path: Path, payload: Any) -> None:
-    """Write a run file from the main process only (with several processes, the others skip)."""
+def _write(output_dir: Path, relative: str | Path, payload: Any) -> None:
+    """Write a run file (checked to lie inside the run directory) from the main process only."""
     if is_main_process():
-        write_json_atomic(path, payload)
+        write_json_atomic(inside(output_dir, output_dir / relative), payload)
 
 
 class Executor:
@@ -94,20 +103,29 @@ class Executor:
             self.children.setdefault(node.stage.parent_identity, []).append(node)
         self.bytes_pruned = 0
 
-    def ensure_trained(self, node: ChainPrefix) -> None:
-        """Train `node` (and, first, any pruned ancestor whose weights it needs) unless its weights are on disk."""
+    def ensure_trained(self, node: ChainPrefix, verify: bool = False) -> None:
+        """Train `node` (and, first, any pruned or damaged ancestor whose weights it needs) unless its weights are on disk.
+
+        With `verify` (its weights are about to be loaded), every file's sha256 is checked against its record.
+        """
         if node.stage is None:
             return
-        record = self.store.record(node.identity, node.stage.name)
+        record = self.store.record(node.identity, node.stage.name, full=verify)
         if record is not None and not record.get("pruned"):
             return
-        if record is not None and record.get("pruned"):
+        if record is not None:
             if not self._needed(node):
                 return
             log.info("stage %s was pruned and is needed again: retraining it", node.label)
-            self.store.discard(node.identity, node.stage.name)
-        self.ensure_trained(self.plan.nodes[node.stage.parent_identity])
+        self._discard(node.identity, node.stage.name)  # pruned or damaged: trained afresh
+        self.ensure_trained(self.plan.nodes[node.stage.parent_identity], verify=True)
         run_stage(node.stage, self.store, self.progress, self.config.checkpoint_every_steps)
+
+    def _discard(self, identity: str, name: str) -> None:
+        """Remove what is left of a stage that must be trained again (nothing happens when there is nothing)."""
+        if is_main_process():
+            self.store.discard(identity, name)
+        wait_for_everyone()
 
     def _needed(self, node: ChainPrefix) -> bool:
         """Does a child stage or a target of this node still have to be trained from its weights?"""
@@ -125,9 +143,12 @@ class Executor:
         languages = self.config.target_languages(target, self.registry)
         if not spec.trainable:
             directory = _retrieval_dir(self.output_dir, prefix, spec, target)
-            return all((directory / f"{lang}.json").is_file() for lang in languages)
-        stage_dir = self.store.stage_dir(target_request(self.config, self.registry, prefix, target).identity, spec.name)
-        return all((stage_dir / EVALUATIONS_DIR / f"{lang}.json").is_file() for lang in languages)
+            return all(_evaluation(directory / f"{lang}.json") is not None for lang in languages)
+        request = target_request(self.config, self.registry, prefix, target)
+        if self.store.record(request.identity, spec.name) is None:
+            return False
+        stage_dir = self.store.stage_dir(request.identity, spec.name)
+        return all(_evaluation(stage_dir / EVALUATIONS_DIR / f"{lang}.json") is not None for lang in languages)
 
     def run_targets(self, prefix: ChainPrefix, multi_seed: bool) -> list[dict[str, Any]]:
         """Fine-tune and evaluate every target on this prefix (retrieval targets: evaluate the encoder as it is)."""
@@ -137,7 +158,7 @@ class Executor:
             spec = self.registry.get(target.task)
             languages = self.config.target_languages(target, self.registry)
             if not self._target_done(prefix, prefix.seed, target):
-                self.ensure_trained(prefix)
+                self.ensure_trained(prefix, verify=True)
             if not spec.trainable:
                 # Inference only: the main process computes, the others then read its files.
                 evaluations = _evaluate_retrieval(self.output_dir, prefix, prefix.recipe, spec, languages, target) if is_main_process() else None
@@ -146,9 +167,10 @@ class Executor:
                 record: dict[str, Any] = {"dev_metrics": {}, "identity": None}
             else:
                 request = target_request(self.config, self.registry, prefix, target)
-                record = self.store.record(request.identity, spec.name) or {}
-                if record.get("pruned") and not self._target_done(prefix, prefix.seed, target):
-                    self.store.discard(request.identity, spec.name)
+                if not self._target_done(prefix, prefix.seed, target):  # its weights will be used: intact, or trained afresh
+                    record = self.store.record(request.identity, spec.name, full=True)
+                    if record is None or record.get("pruned"):
+                        self._discard(request.identity, spec.name)
                 record = run_stage(request, self.store, self.progress, self.config.checkpoint_every_steps)
                 stage_dir = self.store.stage_dir(request.identity, spec.name)
                 evaluations = evaluate_target(stage_dir, spec, languages, request.settings, self.progress)
@@ -157,7 +179,7 @@ class Executor:
                     wait_for_everyone()
             for language, evaluation in evaluations.items():
                 row = _result_row(prefix, label, spec, language, evaluation, record)
-                _write(self.output_dir / RESULTS_DIR / label / spec.name / f"{language}.json", row)
+                _write(self.output_dir, Path(RESULTS_DIR, label, spec.name, f"{language}.json"), row)
                 rows.append(row)
         return rows
 
@@ -172,6 +194,12 @@ class Executor:
     def prune_all(self) -> None:
         for node in self.plan.stages:
             self.prune_finished(node)
+
+
+def _evaluation(path: Path) -> dict[str, Any] | None:
+    """An evaluation file that is intact (a damaged one is logged and counts as missing, so it is computed again)."""
+    evaluation = read_json_or_none(path, "evaluation (it is computed again)")
+    return evaluation if isinstance(evaluation, dict) and isinstance(evaluation.get("metrics"), dict) else None
 
 
 def _retrieval_dir(output_dir: Path, prefix: ChainPrefix, spec: TaskSpec, target: Any) -> Path:
@@ -194,8 +222,9 @@ def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, recipe: Any, spec
     encoder = tokenizer = None
     for language in languages:
         path = results_dir / f"{language}.json"
-        if path.is_file():
-            results[language] = json.loads(path.read_text(encoding="utf-8"))
+        evaluation = _evaluation(path)
+        if evaluation is not None:
+            results[language] = evaluation
             continue
         if encoder is None:
             device = get_accelerator().device
@@ -280,4 +309,4 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         raise XstiltsError(f"{path}: no summary; has the run finished?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)

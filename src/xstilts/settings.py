@@ -10,40 +10,60 @@ and are part of its identity.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_accepts_bool(arg) for arg in typing.get_args(annotation))
+
+
+def no_bools_for_numbers() -> Any:
+    """A validator refusing `true`/`false` where a number is expected (pydantic would read `epochs: yes` as 1)."""
+
+    def check(cls: type[BaseModel], value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and field.annotation is not Any and not _accepts_bool(field.annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+    return field_validator("*", mode="before")(classmethod(check))
+
 
 
 class TrainingSettings(BaseModel):
     """Everything that determines how one stage trains and evaluates."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    learning_rate: float = Field(1e-5, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay; never applied to biases and LayerNorm weights.")
-    adam_epsilon: float = Field(1e-8, gt=0)
+    learning_rate: float = Field(1e-5, gt=0, le=1, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay; never applied to biases and LayerNorm weights.")
+    adam_epsilon: float = Field(1e-8, gt=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps spent in linear warm-up; linear decay to 0 follows.")
-    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Gradient clipping by global norm; null disables it.")
-    batch_size: int = Field(32, gt=0, description="Examples per optimizer step (across all processes).")
-    micro_batch_size: Optional[int] = Field(None, gt=0, description="Examples per forward pass and process; batch_size / micro_batch_size gives gradient accumulation. Null: batch_size.")
-    eval_batch_size: int = Field(64, gt=0)
-    max_length: int = Field(256, ge=16, description="Maximum tokens per feature (a QA window).")
-    doc_stride: int = Field(128, gt=0, description="QA: tokens shared by neighbouring windows of a long context.")
-    epochs: float = Field(3.0, gt=0)
-    max_steps: Optional[int] = Field(None, gt=0, description="Optimizer steps; overrides epochs when set.")
+    max_grad_norm: Optional[float] = Field(1.0, gt=0, le=1e6, description="Gradient clipping by global norm; null disables it.")
+    batch_size: int = Field(32, gt=0, le=65536, description="Examples per optimizer step (across all processes).")
+    micro_batch_size: Optional[int] = Field(None, gt=0, le=65536, description="Examples per forward pass and process; batch_size / micro_batch_size gives gradient accumulation. Null: batch_size.")
+    eval_batch_size: int = Field(64, gt=0, le=65536)
+    max_length: int = Field(256, ge=16, le=1_000_000, description="Maximum tokens per feature (a QA window).")
+    doc_stride: int = Field(128, gt=0, le=1_000_000, description="QA: tokens shared by neighbouring windows of a long context.")
+    epochs: float = Field(3.0, gt=0, le=10_000)
+    max_steps: Optional[int] = Field(None, gt=0, le=100_000_000, description="Optimizer steps; overrides epochs when set.")
     eval_every_steps: int = Field(1000, gt=0, description="Validate on the English dev set every N optimizer steps.")
     eval_examples: Optional[int] = Field(500, gt=0, description="English dev examples used for validation during training; null: all.")
     patience: Optional[int] = Field(30, gt=0, description="Stop after this many validations without improvement; null: never stop early.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
     max_train_examples: Optional[int] = Field(None, gt=0, description="Use only the first N training examples (quick runs).")
     max_eval_examples: Optional[int] = Field(None, gt=0, description="Evaluate on at most N examples per language (quick runs).")
-    n_best_size: int = Field(20, gt=0, description="QA: start and end candidates considered per window.")
-    max_answer_length: int = Field(30, gt=0, description="QA: longest answer span in tokens.")
+    n_best_size: int = Field(20, gt=0, le=10_000, description="QA: start and end candidates considered per window.")
+    max_answer_length: int = Field(30, gt=0, le=1_000_000, description="QA: longest answer span in tokens.")
     log_every_steps: int = Field(20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync.")
     group_by_length: bool = Field(True, description="Micro-batches of similar length (less padding): shuffle, sort within chunks of 50 micro-batches, shuffle the batches.")
     compile: bool = Field(False, description="torch.compile the encoder (dynamic shapes); pays off on GPU for long stages.")
+
+    _no_bools = no_bools_for_numbers()
 
     @model_validator(mode="after")
     def _check_batch_division(self) -> "TrainingSettings":
@@ -57,7 +77,8 @@ def _optional_copy(model: type[BaseModel], name: str) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
         fields[field_name] = (Optional[info.annotation], Field(None, description=info.description, metadata=info.metadata))
-    return create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+    model = create_model(name, __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False), __validators__={"no_bools": no_bools_for_numbers()}, **fields)
+    return model
 
 
 TrainingOverrides = _optional_copy(TrainingSettings, "TrainingOverrides")

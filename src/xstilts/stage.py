@@ -7,7 +7,6 @@ stage also evaluates zero-shot in each of its languages and writes one evaluatio
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -22,13 +21,14 @@ from accelerate.utils import set_seed
 
 from xstilts.adapters import ADAPTER_DIR, AdapterSettings, EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.data import build_features, load_examples
-from xstilts.errors import XstiltsError
+from xstilts.errors import RunError, XstiltsError
 from xstilts.evaluation import evaluate
 from xstilts.mixture import Mixture, MixtureMember
 from xstilts.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.settings import TrainingSettings
-from xstilts.store import StageStore, write_json_atomic
+from xstilts.files import read_json, read_json_or_none, write_json_atomic, writing
+from xstilts.store import RECORD_FILE, StageStore, inspect_stage_dir
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
 from xstilts.training import Checkpointer, get_accelerator, precision_name, train
@@ -113,9 +113,11 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     set_seed(request.seed)
     settings = request.settings
     accelerator = get_accelerator()
+    _check_parent(request, store)
     tokenizer = load_tokenizer(request.parent)
     specs = {member.spec.name: member.spec for member in request.members}
     encoder = build_encoder(request.parent_recipe or request.parent)
+    _check_lengths(request, encoder.config)
     adapter_name = None
     if request.adapter is not None:
         adapter_name = f"stage{len(request.parent_recipe.adapters) + 1}"
@@ -143,7 +145,7 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
     label = f"{request.role} {request.name}" + (f" after {'+'.join(request.chain)}" if request.chain else "")
     log.info("training %s: %s", label, ", ".join(f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()))
     started = time.perf_counter()
-    checkpointer = Checkpointer(store.root / ".checkpoints" / f"{request.identity}-{request.name}", checkpoint_every_steps) if checkpoint_every_steps else None
+    checkpointer = Checkpointer(store.checkpoint_dir(request.identity, request.name), checkpoint_every_steps, store.root) if checkpoint_every_steps else None
     sizes = {name: len(d.train_features) for name, d in data.items()}
     probabilities = request.mixture.probabilities(sizes) if request.mixture else None
     result = train(
@@ -190,16 +192,46 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         }
     if accelerator.is_main_process:  # one writer; the other processes read the committed record
         scratch = store.begin(request.identity, request.name)
-        if request.adapter is None:
-            save_encoder(model, tokenizer, scratch)
-        else:
-            save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
-        save_heads(model, scratch)
+        with writing(scratch):
+            if request.adapter is None:
+                save_encoder(model, tokenizer, scratch)
+            else:
+                save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
+            save_heads(model, scratch)
         store.commit(scratch, request.identity, request.name, record)
         if checkpointer is not None:
             checkpointer.remove()
     accelerator.wait_for_everyone()
-    return record
+    return store.record(request.identity, request.name) or record  # as committed (with its file list), in every process
+
+
+def _check_parent(request: StageRequest, store: StageStore) -> None:
+    """The stages the parent encoder is built from must be intact (every file's sha256 as recorded) before loading."""
+    recipe = request.parent_recipe or EncoderRecipe(request.parent)
+    check_recipe(recipe, store.root, f"{request.role} {request.name}")
+
+
+def check_recipe(recipe: EncoderRecipe, store_root: Path, user: str) -> None:
+    """Raise RunError when a stage directory of `store_root` that `recipe` loads from is damaged."""
+    root = Path(store_root).resolve()
+    sources = [Path(recipe.base), *(Path(adapter) for adapter in recipe.adapters)]
+    for stage_dir in {source.resolve().parent for source in sources if source.resolve().parent.parent == root}:
+        state = inspect_stage_dir(stage_dir, full=True)
+        if state.status in ("damaged", "pruned", "missing"):
+            problem = state.problem or f"its weights are {'pruned' if state.status == 'pruned' else 'missing'}"
+            raise RunError(f"{user}: the stage it is built on, {stage_dir.name}, is not usable ({problem}); run the command again to retrain it")
+
+
+def _check_lengths(request: StageRequest, encoder_config: Any) -> None:
+    """Inputs longer than the encoder's position table would fail deep inside the model: say which setting to lower."""
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    usable = positions - 2 if positions and getattr(encoder_config, "model_type", "") in ("xlm-roberta", "roberta", "camembert") else positions
+    for member in request.members:
+        if usable and member.settings.max_length > usable:
+            raise XstiltsError(
+                f"{request.role} {member.spec.name}: training.max_length is {member.settings.max_length}, but the encoder "
+                f"{request.parent} takes at most {usable} tokens; set training.max_length to {usable} or less"
+            )
 
 
 def _member_data(member: MixtureMember, tokenizer: Any) -> _MemberData:
@@ -257,9 +289,9 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
     accelerator = get_accelerator()
     accelerator.wait_for_everyone()  # every process decides what is missing from the same files
     for language in languages:
-        path = stage_dir / EVALUATIONS_DIR / f"{language}.json"
-        if path.is_file():
-            results[language] = json.loads(path.read_text(encoding="utf-8"))
+        evaluation = read_json_or_none(stage_dir / EVALUATIONS_DIR / f"{language}.json", "evaluation (it is computed again)")
+        if isinstance(evaluation, dict) and isinstance(evaluation.get("metrics"), dict):
+            results[language] = evaluation
         else:
             missing.append(language)
     if not missing:
@@ -286,8 +318,9 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
 
 def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
     """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
-    record = json.loads((stage_dir / "stage.json").read_text(encoding="utf-8"))
+    record = read_json(stage_dir / RECORD_FILE)
     recipe = EncoderRecipe.from_json(record["encoder_recipe"]) if "encoder_recipe" in record else EncoderRecipe(str(stage_dir / ENCODER_DIR))
+    check_recipe(recipe, stage_dir.parent, f"target {spec.name}")  # its own directory included: the recipe loads from it
     model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
     load_heads(model, stage_dir / "heads.safetensors", [spec.name])
     return model.eval(), load_tokenizer(recipe.base)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from xstilts.errors import XstiltsError
@@ -13,7 +12,9 @@ def run_status(run_dir: str | Path) -> str:
     from xstilts.config import load_config
     from xstilts.plan import build_plan
     from xstilts.runner import PLAN_FILE, RESULTS_DIR, STAGES_DIR
-    from xstilts.store import StageStore
+    from xstilts.files import read_json_or_none
+    from xstilts.lock import describe_lock
+    from xstilts.store import RECORD_FILE, StageStore
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.resolved.yaml"
@@ -22,25 +23,31 @@ def run_status(run_dir: str | Path) -> str:
     config = load_config(config_path)
     store = StageStore(run_dir / STAGES_DIR)
     plan = build_plan(config, config.registry(), store)
-    lines, counts = [], {"done": 0, "pruned": 0, "in progress": 0, "waiting": 0}
+    lines, counts = [], {"done": 0, "pruned": 0, "damaged": 0, "in progress": 0, "waiting": 0}
     for node in plan.stages:
-        record = store.record(node.identity, node.stage.name)
-        checkpoint = store.root / ".checkpoints" / f"{node.identity}-{node.stage.name}" / "progress.json"
-        if record is not None:
-            state = "pruned" if record.get("pruned") else "done"
-            detail = f"{record['steps']} steps, English dev {record['primary_metric']} {record['dev_metrics'].get(record['primary_metric'], float('nan')):.2f}"
-        elif checkpoint.is_file():
-            state, detail = "in progress", f"checkpoint at step {json.loads(checkpoint.read_text())['step']}"
+        state = store.inspect(node.identity, node.stage.name)
+        progress = read_json_or_none(store.checkpoint_dir(node.identity, node.stage.name) / "progress.json", "checkpoint")
+        if state.status in ("done", "pruned"):
+            record = state.record
+            score = record.get("dev_metrics", {}).get(record.get("primary_metric"))
+            detail = f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (f"{score:.2f}" if isinstance(score, (int, float)) else "?")
+            status = state.status
+        elif state.status == "damaged":
+            status, detail = "damaged", f"{state.problem}; `xstilts run` retrains it"
+        elif isinstance(progress, dict) and "step" in progress:
+            status, detail = "in progress", f"checkpoint at step {progress['step']}"
         else:
-            state, detail = "waiting", ""
-        counts[state] += 1
-        lines.append(f"  {state:<12} {node.label:<50} {detail}")
-    expected = json.loads((run_dir / PLAN_FILE).read_text())["expected"] if (run_dir / PLAN_FILE).is_file() else []
-    found = len(list((run_dir / RESULTS_DIR).rglob("*.json"))) if (run_dir / RESULTS_DIR).is_dir() else 0
-    targets = [p for p in store.root.glob("*/stage.json") if json.loads(p.read_text()).get("role") == "target"] if store.root.is_dir() else []
+            status, detail = "waiting", ""
+        counts[status] += 1
+        lines.append(f"  {status:<12} {node.label:<50} {detail}")
+    plan_record = read_json_or_none(run_dir / PLAN_FILE, "plan")
+    expected = plan_record.get("expected", []) if isinstance(plan_record, dict) else []
+    found = sum(read_json_or_none(p, "result") is not None for p in (run_dir / RESULTS_DIR).rglob("*.json")) if (run_dir / RESULTS_DIR).is_dir() else 0
+    records = [read_json_or_none(p, "stage record") for p in store.root.glob(f"*/{RECORD_FILE}")] if store.root.is_dir() else []
+    targets = [r for r in records if isinstance(r, dict) and r.get("role") == "target"]
     header = [
-        f"run {config.name} at {run_dir}",
-        "intermediate stages: " + ", ".join(f"{n} {state}" for state, n in counts.items()),
+        f"run {config.name} at {run_dir}: {describe_lock(run_dir)}",
+        "intermediate stages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if state != "damaged" or n),
         f"target fine-tunes done: {len(targets)}",
         f"results: {found} of {len(expected)} (chain, target, language)",
         "stages:",

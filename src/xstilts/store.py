@@ -1,20 +1,38 @@
-"""The stage store: one directory per stage identity, written atomically, done when its record exists.
+"""The stage store: one directory per stage identity, written atomically, done when its intact record exists.
 
 A stage's identity is a content hash of everything that determines it (its parent's identity, task,
 data, settings, seed). Identical prefixes of different chains therefore share one directory, and
 re-running an experiment skips every stage whose record is already there.
+
+Guarantees kept here, in one place:
+- Every path the store writes or deletes is checked to lie inside its root (`inside`, `remove_inside`),
+  whatever a task name holds: deleting anything outside the run directory is impossible by construction.
+- A completion record lists the stage's files with their sizes and sha256. A stage whose files are missing
+  or of the wrong size is damaged, not done (`inspect`); the sha256 is checked before the stage's weights
+  are used again (`inspect(..., full=True)`, hashed once per file version and process).
+- The record is written last (through `xstilts.files`: aside, fsynced, renamed), so a stage is either
+  complete or absent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from xstilts.errors import DataError, XstiltsError
+from xstilts.files import read_json, write_json_atomic
+from xstilts.names import name_problem
+
+log = logging.getLogger(__name__)
 
 RECORD_FILE = "stage.json"
+CHECKPOINTS_DIR = ".checkpoints"
 
 
 def content_identity(payload: dict[str, Any]) -> str:
@@ -23,12 +41,102 @@ def content_identity(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write aside and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+# --- paths that cannot leave the run directory -------------------------------------------------------
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` with its parent resolved, after checking that it lies strictly inside `root`.
+
+    The last component is not resolved, so a symbolic link is handled as the link itself (removing it
+    never follows it).
+    """
+    base = Path(root).resolve()
+    candidate = Path(path)
+    resolved = candidate.parent.resolve() / candidate.name
+    if candidate.name in ("", ".", "..") or not resolved.is_relative_to(base) or resolved == base:
+        raise XstiltsError(f"refusing to touch {path}: it is not inside the run directory {base}")
+    return resolved
+
+
+def remove_inside(root: Path, path: Path) -> None:
+    """Delete a file, link or directory tree that lies inside `root` (anything else is refused)."""
+    target = inside(root, path)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+
+
+# --- file manifests --------------------------------------------------------------------------------------
+
+_HASHES: dict[tuple[int, int, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, computed once per file version (device, inode, size, mtime) in a process: a stage
+    hashed when it is committed is not hashed again after its directory is renamed into place."""
+    stat = path.stat()
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def file_manifest(directory: Path, exclude: tuple[str, ...] = (RECORD_FILE,)) -> dict[str, dict[str, Any]]:
+    """{relative path: {size, sha256}} of every file under `directory` except the top-level `exclude`."""
+    manifest = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative not in exclude:
+            manifest[relative] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    return manifest
+
+
+def manifest_problem(directory: Path, manifest: dict[str, dict[str, Any]], full: bool) -> str | None:
+    """What is wrong with the files of `directory` against `manifest` (sizes; with `full`, sha256), or None."""
+    for relative, expected in manifest.items():
+        path = directory / relative
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{path} has {size} bytes, its record says {expected['size']}"
+        if full and sha256_of(path) != expected["sha256"]:
+            return f"{path} does not match the sha256 in its record"
+    return None
+
+
+# --- the store ---------------------------------------------------------------------------------------------
+
+
+def inspect_stage_dir(directory: Path, full: bool = False, identity: str | None = None) -> StageState:
+    """The state of one stage directory (see `StageStore.inspect`); usable from a path alone (latency, evaluation)."""
+    path = Path(directory) / RECORD_FILE
+    if not path.is_file():
+        return StageState("missing")
+    try:
+        record = read_json(path)
+    except DataError as error:
+        return StageState("damaged", problem=str(error))
+    if not isinstance(record, dict) or "identity" not in record or (identity is not None and record["identity"] != identity):
+        return StageState("damaged", problem=f"{path} is not the completion record of this stage")
+    problem = manifest_problem(Path(directory), record.get("files", {}), full)
+    if problem:
+        return StageState("damaged", record, problem)
+    return StageState("pruned" if record.get("pruned") else "done", record)
+
+
+@dataclass(frozen=True)
+class StageState:
+    """What a stage directory holds: nothing yet, a usable stage, a pruned one (record, no weights), or damage."""
+
+    status: Literal["missing", "done", "pruned", "damaged"]
+    record: dict[str, Any] | None = None
+    problem: str | None = None
 
 
 class StageStore:
@@ -36,30 +144,50 @@ class StageStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._reported: set[Path] = set()
 
     def stage_dir(self, identity: str, task: str) -> Path:
-        return self.root / f"{identity}-{task}"
+        for what, value in (("identity", identity), ("task name", task)):
+            problem = name_problem(value)
+            if problem:
+                raise XstiltsError(f"stage store: {what}: {problem}")
+        return inside(self.root, self.root / f"{identity}-{task}")
 
-    def record(self, identity: str, task: str) -> dict[str, Any] | None:
-        """The completion record, or None while the stage is not done."""
-        path = self.stage_dir(identity, task) / RECORD_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    def checkpoint_dir(self, identity: str, task: str) -> Path:
+        """Where an unfinished stage keeps its mid-stage checkpoints (removed when it is committed)."""
+        return inside(self.root, self.root / CHECKPOINTS_DIR / self.stage_dir(identity, task).name)
+
+    def inspect(self, identity: str, task: str, full: bool = False) -> StageState:
+        """The stage's state; its files are checked against the record (sizes, and with `full` their sha256)."""
+        return inspect_stage_dir(self.stage_dir(identity, task), full, identity)
+
+    def record(self, identity: str, task: str, full: bool = False) -> dict[str, Any] | None:
+        """The completion record of an intact stage (done or pruned), or None when it has to be trained.
+
+        A damaged stage counts as not done; the first time it is seen, a warning names the file at fault.
+        """
+        state = self.inspect(identity, task, full)
+        if state.status == "damaged":
+            directory = self.stage_dir(identity, task)
+            if directory not in self._reported:
+                self._reported.add(directory)
+                log.warning("stage %s is damaged (%s): it will be trained again", directory.name, state.problem)
+            return None
+        return state.record
 
     def begin(self, identity: str, task: str) -> Path:
         """A fresh scratch directory for building the stage; leftovers of a killed attempt are removed."""
-        scratch = self.root / f".partial-{identity}-{task}"
-        if scratch.exists():
-            shutil.rmtree(scratch)
+        scratch = inside(self.root, self.root / f".partial-{self.stage_dir(identity, task).name}")
+        remove_inside(self.root, scratch)
         scratch.mkdir(parents=True)
         return scratch
 
     def commit(self, scratch: Path, identity: str, task: str, record: dict[str, Any]) -> Path:
-        """Write the completion record last, then move the directory into place in one rename."""
-        write_json_atomic(scratch / RECORD_FILE, record)
+        """List the files in the record, write the record last, then move the directory into place in one rename."""
+        write_json_atomic(scratch / RECORD_FILE, {**record, "files": file_manifest(scratch)})  # hashed now: verified for free later
         final = self.stage_dir(identity, task)
-        if final.exists():  # an incomplete directory from an older layout or a crash between rename steps
-            shutil.rmtree(final)
-        os.replace(scratch, final)
+        remove_inside(self.root, final)  # a damaged stage, or an incomplete directory from a crash between rename steps
+        os.replace(inside(self.root, scratch), final)
         return final
 
     def prune(self, identity: str, task: str, keep: tuple[str, ...] = (RECORD_FILE, "evaluations", "predictions")) -> int:
@@ -71,15 +199,16 @@ class StageStore:
         record = self.record(identity, task)
         if record is None or record.get("pruned"):
             return 0
-        write_json_atomic(directory / RECORD_FILE, {**record, "pruned": True})
+        kept_files = {name: entry for name, entry in record.get("files", {}).items() if name.split("/", 1)[0] in keep}
+        write_json_atomic(directory / RECORD_FILE, {**record, "pruned": True, "files": kept_files})
         freed = 0
         for entry in directory.iterdir():
             if entry.name in keep:
                 continue
-            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else entry.stat().st_size
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() and not entry.is_symlink() else entry.lstat().st_size
+            remove_inside(self.root, entry)
         return freed
 
     def discard(self, identity: str, task: str) -> None:
         """Remove a stage entirely (a pruned stage whose weights are needed again is retrained)."""
-        shutil.rmtree(self.stage_dir(identity, task), ignore_errors=True)
+        remove_inside(self.root, self.stage_dir(identity, task))

@@ -11,8 +11,8 @@ import contextlib
 from collections import Counter
 import functools
 import json
+import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,55 +27,77 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from xstilts.cpu_dropout import cpu_dropout
+from xstilts.errors import RunError
+from xstilts.files import json_text, writing
 from xstilts.mixture import task_schedule
 from xstilts.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
+from xstilts.store import remove_inside
 from xstilts.tasks.base import Feature, feature_length
+
+log = logging.getLogger(__name__)
 
 
 class Checkpointer:
     """Mid-stage checkpoints: model, optimizer, scheduler, RNG, counters and data position, every N steps.
 
-    Written aside and renamed, so a kill leaves the previous checkpoint intact. Files are our own:
-    weights as safetensors, optimizer/scheduler/RNG state with torch.save read back `weights_only`.
+    Written aside and renamed, so a kill (or a full disk) leaves the previous checkpoint intact. Files are
+    our own: weights as safetensors, optimizer/scheduler/RNG state with torch.save read back `weights_only`.
+    Everything it writes or deletes lies inside `root` (the stage store), checked on every deletion.
     """
 
-    def __init__(self, directory: Path, every_steps: int):
+    def __init__(self, directory: Path, every_steps: int, root: Path):
         self.directory = Path(directory)
         self.every_steps = every_steps
+        self.root = Path(root)
 
     def save(self, model: nn.Module, optimizer: Any, scheduler: Any, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+        with writing(self.directory):
+            self._save(model, optimizer, scheduler, state, best_state)
+
+    def _save(self, model: nn.Module, optimizer: Any, scheduler: Any, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
         scratch = self.directory.with_name(self.directory.name + ".tmp")
-        if scratch.exists():
-            shutil.rmtree(scratch)
+        remove_inside(self.root, scratch)
         scratch.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / "model.safetensors"))
         if best_state is not None:
             save_file({k: v.contiguous() for k, v in best_state.items()}, str(scratch / "best.safetensors"))
         rng = {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, scratch / "optimizer.pt")
-        (scratch / "progress.json").write_text(json.dumps(state), encoding="utf-8")
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
+        with (scratch / "progress.json").open("w", encoding="utf-8") as handle:
+            handle.write(json_text(state))
+            handle.flush()
+            os.fsync(handle.fileno())
+        remove_inside(self.root, self.directory)
         os.replace(scratch, self.directory)
 
     def load(self, model: nn.Module, optimizer: Any, scheduler: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
-        """Restore everything into the given objects; returns (progress, best weights), or None without a checkpoint."""
+        """Restore everything into the given objects; returns (progress, best weights), or None without a
+        checkpoint. A damaged checkpoint is read completely before anything is restored, so it is discarded
+        with a warning (the stage starts over) and never half-applied."""
         if not (self.directory / "progress.json").is_file():
             return None
-        model.load_state_dict(load_file(str(self.directory / "model.safetensors")))
-        saved = torch.load(self.directory / "optimizer.pt", weights_only=True)
+        try:
+            weights = load_file(str(self.directory / "model.safetensors"))
+            saved = torch.load(self.directory / "optimizer.pt", weights_only=True)
+            progress = json.loads((self.directory / "progress.json").read_text(encoding="utf-8"))
+            best_path = self.directory / "best.safetensors"
+            best = load_file(str(best_path)) if best_path.is_file() else None
+            model.load_state_dict(weights)
+        except Exception as error:  # safetensors, pickle, JSON and shape errors alike: the checkpoint is unusable
+            log.warning("checkpoint %s is damaged (%s: %s); the stage starts from its first step", self.directory, type(error).__name__, error)
+            self.remove()
+            return None
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"]["torch"])
         if "cuda" in saved["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-        best = load_file(str(self.directory / "best.safetensors")) if (self.directory / "best.safetensors").is_file() else None
-        return json.loads((self.directory / "progress.json").read_text(encoding="utf-8")), best
+        return progress, best
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        remove_inside(self.root, self.directory)
 
 
 @dataclass
@@ -211,6 +233,20 @@ def prefetched(batches: Iterator[Any], enabled: bool, depth: int = 2) -> Iterato
         yield item
 
 
+def _stop_if_diverged(running_loss: torch.Tensor, bad_gradients: torch.Tensor, step: int, total_steps: int, description: str, settings: TrainingSettings, accelerator: Accelerator) -> None:
+    """Raise RunError when the loss (summed since the last log) or a gradient norm was NaN or infinite on any process."""
+    flags = torch.stack([(~torch.isfinite(running_loss)).float(), bad_gradients.float()])
+    loss_bad, gradients_bad = (accelerator.reduce(flags, "sum") > 0).tolist() if accelerator.num_processes > 1 else (flags > 0).tolist()
+    if not (loss_bad or gradients_bad):
+        return
+    what = "the training loss" if loss_bad else "the gradient norm"
+    precision = precision_name(settings, accelerator.device)
+    raise RunError(
+        f"{description}: training diverged by step {step} of {total_steps}: {what} is not finite (NaN or infinity); nothing of this stage "
+        f"was kept. Try a lower learning_rate (now {settings.learning_rate:g}), max_grad_norm (now {settings.max_grad_norm}) or precision: fp32 (now {precision})."
+    )
+
+
 def train(
     model: MultiTaskModel,
     task_features: Mapping[str, Sequence[Feature]],
@@ -253,6 +289,7 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     evals_without_improvement = 0
     running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
+    bad_gradients = torch.zeros((), dtype=torch.bool, device=accelerator.device)  # any non-finite norm since the last check
     loss_steps = 0
     first_step = 1
     restored = checkpointer.load(accelerator.unwrap_model(model), optimizer, scheduler) if checkpointer else None
@@ -303,12 +340,20 @@ def train(
                     accelerator.backward(loss)
                 running_loss += loss.detach()
             if settings.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                if norm is not None:
+                    bad_gradients |= ~torch.isfinite(norm)  # stays on the device: checked below, when the host syncs anyway
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_steps += 1
             result.steps = step
+
+            evaluating = step % settings.eval_every_steps == 0 or step == plan.total_steps
+            checkpointing = checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps
+            if evaluating or checkpointing or step % settings.log_every_steps == 0:
+                # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
+                _stop_if_diverged(running_loss, bad_gradients, step, plan.total_steps, description, settings, accelerator)
 
             if step % settings.log_every_steps == 0 or step == plan.total_steps:
                 mean_loss = accelerator.reduce(running_loss, "mean").item() / loss_steps  # host-device sync, once per log interval
@@ -319,7 +364,7 @@ def train(
                 result.history.append({"step": step, "loss": mean_loss})
             bar.update(1)
 
-            if step % settings.eval_every_steps == 0 or step == plan.total_steps:
+            if evaluating:
                 metric = validate(accelerator.unwrap_model(model))
                 result.history.append({"step": step, "dev": metric})
                 if result.best_metric is None or metric > result.best_metric:
@@ -332,7 +377,7 @@ def train(
                         result.stopped_early = True
                         break
 
-            if checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps:
+            if checkpointing:
                 state = {
                     "step": step, "best_step": result.best_step, "best_metric": result.best_metric, "history": result.history,
                     "tokens": _all_processes(result.tokens, accelerator), "evals_without_improvement": evals_without_improvement,

@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaFo
 
 from xstilts.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
-from xstilts.store import content_identity, write_json_atomic
+from xstilts.files import write_json_atomic
+from xstilts.store import content_identity
 from xstilts.tasks.mlm import mask_tokens
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xstilts.errors import DataError
+from xstilts.files import atomic_writer, json_text
 from xstilts.readers.text import read_lines
 
 
@@ -19,16 +20,17 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(path, f"invalid JSON ({error.msg} at column {error.colno})", line_number) from None
+            raise DataError(path, f"invalid JSON ({error.msg}, column {error.colno})", line_number) from None
         if not isinstance(record, dict):
             raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line_number)
         yield line_number, record
 
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
-    with Path(path).open("w", encoding="utf-8") as handle:
+    """One strict-JSON object per line, written aside and renamed into place."""
+    with atomic_writer(Path(path)) as handle:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(json_text(record, indent=None) + "\n")
 
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from xstilts.errors import DataError
+from xstilts.errors import DataError, DataWarning
+from xstilts.readers.text import read_lines
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise DataError(path, f"cannot read: {error.strerror}") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
+    lines = [line for _, line in read_lines(path)]
+    if not lines:
+        raise DataError(path, "no sentences in the file")
+    return lines
 
 
 def read_tatoeba_pair(source_path: str | Path, english_path: str | Path) -> list[dict[str, Any]]:
@@ -41,14 +39,33 @@ def read_bucc_sentences(path: str | Path) -> list[tuple[str, str]]:
     """`id<TAB>sentence` lines of a BUCC side."""
     path = Path(path)
     rows = []
+    first_line: dict[str, int] = {}
     for number, line in enumerate(_read_lines(path), start=1):
         fields = line.split("\t")
         if len(fields) != 2:
             raise DataError(path, f"expected 'id<TAB>sentence', found {len(fields)} field(s)", number)
+        if fields[0] in first_line:
+            warnings.warn(DataWarning(path, f"id {fields[0]!r} appears again (first at line {first_line[fields[0]]})", number), stacklevel=2)
+        first_line.setdefault(fields[0], number)
         rows.append((fields[0], fields[1]))
     return rows
 
 
 def read_bucc_gold(path: str | Path) -> list[tuple[str, str]]:
     """`source_id<TAB>target_id` gold pairs."""
-    return read_bucc_sentences(path)
+    path = Path(path)
+    pairs = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(fields):
+            raise DataError(path, f"expected 'source_id<TAB>target_id', found {line!r}", number)
+        pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+def warn_unknown_gold_ids(gold_path: Path, gold: list[tuple[str, str]], source_ids: set[str], target_ids: set[str]) -> None:
+    """Gold pairs naming a sentence that is not in the sentence files can never be mined: say so."""
+    unknown = [(number, pair) for number, pair in enumerate(gold, start=1) if pair[0] not in source_ids or pair[1] not in target_ids]
+    if unknown:
+        number, pair = unknown[0]
+        warnings.warn(DataWarning(gold_path, f"{len(unknown)} gold pair(s) name ids missing from the sentence files, first {pair[0]!r} -> {pair[1]!r}", number), stacklevel=2)

@@ -7,10 +7,12 @@ they must be read with a csv reader, never with str.split (protocol.md section 6
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from xstilts.errors import DataError
+from xstilts.errors import DataError, DataWarning
+from xstilts.readers.text import decoded_lines
 
 csv.field_size_limit(1 << 26)
 
@@ -18,20 +20,15 @@ csv.field_size_limit(1 << 26)
 def read_rows(path: str | Path, delimiter: str = "\t", quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for every non-empty row; the line number is where the row starts."""
     path = Path(path)
+    reader = csv.reader(decoded_lines(path), delimiter=delimiter, quoting=quoting)
+    line = 1
     try:
-        handle = path.open(encoding="utf-8", newline="")
-    except OSError as error:
-        raise DataError(path, f"cannot read: {error.strerror}") from None
-    with handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        line = 1
-        try:
-            for row in reader:
-                if row:
-                    yield line, row
-                line = reader.line_num + 1
-        except csv.Error as error:
-            raise DataError(path, f"malformed row ({error})", line) from None
+        for row in reader:
+            if row:
+                yield line, row
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise DataError(path, f"malformed row ({error})", line) from None
 
 
 def read_header_rows(path: str | Path, required: Sequence[str], delimiter: str = "\t", quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, dict[str, str]]]:
@@ -54,13 +51,18 @@ def read_xtreme_pairs(path: str | Path, labelled: bool = True) -> list[dict[str,
     """XTREME's XNLI / PAWS-X files: `text_a<TAB>text_b[<TAB>label]`, csv-quoted."""
     records = []
     expected = 3 if labelled else 2
+    extra = 0
     for line, row in read_rows(path):
         if len(row) < expected:
             raise DataError(path, f"expected {expected} tab-separated fields, found {len(row)}", line)
+        if len(row) > expected and not extra:
+            extra = line
         record = {"text_a": row[0], "text_b": row[1]}
         if labelled:
             record["label"] = row[2]
         records.append(record)
+    if extra:
+        warnings.warn(DataWarning(path, f"more than {expected} tab-separated fields (first at this line); the extra fields are ignored", extra), stacklevel=2)
     return records
 
 

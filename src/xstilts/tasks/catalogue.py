@@ -82,7 +82,11 @@ def _bucc_side(path: Path, language: str) -> list[dict[str, Any]]:
     for companion in (english, gold) if "test" not in path.name else (english,):
         if not companion.is_file():
             raise DataError(path, f"the BUCC files come in sets: {companion.name} is missing beside it")
-    return [{"id": i, "text": t} for i, t in retrieval.read_bucc_sentences(path)]
+    rows = retrieval.read_bucc_sentences(path)
+    english_ids = {i for i, _ in retrieval.read_bucc_sentences(english)}
+    if gold.is_file():
+        retrieval.warn_unknown_gold_ids(gold, retrieval.read_bucc_gold(gold), {i for i, _ in rows}, english_ids)
+    return [{"id": i, "text": t} for i, t in rows]
 
 
 # --- hub record mappers ----------------------------------------------------------------------------

@@ -46,7 +46,11 @@ class QAKind(TaskKind):
             return f"no answer given, and task {spec.name} does not allow unanswerable questions"
         context = record["context"]
         for text, start in zip(answers["text"], answers["answer_start"]):
-            if not isinstance(start, int) or context[start : start + len(text)] != text:
+            if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
+                return f"every answer needs a string text and an integer answer_start, got {text!r} at {start!r}"
+            if not 0 <= start <= len(context) - len(text):
+                return f"answer_start {start} of answer {text!r} lies outside the context (0..{len(context) - len(text)})"
+            if context[start : start + len(text)] != text:
                 return f"answer {text!r} is not found in the context at character {start}"
         return None
 

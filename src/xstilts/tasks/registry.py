@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from xstilts.errors import XstiltsError
+from xstilts.names import name_problem
+from xstilts.readers.text import read_lines
 
 KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm")
 
@@ -66,6 +68,12 @@ class TaskSpec:
     open_label_set: bool = False  # labels come from the data (CCG supertags): `labels.txt` beside the files
 
     def __post_init__(self) -> None:
+        languages = (*self.languages, self.train_language, *self.dev_languages)
+        splits = (self.train_split, self.dev_split, self.eval_split)
+        for what, value in [("name", self.name), *(("language", v) for v in languages), *(("split", v) for v in splits)]:
+            problem = name_problem(value)
+            if problem:
+                raise XstiltsError(f"task {self.name!r}: {what}: {problem}")
         if self.kind not in KINDS:
             raise XstiltsError(f"task {self.name}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if not self.metric:
@@ -78,7 +86,7 @@ class TaskSpec:
         labels = self.labels
         labels_file = Path(data_dir) / "labels.txt"
         if self.open_label_set and labels_file.is_file():
-            labels = tuple(line for line in labels_file.read_text(encoding="utf-8").splitlines() if line)
+            labels = tuple(line for _, line in read_lines(labels_file) if line)
         return replace(self, data=LocalFiles(Path(data_dir)), labels=labels)
 
     def split_languages(self, split: str) -> tuple[str, ...]:

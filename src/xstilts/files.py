@@ -1,0 +1,117 @@
+"""Files the project writes and reads back: atomic, flushed to disk, strict JSON.
+
+Every file is written aside and renamed into place (`atomic_writer`), so a reader, a kill or a full
+disk never leaves half a file under the final name; JSON never holds NaN or infinity (`json_text`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from xstilts.errors import DataError
+from xstilts.readers.text import read_text
+
+log = logging.getLogger(__name__)
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, so it serialises as strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def json_text(payload: Any, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN, no Infinity), the one way the project serialises what it writes or prints."""
+    return json.dumps(finite_json(payload), indent=indent, ensure_ascii=False, default=str, allow_nan=False)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Name `path` in a write error that does not name a file (a full disk in `write()`, or safetensors' own
+    error type wrapping the system's), so the user learns where the space ran out."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
+    except Exception as error:  # safetensors reports I/O failures as SafetensorError("... Os { code: 28, ...")
+        code = next((number for number, text in _SYSTEM_ERRORS.items() if text in str(error)), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from error
+
+
+_SYSTEM_ERRORS = {errno.ENOSPC: "code: 28", errno.EDQUOT: "code: 122", errno.EROFS: "code: 30", errno.EACCES: "code: 13"}
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """A text handle on a temporary file beside `path`; on success it is flushed to disk and renamed over
+    `path`, on any error it is removed. A reader (or a crash) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with writing(path), tmp.open("w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(text)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(descriptor)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json_text(payload) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file the project wrote; a damaged one raises DataError naming it."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"damaged JSON ({error.msg}, column {error.colno})", error.lineno) from None
+
+
+def read_json_or_none(path: Path, what: str = "file") -> Any:
+    """The file's JSON, or None when it is missing or damaged (a damaged one is logged as a warning)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return read_json(path)
+    except DataError as error:
+        log.warning("%s; ignoring this %s", error, what)
+        return None
