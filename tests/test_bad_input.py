@@ -162,6 +162,7 @@ CONFIG_CASES = {
     "a target language twice": (_set("targets", [{"task": "demo_nli", "languages": ["en", "x-lex", "en"]}]), "targets[0].languages[2]", "'en' appears twice"),
     "a task language twice": (_set("tasks.demo_nli.languages", ["en", "en"]), "tasks.demo_nli.languages[1]"),
     "a study seed twice": (lambda c: (c.pop("chain"), c.update(study={"pool": ["demo_paraphrase"], "orders": {"singles": True}, "seeds": [3, 3]})), "study.seeds[1]"),
+    "a label twice": (_set("tasks.demo_nli.labels", ["entailment", "neutral", "entailment"]), "tasks.demo_nli.labels[2]"),
     "a pool task twice": (lambda c: (c.pop("chain"), c.update(study={"pool": ["demo_paraphrase", "demo_paraphrase"], "orders": {"random": 1}})), "study.pool[1]"),
     # where the run would write
     "output directory is a file": (lambda c: c.update(output_dir=str(Path(c["output_dir"]).parent.parent / "victim" / "important.txt")), "output_dir", "is not a directory"),
@@ -193,6 +194,7 @@ CONFIG_FILE_CASES = {
     "empty": (b"", ":1:", "expected a mapping"),
     "broken YAML": (b"name: [unclosed\n", "invalid YAML"),
     "tabs for indentation": (b"name: x\ntraining:\n\tepochs: 2\n", "invalid YAML"),
+    "a key given twice": (b"name: x\ntraining:\n  epochs: 2\n  batch_size: 8\n  epochs: 20\n", ":5: training.epochs: this key appears twice (first at line 3)"),
 }
 
 

@@ -350,6 +350,7 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
             continue
         if definition.kind in ("classification", "tagging") and not definition.labels:
             problems.append((("tasks", name, "labels"), f"a {definition.kind} task needs its list of labels"))
+        problems += _repeated(("tasks", name, "labels"), definition.labels or [], "label")
         if not definition.data_dir.is_dir():
             problems.append((("tasks", name, "data_dir"), f"directory not found: {definition.data_dir}"))
             continue
@@ -569,7 +570,27 @@ def load_config(path: str | Path) -> ExperimentConfig:
         line = f":{mark.line + 1}" if mark is not None else ""
         reason = getattr(error, "problem", None) or str(error)
         raise ConfigError([f"{path}{line}: invalid YAML: {reason}"]) from None
+    repeated = _repeated_keys(root, ())
+    if repeated:  # YAML would silently keep the last value of each
+        raise ConfigError([f"{path}:{line}: {format_loc(loc)}: this key appears twice (first at line {first}); give it once" for loc, line, first in repeated])
     return parse_config(data, str(path), root)
+
+
+def _repeated_keys(node: yaml.Node | None, loc: Loc) -> list[tuple[Loc, int, int]]:
+    """(key path, line, line of its first occurrence) of every key given twice in one mapping."""
+    found: list[tuple[Loc, int, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key, value in node.value:
+            name = getattr(key, "value", None)
+            if name in first:
+                found.append((loc + (name,), key.start_mark.line + 1, first[name]))
+            first.setdefault(name, key.start_mark.line + 1)
+            found += _repeated_keys(value, loc + (name,))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _repeated_keys(item, loc + (index,))
+    return found
 
 
 def config_to_yaml(config: ExperimentConfig) -> str:
