@@ -63,7 +63,7 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray]:
 
     from xstilts.demo.pretrain import train_tokenizer
     from xstilts.readers.retrieval import read_bucc_sentences
-    from xstilts.retrieval import EmbeddingSettings, encode_sentences, unique_texts
+    from xstilts.evaluate.retrieval import EmbeddingSettings, encode_sentences, unique_texts
 
     source, _ = unique_texts(read_bucc_sentences(REAL / "zh-en.dev.zh"))
     target, _ = unique_texts(read_bucc_sentences(REAL / "zh-en.dev.en"))
@@ -88,7 +88,7 @@ def worker(case: str, implementation: str, size: int, dim: int, out: Path) -> No
     x, y = real_embeddings() if case == "real" else synthetic_embeddings(size, dim)
     started = time.perf_counter()
     if implementation == "xstilts":
-        from xstilts.retrieval import mine_candidates
+        from xstilts.evaluate.retrieval import mine_candidates
 
         kept = mine_candidates([str(i) for i in range(len(x))], x, [str(i) for i in range(len(y))], y)
         top = [(c.score, int(c.source), int(c.target)) for c in kept[:1000]]

@@ -2,9 +2,9 @@
 
 Three ways to train the same encoder + head with the same hyperparameters on the same features:
 
-- `xstilts`: `xstilts.training.train` (length-grouped dynamic padding, no host-device sync in the step,
+- `xstilts`: `xstilts.train.loop.train` (length-grouped dynamic padding, no host-device sync in the step,
   fused AdamW, bf16 autocast and batches collated ahead in a thread on GPU, uniform-draw dropout masks
-  on CPU (`xstilts.cpu_dropout`), the last layer for the first token only under pooled heads);
+  on CPU (`xstilts.train.cpu_dropout`), the last layer for the first token only under pooled heads);
 - `trainer-pad-max`: `transformers.Trainer` with every example padded to the maximum length, as the
   XTREME baseline scripts do;
 - `trainer-best`: `transformers.Trainer` at its best: dynamic padding, `group_by_length`, the same
@@ -113,7 +113,7 @@ def prepare(workdir: Path, model: str, tasks: list[str]) -> dict:
 
 def features_for(workdir: Path, task: str, tokenizer, settings) -> tuple[list[dict], float]:
     """xstilts features (from the feature cache when warm) and the seconds it took."""
-    from xstilts.data import build_features
+    from xstilts.data.examples import build_features
     from xstilts.readers.jsonl import read_jsonl
 
     started = time.perf_counter()
@@ -154,7 +154,7 @@ def settings_for(task: str, steps: int, device: str):
 def worker(method: str, task: str, workdir: Path, steps: int, device: str) -> dict:
     import torch
 
-    from xstilts.modeling import load_tokenizer
+    from xstilts.train.modeling import load_tokenizer
 
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -178,8 +178,8 @@ def worker(method: str, task: str, workdir: Path, steps: int, device: str) -> di
 def run_xstilts(task: str, workdir: Path, features: list[dict], tokenizer, settings) -> dict:
     import torch
 
-    import xstilts.training as training
-    from xstilts.modeling import MultiTaskModel, load_encoder
+    import xstilts.train.loop as training
+    from xstilts.train.modeling import MultiTaskModel, load_encoder
 
     spec = task_spec(task, workdir)
     accelerator = training.get_accelerator()

@@ -50,7 +50,7 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_encoder_dir: Path):
-    from xstilts.modeling import load_tokenizer
+    from xstilts.train.modeling import load_tokenizer
 
     return load_tokenizer(tiny_encoder_dir)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from xstilts.adapters import AdapterSettings, Bottleneck, EncoderRecipe, active_lora_count, add_stage_adapter, build_encoder, save_stage_adapter
-from xstilts.latency import bootstrap_ratio, slope_per_task, verdict
+from xstilts.train.adapters import AdapterSettings, Bottleneck, EncoderRecipe, active_lora_count, add_stage_adapter, build_encoder, save_stage_adapter
+from xstilts.analysis.latency import bootstrap_ratio, slope_per_task, verdict
 
 SETTINGS = AdapterSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, bottleneck_reduction=4)
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from xstilts.config import builtin_registry
-from xstilts.data import load_examples
-from xstilts.prepare import check, map_hub_records, prepare
+from xstilts.data.examples import load_examples
+from xstilts.data.prepare import check, map_hub_records, prepare
 from xstilts.tasks import default_registry, kind_of
 from xstilts.tasks.catalogue import INTERMEDIATE_TASKS, XTREME_TASKS
 
@@ -130,7 +130,7 @@ def test_hub_loading_failures_name_the_dataset(monkeypatch):
     import datasets
 
     from xstilts.errors import XstiltsError
-    from xstilts.prepare import read_hub
+    from xstilts.data.prepare import read_hub
 
     def offline(*args, **kwargs):
         raise ConnectionError("hub unreachable")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xstilts.cpu_dropout import ATTENTION, CPUDropout, cpu_dropout, sdpa_with_cpu_dropout, uniform_mask_dropout
+from xstilts.train.cpu_dropout import ATTENTION, CPUDropout, cpu_dropout, sdpa_with_cpu_dropout, uniform_mask_dropout
 
 
 def test_dropout_keeps_one_minus_p_and_rescales():
@@ -47,7 +47,7 @@ def test_attention_is_the_math_path_with_the_drawn_mask():
 def test_encoder_under_cpu_dropout(tiny_encoder_dir, tiny_tokenizer):
     """Evaluation is bit-identical; training with a negligible rate matches evaluation (so padding is masked
     exactly as SDPA masks it); afterwards every module and the attention setting are back."""
-    from xstilts.modeling import load_encoder
+    from xstilts.train.modeling import load_encoder
     from xstilts.tasks.base import collate_padded
 
     encoder = load_encoder(tiny_encoder_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from xstilts.data import load_examples
+from xstilts.data.examples import load_examples
 from xstilts.demo.benchmark import TASKS, corpus_sentences
 from xstilts.demo.languages import World, join, make_languages
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xstilts.data import build_features, load_examples
+from xstilts.data.examples import build_features, load_examples
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import KIND_IMPLEMENTATIONS
 

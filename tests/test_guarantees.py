@@ -20,8 +20,8 @@ import yaml
 import xstilts
 from xstilts.cli import main
 from xstilts.errors import RunError, XstiltsError
-from xstilts.lock import LOCK_FILE, _process_start, run_lock
-from xstilts.store import StageStore, remove_inside, sha256_of
+from xstilts.study.lock import LOCK_FILE, _process_start, run_lock
+from xstilts.results.store import StageStore, remove_inside, sha256_of
 
 FAST = {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
 
@@ -90,7 +90,7 @@ def test_deletion_is_confined_to_the_run_directory(tmp_path):
 
 
 def test_a_checkpointer_cannot_delete_outside_its_store(tmp_path):
-    from xstilts.training import Checkpointer
+    from xstilts.train.loop import Checkpointer
 
     victim = planted(tmp_path)
     checkpointer = Checkpointer(victim, 1, tmp_path / "run" / "stages")
@@ -109,9 +109,9 @@ def test_names_are_checked_by_the_registry_too(tmp_path):
 
 def test_a_forged_task_name_cannot_reach_the_disk(tmp_path, tiny_encoder_dir, demo_registry):
     """With the config and the registry bypassed (a spec changed after validation), the store still refuses."""
-    from xstilts.adapters import EncoderRecipe
-    from xstilts.plan import ChainPrefix, stage_request
-    from xstilts.stage import run_stage
+    from xstilts.train.adapters import EncoderRecipe
+    from xstilts.study.plan import ChainPrefix, stage_request
+    from xstilts.train.stage import run_stage
 
     victim = planted(tmp_path)
     spec = demo_registry.get("demo_paraphrase")

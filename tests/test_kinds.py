@@ -113,7 +113,7 @@ def test_long_sentences_are_split_into_chunks_of_whole_words(tiny_tokenizer):
 
 
 def test_multiple_choice_shapes(tiny_encoder_dir, tiny_tokenizer):
-    from xstilts.modeling import MultiTaskModel, load_encoder
+    from xstilts.train.modeling import MultiTaskModel, load_encoder
 
     kind, task = KIND_IMPLEMENTATIONS["multiple_choice"], spec("multiple_choice", num_choices=3)
     examples = [
@@ -160,7 +160,7 @@ def test_malformed_records_are_explained(kind_name, record, message):
 
 
 def test_loader_names_file_and_line(tmp_path):
-    from xstilts.data import load_examples
+    from xstilts.data.examples import load_examples
     from xstilts.errors import DataError
 
     (tmp_path / "train-en.jsonl").write_text('{"text_a": "x", "label": "yes"}\n\n{"text_a": 3, "label": "yes"}\n', encoding="utf-8")
@@ -191,7 +191,7 @@ def test_first_token_last_layer_gives_the_same_first_token_states(tiny_encoder_d
     import numpy as np
     import torch
 
-    from xstilts.modeling import load_encoder
+    from xstilts.train.modeling import load_encoder
     from xstilts.tasks.base import _FirstTokenLastLayer, collate_padded, encode
 
     encoder = load_encoder(tiny_encoder_dir).eval()

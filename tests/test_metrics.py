@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from xstilts.metrics.classification import accuracy
-from xstilts.metrics.qa import exact_match, f1, normalize_answer, score_answers, squad_scores
-from xstilts.metrics.tagging import get_entities, seqeval_scores
-from xstilts.metrics.xtreme import headline, task_score
+from xstilts.evaluate.metrics.classification import accuracy
+from xstilts.evaluate.metrics.qa import exact_match, f1, normalize_answer, score_answers, squad_scores
+from xstilts.evaluate.metrics.tagging import get_entities, seqeval_scores
+from xstilts.evaluate.metrics.xtreme import headline, task_score
 
 
 def test_accuracy():
@@ -74,7 +74,7 @@ def test_xtreme_aggregation():
 
 
 def test_mlqa_normalisation_quirks():
-    from xstilts.metrics.qa import mlqa_exact_match, mlqa_f1, mlqa_normalize
+    from xstilts.evaluate.metrics.qa import mlqa_exact_match, mlqa_f1, mlqa_normalize
 
     # Arabic: every "ال" goes, inside words too.
     assert mlqa_normalize("الكتاب الجميل", "ar") == "كتاب جميل"
@@ -93,7 +93,7 @@ def test_mlqa_normalisation_quirks():
 
 
 def test_xtreme_score_groups_and_partial_summaries():
-    from xstilts.metrics.xtreme import xtreme_score
+    from xstilts.evaluate.metrics.xtreme import xtreme_score
 
     full = {"xnli": 79.2, "pawsx": 86.4, "udpos": 73.8, "panx": 65.4, "xquad": (76.6 + 60.8) / 2, "mlqa": (71.6 + 53.2) / 2,
             "tydiqa": (65.1 + 45.0) / 2, "bucc2018": 66.0, "tatoeba": 57.3}
@@ -109,7 +109,7 @@ def test_xtreme_score_groups_and_partial_summaries():
 
 
 def test_run_summary_marks_xtreme_partial_by_task_and_language():
-    from xstilts.runner import summarize
+    from xstilts.study.runner import summarize
     from xstilts.tasks import default_registry
 
     def row(target, language, metrics, metric):

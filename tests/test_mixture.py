@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 
 from xstilts.config import parse_config
 from xstilts.errors import ConfigError
-from xstilts.mixture import sampling_probabilities, task_schedule
-from xstilts.modeling import ENCODER_DIR, HEADS_FILE
-from xstilts.plan import build_plan
-from xstilts.stage import run_stage
-from xstilts.store import StageStore
+from xstilts.train.mixture import sampling_probabilities, task_schedule
+from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE
+from xstilts.study.plan import build_plan
+from xstilts.train.stage import run_stage
+from xstilts.results.store import StageStore
 from xstilts.tasks.mlm import mask_tokens
 
 FAST = {"max_steps": 8, "batch_size": 8, "eval_every_steps": 4, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
@@ -133,7 +133,7 @@ def test_mixture_identity_and_config_errors(tmp_path, tiny_encoder_dir, demo_tas
 
 @pytest.mark.stage
 def test_a_killed_mixture_stage_resumes_to_identical_weights(tmp_path, tiny_encoder_dir, demo_tasks, monkeypatch):
-    import xstilts.training as training
+    import xstilts.train.loop as training
 
     raw = mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="temperature")
     config = parse_config(raw)

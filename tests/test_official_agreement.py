@@ -13,7 +13,7 @@ import pytest
 
 import reference_scorers as official
 from conftest import REAL_DATA
-from xstilts.scoring import score_file
+from xstilts.evaluate.scoring import score_file
 from xstilts.tasks import default_registry
 
 pytestmark = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data samples not found at {REAL_DATA}")

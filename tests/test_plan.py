@@ -11,8 +11,8 @@ import yaml
 
 import xstilts
 from xstilts.config import parse_config
-from xstilts.plan import build_plan, count, expand_chains
-from xstilts.store import StageStore
+from xstilts.study.plan import build_plan, count, expand_chains
+from xstilts.results.store import StageStore
 
 POOL = [f"task{i}" for i in range(1, 10)]
 

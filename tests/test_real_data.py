@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REAL_DATA
-from xstilts.prepare import check
+from xstilts.data.prepare import check
 from xstilts.readers.conll import read_conllu_upos, read_word_tag
 from xstilts.readers.squad import read_squad_json
 from xstilts.readers.tabular import read_rows, read_xtreme_pairs
@@ -79,7 +79,7 @@ def test_panx_tokens_keep_their_own_colons():
 
 
 def test_gold_answers_score_100_except_the_documented_mlqa_es_case():
-    from xstilts.metrics.qa import mlqa_scores, score_answers
+    from xstilts.evaluate.metrics.qa import mlqa_scores, score_answers
 
     for language in "ar de en es hi vi zh".split():
         records = read_squad_json(REAL_DATA / "mlqa" / f"dev-context-{language}-question-{language}.json")

@@ -8,7 +8,7 @@ import torch
 
 from conftest import REAL_DATA
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair, xtreme_sorted_layout
-from xstilts.retrieval import (
+from xstilts.evaluate.retrieval import (
     EmbeddingSettings,
     best_threshold,
     bucc_f1,
@@ -67,7 +67,7 @@ def test_default_layer_scales_with_depth():
 
 
 def test_embeddings_pool_one_layer_and_keep_input_order(tiny_encoder_dir, tiny_tokenizer):
-    from xstilts.modeling import load_encoder
+    from xstilts.train.modeling import load_encoder
 
     encoder = load_encoder(tiny_encoder_dir)
     sentences = ["a b c d e f g", "a", "b c"]
@@ -123,7 +123,7 @@ def test_bucc_zh_en_mining_matches_a_straightforward_implementation():
 
 @needs_real
 def test_tatoeba_all_languages_and_the_sorted_english_layout(tiny_encoder_dir, tiny_tokenizer):
-    from xstilts.modeling import load_encoder
+    from xstilts.train.modeling import load_encoder
     from xstilts.tasks.catalogue import TATOEBA_ISO3
 
     encoder = load_encoder(tiny_encoder_dir)
@@ -158,7 +158,7 @@ def test_retrieval_eval_from_embeddings(tmp_path):
     import subprocess
     import sys
 
-    from xstilts.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
+    from xstilts.evaluate.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
 
     rng = np.random.default_rng(0)
     source = rng.normal(size=(50, 16))
@@ -189,7 +189,7 @@ def test_retrieval_eval_from_embeddings(tmp_path):
 
 
 def test_score_accepts_xtreme_retrieval_predictions(tmp_path):
-    from xstilts.scoring import score_file
+    from xstilts.evaluate.scoring import score_file
     from xstilts.tasks import default_registry
 
     (tmp_path / "gold.txt").write_text("3\n0\n1\n2\n")

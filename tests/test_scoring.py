@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from xstilts.scoring import score_directories, score_file
+from xstilts.evaluate.scoring import score_directories, score_file
 from xstilts.tasks import default_registry
 
 

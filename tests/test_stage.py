@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xstilts.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
-from xstilts.adapters import EncoderRecipe
-from xstilts.plan import ChainPrefix, stage_request
-from xstilts.stage import run_stage
-from xstilts.store import StageStore
-from xstilts.training import get_accelerator, make_optimizer
+from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
+from xstilts.train.adapters import EncoderRecipe
+from xstilts.study.plan import ChainPrefix, stage_request
+from xstilts.train.stage import run_stage
+from xstilts.results.store import StageStore
+from xstilts.train.loop import get_accelerator, make_optimizer
 
 pytestmark = pytest.mark.stage
 
@@ -111,9 +111,9 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
     A large Adam epsilon makes the first update proportional to the gradient instead of its sign, so
     a wrongly scaled accumulated gradient shows up in the weights.
     """
-    from xstilts.data import build_features, load_examples
+    from xstilts.data.examples import build_features, load_examples
     from xstilts.settings import TrainingSettings
-    from xstilts.training import train
+    from xstilts.train.loop import train
 
     spec = demo_registry.get("demo_nli")
     examples = load_examples(spec, "train", "en", limit=8)
@@ -148,7 +148,7 @@ def test_stages_with_different_precision_run_in_one_process(tmp_path, tiny_encod
 
 def test_a_killed_stage_resumes_to_bit_identical_weights(tmp_path, tiny_encoder_dir, demo_registry, monkeypatch):
     """Interrupt training after a checkpoint, start again: same weights, history and dev scores as without."""
-    import xstilts.training as training
+    import xstilts.train.loop as training
 
     overrides = {"max_steps": 9, "eval_every_steps": 3, "log_every_steps": 2}
     uninterrupted_store = StageStore(tmp_path / "a")
@@ -184,7 +184,7 @@ def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
 
     import numpy as np
 
-    from xstilts.training import shuffled_batches
+    from xstilts.train.loop import shuffled_batches
 
     lengths = np.random.default_rng(0).integers(5, 200, size=1000)
     grouped = list(itertools.islice(shuffled_batches(1000, 8, 3, lengths), 125 * 2))
@@ -203,10 +203,10 @@ def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
 
 
 def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(tiny_encoder_dir, demo_registry, tiny_tokenizer):
-    from xstilts.cpu_dropout import ATTENTION, CPUDropout
-    from xstilts.data import build_features, load_examples
+    from xstilts.train.cpu_dropout import ATTENTION, CPUDropout
+    from xstilts.data.examples import build_features, load_examples
     from xstilts.settings import TrainingSettings
-    from xstilts.training import train
+    from xstilts.train.loop import train
 
     spec = demo_registry.get("demo_nli")
     features = build_features(spec, load_examples(spec, "train", "en", limit=8), tiny_tokenizer, TrainingSettings(), training=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from xstilts.config import ExperimentConfig, load_config, parse_config
 from xstilts.errors import ConfigError, DataError, XstiltsError
-from xstilts.report import write_report
-from xstilts.runner import read_summary as read_results
-from xstilts.runner import run_experiment as run
+from xstilts.analysis.report import write_report
+from xstilts.study.runner import read_summary as read_results
+from xstilts.study.runner import run_experiment as run
 from xstilts.tasks import TaskSpec, register_task
 
 __version__ = "0.1.0"

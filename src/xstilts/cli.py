@@ -68,12 +68,12 @@ def run(
 
     experiment = load_config(config)  # validation happens before anything is written
     _setup(not quiet)
-    from xstilts.report import write_report
-    from xstilts.runner import run_experiment
-    from xstilts.training import is_main_process
+    from xstilts.analysis.report import write_report
+    from xstilts.study.runner import run_experiment
+    from xstilts.train.loop import is_main_process
 
     if executor == "ray":
-        from xstilts.ray_executor import run_on_ray
+        from xstilts.study.ray_executor import run_on_ray
 
         summary = run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage)
     else:
@@ -91,8 +91,8 @@ def plan(config: Path = typer.Argument(..., help="Experiment or study YAML file.
 
     experiment = load_config(config)
     _quiet_libraries()
-    from xstilts.plan import build_plan, describe
-    from xstilts.store import StageStore
+    from xstilts.study.plan import build_plan, describe
+    from xstilts.results.store import StageStore
 
     registry = experiment.registry()
     study_plan = build_plan(experiment, registry, StageStore(Path(experiment.output_dir) / "stages"))
@@ -116,7 +116,7 @@ def demo(
         raise _usage_error("--modes", f"expected distinct chain modes from {', '.join(CHAIN_MODES)}, got {modes!r}")
     _setup(not quiet)
     from xstilts.demo import run_demo
-    from xstilts.runner import read_summary
+    from xstilts.study.runner import read_summary
 
     started = time.perf_counter()
     report = run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency)
@@ -127,7 +127,7 @@ def demo(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")) -> None:
     """Write report.md and the plot for a finished run."""
-    from xstilts.report import write_report
+    from xstilts.analysis.report import write_report
 
     typer.echo(f"report: {write_report(run_dir)}")
 
@@ -135,7 +135,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="A run's output directory (running or finished).")) -> None:
     """What a run has done: stages done, in progress (last checkpoint) or waiting, and results found."""
-    from xstilts.status import run_status
+    from xstilts.study.status import run_status
 
     typer.echo(run_status(run_dir))
 
@@ -162,9 +162,9 @@ def latency(
         first = error.errors()[0]
         raise _usage_error("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from None
     _setup(False)
-    from xstilts.latency import measure_run
-    from xstilts.lock import run_lock
-    from xstilts.report import write_report
+    from xstilts.analysis.latency import measure_run
+    from xstilts.study.lock import run_lock
+    from xstilts.analysis.report import write_report
 
     if not Path(run_dir).is_dir():
         raise XstiltsError(f"{run_dir}: not a run directory")
@@ -186,7 +186,7 @@ def score(
 ) -> None:
     """Score predictions made anywhere, printing the metrics as JSON."""
     from xstilts.files import json_text
-    from xstilts.scoring import check_and_score, score_directories
+    from xstilts.evaluate.scoring import check_and_score, score_directories
     from xstilts.tasks import default_registry
 
     spec = default_registry().get(task)
@@ -210,7 +210,7 @@ def retrieval_eval(
 ) -> None:
     """Score sentence embeddings made by any model on Tatoeba or BUCC, printing JSON."""
     from xstilts.files import json_text
-    from xstilts.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
+    from xstilts.evaluate.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
 
     if not embeddings.is_dir():
         raise _usage_error("--embeddings", f"{embeddings} is not a directory")
@@ -232,7 +232,7 @@ def data_prepare(
 ) -> None:
     """Write a validated local copy of the tasks' data that runs use offline."""
     _setup(True)
-    from xstilts.prepare import prepare
+    from xstilts.data.prepare import prepare
     from xstilts.tasks import default_registry
 
     registry = default_registry()
@@ -251,7 +251,7 @@ def data_prepare(
 @data_app.command("check")
 def data_check(directory: Path = typer.Argument(..., help="A directory of upstream files or a prepared copy.")) -> None:
     """Count examples per task, split and language, and report every problem found."""
-    from xstilts.prepare import check
+    from xstilts.data.prepare import check
     from xstilts.tasks import default_registry
 
     if not directory.is_dir():

@@ -130,7 +130,7 @@ class AdapterConfig(_Strict):
     )
 
     def settings(self) -> Any:
-        from xstilts.adapters import AdapterSettings
+        from xstilts.train.adapters import AdapterSettings
 
         return AdapterSettings(self.lora_r, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets), self.bottleneck_reduction)
 
@@ -148,7 +148,7 @@ class LatencyConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def settings(self) -> Any:
-        from xstilts.latency import LatencySettings
+        from xstilts.analysis.latency import LatencySettings
 
         return LatencySettings(tuple(self.batch_sizes), tuple(self.lengths), self.warmup, self.repetitions, precision=self.precision)
 
@@ -221,7 +221,7 @@ class ExperimentConfig(_Strict):
     study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
     chain_modes: list[ChainMode] = Field(
         default_factory=lambda: ["full"], min_length=1,
-        description="How each stage changes the encoder; several modes run side by side (see xstilts.adapters).",
+        description="How each stage changes the encoder; several modes run side by side (see xstilts.train.adapters).",
     )
     adapters: AdapterConfig = Field(default_factory=AdapterConfig, description="LoRA / bottleneck settings of the adapter chain modes.")
     latency: Optional[LatencyConfig] = Field(None, description="Time the target models against chain length when the run ends.")

@@ -19,8 +19,8 @@ import yaml
 from xstilts.config import load_config
 from xstilts.demo.benchmark import write_benchmark
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
-from xstilts.report import write_report
-from xstilts.runner import run_experiment
+from xstilts.analysis.report import write_report
+from xstilts.study.runner import run_experiment
 
 DEMO_CHAIN = ["demo_paraphrase", "demo_squad2", "demo_swag"]
 DEMO_TARGETS = ["demo_nli", "demo_ner", "demo_qa"]

@@ -21,10 +21,10 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM, get_linear_schedule_with_warmup
 
-from xstilts.cache import cache_root
+from xstilts.data.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
 from xstilts.files import write_json_atomic
-from xstilts.store import content_identity
+from xstilts.results.store import content_identity
 from xstilts.tasks.mlm import mask_tokens
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
-from xstilts.metrics.classification import accuracy
+from xstilts.train.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
+from xstilts.evaluate.metrics.classification import accuracy
 
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.registry import TaskSpec

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xstilts.errors import XstiltsError
-from xstilts.metrics.qa import mlqa_scores, score_answers
+from xstilts.evaluate.metrics.qa import mlqa_scores, score_answers
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.metrics.tagging import seqeval_scores
+from xstilts.evaluate.metrics.tagging import seqeval_scores
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec

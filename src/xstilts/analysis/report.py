@@ -18,10 +18,10 @@ from typing import Any
 from xstilts.errors import XstiltsError
 from xstilts.files import atomic_writer, read_json_or_none, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
-from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, xtreme_score
-from xstilts.latency import LATENCY_FILE
-from xstilts.runner import PLAN_FILE, RESULTS_DIR, SUMMARY_FILE
-from xstilts.store import RECORD_FILE
+from xstilts.evaluate.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, xtreme_score
+from xstilts.analysis.latency import LATENCY_FILE
+from xstilts.study.runner import PLAN_FILE, RESULTS_DIR, SUMMARY_FILE
+from xstilts.results.store import RECORD_FILE
 
 REPORT_FILE = "report.md"
 HTML_FILE = "report.html"

@@ -8,12 +8,12 @@ from typing import Any, Sequence
 import torch
 from accelerate import Accelerator
 
-from xstilts.modeling import MultiTaskModel
+from xstilts.train.modeling import MultiTaskModel
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature, feature_length
 from xstilts.tasks.registry import TaskSpec
-from xstilts.training import autocast
+from xstilts.train.loop import autocast
 
 
 @dataclass

@@ -30,8 +30,8 @@ def _train_stage(request: Any, store_root: str, checkpoint_every_steps: int | No
     """Ray task: one stage of the plan (its parents are passed only so that Ray orders the tasks)."""
     import torch
 
-    from xstilts.stage import run_stage
-    from xstilts.store import StageStore
+    from xstilts.train.stage import run_stage
+    from xstilts.results.store import StageStore
 
     torch.set_num_threads(threads)
     run_stage(request, StageStore(Path(store_root)), progress=False, checkpoint_every_steps=checkpoint_every_steps)
@@ -42,8 +42,8 @@ def _train_target(request: Any, store_root: str, checkpoint_every_steps: int | N
     """Ray task: a target fine-tune after a prefix, then its zero-shot evaluation in every language."""
     import torch
 
-    from xstilts.stage import evaluate_target, run_stage
-    from xstilts.store import StageStore
+    from xstilts.train.stage import evaluate_target, run_stage
+    from xstilts.results.store import StageStore
 
     torch.set_num_threads(threads)
     store = StageStore(Path(store_root))
@@ -58,8 +58,8 @@ def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: b
         import ray  # noqa: F401
     except ImportError:
         raise XstiltsError("--executor ray needs Ray: pip install 'xstilts[ray]'") from None
-    from xstilts.lock import run_lock
-    from xstilts.runner import run_experiment
+    from xstilts.study.lock import run_lock
+    from xstilts.study.runner import run_experiment
 
     output_dir = Path(config.output_dir).resolve()
     config = config.model_copy(update={"output_dir": output_dir})
@@ -73,9 +73,9 @@ def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, 
     """Submit every stage and target fine-tune of the plan as Ray tasks and wait for all of them."""
     import ray
 
-    from xstilts.plan import build_plan, evaluated_prefixes, target_request
-    from xstilts.runner import STAGES_DIR
-    from xstilts.store import StageStore
+    from xstilts.study.plan import build_plan, evaluated_prefixes, target_request
+    from xstilts.study.runner import STAGES_DIR
+    from xstilts.results.store import StageStore
 
     registry = config.registry()
     store = StageStore(output_dir / STAGES_DIR)

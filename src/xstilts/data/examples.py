@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xstilts.cache import cached, tokenizer_fingerprint
+from xstilts.data.cache import cached, tokenizer_fingerprint
 
 from xstilts.errors import DataError
 from xstilts.readers.jsonl import read_jsonl

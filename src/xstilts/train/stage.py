@@ -19,19 +19,19 @@ import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from xstilts.adapters import ADAPTER_DIR, AdapterSettings, EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
-from xstilts.data import build_features, load_examples
+from xstilts.train.adapters import ADAPTER_DIR, AdapterSettings, EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
+from xstilts.data.examples import build_features, load_examples
 from xstilts.errors import RunError, XstiltsError
-from xstilts.evaluation import evaluate
-from xstilts.mixture import Mixture, MixtureMember
-from xstilts.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
+from xstilts.evaluate.evaluation import evaluate
+from xstilts.train.mixture import Mixture, MixtureMember
+from xstilts.train.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.settings import TrainingSettings
 from xstilts.files import read_json, read_json_or_none, write_json_atomic, writing
-from xstilts.store import RECORD_FILE, StageStore, inspect_stage_dir
+from xstilts.results.store import RECORD_FILE, StageStore, inspect_stage_dir
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
-from xstilts.training import Checkpointer, get_accelerator, precision_name, train
+from xstilts.train.loop import Checkpointer, get_accelerator, precision_name, train
 
 log = logging.getLogger(__name__)
 

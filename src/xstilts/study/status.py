@@ -10,11 +10,11 @@ from xstilts.errors import XstiltsError
 def run_status(run_dir: str | Path) -> str:
     """Stages done / in progress (with their last checkpoint step) / waiting, and results found against expected."""
     from xstilts.config import load_config
-    from xstilts.plan import build_plan
-    from xstilts.runner import PLAN_FILE, RESULTS_DIR, STAGES_DIR
+    from xstilts.study.plan import build_plan
+    from xstilts.study.runner import PLAN_FILE, RESULTS_DIR, STAGES_DIR
     from xstilts.files import read_json_or_none
-    from xstilts.lock import describe_lock
-    from xstilts.store import RECORD_FILE, StageStore
+    from xstilts.study.lock import describe_lock
+    from xstilts.results.store import RECORD_FILE, StageStore
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.resolved.yaml"

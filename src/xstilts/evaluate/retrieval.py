@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 import torch
 
-from xstilts.cache import cache_root
+from xstilts.data.cache import cache_root
 from xstilts.errors import DataError, RunError, XstiltsError
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
 from xstilts.readers.text import read_lines

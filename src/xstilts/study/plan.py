@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xstilts.adapters import AdapterSettings, EncoderRecipe
+from xstilts.train.adapters import AdapterSettings, EncoderRecipe
 from xstilts.config import ExperimentConfig, StageConfig
-from xstilts.data import data_fingerprint
-from xstilts.modeling import HEADS_FILE
+from xstilts.data.examples import data_fingerprint
+from xstilts.train.modeling import HEADS_FILE
 from xstilts.settings import resolve_settings
-from xstilts.stage import StageRequest, output_recipe
-from xstilts.store import StageStore, content_identity
-from xstilts.mixture import Mixture, MixtureMember
+from xstilts.train.stage import StageRequest, output_recipe
+from xstilts.results.store import StageStore, content_identity
+from xstilts.train.mixture import Mixture, MixtureMember
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
 
 

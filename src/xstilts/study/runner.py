@@ -15,13 +15,13 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig, config_to_yaml
 from xstilts.errors import XstiltsError
-from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
-from xstilts.plan import ChainPrefix, Plan, build_plan, evaluated_prefixes, target_request
-from xstilts.stage import EVALUATIONS_DIR, evaluate_target, run_stage
+from xstilts.evaluate.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
+from xstilts.study.plan import ChainPrefix, Plan, build_plan, evaluated_prefixes, target_request
+from xstilts.train.stage import EVALUATIONS_DIR, evaluate_target, run_stage
 from xstilts.files import read_json, read_json_or_none, write_json_atomic, write_text_atomic
-from xstilts.lock import run_lock
-from xstilts.store import StageStore, content_identity, inside
-from xstilts.training import is_main_process, wait_for_everyone
+from xstilts.study.lock import run_lock
+from xstilts.results.store import StageStore, content_identity, inside
+from xstilts.train.loop import is_main_process, wait_for_everyone
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _run_locked(config: ExperimentConfig, output_dir: Path, progress: bool) -> d
         executor.prune_all()
 
     if config.latency is not None:
-        from xstilts.latency import measure_run
+        from xstilts.analysis.latency import measure_run
 
         if is_main_process():
             measure_run(output_dir, config.latency.settings(), progress)
@@ -203,7 +203,7 @@ def _evaluation(path: Path) -> dict[str, Any] | None:
 
 
 def _retrieval_dir(output_dir: Path, prefix: ChainPrefix, spec: TaskSpec, target: Any) -> Path:
-    from xstilts.retrieval import EmbeddingSettings
+    from xstilts.evaluate.retrieval import EmbeddingSettings
 
     settings = EmbeddingSettings(**target.embedding.model_dump())
     return output_dir / "retrieval" / f"{prefix.identity}-{spec.name}-{content_identity(settings.describe())}"
@@ -211,10 +211,10 @@ def _retrieval_dir(output_dir: Path, prefix: ChainPrefix, spec: TaskSpec, target
 
 def _evaluate_retrieval(output_dir: Path, prefix: ChainPrefix, recipe: Any, spec: TaskSpec, languages: list[str], target: Any) -> dict[str, dict[str, Any]]:
     """Retrieval targets use the prefix's encoder as it is; finished languages are read back."""
-    from xstilts.adapters import build_encoder
-    from xstilts.modeling import load_tokenizer
-    from xstilts.retrieval import EmbeddingSettings, evaluate_encoder
-    from xstilts.training import get_accelerator
+    from xstilts.train.adapters import build_encoder
+    from xstilts.train.modeling import load_tokenizer
+    from xstilts.evaluate.retrieval import EmbeddingSettings, evaluate_encoder
+    from xstilts.train.loop import get_accelerator
 
     settings = EmbeddingSettings(**target.embedding.model_dump())
     results_dir = _retrieval_dir(output_dir, prefix, spec, target)

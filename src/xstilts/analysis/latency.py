@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, read_json_or_none, write_json_atomic
-from xstilts.store import RECORD_FILE, StageStore, inspect_stage_dir
+from xstilts.results.store import RECORD_FILE, StageStore, inspect_stage_dir
 
 LATENCY_FILE = "latency.json"
 
@@ -176,9 +176,9 @@ def verdict(mode: str, group: dict[str, Any]) -> str:
 def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings(), progress: bool = True) -> dict[str, Any]:
     """Time every trained target model of a run directory; writes and returns `latency.json`."""
     from xstilts.config import load_config
-    from xstilts.data import load_examples
-    from xstilts.stage import load_target_model
-    from xstilts.training import get_accelerator
+    from xstilts.data.examples import load_examples
+    from xstilts.train.stage import load_target_model
+    from xstilts.train.loop import get_accelerator
 
     run_dir = Path(run_dir)
     rows = [read_json_or_none(p, "result") for p in sorted((run_dir / "results").rglob("*.json"))]

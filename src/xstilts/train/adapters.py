@@ -64,7 +64,7 @@ class EncoderRecipe:
 
 def build_encoder(recipe: EncoderRecipe | str) -> nn.Module:
     """The encoder a recipe describes, with its adapters applied (frozen or not: the caller decides)."""
-    from xstilts.modeling import load_encoder
+    from xstilts.train.modeling import load_encoder
 
     if isinstance(recipe, str):
         return load_encoder(recipe)

@@ -26,14 +26,14 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from xstilts.cpu_dropout import cpu_dropout
+from xstilts.train.cpu_dropout import cpu_dropout
 from xstilts.errors import RunError
 from xstilts.files import json_text, writing
-from xstilts.mixture import task_schedule
-from xstilts.modeling import MultiTaskModel
+from xstilts.train.mixture import task_schedule
+from xstilts.train.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
-from xstilts.store import remove_inside
+from xstilts.results.store import remove_inside
 from xstilts.tasks.base import Feature, feature_length
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Reading a run back: the report (tables, plots) and the latency harness."""
