@@ -93,9 +93,9 @@ def test_bootstrap_ratio_and_verdicts():
     samples = [rng.normal(10.0 * (1 + 0.05 * k), 0.1, 100) for k in range(4)]
     slope, low, high = slope_per_task(list(range(4)), samples, samples[0], 300, rng)
     assert slope == pytest.approx(0.05, abs=0.005) and low < slope < high
-    group = {"slope_per_task": [slope, low, high], "noise_floor": {"ci95": [0.99, 1.01]}, "models": [{"k": k} for k in range(4)]}
+    group = {"slope_per_task": [slope, low, high], "noise_floor": {"ci95": [0.99, 1.01]}, "models": [{"chain_length": k} for k in range(4)]}
     assert "grows with chain length" in verdict("lora-stacked", group) and "changes by +5." in verdict("lora-stacked", group)
-    flat = {"slope_per_task": [0.001, -0.002, 0.004], "noise_floor": {"ci95": [0.98, 1.02]}, "models": [{"k": k} for k in range(4)]}
+    flat = {"slope_per_task": [0.001, -0.002, 0.004], "noise_floor": {"ci95": [0.98, 1.02]}, "models": [{"chain_length": k} for k in range(4)]}
     assert "flat: within the noise floor" in verdict("full", flat)
 
 

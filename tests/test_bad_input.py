@@ -482,7 +482,7 @@ def test_command_line_options_are_checked(cli, sandbox):
     refused(cli("demo", "--modes", "full,lora-fancy", "--output-dir", sandbox / "work" / "demo"), 2, "--modes", "lora-fancy")
     assert not (sandbox / "work" / "demo").exists(), "the demo checks its options before writing"
     refused(cli("report", sandbox / "work" / "nothing"), 2, "no results and no plan.json")
-    refused(cli("status", sandbox / "work"), 2, "no config.resolved.yaml")
+    refused(cli("status", sandbox / "work"), 2, "no plan.json")
     refused(cli("latency", sandbox / "work"), 2, "no fine-tuned target results to time")
     refused(cli("frobnicate"), 2, "No such command")
 

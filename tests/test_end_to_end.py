@@ -244,7 +244,7 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
 def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_encoder_dir, demo_tasks):
     """full, lora-merged and lora-stacked chains of 2 tasks; targets timed; the report has every mode and the verdicts."""
     from xstilts.config import parse_config
-    from xstilts.analysis.latency import LATENCY_FILE
+    from xstilts.results.layout import LATENCY_FILE
 
     config = parse_config({
         "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks,
@@ -264,7 +264,7 @@ def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_enco
     latency = json.loads((tmp_path / "run" / LATENCY_FILE).read_text())
     assert sorted(g["mode"] for g in latency["groups"]) == ["full", "lora-merged", "lora-stacked"]
     stacked = next(g for g in latency["groups"] if g["mode"] == "lora-stacked")
-    assert [m["k"] for m in stacked["models"]] == [0, 1, 2, 0], "k = 0..2 and the k = 0 twin"
+    assert [m["chain_length"] for m in stacked["models"]] == [0, 1, 2, 0], "k = 0..2 and the k = 0 twin"
     flops = [m["flops_per_token"] for m in stacked["models"][:3]]
     assert flops[0] < flops[1] < flops[2], "each stacked LoRA adds work per token"
     merged = next(g for g in latency["groups"] if g["mode"] == "lora-merged")

@@ -285,11 +285,13 @@ def test_damaged_run_files_are_skipped_by_report_and_status(tmp_path, tiny_encod
     assert "## Missing results (1)" in report and "| k1-demo_paraphrase | demo_nli | x-lex |" in report
     assert f"{lost}:1: damaged JSON" in caplog.text and "summary.json:1: invalid UTF-8" in caplog.text
     json.loads((run_dir / "results.json").read_text())  # still strict JSON
-    (run_dir / "plan.json").write_text("null", encoding="utf-8")
     stage_json = stage_dir_of(run_dir, "demo_paraphrase") / "stage.json"
     stage_json.write_text("", encoding="utf-8")
     assert main(["report", str(run_dir)]) == 0 and main(["status", str(run_dir)]) == 0
     assert "damaged" in capsys.readouterr().out
+    (run_dir / "plan.json").write_text("null", encoding="utf-8")
+    assert main(["report", str(run_dir)]) == 0, "the report lists what it found without the plan"
+    assert main(["status", str(run_dir)]) == 2 and "plan.json is damaged" in capsys.readouterr().err
 
 
 def test_every_json_written_is_strict(tmp_path):

@@ -109,8 +109,7 @@ def test_xtreme_score_groups_and_partial_summaries():
 
 
 def test_run_summary_marks_xtreme_partial_by_task_and_language():
-    from xstilts.study.runner import summarize
-    from xstilts.tasks import default_registry
+    from xstilts.results.aggregate import summarize
 
     def row(target, language, metrics, metric):
         return {"chain": [], "chain_length": 0, "chain_label": "k0-pretrained", "target": target, "language": language,
@@ -118,7 +117,7 @@ def test_run_summary_marks_xtreme_partial_by_task_and_language():
 
     rows = [row("xnli", "en", {"accuracy": 80.0}, "accuracy"), row("xnli", "de", {"accuracy": 70.0}, "accuracy"),
             row("xquad", "ro", {"exact_match": 10.0, "f1": 20.0}, "squad"), row("xquad", "en", {"exact_match": 60.0, "f1": 80.0}, "squad")]
-    chain = summarize("t", rows, default_registry())["chains"]["k0-pretrained"]
+    chain = summarize("t", rows)["chains"]["k0-pretrained"]
     xtreme = chain["xtreme"]
     assert xtreme["tasks"] == {"xnli": 75.0, "xquad": 70.0}, "XQuAD ro is not part of the XTREME score"
     assert chain["targets"]["xquad"]["average"]["score"] == 42.5, "the task table still averages every evaluated language"

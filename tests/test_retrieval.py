@@ -8,12 +8,12 @@ import torch
 
 from conftest import REAL_DATA
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair, xtreme_sorted_layout
+from xstilts.settings import EmbeddingSettings
+from xstilts.settings import default_embedding_layer as default_layer
 from xstilts.evaluate.retrieval import (
-    EmbeddingSettings,
     best_threshold,
     bucc_f1,
     candidate_id_pairs,
-    default_layer,
     encode_sentences,
     mine_candidates,
     tatoeba_accuracy,

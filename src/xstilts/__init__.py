@@ -7,29 +7,41 @@ The Python API the CLI is a thin layer over:
     summary = xstilts.run(config)                          # trains, evaluates, writes results
     summary = xstilts.read_results(config.output_dir)      # the same summary, read back later
     xstilts.write_report(config.output_dir)                # report.md + plot
+
+Names are imported on first use, so `import xstilts` (and `xstilts --help`) does not load torch.
 """
 
 from __future__ import annotations
 
-from xstilts.config import ExperimentConfig, load_config, parse_config
-from xstilts.errors import ConfigError, DataError, XstiltsError
-from xstilts.analysis.report import write_report
-from xstilts.study.runner import read_summary as read_results
-from xstilts.study.runner import run_experiment as run
-from xstilts.tasks import TaskSpec, register_task
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "DataError",
-    "ExperimentConfig",
-    "TaskSpec",
-    "XstiltsError",
-    "load_config",
-    "parse_config",
-    "read_results",
-    "register_task",
-    "run",
-    "write_report",
-]
+# public name -> (module, attribute)
+_API = {
+    "ConfigError": ("xstilts.errors", "ConfigError"),
+    "DataError": ("xstilts.errors", "DataError"),
+    "XstiltsError": ("xstilts.errors", "XstiltsError"),
+    "ExperimentConfig": ("xstilts.config", "ExperimentConfig"),
+    "load_config": ("xstilts.config", "load_config"),
+    "parse_config": ("xstilts.config", "parse_config"),
+    "TaskSpec": ("xstilts.tasks.registry", "TaskSpec"),
+    "register_task": ("xstilts.tasks.registry", "register_task"),
+    "run": ("xstilts.study.runner", "run_experiment"),
+    "read_results": ("xstilts.results.runs", "read_summary"),
+    "write_report": ("xstilts.analysis.report", "write_report"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attribute = _API[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'xstilts' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

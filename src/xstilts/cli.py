@@ -86,17 +86,21 @@ def run(
 
 @app.command()
 def plan(config: Path = typer.Argument(..., help="Experiment or study YAML file.")) -> None:
-    """Print the stage graph (shared prefixes once) and what the run would train and evaluate."""
-    from xstilts.config import load_config
+    """Print the stage graph (shared prefixes once) and what the run would train and evaluate.
 
-    experiment = load_config(config)
-    _quiet_libraries()
-    from xstilts.study.plan import build_plan, describe
-    from xstilts.results.store import StageStore
+    Works before the data is downloaded: identities are then marked provisional and the missing data is listed.
+    """
+    from xstilts.config import load_config, missing_data
+    from xstilts.results.runs import RunDirectory
+    from xstilts.study.plan import build_plan, format_plan
 
+    experiment = load_config(config, require_data=False)
     registry = experiment.registry()
-    study_plan = build_plan(experiment, registry, StageStore(Path(experiment.output_dir) / "stages"))
-    typer.echo(describe(study_plan, experiment, registry))
+    study_plan = build_plan(experiment, registry, RunDirectory(experiment.output_dir).store)
+    typer.echo(format_plan(study_plan, experiment, registry))
+    missing = missing_data(experiment)
+    if missing:
+        typer.echo(f"\ndata not on disk yet ({len(missing)}; `xstilts run` needs it, `xstilts data prepare` writes it): {missing[0]}" + (" ..." if len(missing) > 1 else ""))
 
 
 @app.command()
@@ -116,7 +120,7 @@ def demo(
         raise _usage_error("--modes", f"expected distinct chain modes from {', '.join(CHAIN_MODES)}, got {modes!r}")
     _setup(not quiet)
     from xstilts.demo import run_demo
-    from xstilts.study.runner import read_summary
+    from xstilts.results.runs import read_summary
 
     started = time.perf_counter()
     report = run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency)
@@ -153,11 +157,11 @@ def latency(
     """Time every trained target model of a run against chain length; adds latency to the report."""
     from pydantic import ValidationError
 
-    from xstilts.config import LatencyConfig
+    from xstilts.settings import LatencySettings
 
     options = {"batch_sizes": _int_list("--batch-sizes", batch_sizes), "lengths": _int_list("--lengths", lengths), "repetitions": repetitions, "warmup": warmup, "precision": precision}
     try:
-        settings = LatencyConfig(**options).settings()  # the same limits as the config's latency block
+        settings = LatencySettings(**options)  # the same type and limits as the config's latency block
     except ValidationError as error:
         first = error.errors()[0]
         raise _usage_error("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from None

@@ -17,33 +17,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
 from xstilts.errors import ConfigError, DataError
 from xstilts.names import Name, name_problem
 from xstilts.readers.text import read_text
-from xstilts.settings import TrainingOverrides, no_bools_for_numbers, resolve_settings
+from xstilts.settings import AdapterSettings, EmbeddingSettings, LatencySettings, Settings, TrainingOverrides, resolve_settings
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
 
 Loc = tuple[Any, ...]
+# Relative paths are resolved against the working directory once, when the config is read, so that the
+# resolved config saved in the run (and everything read from it later) works from any directory.
+AbsolutePath = Annotated[Path, AfterValidator(lambda path: path.expanduser().absolute())]
+
+
+def _absolute_if_local(encoder: str) -> str:
+    """A local encoder directory as an absolute path; a hub id (or a path that does not exist) as written."""
+    path = Path(encoder).expanduser()
+    return str(path.absolute()) if path.exists() else encoder
 ChainMode = Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]
 CHAIN_MODES: tuple[str, ...] = typing.get_args(ChainMode)
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy's seeding range).")]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    _no_bools = no_bools_for_numbers()
 
 
-class TaskDefinition(_Strict):
+class TaskDefinition(Settings):
     """A task of the user's own: their files, one of the known kinds."""
 
     kind: Literal["classification", "multiple_choice", "qa", "tagging"]
     languages: list[Name] = Field(min_length=1, description="Languages with an evaluation file.")
-    data_dir: Path = Field(description="Directory with {split}-{language}.jsonl files in the kind's schema.")
+    data_dir: AbsolutePath = Field(description="Directory with {split}-{language}.jsonl files in the kind's schema.")
     labels: Optional[list[str]] = Field(None, description="Label set (classification, tagging).")
     num_choices: Optional[int] = Field(None, gt=1, description="Multiple choice: candidates per example.")
     allow_no_answer: bool = Field(False, description="QA: SQuAD v2.0-style unanswerable questions.")
@@ -75,7 +80,7 @@ def _task_shorthand(value: Any) -> Any:
     return {"task": value} if isinstance(value, str) else value
 
 
-class VariantDefinition(_Strict):
+class VariantDefinition(Settings):
     """A built-in task read from other files, e.g. its training data machine-translated (translate-train).
 
     The variant keeps the base task's kind, labels and metric; `data_dir` holds files in the
@@ -83,28 +88,28 @@ class VariantDefinition(_Strict):
     """
 
     base: Name = Field(description="The built-in or config-defined task this is a variant of.")
-    data_dir: Path
+    data_dir: AbsolutePath
     train_language: Optional[Name] = Field(None, description="Language of the train and dev files; default: the base task's.")
     description: str = ""
 
 
-class MixtureTask(_Strict):
+class MixtureTask(Settings):
     """A member of a mixture; members naming the same `head` share one head (same kind and labels)."""
 
     task: Name
     head: Optional[Name] = Field(None, description="Shared head name; default: the task's own head.")
 
 
-class MaskedLMConfig(_Strict):
+class MaskedLMConfig(Settings):
     """Masked LM on multilingual text as a mixture member (the paper's MLM alternative)."""
 
-    data_dir: Path = Field(description="Directory with one {language}.txt file per language, one text per line.")
+    data_dir: AbsolutePath = Field(description="Directory with one {language}.txt file per language, one text per line.")
     languages: list[Name] = Field(min_length=1)
     max_examples_per_language: Optional[int] = Field(None, gt=0)
     max_length: int = Field(128, ge=16, le=1_000_000)
 
 
-class MixtureConfig(_Strict):
+class MixtureConfig(Settings):
     """Several tasks trained together in one stage; each optimizer step trains one member drawn by `sampler`."""
 
     tasks: list[MixtureTask] = Field(min_length=1)
@@ -117,43 +122,7 @@ class MixtureConfig(_Strict):
     _tasks_shorthand = field_validator("tasks", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
 
 
-class AdapterConfig(_Strict):
-    """Settings of the parameter-efficient chain modes (`chain_modes`)."""
-
-    lora_r: int = Field(8, gt=0, le=65536)
-    lora_alpha: int = Field(16, gt=0, le=65536)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_targets: list[Name] = Field(default_factory=lambda: ["query", "key", "value", "dense"], min_length=1, description="Linear layers that get a LoRA (peft target_modules).")
-    bottleneck_reduction: int = Field(16, gt=0, description="adapter-stacked: hidden size / bottleneck size.")
-    target_tuning: Optional[Literal["full", "adapter"]] = Field(
-        None, description="Target fine-tuning: all weights, or a fresh adapter on top of the chain. Default: full in `full` mode, adapter otherwise."
-    )
-
-    def settings(self) -> Any:
-        from xstilts.train.adapters import AdapterSettings
-
-        return AdapterSettings(self.lora_r, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets), self.bottleneck_reduction)
-
-    def tuning_for(self, mode: str) -> str:
-        return self.target_tuning or ("full" if mode == "full" else "adapter")
-
-
-class LatencyConfig(_Strict):
-    """Measure forward latency of every trained target model at the end of the run (xstilts latency)."""
-
-    batch_sizes: list[Annotated[int, Field(gt=0, le=65536)]] = Field(default_factory=lambda: [1, 32], min_length=1)
-    lengths: list[Annotated[int, Field(ge=8, le=1_000_000)]] = Field(default_factory=lambda: [128, 512], min_length=1)
-    warmup: int = Field(5, ge=0, le=100_000)
-    repetitions: int = Field(30, ge=3, le=1_000_000)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-
-    def settings(self) -> Any:
-        from xstilts.analysis.latency import LatencySettings
-
-        return LatencySettings(tuple(self.batch_sizes), tuple(self.lengths), self.warmup, self.repetitions, precision=self.precision)
-
-
-class StageConfig(_Strict):
+class StageConfig(Settings):
     """One intermediate stage of the chain."""
 
     task: Name
@@ -161,16 +130,7 @@ class StageConfig(_Strict):
     reuse_heads: bool = Field(False, description="Start this stage's head from the previous stage's head of the same task, if present.")
 
 
-class EmbeddingConfig(_Strict):
-    """Sentence representations for retrieval targets (protocol.md 4.6)."""
-
-    layer: Optional[int] = Field(None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth.")
-    pooling: Literal["mean", "cls"] = "mean"
-    max_length: int = Field(512, ge=8, le=1_000_000)
-    batch_size: int = Field(64, gt=0, le=65536)
-
-
-class TargetConfig(_Strict):
+class TargetConfig(Settings):
     """A target task: fine-tuned on its English training data, evaluated zero-shot in `languages`.
 
     Retrieval targets (bucc2018, tatoeba) are not fine-tuned: the encoder after each prefix is used
@@ -180,10 +140,10 @@ class TargetConfig(_Strict):
     task: Name
     languages: Optional[list[Name]] = Field(None, description="Evaluation languages; default: all of the task's.")
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
-    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
 
 
-class OrdersConfig(_Strict):
+class OrdersConfig(Settings):
     """How a study orders its pool of intermediate tasks; the orders of all three kinds are combined."""
 
     explicit: list[list[Name]] = Field(default_factory=list, description="Orders given task by task.")
@@ -192,7 +152,7 @@ class OrdersConfig(_Strict):
     singles: bool = Field(False, description="Every pool task alone (chains of length 1).")
 
 
-class StudyConfig(_Strict):
+class StudyConfig(Settings):
     """The sequential-scaling study: chains of k = 0..max_chain_length tasks from a pool, over orders and seeds."""
 
     pool: list[Name] = Field(min_length=1, description="Intermediate tasks the orders are drawn from.")
@@ -201,13 +161,13 @@ class StudyConfig(_Strict):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(Settings):
     """One X-STILTs experiment: an encoder, a chain of intermediate stages, and target tasks."""
 
     name: str = "experiment"
-    encoder: str = Field(description="Hugging Face hub id or local directory of a pretrained encoder.")
-    output_dir: Path
-    data_dir: Path = Field(Path("data"), description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.")
+    encoder: Annotated[str, AfterValidator(_absolute_if_local)] = Field(description="Hugging Face hub id or local directory of a pretrained encoder.")
+    output_dir: AbsolutePath
+    data_dir: AbsolutePath = Field(Path("data"), validate_default=True, description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.")
     seed: Seed = 0
     tasks: dict[Name, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
     variants: dict[Name, VariantDefinition] = Field(default_factory=dict, description="Built-in tasks read from other files (translated training data).")
@@ -223,8 +183,8 @@ class ExperimentConfig(_Strict):
         default_factory=lambda: ["full"], min_length=1,
         description="How each stage changes the encoder; several modes run side by side (see xstilts.train.adapters).",
     )
-    adapters: AdapterConfig = Field(default_factory=AdapterConfig, description="LoRA / bottleneck settings of the adapter chain modes.")
-    latency: Optional[LatencyConfig] = Field(None, description="Time the target models against chain length when the run ends.")
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings, description="LoRA / bottleneck settings of the adapter chain modes.")
+    latency: Optional[LatencySettings] = Field(None, description="Time the target models against chain length when the run ends.")
     keep: Literal["all", "needed"] = Field(
         "all",
         description="all: keep every stage's weights; needed: delete a stage's weights once nothing left to run needs them "
@@ -469,7 +429,7 @@ def _mixture_problems(name: str, mixture: MixtureConfig, registry: TaskRegistry)
         for j, language in enumerate(mixture.mlm.languages):
             path = mixture.mlm.data_dir / f"{language}.txt"
             if not path.is_file():
-                problems.append((loc + ("mlm", "languages", j), f"masked-LM text file not found: {path}"))
+                problems.append(_MissingData((loc + ("mlm", "languages", j), f"masked-LM text file not found: {path}")))
     return problems
 
 
@@ -516,6 +476,10 @@ def _known_task(registry: TaskRegistry, name: str, loc: Loc, problems: list[tupl
     return None
 
 
+class _MissingData(tuple):
+    """A problem that is only data not (yet) on disk: `run` refuses it, `xstilts plan` sizes the study anyway."""
+
+
 def _missing_retrieval_files(spec: TaskSpec, languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:
     """Retrieval data is read in place: the upstream files must lie under the task's data directory."""
     split = "test" if spec.name == "tatoeba" else "dev"
@@ -525,21 +489,25 @@ def _missing_retrieval_files(spec: TaskSpec, languages: list[str], loc: Loc) -> 
     if not missing:
         return []
     patterns = ", ".join(p for layout in layouts for p in layout.expected(split, missing[0]))
-    return [(loc, f"{spec.name}: no {split} files for {', '.join(missing)} under {root} (for {missing[0]}: {patterns})")]
+    return [_MissingData((loc, f"{spec.name}: no {split} files for {', '.join(missing)} under {root} (for {missing[0]}: {patterns})"))]
 
 
 def _missing_files(spec: TaskSpec, splits: list[str], languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:
     missing = [spec.data.path(split, lang) for split in splits for lang in languages if not spec.data.path(split, lang).is_file()]
-    return [(loc, f"{spec.name}: data file not found: {path}") for path in missing]
+    return [_MissingData((loc, f"{spec.name}: data file not found: {path}")) for path in missing]
 
 
-def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None) -> ExperimentConfig:
-    """Validate already-loaded YAML data; raises ConfigError listing every problem with its key path."""
+def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None, require_data: bool = True) -> ExperimentConfig:
+    """Validate already-loaded YAML data; raises ConfigError listing every problem with its key path.
+
+    With `require_data=False`, data files that are not on disk yet are not problems (`xstilts plan` sizes a
+    study before its data is downloaded; `missing_data` lists them).
+    """
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: (top level): expected a mapping of keys (encoder, output_dir, chain, targets, ...)"])
     try:
         config = ExperimentConfig.model_validate(data)
-        problems = _semantic_problems(config)
+        problems = [p for p in _semantic_problems(config) if require_data or not isinstance(p, _MissingData)]
     except ValidationError as error:
         problems = [_describe_pydantic_error(e, ExperimentConfig) for e in error.errors()]
     if problems:
@@ -553,7 +521,12 @@ def _format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str)
     return f"{where}: {format_loc(loc)}: {message}"
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def missing_data(config: ExperimentConfig) -> list[str]:
+    """`key.path: what is missing` for every data file the config needs that is not on disk."""
+    return [f"{format_loc(problem[0])}: {problem[1]}" for problem in _semantic_problems(config) if isinstance(problem, _MissingData)]
+
+
+def load_config(path: str | Path, require_data: bool = True) -> ExperimentConfig:
     """Read and validate an experiment YAML file (yaml.safe_load; no code is executed)."""
     path = Path(path)
     if not path.is_file():
@@ -573,7 +546,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     repeated = _repeated_keys(root, ())
     if repeated:  # YAML would silently keep the last value of each
         raise ConfigError([f"{path}:{line}: {format_loc(loc)}: this key appears twice (first at line {first}); give it once" for loc, line, first in repeated])
-    return parse_config(data, str(path), root)
+    return parse_config(data, str(path), root, require_data)
 
 
 def _repeated_keys(node: yaml.Node | None, loc: Loc) -> list[tuple[Loc, int, int]]:

@@ -1,10 +1,15 @@
-"""Training settings: protocol defaults, how layers of overrides combine, and the numbers derived from them.
+"""Settings: one validated type per concept, shared by the config, the runtime and the command line.
 
-Every stage (intermediate or target) trains with one `TrainingSettings`, resolved in this order, later
-layers winning: protocol defaults (protocol.md section 5) -> the task kind's defaults (QA uses batch 16
-and 384-token windows) -> the task's own defaults (XNLI trains 2 epochs) -> the experiment's `training`
-block -> the stage's or target's `training` block. The resolved settings are saved with every stage
-and are part of its identity.
+- `TrainingSettings`: every stage (intermediate or target) trains with one, resolved in this order, later
+  layers winning: protocol defaults (protocol.md section 5) -> the task kind's defaults (QA uses batch 16
+  and 384-token windows) -> the task's own defaults (XNLI trains 2 epochs) -> the experiment's `training`
+  block -> the stage's or target's `training` block. The resolved settings are saved with every stage
+  and are part of its identity.
+- `AdapterSettings`: the parameter-efficient chain modes (LoRA, bottleneck adapters).
+- `EmbeddingSettings`: sentence representations of retrieval targets (protocol.md 4.6).
+- `LatencySettings`: the latency harness (the config's `latency:` block and `xstilts latency`).
+
+All of them refuse NaN, infinity, out-of-range numbers and booleans where a number is expected.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from xstilts.names import Name
 
 
 def _accepts_bool(annotation: Any) -> bool:
@@ -34,10 +41,16 @@ def no_bools_for_numbers() -> Any:
 
 
 
-class TrainingSettings(BaseModel):
-    """Everything that determines how one stage trains and evaluates."""
+class Settings(BaseModel):
+    """Base of every settings and config model: unknown keys, NaN, infinity and booleans-as-numbers are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    _no_bools = no_bools_for_numbers()
+
+
+class TrainingSettings(Settings):
+    """Everything that determines how one stage trains and evaluates."""
 
     learning_rate: float = Field(1e-5, gt=0, le=1, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay; never applied to biases and LayerNorm weights.")
@@ -62,8 +75,6 @@ class TrainingSettings(BaseModel):
     log_every_steps: int = Field(20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync.")
     group_by_length: bool = Field(True, description="Micro-batches of similar length (less padding): shuffle, sort within chunks of 50 micro-batches, shuffle the batches.")
     compile: bool = Field(False, description="torch.compile the encoder (dynamic shapes); pays off on GPU for long stages.")
-
-    _no_bools = no_bools_for_numbers()
 
     @model_validator(mode="after")
     def _check_batch_division(self) -> "TrainingSettings":
@@ -140,3 +151,59 @@ def plan_steps(settings: TrainingSettings, num_train_features: int, num_processe
         total_steps=total,
         warmup_steps=int(settings.warmup_ratio * total),
     )
+
+
+class AdapterSettings(Settings):
+    """Settings of the parameter-efficient chain modes (`chain_modes`): LoRA (peft) and bottleneck adapters."""
+
+    lora_r: int = Field(8, gt=0, le=65536)
+    lora_alpha: int = Field(16, gt=0, le=65536)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_targets: tuple[Name, ...] = Field(("query", "key", "value", "dense"), min_length=1, description="Linear layers that get a LoRA (peft target_modules).")
+    bottleneck_reduction: int = Field(16, gt=0, description="adapter-stacked: hidden size / bottleneck size.")
+    target_tuning: Optional[Literal["full", "adapter"]] = Field(
+        None, description="Target fine-tuning: all weights, or a fresh adapter on top of the chain. Default: full in `full` mode, adapter otherwise."
+    )
+
+    def tuning_for(self, mode: str) -> str:
+        return self.target_tuning or ("full" if mode == "full" else "adapter")
+
+    def trained_adapter(self) -> dict[str, Any]:
+        """The fields that determine a trained adapter (part of a stage's identity and of its adapter.json)."""
+        return {**self.model_dump(exclude={"target_tuning"}), "lora_targets": list(self.lora_targets)}
+
+
+class EmbeddingSettings(Settings):
+    """Sentence representations for retrieval targets (protocol.md 4.6), recorded with every retrieval result."""
+
+    layer: Optional[int] = Field(None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth.")
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(512, ge=8, le=1_000_000)
+    batch_size: int = Field(64, gt=0, le=65536)
+
+    def resolved(self, num_hidden_layers: int) -> "EmbeddingSettings":
+        """These settings with the layer fixed for an encoder of `num_hidden_layers` layers."""
+        from xstilts.errors import XstiltsError
+
+        layer = self.layer if self.layer is not None else default_embedding_layer(num_hidden_layers)
+        if not 0 <= layer <= num_hidden_layers:
+            raise XstiltsError(f"embedding layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}")
+        return self.model_copy(update={"layer": layer})
+
+
+def default_embedding_layer(num_hidden_layers: int) -> int:
+    """The 14th of 24 layers (XTREME and jiant for XLM-R Large), at the same relative depth elsewhere."""
+    return max(1, round(14 * num_hidden_layers / 24))
+
+
+class LatencySettings(Settings):
+    """The latency harness: shapes, repetitions and precision (the config's `latency:` block, `xstilts latency`)."""
+
+    batch_sizes: tuple[Annotated[int, Field(gt=0, le=65536)], ...] = Field((1, 32), min_length=1)
+    lengths: tuple[Annotated[int, Field(ge=8, le=1_000_000)], ...] = Field((128, 512), min_length=1, description="Tokens per row, no padding.")
+    warmup: int = Field(5, ge=0, le=100_000, description="Untimed forward passes per model first.")
+    repetitions: int = Field(30, ge=3, le=1_000_000, description="Timed forward passes per model and shape (interleaved).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU.")
+    bootstrap: int = Field(2000, ge=100, le=1_000_000, description="Bootstrap resamples of the intervals.")
+    seed: int = Field(0, ge=0, lt=2**32)
+

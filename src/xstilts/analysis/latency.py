@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from xstilts.errors import XstiltsError
-from xstilts.files import read_json, read_json_or_none, write_json_atomic
-from xstilts.results.store import RECORD_FILE, StageStore, inspect_stage_dir
+from xstilts.settings import LatencySettings
+from xstilts.files import read_json
+from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
+from xstilts.results.runs import RunDirectory
+from xstilts.results.store import inspect_stage_dir
+from xstilts.train.request import EncoderRecipe
 
-LATENCY_FILE = "latency.json"
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    batch_sizes: tuple[int, ...] = (1, 32)
-    lengths: tuple[int, ...] = (128, 512)
-    warmup: int = 5
-    repetitions: int = 30
-    bootstrap: int = 2000
-    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    seed: int = 0
 
 
 @dataclass
@@ -48,7 +40,7 @@ class TimedModel:
     """One model to time: a target fine-tuned after a prefix of length k (or the k = 0 noise twin)."""
 
     name: str
-    k: int
+    chain_length: int
     chain_label: str
     model: Any = field(repr=False, default=None)
     seconds: list[float] = field(default_factory=list)
@@ -67,10 +59,10 @@ def bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, resamples: i
     return point, float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
-def slope_per_task(ks: list[int], samples: list[np.ndarray], baseline: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float, float]:
+def slope_per_task(lengths: list[int], samples: list[np.ndarray], baseline: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float, float]:
     """Least-squares slope of (median latency / median at k = 0) over k, with a bootstrap 95% interval."""
-    x = np.asarray(ks, dtype=np.float64)
-    if len(set(ks)) < 2:
+    x = np.asarray(lengths, dtype=np.float64)
+    if len(set(lengths)) < 2:
         return 0.0, 0.0, 0.0
 
     def slope(medians: np.ndarray, base: float) -> float:
@@ -142,7 +134,7 @@ def directory_bytes(path: Path) -> int:
 def summarize_models(models: list[TimedModel], settings: LatencySettings, batch_size: int, length: int) -> dict[str, Any]:
     """Statistics of one interleaved group; k = 0 is the baseline and its twin gives the noise floor."""
     rng = np.random.default_rng(settings.seed)
-    base = next(m for m in models if m.k == 0 and not m.name.endswith("(twin)"))
+    base = next(m for m in models if m.chain_length == 0 and not m.name.endswith("(twin)"))
     baseline = np.asarray(base.seconds)
     rows = []
     for timed in models:
@@ -150,13 +142,13 @@ def summarize_models(models: list[TimedModel], settings: LatencySettings, batch_
         ratio, low, high = bootstrap_ratio(values, baseline, settings.bootstrap, rng)
         median = float(np.median(values))
         rows.append({
-            "name": timed.name, "k": timed.k, "chain_label": timed.chain_label, "median_ms": median * 1e3, "p90_ms": percentile(values, 90) * 1e3,
+            "name": timed.name, "chain_length": timed.chain_length, "chain_label": timed.chain_label, "median_ms": median * 1e3, "p90_ms": percentile(values, 90) * 1e3,
             "p99_ms": percentile(values, 99) * 1e3, "tokens_per_second": batch_size * length / median, "ratio_to_k0": ratio, "ratio_ci95": [low, high],
         })
     twin = next(r for r in rows if r["name"].endswith("(twin)"))
     measured = [m for m in models if not m.name.endswith("(twin)")]
-    ks = [m.k for m in measured]
-    slope, slope_low, slope_high = slope_per_task(ks, [np.asarray(m.seconds) for m in measured], baseline, min(settings.bootstrap, 500), rng)
+    lengths = [m.chain_length for m in measured]
+    slope, slope_low, slope_high = slope_per_task(lengths, [np.asarray(m.seconds) for m in measured], baseline, min(settings.bootstrap, 500), rng)
     return {"batch_size": batch_size, "length": length, "models": rows, "noise_floor": {"ratio": twin["ratio_to_k0"], "ci95": twin["ratio_ci95"]}, "slope_per_task": [slope, slope_low, slope_high]}
 
 
@@ -165,8 +157,8 @@ def verdict(mode: str, group: dict[str, Any]) -> str:
     slope, low, high = group["slope_per_task"]
     low_floor, high_floor = group["noise_floor"]["ci95"]
     floor = max(abs(1 - low_floor), abs(high_floor - 1))
-    ks = [m["k"] for m in group["models"]]
-    span = (max(ks) - min(ks)) or 1
+    lengths = [m["chain_length"] for m in group["models"]]
+    span = (max(lengths) - min(lengths)) or 1
     text = f"{mode}: latency changes by {slope * 100:+.2f}% per added task (95% CI {low * 100:+.2f}% to {high * 100:+.2f}%)"
     if low <= 0 <= high or abs(slope) * span <= floor:
         return text + f"; flat: within the noise floor (identical models differ by up to {floor * 100:.1f}%)"
@@ -180,38 +172,37 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
     from xstilts.train.stage import load_target_model
     from xstilts.train.loop import get_accelerator
 
-    run_dir = Path(run_dir)
-    rows = [read_json_or_none(p, "result") for p in sorted((run_dir / "results").rglob("*.json"))]
-    rows = [r for r in rows if isinstance(r, dict) and r.get("target_stage")]
+    run = RunDirectory(run_dir)
+    rows = [row for row in run.result_rows() if row.get("target_stage")]
     if not rows:
-        raise XstiltsError(f"{run_dir}: no fine-tuned target results to time (run the study first)")
-    config = load_config(run_dir / "config.resolved.yaml")
+        raise XstiltsError(f"{run.root}: no fine-tuned target results to time (run the study first)")
+    config = load_config(run.file(CONFIG_FILE))
     registry = config.registry()
     device = get_accelerator().device
     dtype = torch.bfloat16 if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda") else None
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row.get("mode", "full"), row["target"]), {})[row["chain_label"]] = row
-    result: dict[str, Any] = {"settings": asdict(settings), "device": str(device), "threads": torch.get_num_threads(), "precision": "bf16" if dtype else "fp32", "torch": torch.__version__, "groups": []}
+    result: dict[str, Any] = {"settings": settings.model_dump(mode="json"), "device": str(device), "threads": torch.get_num_threads(), "precision": "bf16" if dtype else "fp32", "torch": torch.__version__, "groups": []}
     for (mode, target), labelled in sorted(groups.items()):
         spec = registry.get(target)
         models, stages = [], {}
         for label, row in sorted(labelled.items(), key=lambda item: item[1]["chain_length"]):
-            stage_dir = StageStore(run_dir / "stages").stage_dir(row["target_stage"], target)
+            stage_dir = run.store.stage_dir(row["target_stage"], target)
             if inspect_stage_dir(stage_dir).status == "pruned":
                 raise XstiltsError(f"{stage_dir}: the target model is gone (keep: needed?); latency needs the trained models")
             model, tokenizer = load_target_model(stage_dir, spec)  # checks the model's files against their record
             models.append(TimedModel(label, row["chain_length"], label, model.to(device)))
             stages[label] = stage_dir
-        if not any(m.k == 0 for m in models):
+        if not any(m.chain_length == 0 for m in models):
             continue
-        base = next(m for m in models if m.k == 0)
+        base = next(m for m in models if m.chain_length == 0)
         # The noise twin is a copy in its own memory: timing the same object twice would let it run on
         # weights still in cache from its namesake and look faster than any other model.
         models.append(TimedModel(base.name + " (twin)", 0, base.chain_label, copy.deepcopy(base.model)))
         texts = [_example_text(e) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
         structure = {
-            m.chain_label: {"k": m.k, "parameters": sum(p.numel() for p in m.model.parameters()), "bytes_on_disk": directory_bytes(stages[m.chain_label]), "chain_bytes_on_disk": _chain_bytes(stages[m.chain_label])}
+            m.chain_label: {"chain_length": m.chain_length, "parameters": sum(p.numel() for p in m.model.parameters()), "bytes_on_disk": directory_bytes(stages[m.chain_label]), "chain_bytes_on_disk": _chain_bytes(stages[m.chain_label])}
             for m in models if not m.name.endswith("(twin)")
         }
         for batch_size in settings.batch_sizes:
@@ -227,7 +218,7 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
                 group.update(mode=mode, target=target, verdict=verdict(mode, group))
                 result["groups"].append(group)
         del models
-    write_json_atomic(run_dir / LATENCY_FILE, result)
+    run.write_latency(result)
     return result
 
 
@@ -240,12 +231,12 @@ def _example_text(example: dict[str, Any]) -> str:
 def _chain_bytes(target_stage_dir: Path) -> int:
     """Bytes on disk of the target stage plus every stage its encoder is built from."""
     record = read_json(target_stage_dir / RECORD_FILE)
-    recipe = record.get("encoder_recipe", {})
+    recipe = EncoderRecipe.from_json(record.get("encoder_recipe", {"base": ""}), target_stage_dir.parent)
     total = directory_bytes(target_stage_dir)
-    for adapter in recipe.get("adapters", []):
+    for adapter in recipe.adapters:
         if Path(adapter).resolve().parent != target_stage_dir.resolve():
             total += directory_bytes(Path(adapter))
-    base = Path(recipe.get("base", ""))
+    base = Path(recipe.base)
     if base.is_dir() and target_stage_dir.resolve() not in base.resolve().parents:
         total += directory_bytes(base)
     return total

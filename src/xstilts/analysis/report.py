@@ -10,131 +10,81 @@ from __future__ import annotations
 
 import csv
 import html
-from collections import defaultdict
 from pathlib import Path
-from statistics import fmean, stdev
 from typing import Any
 
 from xstilts.errors import XstiltsError
-from xstilts.files import atomic_writer, read_json_or_none, write_json_atomic, write_text_atomic
+from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
-from xstilts.evaluate.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, xtreme_score
-from xstilts.analysis.latency import LATENCY_FILE
-from xstilts.study.runner import PLAN_FILE, RESULTS_DIR, SUMMARY_FILE
-from xstilts.results.store import RECORD_FILE
+from xstilts.results.aggregate import Stats, by_chain_length, summarize
+from xstilts.results.layout import HTML_FILE, LATENCY_PLOT, PLAN_FILE, REPORT_FILE, RESULTS_CSV, RESULTS_JSON, SCORE_PLOT
+from xstilts.results.records import ResultRow, StageRecord
+from xstilts.results.runs import RunDirectory
 
-REPORT_FILE = "report.md"
-HTML_FILE = "report.html"
-PLOT_FILE = "score_vs_chain_length.png"
-LATENCY_PLOT_FILE = "latency_vs_chain_length.png"
 MISSING = "missing"
 
 
-def collect(run_dir: Path) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(name, result rows found, expected entries without a result)."""
-    rows = [row for p in sorted((run_dir / RESULTS_DIR).rglob("*.json")) if _is_result_row(row := read_json_or_none(p, "result (it is reported as missing)"))]
-    plan_path = run_dir / PLAN_FILE
-    if not rows and not plan_path.is_file():
-        raise XstiltsError(f"{run_dir}: no results and no {PLAN_FILE}; is this a run directory?")
-    plan = read_json_or_none(plan_path, "plan (expected results are not listed)")
-    if not isinstance(plan, dict) or not isinstance(plan.get("expected"), list):
-        plan = {"name": run_dir.name, "expected": []}
+def collect(run: RunDirectory) -> tuple[str, list[ResultRow], list[dict[str, Any]], list[StageRecord]]:
+    """(name, result rows found, expected entries without a result, records of the intermediate stages)."""
+    rows = run.result_rows()
+    plan = run.read_plan()
+    if not rows and plan is None:
+        raise XstiltsError(f"{run.root}: no results and no {PLAN_FILE}; is this a run directory?")
+    expected = plan.expected() if plan is not None else []
     found = {(r["chain_label"], r["target"], r["language"]) for r in rows}
-    missing = [e for e in plan["expected"] if (e["chain_label"], e["target"], e["language"]) not in found]
-    return plan.get("name", run_dir.name), rows, missing
+    missing = [e for e in expected if (e["chain_label"], e["target"], e["language"]) not in found]
+    stages = [record for stage in (plan.stages if plan is not None else []) if (record := run.store.record(stage.identity, stage.task)) is not None]
+    return (plan.name if plan is not None else run.root.name), rows, missing, stages
 
 
-RESULT_KEYS = ("chain_label", "chain_length", "chain", "target", "language", "metric", "metrics", "score")
-
-
-def _is_result_row(row: Any) -> bool:
-    return isinstance(row, dict) and all(key in row for key in RESULT_KEYS) and isinstance(row["metrics"], dict)
-
-
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    return fmean(values), (stdev(values) if len(values) > 1 else 0.0), len(values)
-
-
-def _cell(stats: tuple[float, float, int] | None) -> str:
+def _cell(stats: Stats | None) -> str:
     if stats is None:
         return MISSING
     mean, std, n = stats
     return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f} (n={n})"
 
 
-def aggregate(rows: list[dict[str, Any]], missing: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per chain: each target's mean over languages (complete targets only) and the XTREME score;
-    then per chain length: mean, standard deviation and count over chains (orders x seeds)."""
-    by_chain: dict[str, dict[str, Any]] = {}
-    incomplete = {(m["chain_label"], m["target"]) for m in missing}
-    for row in rows:
-        chain = by_chain.setdefault(row["chain_label"], {"k": row["chain_length"], "chain": row["chain"], "seed": row.get("seed", 0), "targets": defaultdict(dict)})
-        chain["targets"][row["target"]][row["language"]] = (headline(row["metrics"], row["metric"]), row["metric"])
-    per_k: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    per_k_language: dict[tuple[int, str, str], list[float]] = defaultdict(list)
-    per_k_dev: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
-    for row in rows:
-        if row.get("english_dev"):
-            per_k_dev[row["chain_length"]].setdefault(row["target"], {})[row["chain_label"]] = headline(row["english_dev"], row["metric"])
-    for label, chain in by_chain.items():
-        task_scores = {}
-        for target, languages in chain["targets"].items():
-            for language, (score, _) in languages.items():
-                per_k_language[(chain["k"], target, language)].append(score)
-            if (label, target) in incomplete:
-                continue
-            per_k[chain["k"]][target].append(fmean(score for score, _ in languages.values()))
-            if target in XTREME_TASK_ORDER:
-                wanted = XTREME_SCORE_LANGUAGES.get(target)
-                task_scores[target] = fmean(score for lang, (score, _) in languages.items() if wanted is None or lang in wanted)
-        if task_scores:
-            xtreme = xtreme_score(task_scores)
-            per_k[chain["k"]]["XTREME" + (" (partial)" if xtreme["partial"] else "")].append(xtreme["score"])
-            for group, value in xtreme["groups"].items():
-                per_k[chain["k"]][f"group: {group}"].append(value)
-    return {
-        "by_k": {k: {t: _mean_std(v) for t, v in targets.items()} for k, targets in sorted(per_k.items())},
-        "by_k_language": {key: _mean_std(v) for key, v in per_k_language.items()},
-        "english_dev": {k: {t: _mean_std(list(v.values())) for t, v in targets.items()} for k, targets in sorted(per_k_dev.items())},
-        "chains": by_chain,
-    }
+def aggregate(name: str, rows: list[ResultRow], missing: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-chain summary (as summary.json holds it) and its aggregation by chain length."""
+    summary = summarize(name, rows)
+    return {**by_chain_length(summary, missing), "chains": summary["chains"]}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[list[str]]:
     return [header, *rows]
 
 
-def build_tables(summary: dict[str, Any], missing: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
-    by_k = summary["by_k"]
-    ks = sorted(by_k)
-    columns = sorted({c for targets in by_k.values() for c in targets}, key=lambda c: (c.startswith("group"), c.startswith("XTREME"), c))
-    tables = [("Score against chain length (mean ± std over orders and seeds)", _table(["k", *columns], [[str(k), *(_cell(by_k[k].get(c)) for c in columns)] for k in ks]))]
-    if 0 in by_k and len(ks) > 1:
-        gains = [[str(k), *(f"{by_k[k][c][0] - by_k[0][c][0]:+.1f}" if c in by_k[k] and c in by_k[0] else MISSING for c in columns)] for k in ks if k]
+def build_tables(aggregated: dict[str, Any], missing: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
+    by_length = aggregated["scores"]
+    lengths = sorted(by_length)
+    columns = sorted({c for targets in by_length.values() for c in targets}, key=lambda c: (c.startswith("group"), c.startswith("XTREME"), c))
+    tables = [("Score against chain length (mean ± std over orders and seeds)", _table(["k", *columns], [[str(k), *(_cell(by_length[k].get(c)) for c in columns)] for k in lengths]))]
+    if 0 in by_length and len(lengths) > 1:
+        gains = [[str(k), *(f"{by_length[k][c][0] - by_length[0][c][0]:+.1f}" if c in by_length[k] and c in by_length[0] else MISSING for c in columns)] for k in lengths if k]
         tables.append(("Gain over k = 0", _table(["k", *columns], gains)))
         best = []
         for c in columns:
-            scored = [(by_k[k][c][0], k) for k in ks if c in by_k[k]]
+            scored = [(by_length[k][c][0], k) for k in lengths if c in by_length[k]]
             if scored:
                 value, k = max(scored)
-                best.append([c, str(k), f"{value:.1f}", f"{value - by_k[0][c][0]:+.1f}" if c in by_k[0] else MISSING])
+                best.append([c, str(k), f"{value:.1f}", f"{value - by_length[0][c][0]:+.1f}" if c in by_length[0] else MISSING])
         tables.append(("Best chain length per target", _table(["target", "best k", "score", "gain over k = 0"], best)))
-    dev = summary["english_dev"]
+    dev = aggregated["english_dev"]
     if dev:
         dev_targets = sorted({t for targets in dev.values() for t in targets})
         tables.append(("English dev score of the fine-tuned targets (model selection)", _table(["k", *dev_targets], [[str(k), *(_cell(dev[k].get(t)) for t in dev_targets)] for k in sorted(dev)])))
-    targets = sorted({t for (_, t, _) in summary["by_k_language"]})
+    targets = sorted({t for (_, t, _) in aggregated["languages"]})
     for target in targets:
-        languages = sorted({l for (_, t, l) in summary["by_k_language"] if t == target} | {m["language"] for m in missing if m["target"] == target}, key=lambda l: (l != "en", l))
-        rows = [[str(k), *(_cell(summary["by_k_language"].get((k, target, lang))) for lang in languages)] for k in ks]
+        languages = sorted({l for (_, t, l) in aggregated["languages"] if t == target} | {m["language"] for m in missing if m["target"] == target}, key=lambda l: (l != "en", l))
+        rows = [[str(k), *(_cell(aggregated["languages"].get((k, target, lang))) for lang in languages)] for k in lengths]
         tables.append((f"{target} by language", _table(["k", *languages], rows)))
-    stages = summary.get("intermediate_stages", [])
+    stages = aggregated.get("intermediate_stages", [])
     if stages:
         rows = [[" → ".join(st["chain"] + [st["task"]]), st["kind"], ", ".join(f"{m} {v:.1f}" for m, v in st["dev_metrics"].items()),
                  f"{st['steps']} ({st['best_step']})", f"{st['train_seconds']:.0f}", str(st["seed"])] for st in stages]
         tables.append(("Intermediate stages (English dev of the task itself)", _table(["stage", "kind", "English dev", "steps (best)", "seconds", "seed"], rows)))
-    chains = sorted(summary["chains"].items(), key=lambda item: (item[1]["k"], item[0]))
-    tables.append(("Chains evaluated", _table(["chain", "k", "tasks", "seed"], [[label, str(c["k"]), " → ".join(c["chain"]) or "(pretrained)", str(c["seed"])] for label, c in chains])))
+    chains = sorted(aggregated["chains"].items(), key=lambda item: (item[1]["chain_length"], item[0]))
+    tables.append(("Chains evaluated", _table(["chain", "k", "tasks", "seed"], [[label, str(c["chain_length"]), " → ".join(c["chain"]) or "(pretrained)", str(c["seed"])] for label, c in chains])))
     if missing:
         rows = [[m["chain_label"], m["target"], m["language"]] for m in missing]
         tables.append((f"Missing results ({len(missing)})", _table(["chain", "target", "language"], rows)))
@@ -152,7 +102,7 @@ def _html_table(table: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def plot(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def plot(by_mode: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     """Score against chain length, one line per target (and per chain mode when there are several)."""
     import matplotlib
 
@@ -161,19 +111,19 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     styles = ["-", "--", ":", "-."]
-    ks: set[int] = set()
-    for index, (mode, summary) in enumerate(sorted(summaries.items())):
-        by_k = summary["by_k"]
-        ks |= set(by_k)
-        series = sorted({c for targets in by_k.values() for c in targets if not c.startswith("group")})
+    lengths: set[int] = set()
+    for index, (mode, aggregated) in enumerate(sorted(by_mode.items())):
+        by_length = aggregated["scores"]
+        lengths |= set(by_length)
+        series = sorted({c for targets in by_length.values() for c in targets if not c.startswith("group")})
         for name in series:
-            points = [(k, *by_k[k][name][:2]) for k in sorted(by_k) if name in by_k[k]]
-            label = name if len(summaries) == 1 else f"{name} [{mode}]"
+            points = [(k, *by_length[k][name][:2]) for k in sorted(by_length) if name in by_length[k]]
+            label = name if len(by_mode) == 1 else f"{name} [{mode}]"
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=label,
                         linestyle=styles[index % len(styles)], linewidth=2.5 if name.startswith("XTREME") else 1.5)
     ax.set_xlabel("number of intermediate tasks (chain length k)")
     ax.set_ylabel("zero-shot score, mean over languages")
-    ax.set_xticks(sorted(ks))
+    ax.set_xticks(sorted(lengths))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     ax.set_title(title)
@@ -191,7 +141,7 @@ def latency_tables(latency: dict[str, Any]) -> tuple[list[tuple[str, list[list[s
         for m in group["models"]:
             low, high = m["ratio_ci95"]
             size = f"{m['bytes_on_disk'] / 2**20:.1f} / {m['chain_bytes_on_disk'] / 2**20:.1f}" if "bytes_on_disk" in m else "(same model)"
-            rows.append([m["name"] if m["name"].endswith("(twin)") else str(m["k"]), f"{m['median_ms']:.2f}", f"{m['p90_ms']:.2f}", f"{m['p99_ms']:.2f}", f"{m['tokens_per_second']:.0f}",
+            rows.append([m["name"] if m["name"].endswith("(twin)") else str(m["chain_length"]), f"{m['median_ms']:.2f}", f"{m['p90_ms']:.2f}", f"{m['p99_ms']:.2f}", f"{m['tokens_per_second']:.0f}",
                          f"{m['ratio_to_k0']:.3f} [{low:.3f}, {high:.3f}]", f"{m.get('parameters', 0):,}", f"{m['flops_per_token'] / 1e9:.4f}", size])
         title = f"Latency: {group['mode']}, {group['target']}, batch {group['batch_size']} x {group['length']} tokens"
         tables.append((title, _table(header, rows)))
@@ -210,11 +160,11 @@ def plot_latency(latency: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.8), dpi=120, squeeze=False)
     for ax, shape in zip(axes[0], shapes):
         for group in (g for g in latency["groups"] if (g["batch_size"], g["length"]) == shape):
-            models = sorted((m for m in group["models"] if not m["name"].endswith("(twin)")), key=lambda m: m["k"])
-            ks = [m["k"] for m in models]
+            models = sorted((m for m in group["models"] if not m["name"].endswith("(twin)")), key=lambda m: m["chain_length"])
+            lengths = [m["chain_length"] for m in models]
             ratios = [m["ratio_to_k0"] for m in models]
             errors = [[r - m["ratio_ci95"][0] for r, m in zip(ratios, models)], [m["ratio_ci95"][1] - r for r, m in zip(ratios, models)]]
-            ax.errorbar(ks, ratios, yerr=errors, marker="o", capsize=3, label=f"{group['mode']} {group['target']}")
+            ax.errorbar(lengths, ratios, yerr=errors, marker="o", capsize=3, label=f"{group['mode']} {group['target']}")
             low, high = group["noise_floor"]["ci95"]
             ax.axhspan(min(low, 1), max(high, 1), color="grey", alpha=0.15)
         ax.set_title(f"batch {shape[0]} x {shape[1]} tokens ({latency['device']})", fontsize="small")
@@ -227,16 +177,16 @@ def plot_latency(latency: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _embedded(path: Path) -> str:
+def _embedded(path: Path, alt: str | None = None) -> str:
     import base64
 
-    return f'<img alt="{path.stem}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">' if path.is_file() else ""
+    return f'<img alt="{alt or path.stem}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">' if path.is_file() else ""
 
 
-def write_results_tables(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+def write_results_tables(run: RunDirectory, rows: list[ResultRow]) -> None:
     """results.json (the rows as they are) and results.csv (one row per chain, target, language, metric)."""
-    write_json_atomic(run_dir / "results.json", rows)
-    with atomic_writer(run_dir / "results.csv") as handle:
+    write_json_atomic(run.file(RESULTS_JSON), rows)
+    with atomic_writer(run.file(RESULTS_CSV)) as handle:
         writer = csv.writer(handle)
         writer.writerow(["mode", "chain_label", "chain_length", "chain", "seed", "target", "language", "metric", "value", "score"])
         for row in rows:
@@ -247,28 +197,27 @@ def write_results_tables(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html, results.csv/json and the plot into `run_dir`; returns report.md."""
-    run_dir = Path(run_dir)
-    name, rows, missing = collect(run_dir)
-    records = [r for p in sorted((run_dir / "stages").glob(f"*/{RECORD_FILE}")) if isinstance(r := read_json_or_none(p, "stage record"), dict) and "role" in r]
+    run = RunDirectory(run_dir)
+    name, rows, missing, records = collect(run)
     modes = sorted({r.get("mode", "full") for r in rows} | {m.get("mode", "full") for m in missing}) or ["full"]
-    summaries, tables = {}, []
+    by_mode, tables = {}, []
     for mode in modes:
-        summary = aggregate([r for r in rows if r.get("mode", "full") == mode], [m for m in missing if m.get("mode", "full") == mode])
+        aggregated = aggregate(name, [r for r in rows if r.get("mode", "full") == mode], [m for m in missing if m.get("mode", "full") == mode])
         stages = (r for r in records if r["role"] == "intermediate" and r.get("mode", "full") == mode)
-        summary["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
-        summaries[mode] = summary
-        mode_tables = build_tables(summary, [m for m in missing if m.get("mode", "full") == mode])
+        aggregated["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
+        by_mode[mode] = aggregated
+        mode_tables = build_tables(aggregated, [m for m in missing if m.get("mode", "full") == mode])
         tables += [(f"{title} [{mode}]" if len(modes) > 1 else title, table) for title, table in mode_tables]
-    write_results_tables(run_dir, rows)
-    if any(s["by_k"] for s in summaries.values()):
-        plot(summaries, run_dir / PLOT_FILE, name)
+    write_results_tables(run, rows)
+    if any(s["scores"] for s in by_mode.values()):
+        plot(by_mode, run.file(SCORE_PLOT), name)
     verdicts: list[str] = []
-    latency = read_json_or_none(run_dir / LATENCY_FILE, "latency record")
-    if isinstance(latency, dict) and isinstance(latency.get("groups"), list):
+    latency = run.read_latency()
+    if latency is not None:
         latency_table_list, verdicts = latency_tables(latency)
         tables += latency_table_list
         if latency["groups"]:
-            plot_latency(latency, run_dir / LATENCY_PLOT_FILE)
+            plot_latency(latency, run.file(LATENCY_PLOT))
     intro = (
         "Zero-shot scores of each target after a chain of k English intermediate tasks (k = 0: the pretrained "
         "encoder), averaged over the chain orders and seeds of each length. A target's score is the unweighted mean "
@@ -277,30 +226,26 @@ def write_report(run_dir: str | Path) -> Path:
     )
     languages = sorted({r["language"] for r in rows})
     named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
-    summary_record = read_json_or_none(run_dir / SUMMARY_FILE, "summary")
-    wall = summary_record.get("wall_seconds") if isinstance(summary_record, dict) else None
-    wall = wall if isinstance(wall, (int, float)) else None
-    md = [f"# xstilts report: {name}", "", intro, "", f"![score against chain length]({PLOT_FILE})", ""]
+    wall = run.wall_seconds()
+    md = [f"# xstilts report: {name}", "", intro, "", f"![score against chain length]({SCORE_PLOT})", ""]
     if verdicts:
         device = latency
         md += ["## Latency verdicts", "", f"Measured on {device['device']} ({device['precision']}, {device['threads']} threads); each verdict compares the slope with the noise floor (the k = 0 model timed twice as two models).", ""]
-        md += [f"- {line}" for line in verdicts] + ["", f"![latency against chain length]({LATENCY_PLOT_FILE})", ""]
+        md += [f"- {line}" for line in verdicts] + ["", f"![latency against chain length]({LATENCY_PLOT})", ""]
     for title, table in tables:
         md += [f"## {title}", "", _markdown(table), ""]
     md += ["## Languages", "", named, ""] + ([f"Run wall time: {wall:.0f} s.", ""] if wall is not None else [])
-    path = run_dir / REPORT_FILE
+    path = run.file(REPORT_FILE)
     write_text_atomic(path, "\n".join(md))
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(table)}" for t, table in tables)
     if verdicts:
-        body = "<h2>Latency verdicts</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>" + _embedded(run_dir / LATENCY_PLOT_FILE) + body
+        body = "<h2>Latency verdicts</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>" + _embedded(run.file(LATENCY_PLOT)) + body
     image = ""
-    if (run_dir / PLOT_FILE).is_file():
-        import base64
-
-        image = f'<img alt="score against chain length" src="data:image/png;base64,{base64.b64encode((run_dir / PLOT_FILE).read_bytes()).decode()}">'
+    if run.file(SCORE_PLOT).is_file():
+        image = _embedded(run.file(SCORE_PLOT), "score against chain length")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     write_text_atomic(
-        run_dir / HTML_FILE,
+        run.file(HTML_FILE),
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title><style>{style}</style></head><body>"
         f"<h1>xstilts report: {html.escape(name)}</h1><p>{html.escape(intro)}</p>{image}{body}<h2>Languages</h2><p>{html.escape(named)}</p></body></html>",
     )

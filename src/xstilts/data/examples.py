@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+Example = dict[str, Any]
+Feature = dict[str, Any]
+
 from xstilts.data.cache import cached, tokenizer_fingerprint
 
 from xstilts.errors import DataError
@@ -19,8 +22,8 @@ from xstilts.readers.jsonl import read_jsonl
 from xstilts.readers.text import read_text_examples
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
-from xstilts.tasks.base import Example, Feature
 from xstilts.tasks.registry import TaskSpec
+from xstilts.tasks.schema import validate_example
 
 
 # Bump when a kind's feature conversion changes, so cached features from older code are not reused.
@@ -32,11 +35,10 @@ def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None =
     path = spec.data.path(split, language)
     if not path.is_file():
         raise DataError(path, f"no {split} file for task {spec.name}, language {language}")
-    kind = kind_of(spec)
     examples: list[Example] = []
     records = read_text_examples(path) if path.suffix == ".txt" else read_jsonl(path)
     for line_number, record in records:
-        problem = kind.validate_example(record, spec)
+        problem = validate_example(record, spec)
         if problem:
             raise DataError(path, problem, line_number)
         examples.append(record)

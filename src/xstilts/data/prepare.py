@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 from xstilts.errors import DataError, DataWarning, XstiltsError
 from xstilts.readers.jsonl import read_jsonl, write_jsonl
 from xstilts.files import write_json_atomic
-from xstilts.tasks import KIND_IMPLEMENTATIONS
+from xstilts.tasks.schema import validate_example
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 from xstilts.tasks.sources import HubFile
 
@@ -50,12 +50,9 @@ def blank(paths: list[Path]) -> bool:
 def _validate(spec: TaskSpec, records: list[dict[str, Any]], where: str, paths: Sequence[Path] = ()) -> list[str]:
     if not records:
         return [f"{where}: no examples in the file"] if paths and blank(list(paths)) else []
-    kind = KIND_IMPLEMENTATIONS.get(spec.kind)
-    if kind is None:  # retrieval records are checked by their own reader
-        return []
     problems = []
     for index, record in enumerate(records):
-        problem = kind.validate_example(record, spec)
+        problem = validate_example(record, spec)
         if problem:
             problems.append(f"{where}: record {index + 1}: {problem}")
             if len(problems) >= 5:

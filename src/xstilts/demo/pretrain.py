@@ -126,7 +126,7 @@ def pretrain_encoder(settings: PretrainSettings = PretrainSettings(), cache_dir:
         if step % 50 == 0 or step == settings.steps - 1:
             losses.append((step, loss.item()))
             bar.set_postfix(loss=f"{losses[-1][1]:.3f}")
-    scratch = root / f".partial-demo-encoder-{identity}-{os.getpid()}"
+    scratch = root / f".building-demo-encoder-{identity}-{os.getpid()}"
     if scratch.exists():
         shutil.rmtree(scratch)
     model.roberta.save_pretrained(scratch, safe_serialization=True)

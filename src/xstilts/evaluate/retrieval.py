@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import faiss
 import numpy as np
@@ -20,33 +20,13 @@ import torch
 
 from xstilts.data.cache import cache_root
 from xstilts.errors import DataError, RunError, XstiltsError
+from xstilts.evaluate.metrics.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
 from xstilts.readers.text import read_lines
+from xstilts.settings import EmbeddingSettings
 from xstilts.files import read_json_or_none, write_json_atomic
 
 BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining
-
-
-@dataclass(frozen=True)
-class EmbeddingSettings:
-    layer: int | None = None  # hidden_states index; None: 14 of 24 scaled to the encoder's depth
-    pooling: Literal["mean", "cls"] = "mean"
-    max_length: int = 512
-    batch_size: int = 64
-
-    def resolved(self, num_hidden_layers: int) -> "EmbeddingSettings":
-        layer = self.layer if self.layer is not None else default_layer(num_hidden_layers)
-        if not 0 <= layer <= num_hidden_layers:
-            raise XstiltsError(f"embedding layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}")
-        return EmbeddingSettings(layer, self.pooling, self.max_length, self.batch_size)
-
-    def describe(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def default_layer(num_hidden_layers: int) -> int:
-    """The 14th of 24 layers (XTREME and jiant for XLM-R Large), at the same relative depth elsewhere."""
-    return max(1, round(14 * num_hidden_layers / 24))
 
 
 def encode_sentences(encoder: torch.nn.Module, tokenizer: Any, sentences: Sequence[str], settings: EmbeddingSettings, device: torch.device) -> np.ndarray:
@@ -129,13 +109,6 @@ def tatoeba_predictions(source: np.ndarray, english: np.ndarray) -> np.ndarray:
     """For every English sentence, the index of the nearest non-English sentence by cosine."""
     _, indices = knn(normalized(english), normalized(source), 1)
     return indices[:, 0]
-
-
-def tatoeba_accuracy(predictions: Sequence[int], gold: Sequence[int]) -> float:
-    """Share of English sentences whose nearest neighbour is their translation, x100."""
-    if len(predictions) != len(gold):
-        raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold indices")
-    return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(gold)))
 
 
 # --- BUCC ----------------------------------------------------------------------------------------
@@ -325,15 +298,6 @@ def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
     return {**result.get("test", result["dev"]), "split": "test" if "test" in result else "dev", "by_split": result}
 
 
-def bucc_scores_from_pairs(predicted: set[tuple[str, str]], gold: set[tuple[str, str]]) -> dict[str, float]:
-    """P/R/F1 (x100) of predicted id pairs, as XTREME scores its `src_id<TAB>trg_id` prediction files."""
-    correct = len(predicted & gold)
-    precision = correct / len(predicted) if predicted else 0.0
-    recall = correct / len(gold) if gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
-    return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall}
-
-
 # --- evaluation of an encoder on the task files (chains) -------------------------------------------
 
 
@@ -350,7 +314,7 @@ def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokeniz
         source_path = _task_files(spec, root, "test", language)[0]
         pairs = read_tatoeba_pair(source_path, source_path.with_suffix(".eng"))
         predictions = tatoeba_predictions(embed([p["source"] for p in pairs]), embed([p["target"] for p in pairs]))
-        return {"accuracy": tatoeba_accuracy(predictions, range(len(pairs))), "examples": len(pairs), "embedding": settings.describe()}
+        return {"accuracy": tatoeba_accuracy(predictions, range(len(pairs))), "examples": len(pairs), "embedding": settings.model_dump()}
     if spec.name != "bucc2018":
         raise XstiltsError(f"{spec.name}: no retrieval evaluation is defined")
     by_split: dict[str, Any] = {}
@@ -363,7 +327,7 @@ def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokeniz
         gold_path = source_path.with_suffix(".gold")
         source_texts, source_ids = unique_texts(read_bucc_sentences(source_path))
         target_texts, target_ids = unique_texts(read_bucc_sentences(source_path.with_suffix(".en")))
-        key = {"encoder": encoder_identity, "embedding": settings.describe(), "language": language, "split": split,
+        key = {"encoder": encoder_identity, "embedding": settings.model_dump(), "language": language, "split": split,
                "data": _files_digest([source_path, source_path.with_suffix(".en")])}
         candidates = _cached_candidates(key, lambda: mine_candidates(source_texts, embed(source_texts), target_texts, embed(target_texts)))
         pairs = candidate_id_pairs(candidates, source_ids, target_ids)
@@ -376,7 +340,7 @@ def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokeniz
     final = by_split.get("test", by_split.get("dev"))
     if final is None:
         raise XstiltsError(f"bucc2018 {language}: no gold pairs found beside the dev files under {root}")
-    return {**final, "split": "test" if "test" in by_split else "dev", "by_split": by_split, "embedding": settings.describe()}
+    return {**final, "split": "test" if "test" in by_split else "dev", "by_split": by_split, "embedding": settings.model_dump()}
 
 
 def _task_files(spec: Any, root: Path, split: str, language: str, required: bool = True) -> list[Path]:
@@ -399,7 +363,7 @@ def _files_digest(paths: Sequence[Path]) -> str:
 
 def _cached_candidates(key: dict[str, Any], mine: Any) -> list[Candidate]:
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_root() / "retrieval" / f"{name}.json"
+    path = cache_root() / "bucc-candidates" / f"{name}.json"
     cached = read_json_or_none(path, "cache entry (it is mined again)")
     if isinstance(cached, dict) and isinstance(cached.get("candidates"), list):
         return [Candidate(*row) for row in cached["candidates"]]

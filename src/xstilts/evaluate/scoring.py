@@ -24,6 +24,7 @@ from typing import Any
 from xstilts.errors import DataError, XstiltsError
 from xstilts.evaluate.metrics.classification import accuracy
 from xstilts.evaluate.metrics.qa import mlqa_scores, score_answers
+from xstilts.evaluate.metrics.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
 from xstilts.evaluate.metrics.tagging import seqeval_scores
 from xstilts.evaluate.metrics.xtreme import task_score
 from xstilts.readers.conll import read_word_tag
@@ -31,8 +32,7 @@ from xstilts.readers.retrieval import read_bucc_gold
 from xstilts.readers.squad import read_squad_json
 from xstilts.readers.tabular import read_rows
 from xstilts.readers.text import read_lines, read_text
-from xstilts.evaluate.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
-from xstilts.tasks import kind_of
+from xstilts.tasks.schema import validate_example
 from xstilts.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,8 @@ def read_qa_predictions(path: Path) -> dict[str, str]:
 
 def _score_qa(spec: TaskSpec, language: str, gold_path: Path, predictions_path: Path) -> Scored:
     records = read_squad_json(gold_path)
-    kind = kind_of(spec)
     for record in records:
-        problem = kind.validate_example(record, spec)
+        problem = validate_example(record, spec)
         if problem:
             raise DataError(gold_path, f"question {record['id']!r}: {problem}")
     predictions = read_qa_predictions(predictions_path)

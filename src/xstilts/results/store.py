@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,43 +27,16 @@ from typing import Any, Literal
 from xstilts.errors import DataError, XstiltsError
 from xstilts.files import read_json, write_json_atomic
 from xstilts.names import name_problem
+from xstilts.results.layout import CHECKPOINTS_DIR, EVALUATIONS_DIR, PARTIAL_PREFIX, PREDICTIONS_DIR, RECORD_FILE, inside, remove_inside
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "stage.json"
-CHECKPOINTS_DIR = ".checkpoints"
 
 
 def content_identity(payload: dict[str, Any]) -> str:
     """A short, stable hash of a JSON-able description (keys sorted)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# --- paths that cannot leave the run directory -------------------------------------------------------
-
-
-def inside(root: Path, path: Path) -> Path:
-    """`path` with its parent resolved, after checking that it lies strictly inside `root`.
-
-    The last component is not resolved, so a symbolic link is handled as the link itself (removing it
-    never follows it).
-    """
-    base = Path(root).resolve()
-    candidate = Path(path)
-    resolved = candidate.parent.resolve() / candidate.name
-    if candidate.name in ("", ".", "..") or not resolved.is_relative_to(base) or resolved == base:
-        raise XstiltsError(f"refusing to touch {path}: it is not inside the run directory {base}")
-    return resolved
-
-
-def remove_inside(root: Path, path: Path) -> None:
-    """Delete a file, link or directory tree that lies inside `root` (anything else is refused)."""
-    target = inside(root, path)
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.is_dir():
-        shutil.rmtree(target)
 
 
 # --- file manifests --------------------------------------------------------------------------------------
@@ -177,7 +149,7 @@ class StageStore:
 
     def begin(self, identity: str, task: str) -> Path:
         """A fresh scratch directory for building the stage; leftovers of a killed attempt are removed."""
-        scratch = inside(self.root, self.root / f".partial-{self.stage_dir(identity, task).name}")
+        scratch = inside(self.root, self.root / f"{PARTIAL_PREFIX}{self.stage_dir(identity, task).name}")
         remove_inside(self.root, scratch)
         scratch.mkdir(parents=True)
         return scratch
@@ -190,7 +162,7 @@ class StageStore:
         os.replace(inside(self.root, scratch), final)
         return final
 
-    def prune(self, identity: str, task: str, keep: tuple[str, ...] = (RECORD_FILE, "evaluations", "predictions")) -> int:
+    def prune(self, identity: str, task: str, keep: tuple[str, ...] = (RECORD_FILE, EVALUATIONS_DIR, PREDICTIONS_DIR)) -> int:
         """Delete a finished stage's weights but keep its record (marked `pruned`) and evaluations; returns bytes freed.
 
         The record is updated first, so a kill midway leaves a stage that is known to need retraining.

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xstilts.errors import RunError
+from xstilts.results.layout import LOCK_FILE
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".xstilts.lock"
 _HELD: dict[Path, int] = {}  # lock path -> nesting depth in this process (run_on_ray ends in run_experiment)
 
 

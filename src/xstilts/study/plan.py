@@ -1,34 +1,38 @@
-"""Chains -> a graph of stages in which identical prefixes are one node.
+"""Chains -> a graph of stages in which identical prefixes are one node, and the plan record the run keeps.
 
 A node's identity is a content hash of its parent's identity, its task, its data, its resolved
 training settings and its seed (see `stage_request`). Chains of a study that share a prefix share its
 nodes, so each is trained once; target fine-tunes and retrieval evaluations hang off every prefix.
+`run_plan` turns the graph into plan.json (`xstilts.results.records.RunPlan`), the contract every
+reader of the run works from. Planning loads no model: `xstilts plan` does not import torch, and a
+study can be sized before its data is on disk (its identities are then provisional).
 """
 
 from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from xstilts.train.adapters import AdapterSettings, EncoderRecipe
-from xstilts.config import ExperimentConfig, StageConfig
+from xstilts.config import ExperimentConfig, StageConfig, missing_data
 from xstilts.data.examples import data_fingerprint
-from xstilts.train.modeling import HEADS_FILE
-from xstilts.settings import resolve_settings
-from xstilts.train.stage import StageRequest, output_recipe
+from xstilts.results.layout import HEADS_FILE
+from xstilts.results.records import PlannedEvaluation, PlannedStage, RunPlan
+from xstilts.results.runs import RunDirectory
 from xstilts.results.store import StageStore, content_identity
-from xstilts.train.mixture import Mixture, MixtureMember
+from xstilts.settings import AdapterSettings, resolve_settings
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
+from xstilts.train.mixture import Mixture, MixtureMember
+from xstilts.train.request import EncoderRecipe, StageRequest
 
 
 @dataclass(frozen=True)
 class ChainPrefix:
     """The encoder after the first k stages of a chain (k = 0: the pretrained encoder)."""
 
-    length: int
+    chain_length: int
     tasks: tuple[str, ...]
     identity: str
     stage: StageRequest | None  # the stage that produces it (None for k = 0)
@@ -39,7 +43,7 @@ class ChainPrefix:
     @property
     def label(self) -> str:
         prefix = "" if self.mode == "full" else f"{self.mode}-"
-        return f"{prefix}k{self.length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
+        return f"{prefix}k{self.chain_length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Plan:
 
     nodes: dict[str, ChainPrefix] = field(default_factory=dict)
     chains: list[tuple[int, tuple[str, ...], list[str]]] = field(default_factory=list)  # (seed, order, prefix identities)
+    provisional: bool = False  # some data was not on disk: identities will change when it is
 
     @property
     def stages(self) -> list[ChainPrefix]:
@@ -73,14 +78,19 @@ def encoder_identity(encoder: str) -> str:
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
+MISSING_DATA = "missing"  # the data fingerprint of files not on disk (a provisional identity)
 
 
-def _fingerprint(spec: TaskSpec) -> str:
-    """Data fingerprint of a stage's files, hashed once per file version (size, mtime) in a process."""
-    paths = [spec.data.path(split, spec.train_language) for split in (spec.train_split, spec.dev_split)]
+def _fingerprint(spec: TaskSpec, splits_languages: list[tuple[str, str]] | None = None) -> str:
+    """Data fingerprint of a stage's files (default: train and dev in the training language), hashed once per
+    file version (size, mtime) in a process; `MISSING_DATA` when a file is not on disk."""
+    splits_languages = splits_languages or [(spec.train_split, spec.train_language), (spec.dev_split, spec.train_language)]
+    paths = [spec.data.path(split, language) for split, language in splits_languages]
+    if not all(path.is_file() for path in paths):
+        return MISSING_DATA
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
     if stamp not in _FINGERPRINTS:
-        _FINGERPRINTS[stamp] = data_fingerprint(spec, [(spec.train_split, spec.train_language), (spec.dev_split, spec.train_language)])
+        _FINGERPRINTS[stamp] = data_fingerprint(spec, splits_languages)
     return _FINGERPRINTS[stamp]
 
 
@@ -88,7 +98,7 @@ def _adapter_fields(parent: ChainPrefix, adapter: AdapterSettings | None) -> tup
     """(identity fields, request fields) of a stage that trains an adapter (none for full fine-tuning)."""
     if adapter is None:
         return {}, {"parent_recipe": parent.recipe}
-    return {"mode": parent.mode, "adapter": adapter.describe()}, {"parent_recipe": parent.recipe, "mode": parent.mode, "adapter": adapter}
+    return {"mode": parent.mode, "adapter": adapter.trained_adapter()}, {"parent_recipe": parent.recipe, "mode": parent.mode, "adapter": adapter}
 
 
 def stage_request(role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, adapter: AdapterSettings | None = None, **extra: Any) -> StageRequest:
@@ -116,7 +126,7 @@ def mixture_request(role: str, name: str, config: ExperimentConfig, registry: Ta
     mixture = Mixture(name, tuple(members), mixture_config.sampler, mixture_config.temperature, mixture_config.cap)
     first = mixture.supervised[0].spec
     settings = resolve_settings(first.kind, *layers)
-    data = {m.spec.name: (data_fingerprint(m.spec, [("train", lang) for lang in m.languages]) if m.spec.kind == "mlm" else _fingerprint(m.spec)) for m in members}
+    data = {m.spec.name: _fingerprint(m.spec, [("train", lang) for lang in m.languages] if m.spec.kind == "mlm" else None) for m in members}
     identity_fields, request_fields = _adapter_fields(parent, adapter)
     identity = content_identity(
         {"role": role, "parent": parent.identity, "mixture": mixture.fingerprint(), "data": data, "settings": settings.model_dump(), "seed": seed, **identity_fields}
@@ -126,7 +136,7 @@ def mixture_request(role: str, name: str, config: ExperimentConfig, registry: Ta
 
 def target_request(config: ExperimentConfig, registry: TaskRegistry, prefix: ChainPrefix, target: Any) -> StageRequest:
     """The fine-tune of `target` on `prefix` (with `prefix.seed`): all weights, or a fresh adapter in adapter modes."""
-    adapter = config.adapters.settings() if config.adapters.tuning_for(prefix.mode) == "adapter" else None
+    adapter = config.adapters if config.adapters.tuning_for(prefix.mode) == "adapter" else None
     return stage_request("target", registry.get(target.task), [config.training, target.training], prefix.seed, prefix, adapter)
 
 
@@ -147,7 +157,7 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
     plan = Plan()
     root_identity = encoder_identity(config.encoder)
     for mode in config.chain_modes:
-        adapter = None if mode == "full" else config.adapters.settings()
+        adapter = None if mode == "full" else config.adapters
         mode_root = root_identity if mode == "full" else content_identity({"encoder": root_identity, "mode": mode})
         for seed, stages in expand_chains(config):
             root = ChainPrefix(0, (), mode_root, None, seed, mode, EncoderRecipe(config.encoder, mode))
@@ -160,22 +170,52 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
                     request = mixture_request("intermediate", stage.task, config, registry, [stage.training], seed, parent, adapter, parent_heads=heads)
                 else:
                     request = stage_request("intermediate", registry.get(stage.task), [config.training, stage.training], seed, parent, adapter, parent_heads=heads)
-                node = ChainPrefix(parent.length + 1, parent.tasks + (request.name,), request.identity, request, seed, mode, output_recipe(request, store))
+                recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
+                node = ChainPrefix(parent.chain_length + 1, parent.tasks + (request.name,), request.identity, request, seed, mode, recipe)
                 prefixes.append(plan.nodes.setdefault(request.identity, node))
             plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
+    plan.provisional = bool(missing_data(config))
     return plan
 
 
-def describe(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> str:
+def chain_label(prefix: ChainPrefix, config: ExperimentConfig) -> str:
+    """A prefix's label in results and reports; with several seeds each seed's chain is labelled apart."""
+    several_seeds = config.study is not None and len(config.study.seeds) > 1
+    return prefix.label + (f"-seed{prefix.seed}" if several_seeds else "")
+
+
+def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: RunDirectory) -> RunPlan:
+    """plan.json: the stage graph and every evaluation, in the order the local executor runs them."""
+    stages = [
+        PlannedStage(node.identity, node.stage.name, node.stage.parent_identity, node.tasks, node.seed, node.mode, node.label,
+                     content_identity(node.stage.settings.model_dump()))
+        for node in plan.stages
+    ]
+    evaluations = []
+    for identity, seed in evaluated_prefixes(plan, config):
+        prefix = replace(plan.nodes[identity], seed=seed)
+        for target in config.targets:
+            spec = registry.get(target.task)
+            stage = target_request(config, registry, prefix, target).identity if spec.trainable else None
+            retrieval = None if spec.trainable else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
+            evaluations.append(PlannedEvaluation(chain_label(prefix, config), prefix.tasks, prefix.mode, seed, identity, spec.name, spec.metric,
+                                                 tuple(config.target_languages(target, registry)), stage, retrieval))
+    return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional)
+
+
+def format_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> str:
     """The graph as an indented tree and the counts `xstilts plan` prints."""
     lines = ["stage graph (identical prefixes are one node):"]
+    if plan.provisional:
+        lines = ["stage graph (identical prefixes are one node; identities marked ? are provisional: some data is not on disk yet):"]
+    mark = "?" if plan.provisional else ""
     children: dict[str, list[ChainPrefix]] = {}
     for node in plan.stages:
         children.setdefault(node.stage.parent_identity, []).append(node)
 
     def walk(identity: str, depth: int) -> None:
         for child in children.get(identity, []):
-            lines.append(f"{'  ' * depth}└─ {child.tasks[-1]}  [{child.identity}] seed {child.seed}")
+            lines.append(f"{'  ' * depth}└─ {child.tasks[-1]}  [{child.identity}{mark}] seed {child.seed}")
             walk(child.identity, depth + 1)
 
     roots = [n for n in plan.nodes.values() if n.stage is None]
@@ -194,12 +234,11 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
     retrieval = [t for t in config.targets if not registry.get(t.task).trainable]
     finetunes = len(evaluated) * len(trainable)
     evaluations = sum(len(config.target_languages(t, registry)) for t in config.targets) * len(evaluated)
-    stage_examples = sum(_stage_example_epochs(node.stage) for node in plan.stages)
-    target_examples = 0
-    for target in trainable:
-        spec = registry.get(target.task)
-        settings = resolve_settings(spec.kind, spec.training_defaults, config.training, target.training)
-        target_examples += len(evaluated) * _example_epochs(settings, _train_examples(spec, [spec.train_language], settings.max_train_examples))
+    stage_examples = _total(_stage_example_epochs(node.stage) for node in plan.stages)
+    target_examples = _total(
+        _times(len(evaluated), _example_epochs(settings, _train_examples(spec, [spec.train_language], settings.max_train_examples)))
+        for spec, settings in ((registry.get(t.task), resolve_settings(registry.get(t.task).kind, registry.get(t.task).training_defaults, config.training, t.training)) for t in trainable)
+    )
     return {
         "chains": len(plan.chains),
         "stages to train": len(plan.stages),
@@ -208,9 +247,19 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
         "target fine-tunes": finetunes,
         "retrieval targets per prefix": len(retrieval),
         "evaluations (target x language)": evaluations,
-        "examples x epochs, stages": stage_examples,
-        "examples x epochs, target fine-tunes": target_examples,
+        "examples x epochs, stages": "unknown (data missing)" if stage_examples is None else stage_examples,
+        "examples x epochs, target fine-tunes": "unknown (data missing)" if target_examples is None else target_examples,
     }
+
+
+def _total(values: Any) -> int | None:
+    """The sum, or None (unknown) when any value is unknown because its data is not on disk."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _times(factor: int, value: int | None) -> int | None:
+    return None if value is None else factor * value
 
 
 def evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, int]]:
@@ -226,26 +275,30 @@ def _count_lines(path: Path, stamp: int) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def _stage_example_epochs(request: StageRequest) -> int:
-    """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler)."""
+def _stage_example_epochs(request: StageRequest) -> int | None:
+    """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler); None when unknown."""
     if request.mixture is None:
         spec = request.spec
         return _example_epochs(request.settings, _train_examples(spec, [spec.train_language], request.settings.max_train_examples))
     sizes = {m.spec.name: _train_examples(m.spec, m.languages, m.max_examples_per_language or m.settings.max_train_examples) for m in request.mixture.members}
+    if any(size is None for size in sizes.values()):
+        return _example_epochs(request.settings, None)
     return _example_epochs(request.settings, request.mixture.epoch_size(sizes))
 
 
-def _train_examples(spec: TaskSpec, languages: Any, limit: int | None) -> int:
-    """Training examples the stage reads: at most `limit` per language, as `stage._member_data` loads them."""
+def _train_examples(spec: TaskSpec, languages: Any, limit: int | None) -> int | None:
+    """Training examples the stage reads: at most `limit` per language, as the stage loads them (None: not on disk)."""
     total = 0
     for language in languages:
         path = spec.data.path(spec.train_split, language)
+        if not path.is_file():
+            return None
         count = _count_lines(path, path.stat().st_mtime_ns)
         total += min(count, limit) if limit else count
     return total
 
 
-def _example_epochs(settings: Any, examples: int) -> int:
+def _example_epochs(settings: Any, examples: int | None) -> int | None:
     if settings.max_steps:
         return settings.max_steps * settings.batch_size
-    return int(examples * settings.epochs)
+    return None if examples is None else int(examples * settings.epochs)

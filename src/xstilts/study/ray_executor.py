@@ -73,12 +73,11 @@ def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, 
     """Submit every stage and target fine-tune of the plan as Ray tasks and wait for all of them."""
     import ray
 
+    from xstilts.results.runs import RunDirectory
     from xstilts.study.plan import build_plan, evaluated_prefixes, target_request
-    from xstilts.study.runner import STAGES_DIR
-    from xstilts.results.store import StageStore
 
     registry = config.registry()
-    store = StageStore(output_dir / STAGES_DIR)
+    store = RunDirectory(output_dir).store
     plan = build_plan(config, registry, store)
     env = {key: os.environ[key] for key in ("XSTILTS_CACHE", "HF_HOME", "HF_HUB_OFFLINE") if key in os.environ}
     started_here = not ray.is_initialized()

@@ -1,32 +1,32 @@
-"""`xstilts status RUN_DIR`: a run's progress read from its files (works while it runs, on any executor)."""
+"""`xstilts status RUN_DIR`: a run's progress read from its files (while it runs, on any executor).
+
+Everything comes from plan.json and the stage store: no config is loaded, no data is hashed and no model
+library is imported, so it works from any directory and on a moved or copied run directory.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from xstilts.errors import XstiltsError
+from xstilts.files import read_json_or_none
+from xstilts.results.layout import CHECKPOINT_PROGRESS, PLAN_FILE
+from xstilts.results.runs import RunDirectory
+from xstilts.study.lock import describe_lock
 
 
 def run_status(run_dir: str | Path) -> str:
     """Stages done / in progress (with their last checkpoint step) / waiting, and results found against expected."""
-    from xstilts.config import load_config
-    from xstilts.study.plan import build_plan
-    from xstilts.study.runner import PLAN_FILE, RESULTS_DIR, STAGES_DIR
-    from xstilts.files import read_json_or_none
-    from xstilts.study.lock import describe_lock
-    from xstilts.results.store import RECORD_FILE, StageStore
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.resolved.yaml"
-    if not config_path.is_file():
-        raise XstiltsError(f"{run_dir}: no config.resolved.yaml; is this a run directory?")
-    config = load_config(config_path)
-    store = StageStore(run_dir / STAGES_DIR)
-    plan = build_plan(config, config.registry(), store)
+    run = RunDirectory(run_dir)
+    plan = run.read_plan()
+    if plan is None:
+        if (run.root / PLAN_FILE).is_file():
+            raise XstiltsError(f"{run.root / PLAN_FILE} is damaged; `xstilts run` with the run's config writes it again")
+        raise XstiltsError(f"{run.root}: no {PLAN_FILE}; is this a run directory?")
     lines, counts = [], {"done": 0, "pruned": 0, "damaged": 0, "in progress": 0, "waiting": 0}
-    for node in plan.stages:
-        state = store.inspect(node.identity, node.stage.name)
-        progress = read_json_or_none(store.checkpoint_dir(node.identity, node.stage.name) / "progress.json", "checkpoint")
+    for stage in plan.stages:
+        state = run.store.inspect(stage.identity, stage.task)
+        progress = read_json_or_none(run.store.checkpoint_dir(stage.identity, stage.task) / CHECKPOINT_PROGRESS, "checkpoint")
         if state.status in ("done", "pruned"):
             record = state.record
             score = record.get("dev_metrics", {}).get(record.get("primary_metric"))
@@ -39,17 +39,15 @@ def run_status(run_dir: str | Path) -> str:
         else:
             status, detail = "waiting", ""
         counts[status] += 1
-        lines.append(f"  {status:<12} {node.label:<50} {detail}")
-    plan_record = read_json_or_none(run_dir / PLAN_FILE, "plan")
-    expected = plan_record.get("expected", []) if isinstance(plan_record, dict) else []
-    found = sum(read_json_or_none(p, "result") is not None for p in (run_dir / RESULTS_DIR).rglob("*.json")) if (run_dir / RESULTS_DIR).is_dir() else 0
-    records = [read_json_or_none(p, "stage record") for p in store.root.glob(f"*/{RECORD_FILE}")] if store.root.is_dir() else []
-    targets = [r for r in records if isinstance(r, dict) and r.get("role") == "target"]
+        lines.append(f"  {status:<12} {stage.label:<50} {detail}")
+    fine_tunes = {(e.stage, e.target) for e in plan.evaluations if e.stage is not None}
+    finished = sum(run.store.record(identity, task) is not None for identity, task in fine_tunes)
+    found = len(run.result_rows())
     header = [
-        f"run {config.name} at {run_dir}: {describe_lock(run_dir)}",
+        f"run {plan.name} at {run.root}: {describe_lock(run.root)}",
         "intermediate stages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if state != "damaged" or n),
-        f"target fine-tunes done: {len(targets)}",
-        f"results: {found} of {len(expected)} (chain, target, language)",
+        f"target fine-tunes done: {finished} of {len(fine_tunes)}",
+        f"results: {found} of {len(plan.expected())} (chain, target, language)",
         "stages:",
     ]
     return "\n".join(header + lines)

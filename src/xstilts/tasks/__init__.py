@@ -1,19 +1,43 @@
-"""Task kinds (one implementation each) and the registry of named tasks."""
+"""The registry of named tasks and their kinds.
+
+Importing this package is light: the registry, the catalogue and the example schema (`tasks.schema`) need
+no model. The kind implementations (features, heads, losses, decoding; they import torch) are loaded the
+first time `kind_of` is called. Retrieval tasks (BUCC, Tatoeba) have no kind implementation: they evaluate
+a bare encoder (`xstilts.evaluate.retrieval`).
+"""
 
 from __future__ import annotations
 
-from xstilts.tasks.base import TaskKind
-from xstilts.tasks.classification import ClassificationKind
-from xstilts.tasks.mlm import MaskedLMKind
-from xstilts.tasks.multiple_choice import MultipleChoiceKind
-from xstilts.tasks.qa import QAKind
-from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry, register_task
-from xstilts.tasks.tagging import TaggingKind
+import functools
+from typing import TYPE_CHECKING, Any
 
-# Retrieval (BUCC, Tatoeba) evaluates a bare encoder and gets its own kind in xstilts.tasks.retrieval.
-KIND_IMPLEMENTATIONS: dict[str, TaskKind] = {
-    kind.name: kind for kind in (ClassificationKind(), MultipleChoiceKind(), QAKind(), TaggingKind(), MaskedLMKind())
-}
+from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry, register_task
+
+if TYPE_CHECKING:
+    from xstilts.tasks.base import TaskKind
+
+
+@functools.lru_cache(maxsize=None)
+def kind_implementations() -> dict[str, "TaskKind"]:
+    """Every kind implementation by name (imports torch on first use)."""
+    from xstilts.tasks.classification import ClassificationKind
+    from xstilts.tasks.mlm import MaskedLMKind
+    from xstilts.tasks.multiple_choice import MultipleChoiceKind
+    from xstilts.tasks.qa import QAKind
+    from xstilts.tasks.tagging import TaggingKind
+
+    return {kind.name: kind for kind in (ClassificationKind(), MultipleChoiceKind(), QAKind(), TaggingKind(), MaskedLMKind())}
+
+
+def __getattr__(name: str) -> Any:
+    """`KIND_IMPLEMENTATIONS` and `TaskKind` stay importable from here without loading torch up front."""
+    if name == "KIND_IMPLEMENTATIONS":
+        return kind_implementations()
+    if name == "TaskKind":
+        from xstilts.tasks.base import TaskKind
+
+        return TaskKind
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # The built-in catalogue registers itself on import.
@@ -45,8 +69,8 @@ def load_plugin_tasks() -> list[str]:
 load_plugin_tasks()
 
 
-def kind_of(spec: TaskSpec) -> TaskKind:
-    return KIND_IMPLEMENTATIONS[spec.kind]
+def kind_of(spec: TaskSpec) -> "TaskKind":
+    return kind_implementations()[spec.kind]
 
 
 __all__ = ["KIND_IMPLEMENTATIONS", "LocalFiles", "load_plugin_tasks", "TaskKind", "TaskRegistry", "TaskSpec", "default_registry", "kind_of", "register_task"]

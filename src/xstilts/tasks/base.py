@@ -20,6 +20,7 @@ from xstilts.evaluate.metrics.classification import accuracy
 
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.registry import TaskSpec
+from xstilts.tasks.schema import validate_example
 
 Example = dict[str, Any]
 Feature = dict[str, Any]
@@ -37,8 +38,8 @@ class TaskKind:
     scalar_keys: tuple[str, ...] = ()
 
     def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
-        """A message saying what is wrong with one input record, or None if it is well-formed."""
-        raise NotImplementedError
+        """A message saying what is wrong with one input record, or None if it is well-formed (`tasks.schema`)."""
+        return validate_example(record, spec)
 
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool

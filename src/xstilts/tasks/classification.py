@@ -17,15 +17,6 @@ from xstilts.tasks.registry import TaskSpec
 class ClassificationKind(SingleLabelKind):
     name = "classification"
 
-    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
-        if not isinstance(record.get("text_a"), str):
-            return "expected a string field 'text_a'"
-        if record.get("text_b") is not None and not isinstance(record["text_b"], str):
-            return "field 'text_b' must be a string when present"
-        if record.get("label") not in spec.labels:
-            return f"field 'label' must be one of {list(spec.labels)}, got {record.get('label')!r}"
-        return None
-
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:

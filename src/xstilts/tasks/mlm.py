@@ -42,11 +42,6 @@ class MaskedLMKind(TaskKind):
     name = "mlm"
     primary_metric = "loss"
 
-    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
-        if not isinstance(record.get("text"), str) or not record["text"].strip():
-            return "expected a non-empty string field 'text'"
-        return None
-
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:

@@ -21,21 +21,6 @@ class MultipleChoiceKind(SingleLabelKind):
 
     name = "multiple_choice"
 
-    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
-        if not isinstance(record.get("context"), str):
-            return "expected a string field 'context'"
-        if record.get("question") is not None and not isinstance(record["question"], str):
-            return "field 'question' must be a string when present"
-        choices = record.get("choices")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-            return "expected 'choices': a list of at least two strings"
-        if spec.num_choices is not None and len(choices) != spec.num_choices:
-            return f"expected {spec.num_choices} choices, got {len(choices)}"
-        label = record.get("label")
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-            return f"field 'label' must be the index of the correct choice (0..{len(choices) - 1}), got {label!r}"
-        return None
-
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:

@@ -33,27 +33,6 @@ class QAKind(TaskKind):
     primary_metric = "f1"
     scalar_keys = ("start_position", "end_position")
 
-    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
-        for key in ("id", "question", "context"):
-            if not isinstance(record.get(key), str):
-                return f"expected a string field {key!r}"
-        answers = record.get("answers")
-        if not isinstance(answers, dict) or not isinstance(answers.get("text"), list) or not isinstance(answers.get("answer_start"), list):
-            return "expected 'answers': {\"text\": [...], \"answer_start\": [...]}"
-        if len(answers["text"]) != len(answers["answer_start"]):
-            return "'answers' has different numbers of texts and starts"
-        if not answers["text"] and not spec.allow_no_answer:
-            return f"no answer given, and task {spec.name} does not allow unanswerable questions"
-        context = record["context"]
-        for text, start in zip(answers["text"], answers["answer_start"]):
-            if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
-                return f"every answer needs a string text and an integer answer_start, got {text!r} at {start!r}"
-            if not 0 <= start <= len(context) - len(text):
-                return f"answer_start {start} of answer {text!r} lies outside the context (0..{len(context) - len(text)})"
-            if context[start : start + len(text)] != text:
-                return f"answer {text!r} is not found in the context at character {start}"
-        return None
-
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:

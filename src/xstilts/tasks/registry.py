@@ -37,9 +37,6 @@ class LocalFiles:
     def path(self, split: str, language: str) -> Path:
         return Path(self.data_dir) / self.pattern.format(split=split, language=language)
 
-    def describe(self) -> str:
-        return f"local files {Path(self.data_dir) / self.pattern}"
-
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -103,7 +100,8 @@ class TaskSpec:
         return self.kind != "retrieval"
 
     def fingerprint(self) -> dict[str, Any]:
-        """What about the task changes a trained model (part of a stage's identity)."""
+        """What about the task changes a trained model (part of a stage's identity). Where the data lives is not
+        part of it (its content is hashed separately), so a moved data or run directory keeps its stages."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -111,7 +109,6 @@ class TaskSpec:
             "num_choices": self.num_choices,
             "allow_no_answer": self.allow_no_answer,
             "train_language": self.train_language,
-            "data": self.data.describe(),
         }
 
 

@@ -50,17 +50,6 @@ class TaggingKind(TaskKind):
     name = "tagging"
     primary_metric = "f1"
 
-    def validate_example(self, record: dict[str, Any], spec: TaskSpec) -> str | None:
-        tokens, tags = record.get("tokens"), record.get("tags")
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            return "expected 'tokens': a list of strings"
-        if not isinstance(tags, list) or len(tags) != len(tokens):
-            return f"expected 'tags': one tag per token ({len(tokens)} tokens)"
-        unknown = sorted({t for t in tags if t not in spec.labels})
-        if unknown:
-            return f"unknown tags {unknown}; expected tags from {list(spec.labels)}"
-        return None
-
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:

@@ -16,7 +16,6 @@ that evaluation, retrieval and the latency harness rebuild exactly the encoder t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-ADAPTER_DIR = "adapter"
-ADAPTER_WEIGHTS = "adapter.safetensors"
-ADAPTER_CONFIG = "adapter.json"
+from xstilts.results.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from xstilts.settings import AdapterSettings
+from xstilts.train.request import EncoderRecipe
 
-
-@dataclass(frozen=True)
-class AdapterSettings:
-    """LoRA rank/alpha/dropout/targets and the bottleneck adapters' reduction factor."""
-
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")
-    bottleneck_reduction: int = 16
-
-    def describe(self) -> dict[str, Any]:
-        return {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout, "lora_targets": list(self.lora_targets), "bottleneck_reduction": self.bottleneck_reduction}
-
-
-@dataclass(frozen=True)
-class EncoderRecipe:
-    """A full encoder (directory or hub id) plus the adapter directories of the stages on top, in chain order."""
-
-    base: str
-    mode: str = "full"
-    adapters: tuple[str, ...] = ()
-
-    def then(self, adapter_dir: str | Path) -> "EncoderRecipe":
-        return EncoderRecipe(self.base, self.mode, self.adapters + (str(adapter_dir),))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"base": self.base, "mode": self.mode, "adapters": list(self.adapters)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "EncoderRecipe":
-        return cls(data["base"], data.get("mode", "full"), tuple(data.get("adapters", ())))
 
 
 def build_encoder(recipe: EncoderRecipe | str) -> nn.Module:
@@ -105,13 +72,13 @@ def save_stage_adapter(encoder: nn.Module, mode: str, settings: AdapterSettings,
     else:
         state = {key: value for key, value in encoder.xstilts_adapters[name].state_dict().items()}
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / ADAPTER_WEIGHTS))
-    (directory / ADAPTER_CONFIG).write_text(json.dumps({"mode": mode, **settings.describe()}, indent=2), encoding="utf-8")
+    (directory / ADAPTER_CONFIG).write_text(json.dumps({"mode": mode, **settings.trained_adapter()}, indent=2), encoding="utf-8")
     return directory
 
 
 def _read_settings(directory: str | Path) -> AdapterSettings:
     data = json.loads((Path(directory) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    return AdapterSettings(data["lora_r"], data["lora_alpha"], data["lora_dropout"], tuple(data["lora_targets"]), data["bottleneck_reduction"])
+    return AdapterSettings(**{key: data[key] for key in AdapterSettings().trained_adapter()})
 
 
 # --- LoRA (peft) --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from xstilts.train.mixture import task_schedule
 from xstilts.train.modeling import MultiTaskModel
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
-from xstilts.results.store import remove_inside
+from xstilts.results.layout import CHECKPOINT_BEST, CHECKPOINT_OPTIMIZER, CHECKPOINT_PROGRESS, CHECKPOINT_WEIGHTS, remove_inside
 from xstilts.tasks.base import Feature, feature_length
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,12 @@ class Checkpointer:
         scratch = self.directory.with_name(self.directory.name + ".tmp")
         remove_inside(self.root, scratch)
         scratch.mkdir(parents=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / CHECKPOINT_WEIGHTS))
         if best_state is not None:
-            save_file({k: v.contiguous() for k, v in best_state.items()}, str(scratch / "best.safetensors"))
+            save_file({k: v.contiguous() for k, v in best_state.items()}, str(scratch / CHECKPOINT_BEST))
         rng = {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, scratch / "optimizer.pt")
-        with (scratch / "progress.json").open("w", encoding="utf-8") as handle:
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, scratch / CHECKPOINT_OPTIMIZER)
+        with (scratch / CHECKPOINT_PROGRESS).open("w", encoding="utf-8") as handle:
             handle.write(json_text(state))
             handle.flush()
             os.fsync(handle.fileno())
@@ -76,13 +76,13 @@ class Checkpointer:
         """Restore everything into the given objects; returns (progress, best weights), or None without a
         checkpoint. A damaged checkpoint is read completely before anything is restored, so it is discarded
         with a warning (the stage starts over) and never half-applied."""
-        if not (self.directory / "progress.json").is_file():
+        if not (self.directory / CHECKPOINT_PROGRESS).is_file():
             return None
         try:
-            weights = load_file(str(self.directory / "model.safetensors"))
-            saved = torch.load(self.directory / "optimizer.pt", weights_only=True)
-            progress = json.loads((self.directory / "progress.json").read_text(encoding="utf-8"))
-            best_path = self.directory / "best.safetensors"
+            weights = load_file(str(self.directory / CHECKPOINT_WEIGHTS))
+            saved = torch.load(self.directory / CHECKPOINT_OPTIMIZER, weights_only=True)
+            progress = json.loads((self.directory / CHECKPOINT_PROGRESS).read_text(encoding="utf-8"))
+            best_path = self.directory / CHECKPOINT_BEST
             best = load_file(str(best_path)) if best_path.is_file() else None
             model.load_state_dict(weights)
         except Exception as error:  # safetensors, pickle, JSON and shape errors alike: the checkpoint is unusable

@@ -18,11 +18,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from xstilts.errors import XstiltsError
+from xstilts.results.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
 
-HEADS_FILE = "heads.safetensors"
-ENCODER_DIR = "encoder"
 
 
 class MultiTaskModel(nn.Module):

@@ -16,72 +16,28 @@ from typing import Any
 
 import torch
 import transformers
+from transformers.utils import SAFE_WEIGHTS_NAME
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from xstilts.train.adapters import ADAPTER_DIR, AdapterSettings, EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.data.examples import build_features, load_examples
 from xstilts.errors import RunError, XstiltsError
 from xstilts.evaluate.evaluation import evaluate
-from xstilts.train.mixture import Mixture, MixtureMember
-from xstilts.train.modeling import ENCODER_DIR, MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
+from xstilts.files import read_json, writing
 from xstilts.readers.jsonl import write_jsonl
+from xstilts.results.layout import ADAPTER_DIR, ENCODER_DIR, HEADS_FILE, RECORD_FILE, evaluation_file, predictions_file, relative_to_root
+from xstilts.results.runs import read_evaluation, write_evaluation
+from xstilts.results.store import StageStore, inspect_stage_dir
 from xstilts.settings import TrainingSettings
-from xstilts.files import read_json, read_json_or_none, write_json_atomic, writing
-from xstilts.results.store import RECORD_FILE, StageStore, inspect_stage_dir
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
+from xstilts.train.adapters import add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.train.loop import Checkpointer, get_accelerator, precision_name, train
+from xstilts.train.mixture import MixtureMember
+from xstilts.train.modeling import MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
+from xstilts.train.request import EncoderRecipe, StageRequest
 
 log = logging.getLogger(__name__)
-
-EVALUATIONS_DIR = "evaluations"
-PREDICTIONS_DIR = "predictions"
-
-
-@dataclass(frozen=True)
-class StageRequest:
-    """Everything a stage needs, passed explicitly (nothing is found by guessing paths).
-
-    A multi-task stage carries its `mixture`; `spec` is then its first supervised member and
-    `settings` the stage-level settings (optimizer, batch, epochs), while each member keeps its own
-    lengths in the mixture.
-    """
-
-    identity: str
-    role: str  # "intermediate" or "target"
-    spec: TaskSpec
-    settings: TrainingSettings
-    seed: int
-    parent: str  # encoder directory or hub id
-    parent_identity: str
-    chain: tuple[str, ...]  # the intermediate tasks behind the parent encoder, in order
-    parent_heads: Path | None = None  # reuse this stage's head from here (explicit opt-in only)
-    describe: dict[str, Any] = field(default_factory=dict)
-    mixture: Mixture | None = None
-    parent_recipe: EncoderRecipe | None = None  # how to build the parent encoder (default: `parent` as it is)
-    mode: str = "full"  # chain mode; with `adapter`, this stage trains only a fresh adapter
-    adapter: AdapterSettings | None = None
-
-    @property
-    def name(self) -> str:
-        """The stage's task, or its mixture's name."""
-        return self.mixture.name if self.mixture else self.spec.name
-
-    @property
-    def members(self) -> tuple[MixtureMember, ...]:
-        if self.mixture is not None:
-            return self.mixture.members
-        return (MixtureMember(self.spec, self.settings, self.spec.name, (self.spec.train_language,)),)
-
-
-def output_recipe(request: StageRequest, store: StageStore) -> EncoderRecipe:
-    """The encoder a stage produces: its own full encoder, or its parent's recipe plus its adapter."""
-    stage_dir = store.stage_dir(request.identity, request.name)
-    if request.adapter is None:
-        return EncoderRecipe(str(stage_dir / ENCODER_DIR))
-    return (request.parent_recipe or EncoderRecipe(request.parent, request.mode)).then(stage_dir / ADAPTER_DIR)
-
 
 @dataclass
 class _MemberData:
@@ -142,7 +98,7 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
             values.append(metrics[kind_of(spec).primary_metric])
         return sum(values) / len(values)
 
-    label = f"{request.role} {request.name}" + (f" after {'+'.join(request.chain)}" if request.chain else "")
+    label = request.label
     log.info("training %s: %s", label, ", ".join(f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()))
     started = time.perf_counter()
     checkpointer = Checkpointer(store.checkpoint_dir(request.identity, request.name), checkpoint_every_steps, store.root) if checkpoint_every_steps else None
@@ -161,7 +117,7 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         "task": request.name,
         "kind": "mixture" if request.mixture else request.spec.kind,
         "chain": list(request.chain),
-        "parent": request.parent,
+        "parent": relative_to_root(request.parent, store.root),
         "parent_identity": request.parent_identity,
         "seed": request.seed,
         "settings": settings.model_dump(),
@@ -180,9 +136,8 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         "parameters": count_parameters(model),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "mode": request.mode,
-        "encoder_recipe": output_recipe(request, store).to_json(),
+        "encoder_recipe": request.output_recipe(store.stage_dir(request.identity, request.name)).to_json(store.root),
         "environment": {**environment(accelerator, precision_name(settings, accelerator.device)), "attention": getattr(model.encoder.config, "_attn_implementation", None)},
-        **request.describe,
     }
     if request.mixture is not None:
         record["mixture"] = {
@@ -208,7 +163,7 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
 def _check_parent(request: StageRequest, store: StageStore) -> None:
     """The stages the parent encoder is built from must be intact (every file's sha256 as recorded) before loading."""
     recipe = request.parent_recipe or EncoderRecipe(request.parent)
-    check_recipe(recipe, store.root, f"{request.role} {request.name}")
+    check_recipe(recipe, store.root, request.label)
 
 
 def check_recipe(recipe: EncoderRecipe, store_root: Path, user: str) -> None:
@@ -266,7 +221,7 @@ def _initial_mlm_head(model: MultiTaskModel, parent: str) -> str:
     """Start the masked-LM head from the parent checkpoint's `lm_head` when it has one (pretrained XLM-R does)."""
     from safetensors import safe_open
 
-    weights = Path(parent) / "model.safetensors"
+    weights = Path(parent) / SAFE_WEIGHTS_NAME
     head = model.heads[model.head_of["mlm"]]
     if weights.is_file():
         with safe_open(str(weights), framework="pt") as handle:
@@ -289,8 +244,8 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
     accelerator = get_accelerator()
     accelerator.wait_for_everyone()  # every process decides what is missing from the same files
     for language in languages:
-        evaluation = read_json_or_none(stage_dir / EVALUATIONS_DIR / f"{language}.json", "evaluation (it is computed again)")
-        if isinstance(evaluation, dict) and isinstance(evaluation.get("metrics"), dict):
+        evaluation = read_evaluation(evaluation_file(stage_dir, language))
+        if evaluation is not None:
             results[language] = evaluation
         else:
             missing.append(language)
@@ -310,8 +265,8 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
             "metrics": evaluation.metrics,
         }
         if accelerator.is_main_process:
-            _write_predictions(stage_dir / PREDICTIONS_DIR / f"{language}.jsonl", examples, evaluation.predictions)
-            write_json_atomic(stage_dir / EVALUATIONS_DIR / f"{language}.json", results[language])
+            _write_predictions(predictions_file(stage_dir, language), examples, evaluation.predictions)
+            write_evaluation(evaluation_file(stage_dir, language), results[language])
         log.info("%s %s: %s", spec.name, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items()))
     return results
 
@@ -319,10 +274,10 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
 def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
     """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
     record = read_json(stage_dir / RECORD_FILE)
-    recipe = EncoderRecipe.from_json(record["encoder_recipe"]) if "encoder_recipe" in record else EncoderRecipe(str(stage_dir / ENCODER_DIR))
+    recipe = EncoderRecipe.from_json(record.get("encoder_recipe") or {"base": str(stage_dir / ENCODER_DIR)}, stage_dir.parent)
     check_recipe(recipe, stage_dir.parent, f"target {spec.name}")  # its own directory included: the recipe loads from it
     model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
-    load_heads(model, stage_dir / "heads.safetensors", [spec.name])
+    load_heads(model, stage_dir / HEADS_FILE, [spec.name])
     return model.eval(), load_tokenizer(recipe.base)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Mapping
 
-# The single number each metric family contributes to a task score.
-QA_METRICS = ("exact_match", "f1")
 
 
 def headline(metrics: Mapping[str, float], metric_family: str) -> float:

@@ -1,0 +1,23 @@
+"""Retrieval metrics from predictions: Tatoeba accuracy and BUCC precision/recall/F1 over id pairs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def tatoeba_accuracy(predictions: Sequence[int], gold: Sequence[int]) -> float:
+    """Share of English sentences whose nearest neighbour is their translation, x100."""
+    if len(predictions) != len(gold):
+        raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold indices")
+    return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(gold)))
+
+
+def bucc_scores_from_pairs(predicted: set[tuple[str, str]], gold: set[tuple[str, str]]) -> dict[str, float]:
+    """P/R/F1 (x100) of predicted id pairs, as XTREME scores its `src_id<TAB>trg_id` prediction files."""
+    correct = len(predicted & gold)
+    precision = correct / len(predicted) if predicted else 0.0
+    recall = correct / len(gold) if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
+    return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall}

@@ -1,0 +1,107 @@
+"""Every file and folder name under a run directory, defined once, and the rule that no path leaves it.
+
+    RUN_DIR/
+      config.resolved.yaml  plan.json  summary.json  .xstilts.lock
+      stages/<identity>-<task>/            stage.json, encoder/ or adapter/, heads.safetensors,
+                                           evaluations/<lang>.json, predictions/<lang>.jsonl
+      stages/.checkpoints/<identity>-<task>/   model.safetensors, best.safetensors, optimizer.pt, progress.json
+      retrieval/<prefix identity>-<task>-<embedding hash>/<lang>.json
+      results/<chain label>/<target>/<lang>.json
+      report.md  report.html  results.csv  results.json  score_vs_chain_length.png
+      latency.json  latency_vs_chain_length.png
+
+Code outside `xstilts.results` uses these names (or `RunDirectory`), never the strings themselves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from xstilts.errors import XstiltsError
+
+# The run directory
+CONFIG_FILE = "config.resolved.yaml"
+PLAN_FILE = "plan.json"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".xstilts.lock"
+STAGES_DIR = "stages"
+RETRIEVAL_DIR = "retrieval"
+RESULTS_DIR = "results"
+REPORT_FILE = "report.md"
+HTML_FILE = "report.html"
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+SCORE_PLOT = "score_vs_chain_length.png"
+LATENCY_FILE = "latency.json"
+LATENCY_PLOT = "latency_vs_chain_length.png"
+
+# A stage directory (stages/<identity>-<task>/)
+RECORD_FILE = "stage.json"
+ENCODER_DIR = "encoder"
+HEADS_FILE = "heads.safetensors"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter.json"
+EVALUATIONS_DIR = "evaluations"
+PREDICTIONS_DIR = "predictions"
+PARTIAL_PREFIX = ".partial-"  # a stage being built, renamed into place when done
+
+# A mid-stage checkpoint (stages/.checkpoints/<identity>-<task>/)
+CHECKPOINTS_DIR = ".checkpoints"
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_BEST = "best.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"
+CHECKPOINT_PROGRESS = "progress.json"
+
+
+def evaluation_file(stage_dir: Path, language: str) -> Path:
+    """A target stage's zero-shot evaluation in one language."""
+    return Path(stage_dir) / EVALUATIONS_DIR / f"{language}.json"
+
+
+def predictions_file(stage_dir: Path, language: str) -> Path:
+    """A target stage's predictions in one language, one JSON object per example."""
+    return Path(stage_dir) / PREDICTIONS_DIR / f"{language}.jsonl"
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` with its parent resolved, after checking that it lies strictly inside `root`.
+
+    The last component is not resolved, so a symbolic link is handled as the link itself (removing it
+    never follows it).
+    """
+    base = Path(root).resolve()
+    candidate = Path(path)
+    resolved = candidate.parent.resolve() / candidate.name
+    if candidate.name in ("", ".", "..") or not resolved.is_relative_to(base) or resolved == base:
+        raise XstiltsError(f"refusing to touch {path}: it is not inside the run directory {base}")
+    return resolved
+
+
+def remove_inside(root: Path, path: Path) -> None:
+    """Delete a file, link or directory tree that lies inside `root` (anything else is refused)."""
+    target = inside(root, path)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+
+
+def relative_to_root(path: str | Path, root: Path) -> str:
+    """A path recorded inside a run: relative to `root` when it lies inside it, so a moved or copied run
+    still finds it; other paths (a pretrained encoder, a hub id) as they are."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        resolved, base = candidate.resolve(), Path(root).resolve()
+        if resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+    return str(path)
+
+
+def from_root(recorded: str, root: Path) -> str:
+    """The inverse of `relative_to_root`: a recorded relative path joined to the run's current location."""
+    candidate = Path(recorded)
+    if not candidate.is_absolute() and (Path(root) / candidate).exists():
+        return str(Path(root) / candidate)
+    return recorded

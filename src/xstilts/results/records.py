@@ -1,0 +1,170 @@
+"""The records a run writes, typed: what each JSON file holds, in one place.
+
+- `StageRecord` (stages/<id>-<task>/stage.json): a trained stage, written last, listing its files.
+- `Evaluation` (stages/.../evaluations/<lang>.json, retrieval/.../<lang>.json): one target in one language.
+- `ResultRow` (results/<chain>/<target>/<lang>.json): an evaluation placed in its chain.
+- `RunPlan` (plan.json): the stage graph and every evaluation the run is to produce, so that status,
+  report and latency never rebuild the plan from the config and the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypedDict
+
+
+class StageRecord(TypedDict, total=False):
+    identity: str
+    role: str  # "intermediate" or "target"
+    task: str  # the task, or the mixture's name
+    kind: str  # a task kind, or "mixture"
+    chain: list[str]  # the intermediate tasks behind the parent encoder, in order
+    parent: str  # encoder the stage started from (relative to the stage store when it is one of its stages)
+    parent_identity: str
+    seed: int
+    settings: dict[str, Any]
+    reused_heads: list[str]
+    train_examples: int
+    train_features: int
+    steps: int
+    best_step: int
+    stopped_early: bool
+    dev_metrics: dict[str, float]
+    primary_metric: str
+    history: list[dict[str, Any]]
+    train_seconds: float
+    wall_seconds: float
+    train_tokens: int
+    parameters: int
+    trainable_parameters: int
+    mode: str  # chain mode
+    encoder_recipe: dict[str, Any]  # how to rebuild the stage's encoder (paths relative to the store)
+    environment: dict[str, Any]
+    mixture: dict[str, Any]  # multi-task stages: sampler, members, probabilities, steps
+    files: dict[str, dict[str, Any]]  # relative path -> {size, sha256}
+    pruned: bool  # weights deleted by `keep: needed`
+
+
+class Evaluation(TypedDict, total=False):
+    task: str
+    language: str
+    split: str
+    examples: int
+    metrics: dict[str, Any]
+
+
+class ResultRow(TypedDict, total=False):
+    chain: list[str]
+    chain_length: int
+    chain_label: str
+    mode: str
+    seed: int
+    target: str
+    language: str
+    metric: str  # the metric family: accuracy, seqeval, squad, mlqa, bucc_f1, tatoeba_accuracy
+    metrics: dict[str, Any]
+    score: float  # the language's headline value (xstilts.evaluate.metrics.xtreme.headline)
+    examples: int
+    english_dev: dict[str, float]  # the target's English dev metrics (model selection)
+    target_stage: str | None  # identity of the fine-tuned target stage (None for retrieval)
+
+
+RESULT_KEYS = ("chain", "chain_length", "chain_label", "target", "language", "metric", "metrics", "score")
+
+
+def is_evaluation(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("metrics"), dict)
+
+
+def is_result_row(value: Any) -> bool:
+    return isinstance(value, dict) and all(key in value for key in RESULT_KEYS) and isinstance(value["metrics"], dict)
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A node of the stage graph: an intermediate stage (a task or a mixture) after its parent."""
+
+    identity: str
+    task: str
+    parent: str  # the parent node's identity (a pretrained encoder's node for the first stage)
+    chain: tuple[str, ...]  # the tasks up to and including this one
+    seed: int
+    mode: str
+    label: str  # e.g. "k2-mnli+squad_v1"
+    settings: str  # hash of the resolved training settings
+
+    @property
+    def chain_length(self) -> int:
+        return len(self.chain)
+
+
+@dataclass(frozen=True)
+class PlannedEvaluation:
+    """A target evaluated after one prefix of a chain, for one seed, in `languages`."""
+
+    chain_label: str  # the chain's label in results and reports (with "-seedN" when a study has several seeds)
+    chain: tuple[str, ...]
+    mode: str
+    seed: int
+    prefix: str  # identity of the prefix node the target hangs off
+    target: str
+    metric: str
+    languages: tuple[str, ...]
+    stage: str | None = None  # identity of the target's fine-tuned stage (None: retrieval, evaluated on the encoder)
+    retrieval: str | None = None  # retrieval results directory, relative to the run directory
+
+    @property
+    def chain_length(self) -> int:
+        return len(self.chain)
+
+
+@dataclass
+class RunPlan:
+    """plan.json: the contract between the planner and everything that reads the run afterwards."""
+
+    name: str
+    encoder: str = ""
+    stages: list[PlannedStage] = field(default_factory=list)
+    evaluations: list[PlannedEvaluation] = field(default_factory=list)
+    provisional: bool = False  # data was missing when the plan was made: identities may change
+
+    def expected(self) -> list[dict[str, Any]]:
+        """Every (chain, target, language) result the run is to produce."""
+        return [
+            {"chain_label": e.chain_label, "chain_length": e.chain_length, "chain": list(e.chain), "mode": e.mode, "seed": e.seed,
+             "target": e.target, "metric": e.metric, "language": language}
+            for e in self.evaluations for language in e.languages
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "encoder": self.encoder, "provisional": self.provisional,
+            "stages": [{**asdict(s), "chain": list(s.chain)} for s in self.stages],
+            "evaluations": [{**asdict(e), "chain": list(e.chain), "languages": list(e.languages)} for e in self.evaluations],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunPlan":
+        """Also reads the plan.json of older runs (only "expected" entries, no graph)."""
+        if "evaluations" not in data:
+            return cls(data.get("name", ""), evaluations=_evaluations_from_expected(data.get("expected", [])))
+        return cls(
+            name=data.get("name", ""),
+            encoder=data.get("encoder", ""),
+            provisional=bool(data.get("provisional", False)),
+            stages=[PlannedStage(**{**s, "chain": tuple(s["chain"])}) for s in data.get("stages", [])],
+            evaluations=[PlannedEvaluation(**{**e, "chain": tuple(e["chain"]), "languages": tuple(e["languages"])}) for e in data["evaluations"]],
+        )
+
+
+def _evaluations_from_expected(expected: list[dict[str, Any]]) -> list[PlannedEvaluation]:
+    grouped: dict[tuple[str, str], PlannedEvaluation] = {}
+    for entry in expected:
+        key = (entry["chain_label"], entry["target"])
+        planned = grouped.get(key)
+        if planned is None:
+            grouped[key] = PlannedEvaluation(entry["chain_label"], tuple(entry.get("chain", ())), entry.get("mode", "full"), entry.get("seed", 0), "",
+                                             entry["target"], entry.get("metric", ""), (entry["language"],))
+        else:
+            grouped[key] = PlannedEvaluation(**{**asdict(planned), "languages": planned.languages + (entry["language"],)})
+    return list(grouped.values())

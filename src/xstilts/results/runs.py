@@ -1,0 +1,125 @@
+"""`RunDirectory`: the one owner of a run directory, its paths and the typed reading and writing of its records.
+
+The runner writes through it; the report, `xstilts status`, the latency harness and any other reader read
+through it. Everything it writes goes through `xstilts.files` (aside, fsynced, renamed; strict JSON) and lies
+inside the run directory; a damaged file is never trusted (see each reader). Paths recorded inside a run are
+relative to it, so a moved or copied run directory reads the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from xstilts.errors import XstiltsError
+from xstilts.files import read_json, read_json_or_none, write_json_atomic, write_text_atomic
+from xstilts.results import layout
+from xstilts.results.records import Evaluation, ResultRow, RunPlan, is_evaluation, is_result_row
+from xstilts.results.store import StageStore, content_identity
+
+log = logging.getLogger(__name__)
+
+
+class RunDirectory:
+    """A run's directory (it need not exist yet)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def file(self, name: str) -> Path:
+        """A top-level file of the run (one of the names in `xstilts.results.layout`)."""
+        return layout.inside(self.root, self.root / name)
+
+    @functools.cached_property
+    def store(self) -> StageStore:
+        return StageStore(self.root / layout.STAGES_DIR)
+
+    def looks_like_a_run(self) -> bool:
+        return (self.root / layout.PLAN_FILE).is_file() or (self.root / layout.RESULTS_DIR).is_dir()
+
+    # --- the resolved config ---------------------------------------------------------------------------
+
+    def write_config(self, text: str) -> None:
+        write_text_atomic(self.file(layout.CONFIG_FILE), text)
+
+    # --- plan.json -----------------------------------------------------------------------------------------
+
+    def write_plan(self, plan: RunPlan) -> None:
+        write_json_atomic(self.file(layout.PLAN_FILE), plan.to_json())
+
+    def read_plan(self) -> RunPlan | None:
+        """The plan, or None when there is none or it is damaged (a warning says so)."""
+        data = read_json_or_none(self.root / layout.PLAN_FILE, "plan")
+        if not isinstance(data, dict):
+            return None
+        try:
+            return RunPlan.from_json(data)
+        except (KeyError, TypeError) as error:
+            log.warning("%s does not hold a plan (%s); ignoring it", self.root / layout.PLAN_FILE, error)
+            return None
+
+    # --- results/<chain>/<target>/<lang>.json --------------------------------------------------------------
+
+    def result_file(self, chain_label: str, target: str, language: str) -> Path:
+        return layout.inside(self.root, self.root / layout.RESULTS_DIR / chain_label / target / f"{language}.json")
+
+    def write_result(self, row: ResultRow) -> None:
+        write_json_atomic(self.result_file(row["chain_label"], row["target"], row["language"]), row)
+
+    def result_rows(self) -> list[ResultRow]:
+        """Every intact result row, in path order (a damaged file is skipped with a warning and counts as missing)."""
+        directory = self.root / layout.RESULTS_DIR
+        rows = [read_json_or_none(path, "result (it is reported as missing)") for path in sorted(directory.rglob("*.json"))] if directory.is_dir() else []
+        return [row for row in rows if is_result_row(row)]
+
+    # --- summary.json ----------------------------------------------------------------------------------------
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        write_json_atomic(self.file(layout.SUMMARY_FILE), summary)
+
+    def read_summary(self) -> dict[str, Any]:
+        path = self.root / layout.SUMMARY_FILE
+        if not path.is_file():
+            raise XstiltsError(f"{path}: no summary; has the run finished?")
+        return read_json(path)
+
+    def wall_seconds(self) -> float | None:
+        """The run's wall time from summary.json, if there is an intact one."""
+        summary = read_json_or_none(self.root / layout.SUMMARY_FILE, "summary")
+        wall = summary.get("wall_seconds") if isinstance(summary, dict) else None
+        return wall if isinstance(wall, (int, float)) else None
+
+    # --- latency.json ---------------------------------------------------------------------------------------
+
+    def write_latency(self, latency: Mapping[str, Any]) -> None:
+        write_json_atomic(self.file(layout.LATENCY_FILE), latency)
+
+    def read_latency(self) -> dict[str, Any] | None:
+        latency = read_json_or_none(self.root / layout.LATENCY_FILE, "latency record")
+        return latency if isinstance(latency, dict) and isinstance(latency.get("groups"), list) else None
+
+    # --- evaluations (stages/<id>-<task>/evaluations/, retrieval/<...>/) ---------------------------------------
+
+    def retrieval_dir(self, prefix_identity: str, task: str, embedding: Mapping[str, Any]) -> Path:
+        """Where the retrieval evaluations of the encoder after a prefix live (one per embedding setting)."""
+        return layout.inside(self.root, self.root / layout.RETRIEVAL_DIR / f"{prefix_identity}-{task}-{content_identity(dict(embedding))}")
+
+    def relative(self, path: Path) -> str:
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+
+def read_evaluation(path: Path) -> Evaluation | None:
+    """An intact evaluation, or None when it is missing or damaged (damage is logged; the evaluation is redone)."""
+    evaluation = read_json_or_none(path, "evaluation (it is computed again)")
+    return evaluation if is_evaluation(evaluation) else None
+
+
+def write_evaluation(path: Path, evaluation: Evaluation) -> None:
+    write_json_atomic(path, evaluation)
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary a finished run wrote (`xstilts.read_results`)."""
+    return RunDirectory(run_dir).read_summary()
