@@ -46,7 +46,12 @@ def numpy_mining(x: np.ndarray, y: np.ndarray, k: int = 4) -> list[tuple[float, 
     xm, ym = xs.mean(1), ys.mean(1)
     fwd = xs / ((xm[:, None] + ym[xi]) / 2)
     bwd = ys / ((ym[:, None] + xm[yi]) / 2)
-    pairs = np.concatenate([np.stack([np.arange(len(x)), xi[np.arange(len(x)), fwd.argmax(1)]], 1), np.stack([yi[np.arange(len(y)), bwd.argmax(1)], np.arange(len(y))], 1)])
+    pairs = np.concatenate(
+        [
+            np.stack([np.arange(len(x)), xi[np.arange(len(x)), fwd.argmax(1)]], 1),
+            np.stack([yi[np.arange(len(y)), bwd.argmax(1)], np.arange(len(y))], 1),
+        ]
+    )
     scores = np.concatenate([fwd.max(1), bwd.max(1)])
     kept, seen_x, seen_y = [], set(), set()
     for i in np.argsort(-scores):
@@ -62,17 +67,28 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray]:
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     from xstilts.demo.pretrain import train_tokenizer
-    from xstilts.readers.retrieval import read_bucc_sentences
     from xstilts.evaluate.retrieval import EmbeddingSettings, encode_sentences, unique_texts
+    from xstilts.readers.retrieval import read_bucc_sentences
 
     source, _ = unique_texts(read_bucc_sentences(REAL / "zh-en.dev.zh"))
     target, _ = unique_texts(read_bucc_sentences(REAL / "zh-en.dev.en"))
     tokenizer = train_tokenizer(source + target, vocab_size=8000, max_length=126)
     torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, max_position_embeddings=130, type_vocab_size=1, pad_token_id=tokenizer.pad_token_id)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     encoder = XLMRobertaModel(config, add_pooling_layer=False)
     settings = EmbeddingSettings(layer=1, max_length=128, batch_size=256)
-    return encode_sentences(encoder, tokenizer, source, settings, torch.device("cpu")), encode_sentences(encoder, tokenizer, target, settings, torch.device("cpu"))
+    return encode_sentences(encoder, tokenizer, source, settings, torch.device("cpu")), encode_sentences(
+        encoder, tokenizer, target, settings, torch.device("cpu")
+    )
 
 
 def synthetic_embeddings(size: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,14 +113,29 @@ def worker(case: str, implementation: str, size: int, dim: int, out: Path) -> No
         top = kept[:1000]
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.write_text(json.dumps({"case": case, "implementation": implementation, "source": len(x), "target": len(y), "dim": int(x.shape[1]),
-                               "mining_seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb), "kept_pairs": len(kept), "top_pairs": top}))
+    out.write_text(
+        json.dumps(
+            {
+                "case": case,
+                "implementation": implementation,
+                "source": len(x),
+                "target": len(y),
+                "dim": int(x.shape[1]),
+                "mining_seconds": round(seconds, 2),
+                "peak_rss_mb": round(peak_mb),
+                "kept_pairs": len(kept),
+                "top_pairs": top,
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=200_000, help="synthetic sentences per side")
-    parser.add_argument("--dim", type=int, default=64, help="synthetic embedding size (1024 for XLM-R Large; slow on a CPU)")
+    parser.add_argument(
+        "--dim", type=int, default=64, help="synthetic embedding size (1024 for XLM-R Large; slow on a CPU)"
+    )
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("CASE", "IMPL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,7 +147,21 @@ def main() -> None:
     for case in cases:
         for implementation in ("xstilts", "numpy"):
             out = ROOT / "benchmarks" / "results" / f".{case}-{implementation}.tmp.json"
-            subprocess.run([sys.executable, __file__, "--size", str(args.size), "--dim", str(args.dim), "--worker", case, implementation, str(out)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--size",
+                    str(args.size),
+                    "--dim",
+                    str(args.dim),
+                    "--worker",
+                    case,
+                    implementation,
+                    str(out),
+                ],
+                check=True,
+            )
             rows.append(json.loads(out.read_text()))
             out.unlink()
     for case in cases:
@@ -124,16 +169,25 @@ def main() -> None:
         same = [p[1:] for p in ours["top_pairs"][:200]] == [p[1:] for p in plain["top_pairs"][:200]]
         for row in (ours, plain):
             row["same_top_200_pairs_as_other"] = same
-    print(f"{'case':<10} {'impl':<8} {'source x target':>17} {'dim':>5} {'mining s':>9} {'peak RSS MB':>12} {'pairs':>8}")
+    print(
+        f"{'case':<10} {'impl':<8} {'source x target':>17} {'dim':>5} {'mining s':>9} {'peak RSS MB':>12} {'pairs':>8}"
+    )
     for r in rows:
-        print(f"{r['case']:<10} {r['implementation']:<8} {r['source']:>8} x {r['target']:<7} {r['dim']:>5} {r['mining_seconds']:>9} {r['peak_rss_mb']:>12} {r['kept_pairs']:>8}")
+        print(
+            f"{r['case']:<10} {r['implementation']:<8} {r['source']:>8} x {r['target']:<7} {r['dim']:>5} {r['mining_seconds']:>9} {r['peak_rss_mb']:>12} {r['kept_pairs']:>8}"
+        )
     import faiss
     import torch
 
     record = {
         "benchmark": "bucc_mining",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "versions": {"numpy": np.__version__, "faiss": faiss.__version__, "torch": torch.__version__},
         "results": [{k: v for k, v in r.items() if k != "top_pairs"} for r in rows],
     }

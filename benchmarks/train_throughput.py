@@ -81,7 +81,13 @@ def task_spec(task: str, directory: Path):
     from xstilts.tasks.registry import LocalFiles, TaskSpec
 
     if task == "pair":
-        return TaskSpec(name="bench_pair", kind="classification", languages=("en",), data=LocalFiles(directory), labels=("contradiction", "entailment", "neutral"))
+        return TaskSpec(
+            name="bench_pair",
+            kind="classification",
+            languages=("en",),
+            data=LocalFiles(directory),
+            labels=("contradiction", "entailment", "neutral"),
+        )
     return TaskSpec(name="bench_qa", kind="qa", languages=("en",), data=LocalFiles(directory))
 
 
@@ -97,14 +103,24 @@ def prepare(workdir: Path, model: str, tasks: list[str]) -> dict:
     for task in ("pair", "qa"):  # the tokenizer learns from both, whichever tasks run
         examples, sources[task] = load_examples(task)
         write_jsonl(workdir / f"{task}.jsonl", examples)
-        text += [e.get("text_a") or e.get("context") for e in examples] + [e.get("text_b") or e.get("question") for e in examples]
+        text += [e.get("text_a") or e.get("context") for e in examples] + [
+            e.get("text_b") or e.get("question") for e in examples
+        ]
     sources["fixed256"] = "random token ids, 256 per sequence"
     hidden, layers, heads, intermediate, vocab = MODELS[model]
     tokenizer = train_tokenizer([t for t in text if t], vocab_size=min(vocab, 8000), max_length=512)
     config = XLMRobertaConfig(
-        vocab_size=max(vocab, len(tokenizer)), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=intermediate,
-        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=max(vocab, len(tokenizer)),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(workdir / "encoder")
     tokenizer.save_pretrained(workdir / "encoder")
@@ -134,7 +150,15 @@ def fixed_length_features(tokenizer, length: int, count: int) -> list[dict]:
         ids = rng.integers(len(tokenizer.all_special_ids) + 1, len(tokenizer), size=length)
         ids[0], ids[-1] = tokenizer.bos_token_id, tokenizer.eos_token_id
         start = int(rng.integers(1, length - 10))
-        features.append({"input_ids": ids, "offsets": np.full((length, 2), -1, dtype=np.int32), "example_index": index, "start_position": start, "end_position": start + 3})
+        features.append(
+            {
+                "input_ids": ids,
+                "offsets": np.full((length, 2), -1, dtype=np.int32),
+                "example_index": index,
+                "start_position": start,
+                "end_position": start + 3,
+            }
+        )
     return features
 
 
@@ -146,8 +170,17 @@ def settings_for(task: str, steps: int, device: str):
 
     _, batch, length, lr = TASKS[task]
     return TrainingSettings(
-        learning_rate=lr, batch_size=batch, max_length=length, doc_stride=128, max_steps=steps, warmup_ratio=0.1, weight_decay=0.01,
-        eval_every_steps=10**9, patience=None, log_every_steps=5, precision="bf16" if device == "cuda" else "fp32",
+        learning_rate=lr,
+        batch_size=batch,
+        max_length=length,
+        doc_stride=128,
+        max_steps=steps,
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+        eval_every_steps=10**9,
+        patience=None,
+        log_every_steps=5,
+        precision="bf16" if device == "cuda" else "fp32",
     )
 
 
@@ -161,15 +194,27 @@ def worker(method: str, task: str, workdir: Path, steps: int, device: str) -> di
     tokenizer = load_tokenizer(workdir / "encoder")
     settings = settings_for(task, steps, device)
     features, tokenise_seconds = features_for(workdir, task, tokenizer, settings)
-    features = features[: steps * settings.batch_size]  # one epoch of the same features for every method: same real tokens
+    features = features[
+        : steps * settings.batch_size
+    ]  # one epoch of the same features for every method: same real tokens
     if method == "xstilts-compile":
         settings = settings.model_copy(update={"compile": True})
-    result = run_xstilts(task, workdir, features, tokenizer, settings) if method.startswith("xstilts") else run_trainer(method, task, workdir, features, tokenizer, settings, device)
+    result = (
+        run_xstilts(task, workdir, features, tokenizer, settings)
+        if method.startswith("xstilts")
+        else run_trainer(method, task, workdir, features, tokenizer, settings, device)
+    )
     result.update(
-        method=method, task=task, wall_seconds=time.perf_counter() - started, tokenise_seconds=tokenise_seconds,
-        examples=steps * settings.batch_size, real_tokens_per_second=result["real_tokens"] / result["train_seconds"],
+        method=method,
+        task=task,
+        wall_seconds=time.perf_counter() - started,
+        tokenise_seconds=tokenise_seconds,
+        examples=steps * settings.batch_size,
+        real_tokens_per_second=result["real_tokens"] / result["train_seconds"],
         padded_tokens_per_second=result["padded_tokens"] / result["train_seconds"],
-        peak_memory_mb=(torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_memory_mb=(torch.cuda.max_memory_allocated() / 2**20)
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         threads=torch.get_num_threads(),
     )
     return result
@@ -207,14 +252,28 @@ def run_xstilts(task: str, workdir: Path, features: list[dict], tokenizer, setti
 
     torch.optim.AdamW.step = timed_step
     began = time.perf_counter()
-    result = training.train(model, {spec.name: features}, settings, accelerator, tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
+    result = training.train(
+        model,
+        {spec.name: features},
+        settings,
+        accelerator,
+        tokenizer.pad_token_id,
+        lambda m: 0.0,
+        seed=0,
+        progress=False,
+    )
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()
     torch.optim.AdamW.step = original_step
     losses = [[entry["step"], entry["loss"]] for entry in result.history if "loss" in entry]
     return {
-        "train_seconds": result.seconds, "first_step_seconds": first_step["at"] - began, "real_tokens": result.tokens, "padded_tokens": counts["padded"],
-        "losses": losses, "steps": result.steps, "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": result.seconds,
+        "first_step_seconds": first_step["at"] - began,
+        "real_tokens": result.tokens,
+        "padded_tokens": counts["padded"],
+        "losses": losses,
+        "steps": result.steps,
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -233,7 +292,14 @@ def trainer_features(features: list[dict], task: str) -> list[dict]:
 
 def run_trainer(method: str, task: str, workdir: Path, features: list[dict], tokenizer, settings, device: str) -> dict:
     import torch
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     rows = trainer_features(features, task)
     best = method == "trainer-best"
@@ -273,19 +339,40 @@ def run_trainer(method: str, task: str, workdir: Path, features: list[dict], tok
 
     timing = Timing()
     args = TrainingArguments(
-        output_dir=str(workdir / f"trainer-{method}-{task}"), per_device_train_batch_size=settings.batch_size, max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate, warmup_steps=int(settings.warmup_ratio * settings.max_steps), weight_decay=settings.weight_decay, adam_epsilon=settings.adam_epsilon,
-        max_grad_norm=settings.max_grad_norm, lr_scheduler_type="linear", logging_steps=settings.log_every_steps, save_strategy="no", report_to=[],
-        seed=0, data_seed=0, train_sampling_strategy="group_by_length" if best else "random", bf16=device == "cuda", use_cpu=device == "cpu", disable_tqdm=True,
-        optim="adamw_torch_fused" if best else "adamw_torch", dataloader_pin_memory=device == "cuda",
-        dataloader_num_workers=2 if best and device == "cuda" else 0, remove_unused_columns=False,
+        output_dir=str(workdir / f"trainer-{method}-{task}"),
+        per_device_train_batch_size=settings.batch_size,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=int(settings.warmup_ratio * settings.max_steps),
+        weight_decay=settings.weight_decay,
+        adam_epsilon=settings.adam_epsilon,
+        max_grad_norm=settings.max_grad_norm,
+        lr_scheduler_type="linear",
+        logging_steps=settings.log_every_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        data_seed=0,
+        train_sampling_strategy="group_by_length" if best else "random",
+        bf16=device == "cuda",
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        optim="adamw_torch_fused" if best else "adamw_torch",
+        dataloader_pin_memory=device == "cuda",
+        dataloader_num_workers=2 if best and device == "cuda" else 0,
+        remove_unused_columns=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[timing])
     trainer.train()
     losses = [[entry["step"], float(entry["loss"])] for entry in trainer.state.log_history if "loss" in entry]
     return {
-        "train_seconds": timing.end - timing.begin, "first_step_seconds": timing.first - timing.begin, "real_tokens": counts["real"], "padded_tokens": counts["padded"],
-        "losses": losses, "steps": trainer.state.global_step, "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": timing.end - timing.begin,
+        "first_step_seconds": timing.first - timing.begin,
+        "real_tokens": counts["real"],
+        "padded_tokens": counts["padded"],
+        "losses": losses,
+        "steps": trainer.state.global_step,
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -310,7 +397,10 @@ def median_runs(runs: list[dict]) -> dict[tuple[str, str], dict]:
     grouped: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         grouped.setdefault((run["task"], run["method"]), []).append(run)
-    return {key: sorted(group, key=lambda r: r["real_tokens_per_second"])[(len(group) - 1) // 2] for key, group in grouped.items()}
+    return {
+        key: sorted(group, key=lambda r: r["real_tokens_per_second"])[(len(group) - 1) // 2]
+        for key, group in grouped.items()
+    }
 
 
 def model_flops_utilisation(reported: dict, tasks: list[str], model: str, peak_tflops: float) -> dict:
@@ -326,8 +416,12 @@ def model_flops_utilisation(reported: dict, tasks: list[str], model: str, peak_t
         achieved = flops * run["real_tokens_per_second"]
         figures[task] = {
             "formula": "6 x (parameters - embedding parameters) + 12 x layers x hidden x mean padded length, per real token",
-            "flops_per_token": flops, "mean_padded_length": mean_length, "real_tokens_per_second": run["real_tokens_per_second"],
-            "achieved_tflops": achieved / 1e12, "peak_tflops": peak_tflops, "mfu": achieved / (peak_tflops * 1e12),
+            "flops_per_token": flops,
+            "mean_padded_length": mean_length,
+            "real_tokens_per_second": run["real_tokens_per_second"],
+            "achieved_tflops": achieved / 1e12,
+            "peak_tflops": peak_tflops,
+            "mfu": achieved / (peak_tflops * 1e12),
         }
     return figures
 
@@ -336,7 +430,14 @@ def machine() -> dict:
     import torch
     import transformers
 
-    info = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -345,9 +446,18 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
-    parser.add_argument("--tasks", default=None, help="comma-separated, from pair, qa, fixed256 (default: pair,qa on CPU; all three on GPU)")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated, from pair, qa, fixed256 (default: pair,qa on CPU; all three on GPU)",
+    )
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default: {DEFAULT_STEPS})")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per (method, task); the median run is reported, all are kept")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved runs per (method, task); the median run is reported, all are kept",
+    )
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="the GPU's measured dense bf16 rate, for MFU")
     parser.add_argument("--worker", nargs=4, metavar=("METHOD", "TASK", "WORKDIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -373,13 +483,21 @@ def main() -> None:
                 # interleaved, so drift affects every method alike, and rotated, so no method is always the
                 # first process after the setup (a cold first run measured up to 15% slow)
                 for method in METHODS[repeat % len(METHODS) :] + METHODS[: repeat % len(METHODS)]:
-                    output = subprocess.run([sys.executable, __file__, "--worker", method, task, str(workdir), str(steps)], capture_output=True, text=True, env=os.environ)
+                    output = subprocess.run(
+                        [sys.executable, __file__, "--worker", method, task, str(workdir), str(steps)],
+                        capture_output=True,
+                        text=True,
+                        env=os.environ,
+                    )
                     if output.returncode:
                         sys.exit(f"{method} on {task} failed:\n{output.stderr[-3000:]}")
                     run = json.loads(output.stdout.strip().splitlines()[-1])
                     run["repeat"] = repeat
                     runs.append(run)
-                    print(f"{task:5} {method:16} run {repeat}: {run['real_tokens_per_second']:10.0f} real tok/s  {run['train_seconds']:7.2f} s", flush=True)
+                    print(
+                        f"{task:5} {method:16} run {repeat}: {run['real_tokens_per_second']:10.0f} real tok/s  {run['train_seconds']:7.2f} s",
+                        flush=True,
+                    )
 
     reported = median_runs(runs)
     compared_steps = {task: common_logged_steps([run for run in runs if run["task"] == task]) for task in tasks}
@@ -388,16 +506,34 @@ def main() -> None:
         ours = reported[(task, "xstilts")]["real_tokens_per_second"]
         for method in METHODS:
             run = reported[(task, method)]
-            summary.append({
-                "task": task, "method": method, "real_tokens_per_second": round(run["real_tokens_per_second"], 1), "speedup_of_xstilts": round(ours / run["real_tokens_per_second"], 3),
-                "train_seconds": round(run["train_seconds"], 3), "wall_seconds": round(run["wall_seconds"], 3), "first_step_seconds": round(run["first_step_seconds"], 3),
-                "peak_memory_mb": round(run["peak_memory_mb"], 1), "padding_share": round(1 - run["real_tokens"] / run["padded_tokens"], 3),
-                "losses_at_common_steps": {step: round(loss, 4) for step, loss in run["losses"] if step in compared_steps[task]},
-            })
+            summary.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "real_tokens_per_second": round(run["real_tokens_per_second"], 1),
+                    "speedup_of_xstilts": round(ours / run["real_tokens_per_second"], 3),
+                    "train_seconds": round(run["train_seconds"], 3),
+                    "wall_seconds": round(run["wall_seconds"], 3),
+                    "first_step_seconds": round(run["first_step_seconds"], 3),
+                    "peak_memory_mb": round(run["peak_memory_mb"], 1),
+                    "padding_share": round(1 - run["real_tokens"] / run["padded_tokens"], 3),
+                    "losses_at_common_steps": {
+                        step: round(loss, 4) for step, loss in run["losses"] if step in compared_steps[task]
+                    },
+                }
+            )
     record = {
-        "benchmark": "train_throughput", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": machine(), "device": device, "model": args.model, "model_shape": dict(zip(("hidden", "layers", "heads", "intermediate", "vocab"), MODELS[args.model])),
-        "data": sources, "tasks": {t: dict(zip(("kind", "batch_size", "max_length", "learning_rate"), TASKS[t])) for t in tasks}, "summary": summary, "runs": runs,
+        "benchmark": "train_throughput",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "machine": machine(),
+        "device": device,
+        "model": args.model,
+        "model_shape": dict(zip(("hidden", "layers", "heads", "intermediate", "vocab"), MODELS[args.model])),
+        "data": sources,
+        "tasks": {t: dict(zip(("kind", "batch_size", "max_length", "learning_rate"), TASKS[t])) for t in tasks},
+        "summary": summary,
+        "runs": runs,
     }
     if device == "cuda":
         record["mfu"] = model_flops_utilisation(reported, tasks, args.model, args.peak_tflops)
@@ -405,12 +541,18 @@ def main() -> None:
     path = RESULTS / f"train_throughput-{datetime.now():%Y%m%d}-{device}-{args.model}.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print()
-    print("| task | method | real tok/s | xstilts speed-up | train s | wall s | first step s | peak MB | padding | mean loss at steps |")
+    print(
+        "| task | method | real tok/s | xstilts speed-up | train s | wall s | first step s | peak MB | padding | mean loss at steps |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in summary:
-        print(f"| {row['task']} | {row['method']} | {row['real_tokens_per_second']:.0f} | {row['speedup_of_xstilts']:.2f}x | {row['train_seconds']:.2f} | {row['wall_seconds']:.2f} | {row['first_step_seconds']:.2f} | {row['peak_memory_mb']:.0f} | {row['padding_share']:.0%} | {row['losses_at_common_steps']} |")
+        print(
+            f"| {row['task']} | {row['method']} | {row['real_tokens_per_second']:.0f} | {row['speedup_of_xstilts']:.2f}x | {row['train_seconds']:.2f} | {row['wall_seconds']:.2f} | {row['first_step_seconds']:.2f} | {row['peak_memory_mb']:.0f} | {row['padding_share']:.0%} | {row['losses_at_common_steps']} |"
+        )
     for task, figure in record.get("mfu", {}).items():
-        print(f"MFU {task}: {figure['achieved_tflops']:.1f} TFLOP/s of {figure['peak_tflops']:.0f} = {figure['mfu']:.1%} ({figure['flops_per_token'] / 1e9:.2f} GFLOP per token)")
+        print(
+            f"MFU {task}: {figure['achieved_tflops']:.1f} TFLOP/s of {figure['peak_tflops']:.0f} = {figure['mfu']:.1%} ({figure['flops_per_token'] / 1e9:.2f} GFLOP per token)"
+        )
     print(f"\nwrote {path}")
 
 

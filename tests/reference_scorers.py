@@ -58,7 +58,9 @@ def squad_evaluate(dataset, predictions):
     return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
 
 
-PUNCT = {chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")}.union(string.punctuation)
+PUNCT = {chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")}.union(
+    string.punctuation
+)
 WHITESPACE_LANGS = ["en", "es", "hi", "vi", "de", "ar"]
 MIXED_SEGMENTATION_LANGS = ["zh"]
 

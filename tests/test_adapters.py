@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from xstilts.train.adapters import AdapterSettings, Bottleneck, EncoderRecipe, active_lora_count, add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.analysis.latency import bootstrap_ratio, slope_per_task, verdict
+from xstilts.train.adapters import (
+    AdapterSettings,
+    Bottleneck,
+    EncoderRecipe,
+    active_lora_count,
+    add_stage_adapter,
+    build_encoder,
+    save_stage_adapter,
+)
 
 SETTINGS = AdapterSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, bottleneck_reduction=4)
 
@@ -59,23 +67,31 @@ def test_stacked_modes_run_k_adapters(tmp_path, tiny_encoder_dir, tiny_tokenizer
                 calls = {}
                 for name, module in encoder.named_modules():
                     if name.endswith(".lora_A") or ".lora_A." in name:
-                        module.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+                        module.register_forward_hook(
+                            lambda m, i, o, name=name, calls=calls: calls.__setitem__(name, calls.get(name, 0) + 1)
+                        )
                 with torch.no_grad():
                     encoder(**inputs)
                 from peft.tuners.lora import LoraLayer
 
                 adapted = len([m for m in encoder.modules() if isinstance(m, LoraLayer)])
-                assert adapted == 6 * encoder.config.num_hidden_layers, "query, key, value and the three dense layers of each layer"
+                assert adapted == 6 * encoder.config.num_hidden_layers, (
+                    "query, key, value and the three dense layers of each layer"
+                )
                 assert len(calls) == k * adapted, "each of the k LoRAs runs on every adapted layer"
             else:
                 bottlenecks = [m for m in encoder.modules() if isinstance(m, Bottleneck)]
                 assert len(bottlenecks) == k * encoder.config.num_hidden_layers
                 calls = {}
                 for index, bottleneck in enumerate(bottlenecks):
-                    bottleneck.register_forward_hook(lambda m, i, o, index=index: calls.__setitem__(index, calls.get(index, 0) + 1))
+                    bottleneck.register_forward_hook(
+                        lambda m, i, o, index=index, calls=calls: calls.__setitem__(index, calls.get(index, 0) + 1)
+                    )
                 with torch.no_grad():
                     encoder(**inputs)
-                assert calls == {index: 1 for index in range(len(bottlenecks))}, "every stacked adapter runs once per forward"
+                assert calls == {index: 1 for index in range(len(bottlenecks))}, (
+                    "every stacked adapter runs once per forward"
+                )
 
 
 def test_adapter_stage_trains_only_its_adapter(tiny_encoder_dir):
@@ -93,9 +109,19 @@ def test_bootstrap_ratio_and_verdicts():
     samples = [rng.normal(10.0 * (1 + 0.05 * k), 0.1, 100) for k in range(4)]
     slope, low, high = slope_per_task(list(range(4)), samples, samples[0], 300, rng)
     assert slope == pytest.approx(0.05, abs=0.005) and low < slope < high
-    group = {"slope_per_task": [slope, low, high], "noise_floor": {"ci95": [0.99, 1.01]}, "models": [{"chain_length": k} for k in range(4)]}
-    assert "grows with chain length" in verdict("lora-stacked", group) and "changes by +5." in verdict("lora-stacked", group)
-    flat = {"slope_per_task": [0.001, -0.002, 0.004], "noise_floor": {"ci95": [0.98, 1.02]}, "models": [{"chain_length": k} for k in range(4)]}
+    group = {
+        "slope_per_task": [slope, low, high],
+        "noise_floor": {"ci95": [0.99, 1.01]},
+        "models": [{"chain_length": k} for k in range(4)],
+    }
+    assert "grows with chain length" in verdict("lora-stacked", group) and "changes by +5." in verdict(
+        "lora-stacked", group
+    )
+    flat = {
+        "slope_per_task": [0.001, -0.002, 0.004],
+        "noise_floor": {"ci95": [0.98, 1.02]},
+        "models": [{"chain_length": k} for k in range(4)],
+    }
     assert "flat: within the noise floor" in verdict("full", flat)
 
 
@@ -104,13 +130,21 @@ def test_chain_mode_config_errors(tmp_path, tiny_encoder_dir, demo_tasks):
     from xstilts.errors import ConfigError
 
     raw = {
-        "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks, "chain": ["demo_paraphrase"],
-        "targets": ["demo_nli"], "chain_modes": ["full", "lora-stacked", "lora-stacked", "prompt"],
-        "adapters": {"target_tuning": "full"}, "latency": {}, "keep": "needed",
+        "encoder": str(tiny_encoder_dir),
+        "output_dir": str(tmp_path / "run"),
+        "tasks": demo_tasks,
+        "chain": ["demo_paraphrase"],
+        "targets": ["demo_nli"],
+        "chain_modes": ["full", "lora-stacked", "lora-stacked", "prompt"],
+        "adapters": {"target_tuning": "full"},
+        "latency": {},
+        "keep": "needed",
     }
     with pytest.raises(ConfigError) as error:
         parse_config(raw, "study.yaml")
-    assert "chain_modes[3]: Input should be 'full', 'lora-merged', 'lora-stacked' or 'adapter-stacked'" in str(error.value)
+    assert "chain_modes[3]: Input should be 'full', 'lora-merged', 'lora-stacked' or 'adapter-stacked'" in str(
+        error.value
+    )
     raw["chain_modes"] = ["full", "lora-stacked", "lora-stacked"]
     with pytest.raises(ConfigError) as error:
         parse_config(raw, "study.yaml")

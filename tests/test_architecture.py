@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def test_no_import_cycles_inside_the_package():
 
     def visit(name: str, stack: list[str], done: set[str]) -> None:
         if name in stack:
-            cycles.append(stack[stack.index(name):] + [name])
+            cycles.append(stack[stack.index(name) :] + [name])
             return
         if name in done:
             return
@@ -66,19 +65,40 @@ def test_no_import_cycles_inside_the_package():
 
 def test_run_directory_names_are_spelled_only_in_the_results_package():
     """Outside xstilts.results no code builds a run-directory path from a literal name (docstrings may mention them)."""
-    directories = {layout.STAGES_DIR, layout.RESULTS_DIR, layout.RETRIEVAL_DIR, layout.EVALUATIONS_DIR, layout.PREDICTIONS_DIR,
-                   layout.ENCODER_DIR, layout.ADAPTER_DIR, layout.CHECKPOINTS_DIR}
-    files = {value for name, value in vars(layout).items() if name.isupper() and isinstance(value, str) and "." in value}
+    directories = {
+        layout.STAGES_DIR,
+        layout.RESULTS_DIR,
+        layout.RETRIEVAL_DIR,
+        layout.EVALUATIONS_DIR,
+        layout.PREDICTIONS_DIR,
+        layout.ENCODER_DIR,
+        layout.ADAPTER_DIR,
+        layout.CHECKPOINTS_DIR,
+    }
+    files = {
+        value for name, value in vars(layout).items() if name.isupper() and isinstance(value, str) and "." in value
+    }
     assert {"stage.json", "plan.json", "summary.json", "heads.safetensors", ".xstilts.lock"} <= files
     offences = []
     for path in PACKAGE.rglob("*.py"):
         if path.is_relative_to(PACKAGE / "results"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings and any(name in node.value for name in files):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and any(name in node.value for name in files)
+            ):
                 offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
                 for side in (node.left, node.right):
@@ -97,7 +117,9 @@ print(json.dumps({"status": status, "heavy": heavy}), file=sys.stderr)
 
 
 def _light(args: list[str], cwd: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", LIGHT, json.dumps(args)], capture_output=True, text=True, timeout=120, cwd=cwd)
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHT, json.dumps(args)], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
     return json.loads(result.stderr.strip().splitlines()[-1])
 
 
@@ -106,8 +128,13 @@ def test_readers_work_on_a_copied_run_from_another_directory_without_torch(tmp_p
     import xstilts
 
     config = {
-        "name": "copied", "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_nli")},
-        "chain": ["demo_paraphrase"], "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}], "evaluate_every_prefix": True,
+        "name": "copied",
+        "encoder": str(tiny_encoder_dir),
+        "output_dir": str(tmp_path / "run"),
+        "tasks": {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_nli")},
+        "chain": ["demo_paraphrase"],
+        "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
+        "evaluate_every_prefix": True,
         "training": {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "max_length": 64},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -119,17 +146,44 @@ def test_readers_work_on_a_copied_run_from_another_directory_without_torch(tmp_p
     shutil.rmtree(tmp_path / "run")  # nothing may still point into the original
     somewhere = tmp_path / "somewhere"
     somewhere.mkdir()
-    for command in (["status", str(copied)], ["report", str(copied)], ["--help"],
-                    ["score", "--task", "pawsx", "--lang", "de", "--gold", str(copied / "results.csv"), "--predictions", str(copied / "results.csv")],
-                    ["data", "check", str(somewhere)], ["plan", str(tmp_path / "config.yaml")]):
+    for command in (
+        ["status", str(copied)],
+        ["report", str(copied)],
+        ["--help"],
+        [
+            "score",
+            "--task",
+            "pawsx",
+            "--lang",
+            "de",
+            "--gold",
+            str(copied / "results.csv"),
+            "--predictions",
+            str(copied / "results.csv"),
+        ],
+        ["data", "check", str(somewhere)],
+        ["plan", str(tmp_path / "config.yaml")],
+    ):
         outcome = _light(command, somewhere)
         assert outcome["heavy"] == [], f"xstilts {command[0]} imported {outcome['heavy']}"
         assert outcome["status"] == (2 if command[0] == "score" else 0), command
     assert (copied / "report.md").read_text() == original, "the same report from the copy"
-    status = subprocess.run([sys.executable, "-m", "xstilts", "status", str(copied)], capture_output=True, text=True, cwd=somewhere, timeout=120)
-    assert "intermediate stages: 1 done" in status.stdout and "target fine-tunes done: 2 of 2" in status.stdout and "results: 4 of 4" in status.stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "xstilts", "status", str(copied)],
+        capture_output=True,
+        text=True,
+        cwd=somewhere,
+        timeout=120,
+    )
+    assert (
+        "intermediate stages: 1 done" in status.stdout
+        and "target fine-tunes done: 2 of 2" in status.stdout
+        and "results: 4 of 4" in status.stdout
+    )
     stage_record = json.loads(next(copied.glob("stages/*-demo_nli/stage.json")).read_text())
-    assert not Path(stage_record["encoder_recipe"]["base"]).is_absolute(), "paths inside a run are recorded relative to it"
+    assert not Path(stage_record["encoder_recipe"]["base"]).is_absolute(), (
+        "paths inside a run are recorded relative to it"
+    )
 
 
 def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(tmp_path):
@@ -144,22 +198,42 @@ def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(
     from xstilts.results.runs import RunDirectory
 
     run = RunDirectory(tmp_path / "run")
-    planned = [PlannedEvaluation("k0-pretrained", (), "full", 0, "root", "xnli", "accuracy", ("en", "de", "fr")),
-               PlannedEvaluation("k0-pretrained", (), "full", 0, "root", "mlqa", "mlqa", ("en", "de")),
-               PlannedEvaluation("k1-mnli", ("mnli",), "full", 0, "a1", "xnli", "accuracy", ("en", "de", "fr")),
-               PlannedEvaluation("k1-mnli", ("mnli",), "full", 0, "a1", "mlqa", "mlqa", ("en", "de"))]
+    planned = [
+        PlannedEvaluation("k0-pretrained", (), "full", 0, "root", "xnli", "accuracy", ("en", "de", "fr")),
+        PlannedEvaluation("k0-pretrained", (), "full", 0, "root", "mlqa", "mlqa", ("en", "de")),
+        PlannedEvaluation("k1-mnli", ("mnli",), "full", 0, "a1", "xnli", "accuracy", ("en", "de", "fr")),
+        PlannedEvaluation("k1-mnli", ("mnli",), "full", 0, "a1", "mlqa", "mlqa", ("en", "de")),
+    ]
     run.write_plan(RunPlan("agreement", "enc", [], planned))
-    scores = {("k0-pretrained", "xnli", "en"): 80.0, ("k0-pretrained", "xnli", "de"): 71.5, ("k0-pretrained", "xnli", "fr"): 73.25,
-              ("k0-pretrained", "mlqa", "en"): (60.0, 75.0), ("k0-pretrained", "mlqa", "de"): (40.0, 55.5),
-              ("k1-mnli", "xnli", "en"): 82.0, ("k1-mnli", "xnli", "de"): 74.0,  # fr missing
-              ("k1-mnli", "mlqa", "en"): (61.0, 76.0)}  # de missing
+    scores = {
+        ("k0-pretrained", "xnli", "en"): 80.0,
+        ("k0-pretrained", "xnli", "de"): 71.5,
+        ("k0-pretrained", "xnli", "fr"): 73.25,
+        ("k0-pretrained", "mlqa", "en"): (60.0, 75.0),
+        ("k0-pretrained", "mlqa", "de"): (40.0, 55.5),
+        ("k1-mnli", "xnli", "en"): 82.0,
+        ("k1-mnli", "xnli", "de"): 74.0,  # fr missing
+        ("k1-mnli", "mlqa", "en"): (61.0, 76.0),
+    }  # de missing
     rows = []
     for (label, target, language), value in scores.items():
         metric = "accuracy" if target == "xnli" else "mlqa"
         metrics = {"accuracy": value} if metric == "accuracy" else {"exact_match": value[0], "f1": value[1]}
-        row = {"chain": [] if label.startswith("k0") else ["mnli"], "chain_length": 0 if label.startswith("k0") else 1, "chain_label": label, "mode": "full",
-               "seed": 0, "target": target, "language": language, "metric": metric, "metrics": metrics, "score": headline(metrics, metric),
-               "examples": 10, "english_dev": {}, "target_stage": None}
+        row = {
+            "chain": [] if label.startswith("k0") else ["mnli"],
+            "chain_length": 0 if label.startswith("k0") else 1,
+            "chain_label": label,
+            "mode": "full",
+            "seed": 0,
+            "target": target,
+            "language": language,
+            "metric": metric,
+            "metrics": metrics,
+            "score": headline(metrics, metric),
+            "examples": 10,
+            "english_dev": {},
+            "target_stage": None,
+        }
         run.write_result(row)
         rows.append(row)
     run.write_summary(summarize("agreement", rows))
@@ -169,13 +243,17 @@ def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(
     for label in ("k0-pretrained", "k1-mnli"):
         xtreme = summary["chains"][label]["xtreme"]
         assert xtreme["partial"] is True and "pawsx" in xtreme["missing"], "seven XTREME tasks are missing"
-        expected = (sum(s for (l, t, _), s in scores.items() if l == label and t == "xnli") / len([k for k in scores if k[0] == label and k[1] == "xnli"])
-                    + sum(sum(s) / 2 for (l, t, _), s in scores.items() if l == label and t == "mlqa") / len([k for k in scores if k[0] == label and k[1] == "mlqa"])) / 2
+        expected = (
+            sum(s for (chain, t, _), s in scores.items() if chain == label and t == "xnli")
+            / len([k for k in scores if k[0] == label and k[1] == "xnli"])
+            + sum(sum(s) / 2 for (chain, t, _), s in scores.items() if chain == label and t == "mlqa")
+            / len([k for k in scores if k[0] == label and k[1] == "mlqa"])
+        ) / 2
         assert xtreme["score"] == pytest.approx(expected)
     assert summary["chains"]["k1-mnli"]["xtreme"]["missing_languages"]["xnli"][:1] == ["ar"]
     table = report.split("## Score against chain length")[1].split("##")[0]
     assert "XTREME (partial)" in table
-    assert f"| 0 | " in table and f"{summary['chains']['k0-pretrained']['xtreme']['score']:.1f}" in table.splitlines()[4]
+    assert "| 0 | " in table and f"{summary['chains']['k0-pretrained']['xtreme']['score']:.1f}" in table.splitlines()[4]
     assert f"{summary['chains']['k1-mnli']['xtreme']['score']:.1f}" in table.splitlines()[5]
     with (run.root / "results.csv").open(newline="") as handle:
         csv_scores = {(r["chain_label"], r["target"], r["language"]): float(r["score"]) for r in csv.DictReader(handle)}
@@ -184,4 +262,8 @@ def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(
             for language, score in entry["scores"].items():
                 assert csv_scores[(label, target, language)] == pytest.approx(score)
                 assert f"{score:.1f}" in report.split(f"## {target} by language")[1].split("##")[0]
-    assert "## Missing results (2)" in report and "| k1-mnli | xnli | fr |" in report and "| k1-mnli | mlqa | de |" in report
+    assert (
+        "## Missing results (2)" in report
+        and "| k1-mnli | xnli | fr |" in report
+        and "| k1-mnli | mlqa | de |" in report
+    )

@@ -13,9 +13,10 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,15 @@ import yaml
 
 from xstilts.cli import main
 
-FAST = {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+FAST = {
+    "max_steps": 2,
+    "batch_size": 8,
+    "eval_every_steps": 2,
+    "eval_examples": 8,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "doc_stride": 32,
+}
 
 
 @dataclass
@@ -50,7 +59,12 @@ def _snapshot(root: Path, writable: Path) -> dict[str, Any]:
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
     """Files planted around the run directory: the escape attempts below all aim at them."""
-    for planted in ("victim/important.txt", "outside/stages/notes.txt", "outside/.checkpoints/keep.txt", "work-sibling/data.txt"):
+    for planted in (
+        "victim/important.txt",
+        "outside/stages/notes.txt",
+        "outside/.checkpoints/keep.txt",
+        "work-sibling/data.txt",
+    ):
         (tmp_path / planted).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / planted).write_text(f"planted {planted}\n", encoding="utf-8")
     (tmp_path / "work").mkdir()
@@ -85,8 +99,15 @@ def refused(outcome: Outcome, status: int, *fragments: str) -> None:
 
 def _base_config(sandbox: Path, encoder: Path, demo_tasks: dict) -> dict[str, Any]:
     tasks = copy.deepcopy({name: demo_tasks[name] for name in ("demo_paraphrase", "demo_squad2", "demo_nli")})
-    return {"name": "bad input", "encoder": str(encoder), "output_dir": str(sandbox / "work" / "run"), "tasks": tasks,
-            "chain": ["demo_paraphrase"], "targets": ["demo_nli"], "training": dict(FAST)}
+    return {
+        "name": "bad input",
+        "encoder": str(encoder),
+        "output_dir": str(sandbox / "work" / "run"),
+        "tasks": tasks,
+        "chain": ["demo_paraphrase"],
+        "targets": ["demo_nli"],
+        "training": dict(FAST),
+    }
 
 
 def _set(path: str, value: Any) -> Callable[[dict], None]:
@@ -126,13 +147,30 @@ CONFIG_CASES = {
     "task name absolute": (_rename_task("/tmp/victim"), "invalid name '/tmp/victim'"),
     "task name with a leading dash": (_rename_task("-rf"), "invalid name '-rf'"),
     "task name too long": (_rename_task("t" * 65), "at most 64 characters"),
-    "mixture name climbing out": (_mixture("../../../../../victim"), "mixtures['../../../../../victim']", "invalid name"),
+    "mixture name climbing out": (
+        _mixture("../../../../../victim"),
+        "mixtures['../../../../../victim']",
+        "invalid name",
+    ),
     "mixture head with a dot": (_mixture("nli_mix", head="nli.head"), "mixtures.nli_mix.tasks[0].head", "invalid name"),
-    "variant name with a slash": (_set("variants", {"my/variant": {"base": "demo_nli", "data_dir": "x"}}), "variants['my/variant']"),
-    "language with a slash": (_set("tasks.demo_nli.languages", ["en", "../de"]), "tasks.demo_nli.languages[1]", "invalid name '../de'"),
-    "target language climbing out": (_set("targets", [{"task": "demo_nli", "languages": [".."]}]), "targets[0].languages[0]"),
+    "variant name with a slash": (
+        _set("variants", {"my/variant": {"base": "demo_nli", "data_dir": "x"}}),
+        "variants['my/variant']",
+    ),
+    "language with a slash": (
+        _set("tasks.demo_nli.languages", ["en", "../de"]),
+        "tasks.demo_nli.languages[1]",
+        "invalid name '../de'",
+    ),
+    "target language climbing out": (
+        _set("targets", [{"task": "demo_nli", "languages": [".."]}]),
+        "targets[0].languages[0]",
+    ),
     "chain task with a slash": (_set("chain", ["../demo_paraphrase"]), "chain[0].task", "invalid name"),
-    "study pool entry with a slash": (lambda c: (c.pop("chain"), c.update(study={"pool": ["a/b"], "orders": {"singles": True}})), "study.pool[0]"),
+    "study pool entry with a slash": (
+        lambda c: (c.pop("chain"), c.update(study={"pool": ["a/b"], "orders": {"singles": True}})),
+        "study.pool[0]",
+    ),
     # numbers: finite, in range, numbers
     "learning rate infinite": (_set("training.learning_rate", float("inf")), "training.learning_rate", "finite number"),
     "learning rate NaN": (_set("training.learning_rate", float("nan")), "training.learning_rate", "finite number"),
@@ -146,27 +184,70 @@ CONFIG_CASES = {
     "max steps beyond the limit": (_set("training.max_steps", 10**12), "training.max_steps"),
     "warmup ratio above 1": (_set("training.warmup_ratio", 2.0), "training.warmup_ratio"),
     "gradient clipping NaN": (_set("training.max_grad_norm", float("nan")), "training.max_grad_norm", "finite number"),
-    "stage override infinite": (_set("chain", [{"task": "demo_paraphrase", "training": {"weight_decay": float("-inf")}}]), "chain[0].training.weight_decay"),
+    "stage override infinite": (
+        _set("chain", [{"task": "demo_paraphrase", "training": {"weight_decay": float("-inf")}}]),
+        "chain[0].training.weight_decay",
+    ),
     "max length infinite": (_set("training.max_length", float("inf")), "training.max_length"),
     "seed negative": (_set("seed", -1), "seed", "greater than or equal to 0"),
     "seed beyond numpy's range": (_set("seed", 2**40), "seed", "less than 4294967296"),
     "seed as a boolean": (_set("seed", False), "seed", "expected a number"),
-    "study seeds negative": (lambda c: (c.pop("chain"), c.update(study={"pool": ["demo_paraphrase"], "orders": {"singles": True}, "seeds": [-2]})), "study.seeds[0]"),
-    "mixture temperature infinite": (lambda c: (_mixture("mix")(c), c["mixtures"]["mix"].update(sampler="temperature", temperature=float("inf"))), "mixtures.mix.temperature"),
+    "study seeds negative": (
+        lambda c: (
+            c.pop("chain"),
+            c.update(study={"pool": ["demo_paraphrase"], "orders": {"singles": True}, "seeds": [-2]}),
+        ),
+        "study.seeds[0]",
+    ),
+    "mixture temperature infinite": (
+        lambda c: (_mixture("mix")(c), c["mixtures"]["mix"].update(sampler="temperature", temperature=float("inf"))),
+        "mixtures.mix.temperature",
+    ),
     "latency length zero": (_set("latency", {"lengths": [0]}), "latency.lengths[0]"),
     "latency batch negative": (_set("latency", {"batch_sizes": [-1]}), "latency.batch_sizes[0]"),
     "LoRA dropout of one": (_set("adapters", {"lora_dropout": 1.0}), "adapters.lora_dropout"),
     "micro batch not dividing": (_set("training.micro_batch_size", 3), "training", "multiple of micro_batch_size"),
     # repeats that would make results overwrite each other
-    "a target twice": (_set("targets", ["demo_nli", {"task": "demo_nli", "languages": ["en"]}]), "targets[1]", "'demo_nli' appears twice"),
-    "a target language twice": (_set("targets", [{"task": "demo_nli", "languages": ["en", "x-lex", "en"]}]), "targets[0].languages[2]", "'en' appears twice"),
+    "a target twice": (
+        _set("targets", ["demo_nli", {"task": "demo_nli", "languages": ["en"]}]),
+        "targets[1]",
+        "'demo_nli' appears twice",
+    ),
+    "a target language twice": (
+        _set("targets", [{"task": "demo_nli", "languages": ["en", "x-lex", "en"]}]),
+        "targets[0].languages[2]",
+        "'en' appears twice",
+    ),
     "a task language twice": (_set("tasks.demo_nli.languages", ["en", "en"]), "tasks.demo_nli.languages[1]"),
-    "a study seed twice": (lambda c: (c.pop("chain"), c.update(study={"pool": ["demo_paraphrase"], "orders": {"singles": True}, "seeds": [3, 3]})), "study.seeds[1]"),
-    "a label twice": (_set("tasks.demo_nli.labels", ["entailment", "neutral", "entailment"]), "tasks.demo_nli.labels[2]"),
-    "a pool task twice": (lambda c: (c.pop("chain"), c.update(study={"pool": ["demo_paraphrase", "demo_paraphrase"], "orders": {"random": 1}})), "study.pool[1]"),
+    "a study seed twice": (
+        lambda c: (
+            c.pop("chain"),
+            c.update(study={"pool": ["demo_paraphrase"], "orders": {"singles": True}, "seeds": [3, 3]}),
+        ),
+        "study.seeds[1]",
+    ),
+    "a label twice": (
+        _set("tasks.demo_nli.labels", ["entailment", "neutral", "entailment"]),
+        "tasks.demo_nli.labels[2]",
+    ),
+    "a pool task twice": (
+        lambda c: (
+            c.pop("chain"),
+            c.update(study={"pool": ["demo_paraphrase", "demo_paraphrase"], "orders": {"random": 1}}),
+        ),
+        "study.pool[1]",
+    ),
     # where the run would write
-    "output directory is a file": (lambda c: c.update(output_dir=str(Path(c["output_dir"]).parent.parent / "victim" / "important.txt")), "output_dir", "is not a directory"),
-    "output directory under a file": (lambda c: c.update(output_dir=str(Path(c["output_dir"]).parent.parent / "victim" / "important.txt" / "run")), "output_dir", "is a file"),
+    "output directory is a file": (
+        lambda c: c.update(output_dir=str(Path(c["output_dir"]).parent.parent / "victim" / "important.txt")),
+        "output_dir",
+        "is not a directory",
+    ),
+    "output directory under a file": (
+        lambda c: c.update(output_dir=str(Path(c["output_dir"]).parent.parent / "victim" / "important.txt" / "run")),
+        "output_dir",
+        "is a file",
+    ),
     # structure
     "unknown key": (_set("trainig", {}), "trainig", "unknown key"),
     "keep of an unknown kind": (_set("keep", "some"), "keep"),
@@ -175,7 +256,9 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_bad_config_is_refused_with_its_key_before_anything_is_written(case, cli, sandbox, tiny_encoder_dir, demo_tasks):
+def test_bad_config_is_refused_with_its_key_before_anything_is_written(
+    case, cli, sandbox, tiny_encoder_dir, demo_tasks
+):
     mutate, *fragments = CONFIG_CASES[case]
     config = _base_config(sandbox, tiny_encoder_dir, demo_tasks)
     mutate(config)
@@ -194,7 +277,10 @@ CONFIG_FILE_CASES = {
     "empty": (b"", ":1:", "expected a mapping"),
     "broken YAML": (b"name: [unclosed\n", "invalid YAML"),
     "tabs for indentation": (b"name: x\ntraining:\n\tepochs: 2\n", "invalid YAML"),
-    "a key given twice": (b"name: x\ntraining:\n  epochs: 2\n  batch_size: 8\n  epochs: 20\n", ":5: training.epochs: this key appears twice (first at line 3)"),
+    "a key given twice": (
+        b"name: x\ntraining:\n  epochs: 2\n  batch_size: 8\n  epochs: 20\n",
+        ":5: training.epochs: this key appears twice (first at line 3)",
+    ),
 }
 
 
@@ -230,17 +316,90 @@ def _replace_line(path: Path, line: int, text: bytes) -> None:
 
 
 DATA_CASES = {
-    "invalid UTF-8 in a train file": ("demo_paraphrase", "train-en.jsonl", lambda p: _replace_line(p, 3, b'{"text_a": "caf\xe9", "label": "paraphrase"}'), ":3:", "invalid UTF-8"),
-    "a truncated JSON line": ("demo_paraphrase", "train-en.jsonl", lambda p: _replace_line(p, 2, b'{"text_a": "half'), ":2:", "invalid JSON"),
-    "a line that is not an object": ("demo_paraphrase", "train-en.jsonl", lambda p: _replace_line(p, 4, b"[1, 2]"), ":4:", "expected a JSON object"),
-    "a label outside the label set": ("demo_paraphrase", "train-en.jsonl", lambda p: _replace_line(p, 5, b'{"text_a": "a", "label": "maybe"}'), ":5:", "'label' must be one of"),
-    "an empty train file": ("demo_paraphrase", "train-en.jsonl", lambda p: p.write_bytes(b""), "train-en.jsonl", "no examples"),
-    "a blank train file": ("demo_paraphrase", "train-en.jsonl", lambda p: p.write_bytes(b"\n\n   \n"), "train-en.jsonl", "no examples"),
-    "a negative answer start": ("demo_squad2", "train-en.jsonl", lambda p: _replace_line(p, 1, b'{"id": "q", "question": "?", "context": "abc", "answers": {"text": ["a"], "answer_start": [-1]}}'), ":1:", "answer_start -1", "outside the context"),
-    "an answer outside its context": ("demo_squad2", "train-en.jsonl", lambda p: _replace_line(p, 2, b'{"id": "q", "question": "?", "context": "abc", "answers": {"text": ["zz"], "answer_start": [1]}}'), ":2:", "not found in the context"),
-    "an answer start as a boolean": ("demo_squad2", "train-en.jsonl", lambda p: _replace_line(p, 2, b'{"id": "q", "question": "?", "context": "abc", "answers": {"text": ["b"], "answer_start": [true]}}'), ":2:", "integer answer_start"),
-    "invalid UTF-8 in a test file": ("demo_nli", "test-x-lex.jsonl", lambda p: p.write_bytes(p.read_bytes()[:40] + b"\x80\x81" + p.read_bytes()[40:]), ":1:", "invalid UTF-8"),
-    "a dev file that is a directory": ("demo_paraphrase", "dev-en.jsonl", lambda p: (p.unlink(), p.mkdir()), "dev-en.jsonl", "data file not found"),
+    "invalid UTF-8 in a train file": (
+        "demo_paraphrase",
+        "train-en.jsonl",
+        lambda p: _replace_line(p, 3, b'{"text_a": "caf\xe9", "label": "paraphrase"}'),
+        ":3:",
+        "invalid UTF-8",
+    ),
+    "a truncated JSON line": (
+        "demo_paraphrase",
+        "train-en.jsonl",
+        lambda p: _replace_line(p, 2, b'{"text_a": "half'),
+        ":2:",
+        "invalid JSON",
+    ),
+    "a line that is not an object": (
+        "demo_paraphrase",
+        "train-en.jsonl",
+        lambda p: _replace_line(p, 4, b"[1, 2]"),
+        ":4:",
+        "expected a JSON object",
+    ),
+    "a label outside the label set": (
+        "demo_paraphrase",
+        "train-en.jsonl",
+        lambda p: _replace_line(p, 5, b'{"text_a": "a", "label": "maybe"}'),
+        ":5:",
+        "'label' must be one of",
+    ),
+    "an empty train file": (
+        "demo_paraphrase",
+        "train-en.jsonl",
+        lambda p: p.write_bytes(b""),
+        "train-en.jsonl",
+        "no examples",
+    ),
+    "a blank train file": (
+        "demo_paraphrase",
+        "train-en.jsonl",
+        lambda p: p.write_bytes(b"\n\n   \n"),
+        "train-en.jsonl",
+        "no examples",
+    ),
+    "a negative answer start": (
+        "demo_squad2",
+        "train-en.jsonl",
+        lambda p: _replace_line(
+            p, 1, b'{"id": "q", "question": "?", "context": "abc", "answers": {"text": ["a"], "answer_start": [-1]}}'
+        ),
+        ":1:",
+        "answer_start -1",
+        "outside the context",
+    ),
+    "an answer outside its context": (
+        "demo_squad2",
+        "train-en.jsonl",
+        lambda p: _replace_line(
+            p, 2, b'{"id": "q", "question": "?", "context": "abc", "answers": {"text": ["zz"], "answer_start": [1]}}'
+        ),
+        ":2:",
+        "not found in the context",
+    ),
+    "an answer start as a boolean": (
+        "demo_squad2",
+        "train-en.jsonl",
+        lambda p: _replace_line(
+            p, 2, b'{"id": "q", "question": "?", "context": "abc", "answers": {"text": ["b"], "answer_start": [true]}}'
+        ),
+        ":2:",
+        "integer answer_start",
+    ),
+    "invalid UTF-8 in a test file": (
+        "demo_nli",
+        "test-x-lex.jsonl",
+        lambda p: p.write_bytes(p.read_bytes()[:40] + b"\x80\x81" + p.read_bytes()[40:]),
+        ":1:",
+        "invalid UTF-8",
+    ),
+    "a dev file that is a directory": (
+        "demo_paraphrase",
+        "dev-en.jsonl",
+        lambda p: (p.unlink(), p.mkdir()),
+        "dev-en.jsonl",
+        "data file not found",
+    ),
 }
 
 
@@ -257,12 +416,26 @@ def test_bad_task_data_stops_the_run_naming_file_and_line(case, cli, sandbox, ti
     outcome = cli("run", "--no-progress", "-q", config_path)
     refused(outcome, 2, str(path) if file_name in fragments[0] else f"{path}{fragments[0]}", *fragments[1:])
     if not file_name.startswith("test"):  # a bad train or dev file stops its stage before anything of it is kept
-        assert not list((sandbox / "work" / "run" / "stages").glob(f"*-{task}/stage.json")), "no stage of the bad task was recorded"
+        assert not list((sandbox / "work" / "run" / "stages").glob(f"*-{task}/stage.json")), (
+            "no stage of the bad task was recorded"
+        )
 
 
 # --- upstream files: xstilts data check / prepare ---------------------------------------------------------
 
-SQUAD_OK = {"version": "1.1", "data": [{"paragraphs": [{"context": "Anna lives in Berlin.", "qas": [{"id": "q1", "question": "Where?", "answers": [{"text": "Berlin", "answer_start": 14}]}]}]}]}
+SQUAD_OK = {
+    "version": "1.1",
+    "data": [
+        {
+            "paragraphs": [
+                {
+                    "context": "Anna lives in Berlin.",
+                    "qas": [{"id": "q1", "question": "Where?", "answers": [{"text": "Berlin", "answer_start": 14}]}],
+                }
+            ]
+        }
+    ],
+}
 
 
 def _squad(change: Callable[[dict], None]) -> bytes:
@@ -272,45 +445,217 @@ def _squad(change: Callable[[dict], None]) -> bytes:
 
 
 CHECK_CASES: dict[str, tuple[dict[str, bytes], int, tuple[str, ...]]] = {
-    "SQuAD JSON invalid UTF-8": ({"xquad/xquad.de.json": b'{"data": [\n{"paragraphs": "\xff"}]}'}, 1, ("xquad.de.json:2:", "invalid UTF-8")),
+    "SQuAD JSON invalid UTF-8": (
+        {"xquad/xquad.de.json": b'{"data": [\n{"paragraphs": "\xff"}]}'},
+        1,
+        ("xquad.de.json:2:", "invalid UTF-8"),
+    ),
     "SQuAD JSON broken": ({"xquad/xquad.de.json": b'{"data": [\n'}, 1, ("xquad.de.json:2:", "invalid JSON")),
-    "SQuAD data items not objects": ({"xquad/xquad.de.json": b'{"data": [1]}'}, 1, ("xquad.de.json", "data[0]: expected an object with a 'paragraphs' list")),
+    "SQuAD data items not objects": (
+        {"xquad/xquad.de.json": b'{"data": [1]}'},
+        1,
+        ("xquad.de.json", "data[0]: expected an object with a 'paragraphs' list"),
+    ),
     "SQuAD without data": ({"xquad/xquad.de.json": b'{"version": "1.1"}'}, 1, ("xquad.de.json", '"data" list')),
-    "SQuAD qas not a list": ({"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0].update(qas={}))}, 1, ("data[0].paragraphs[0]",)),
-    "SQuAD negative answer start": ({"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=-4))}, 1, ("answer_start -4 lies outside the context",)),
-    "SQuAD answer start past the context": ({"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=999))}, 1, ("answer_start 999",)),
-    "SQuAD answer start as text": ({"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start="14"))}, 1, ("integer 'answer_start'",)),
-    "SQuAD question id missing": ({"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0]["qas"][0].pop("id"))}, 1, ("qas[0]: expected 'id'",)),
+    "SQuAD qas not a list": (
+        {"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0].update(qas={}))},
+        1,
+        ("data[0].paragraphs[0]",),
+    ),
+    "SQuAD negative answer start": (
+        {
+            "xquad/xquad.de.json": _squad(
+                lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=-4)
+            )
+        },
+        1,
+        ("answer_start -4 lies outside the context",),
+    ),
+    "SQuAD answer start past the context": (
+        {
+            "xquad/xquad.de.json": _squad(
+                lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=999)
+            )
+        },
+        1,
+        ("answer_start 999",),
+    ),
+    "SQuAD answer start as text": (
+        {
+            "xquad/xquad.de.json": _squad(
+                lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start="14")
+            )
+        },
+        1,
+        ("integer 'answer_start'",),
+    ),
+    "SQuAD question id missing": (
+        {"xquad/xquad.de.json": _squad(lambda d: d["data"][0]["paragraphs"][0]["qas"][0].pop("id"))},
+        1,
+        ("qas[0]: expected 'id'",),
+    ),
     "SQuAD without questions": ({"xquad/xquad.de.json": b'{"data": []}'}, 1, ("xquad.de.json", "no questions")),
-    "XTREME TSV invalid UTF-8": ({"pawsx/dev-de.tsv": b"a\tb\t1\nc\xc3\x28\td\t0\n"}, 1, ("dev-de.tsv:2:", "invalid UTF-8")),
-    "XTREME TSV short row": ({"pawsx/dev-de.tsv": b"a\tb\t1\nc\td\n"}, 1, ("dev-de.tsv:2:", "expected 3 tab-separated fields")),
-    "XTREME TSV unknown label": ({"pawsx/dev-de.tsv": b"a\tb\t1\nc\td\t7\n"}, 1, ("dev-de.tsv", "record 2", "'label' must be one of")),
+    "XTREME TSV invalid UTF-8": (
+        {"pawsx/dev-de.tsv": b"a\tb\t1\nc\xc3\x28\td\t0\n"},
+        1,
+        ("dev-de.tsv:2:", "invalid UTF-8"),
+    ),
+    "XTREME TSV short row": (
+        {"pawsx/dev-de.tsv": b"a\tb\t1\nc\td\n"},
+        1,
+        ("dev-de.tsv:2:", "expected 3 tab-separated fields"),
+    ),
+    "XTREME TSV unknown label": (
+        {"pawsx/dev-de.tsv": b"a\tb\t1\nc\td\t7\n"},
+        1,
+        ("dev-de.tsv", "record 2", "'label' must be one of"),
+    ),
     "XTREME TSV empty": ({"pawsx/dev-fr.tsv": b""}, 1, ("dev-fr.tsv", "no examples")),
     "XTREME TSV test labels removed": ({"xnli/test-de.tsv": b"a\tb\n"}, 1, ("test-de.tsv", "labels removed")),
-    "XNLI fourth column": ({"xnli/dev-de.tsv": b"a\tb\tentailment\nc\td\tneutral\tstray\n"}, 0, ("warning:", "dev-de.tsv:2:", "more than 3 tab-separated fields")),
-    "word-tag file with three fields": ({"udpos/dev-de.tsv": b"Haus\tNOUN\nist\tAUX\textra\n"}, 1, ("dev-de.tsv:2:", "expected 'word<TAB>tag'")),
-    "word-tag file invalid UTF-8": ({"udpos/dev-de.tsv": b"Haus\tNOUN\n\xfc\tADJ\n"}, 1, ("dev-de.tsv:2:", "invalid UTF-8")),
-    "word-tag file unknown tag": ({"udpos/dev-de.tsv": b"Haus\tNOUN\nist\tVERBISH\n"}, 1, ("dev-de.tsv", "unknown tags ['VERBISH']")),
-    "CoNLL-U invalid UTF-8": ({"ud/de_gsd-ud-dev.conllu": b"1\tHaus\thaus\tNOUN\t_\t_\t0\troot\t_\t_\n2\t\xe4\t_\tX\t_\t_\t1\tdep\t_\t_\n"}, 1, ("de_gsd-ud-dev.conllu:2:", "invalid UTF-8")),
-    "CoNLL-U too few fields": ({"ud/de_gsd-ud-dev.conllu": b"1\tHaus\thaus\tNOUN\n"}, 1, ("de_gsd-ud-dev.conllu:1:", "expected 10 tab-separated CoNLL-U fields")),
-    "CoNLL-U bad head": ({"ud/de_gsd-ud-dev.conllu": b"1\tHaus\thaus\tNOUN\t_\t_\tx\troot\t_\t_\n"}, 1, ("de_gsd-ud-dev.conllu:1:", "invalid token id")),
-    "raw PAN-X without language prefix": ({"panx/de/dev": b"de:Berlin\tB-LOC\nMunich\tB-LOC\n"}, 1, ("de/dev:2:", "lang:token")),
-    "raw PAN-X invalid UTF-8": ({"panx/de/dev": b"de:Berlin\tB-LOC\nde:M\xfcnchen\tB-LOC\n"}, 1, ("de/dev:2:", "invalid UTF-8")),
-    "Tatoeba invalid UTF-8": ({"tatoeba/tatoeba.deu-eng.deu": b"Hallo\nWelt\xff\n", "tatoeba/tatoeba.deu-eng.eng": b"Hello\nWorld\n"}, 1, ("tatoeba.deu-eng.deu:2:", "invalid UTF-8")),
-    "Tatoeba sides of different length": ({"tatoeba/tatoeba.deu-eng.deu": b"Hallo\n", "tatoeba/tatoeba.deu-eng.eng": b"Hello\nWorld\n"}, 1, ("tatoeba.deu-eng.deu", "1 sentences but 2")),
-    "Tatoeba empty side": ({"tatoeba/tatoeba.deu-eng.deu": b"", "tatoeba/tatoeba.deu-eng.eng": b"Hello\n"}, 1, ("tatoeba.deu-eng.deu", "no sentences")),
-    "BUCC sentence line without id": ({"bucc/de-en.dev.de": b"de-1\tHallo\nWelt\n", "bucc/de-en.dev.en": b"en-1\tHello\n", "bucc/de-en.dev.gold": b"de-1\ten-1\n"}, 1, ("de-en.dev.de:2:", "id<TAB>sentence")),
-    "BUCC invalid UTF-8": ({"bucc/de-en.dev.de": b"de-1\tHall\xf6\n", "bucc/de-en.dev.en": b"en-1\tHello\n", "bucc/de-en.dev.gold": b"de-1\ten-1\n"}, 1, ("de-en.dev.de:1:", "invalid UTF-8")),
-    "BUCC duplicate ids": ({"bucc/de-en.dev.de": b"de-1\tHallo\nde-1\tWelt\n", "bucc/de-en.dev.en": b"en-1\tHello\n", "bucc/de-en.dev.gold": b"de-1\ten-1\n"}, 0, ("warning:", "de-en.dev.de:2:", "id 'de-1' appears again")),
-    "BUCC gold ids unknown": ({"bucc/de-en.dev.de": b"de-1\tHallo\n", "bucc/de-en.dev.en": b"en-1\tHello\n", "bucc/de-en.dev.gold": b"de-1\ten-1\nde-9\ten-1\n"}, 0, ("warning:", "de-en.dev.gold:2:", "name ids missing")),
-    "BUCC gold line malformed": ({"bucc/de-en.dev.de": b"de-1\tHallo\n", "bucc/de-en.dev.en": b"en-1\tHello\n", "bucc/de-en.dev.gold": b"de-1 en-1\n"}, 1, ("de-en.dev.gold:1:", "source_id<TAB>target_id")),
-    "BUCC English side missing": ({"bucc/de-en.dev.de": b"de-1\tHallo\n", "bucc/de-en.dev.gold": b"de-1\ten-1\n"}, 1, ("de-en.dev.de", "de-en.dev.en is missing")),
-    "MNLI unknown gold label": ({"mnli/multinli_1.0_train.jsonl": b'{"sentence1": "a", "sentence2": "b", "gold_label": "sort of"}\n'}, 1, ("multinli_1.0_train.jsonl:1:", "unknown gold_label")),
-    "MNLI invalid UTF-8": ({"mnli/multinli_1.0_train.jsonl": b'{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n{"sentence1": "\xe9"}\n'}, 1, ("multinli_1.0_train.jsonl:2:", "invalid UTF-8")),
-    "HellaSwag endings not a list": ({"hellaswag/hellaswag_train.jsonl": b'{"ctx_a": "x", "endings": "y", "label": 0}\n'}, 1, ("hellaswag_train.jsonl:1:", "list of 'endings'")),
-    "Cosmos QA label out of range": ({"cosmosqa/train.csv": b"id,context,question,answer0,answer1,answer2,answer3,label\n1,c,q,a,b,c,d,7\n"}, 1, ("train.csv:2:", "label must be 0-3")),
-    "Cosmos QA missing column": ({"cosmosqa/train.csv": b"id,context,answer0\n1,c,a\n"}, 1, ("train.csv:1:", "missing columns")),
-    "CommonsenseQA answer key unknown": ({"csqa/train_rand_split.jsonl": b'{"id": "1", "question": {"stem": "s", "choices": [{"label": "A", "text": "a"}]}, "answerKey": "Q"}\n'}, 1, ("train_rand_split.jsonl:1:", "answerKey 'Q'")),
+    "XNLI fourth column": (
+        {"xnli/dev-de.tsv": b"a\tb\tentailment\nc\td\tneutral\tstray\n"},
+        0,
+        ("warning:", "dev-de.tsv:2:", "more than 3 tab-separated fields"),
+    ),
+    "word-tag file with three fields": (
+        {"udpos/dev-de.tsv": b"Haus\tNOUN\nist\tAUX\textra\n"},
+        1,
+        ("dev-de.tsv:2:", "expected 'word<TAB>tag'"),
+    ),
+    "word-tag file invalid UTF-8": (
+        {"udpos/dev-de.tsv": b"Haus\tNOUN\n\xfc\tADJ\n"},
+        1,
+        ("dev-de.tsv:2:", "invalid UTF-8"),
+    ),
+    "word-tag file unknown tag": (
+        {"udpos/dev-de.tsv": b"Haus\tNOUN\nist\tVERBISH\n"},
+        1,
+        ("dev-de.tsv", "unknown tags ['VERBISH']"),
+    ),
+    "CoNLL-U invalid UTF-8": (
+        {"ud/de_gsd-ud-dev.conllu": b"1\tHaus\thaus\tNOUN\t_\t_\t0\troot\t_\t_\n2\t\xe4\t_\tX\t_\t_\t1\tdep\t_\t_\n"},
+        1,
+        ("de_gsd-ud-dev.conllu:2:", "invalid UTF-8"),
+    ),
+    "CoNLL-U too few fields": (
+        {"ud/de_gsd-ud-dev.conllu": b"1\tHaus\thaus\tNOUN\n"},
+        1,
+        ("de_gsd-ud-dev.conllu:1:", "expected 10 tab-separated CoNLL-U fields"),
+    ),
+    "CoNLL-U bad head": (
+        {"ud/de_gsd-ud-dev.conllu": b"1\tHaus\thaus\tNOUN\t_\t_\tx\troot\t_\t_\n"},
+        1,
+        ("de_gsd-ud-dev.conllu:1:", "invalid token id"),
+    ),
+    "raw PAN-X without language prefix": (
+        {"panx/de/dev": b"de:Berlin\tB-LOC\nMunich\tB-LOC\n"},
+        1,
+        ("de/dev:2:", "lang:token"),
+    ),
+    "raw PAN-X invalid UTF-8": (
+        {"panx/de/dev": b"de:Berlin\tB-LOC\nde:M\xfcnchen\tB-LOC\n"},
+        1,
+        ("de/dev:2:", "invalid UTF-8"),
+    ),
+    "Tatoeba invalid UTF-8": (
+        {"tatoeba/tatoeba.deu-eng.deu": b"Hallo\nWelt\xff\n", "tatoeba/tatoeba.deu-eng.eng": b"Hello\nWorld\n"},
+        1,
+        ("tatoeba.deu-eng.deu:2:", "invalid UTF-8"),
+    ),
+    "Tatoeba sides of different length": (
+        {"tatoeba/tatoeba.deu-eng.deu": b"Hallo\n", "tatoeba/tatoeba.deu-eng.eng": b"Hello\nWorld\n"},
+        1,
+        ("tatoeba.deu-eng.deu", "1 sentences but 2"),
+    ),
+    "Tatoeba empty side": (
+        {"tatoeba/tatoeba.deu-eng.deu": b"", "tatoeba/tatoeba.deu-eng.eng": b"Hello\n"},
+        1,
+        ("tatoeba.deu-eng.deu", "no sentences"),
+    ),
+    "BUCC sentence line without id": (
+        {
+            "bucc/de-en.dev.de": b"de-1\tHallo\nWelt\n",
+            "bucc/de-en.dev.en": b"en-1\tHello\n",
+            "bucc/de-en.dev.gold": b"de-1\ten-1\n",
+        },
+        1,
+        ("de-en.dev.de:2:", "id<TAB>sentence"),
+    ),
+    "BUCC invalid UTF-8": (
+        {
+            "bucc/de-en.dev.de": b"de-1\tHall\xf6\n",
+            "bucc/de-en.dev.en": b"en-1\tHello\n",
+            "bucc/de-en.dev.gold": b"de-1\ten-1\n",
+        },
+        1,
+        ("de-en.dev.de:1:", "invalid UTF-8"),
+    ),
+    "BUCC duplicate ids": (
+        {
+            "bucc/de-en.dev.de": b"de-1\tHallo\nde-1\tWelt\n",
+            "bucc/de-en.dev.en": b"en-1\tHello\n",
+            "bucc/de-en.dev.gold": b"de-1\ten-1\n",
+        },
+        0,
+        ("warning:", "de-en.dev.de:2:", "id 'de-1' appears again"),
+    ),
+    "BUCC gold ids unknown": (
+        {
+            "bucc/de-en.dev.de": b"de-1\tHallo\n",
+            "bucc/de-en.dev.en": b"en-1\tHello\n",
+            "bucc/de-en.dev.gold": b"de-1\ten-1\nde-9\ten-1\n",
+        },
+        0,
+        ("warning:", "de-en.dev.gold:2:", "name ids missing"),
+    ),
+    "BUCC gold line malformed": (
+        {
+            "bucc/de-en.dev.de": b"de-1\tHallo\n",
+            "bucc/de-en.dev.en": b"en-1\tHello\n",
+            "bucc/de-en.dev.gold": b"de-1 en-1\n",
+        },
+        1,
+        ("de-en.dev.gold:1:", "source_id<TAB>target_id"),
+    ),
+    "BUCC English side missing": (
+        {"bucc/de-en.dev.de": b"de-1\tHallo\n", "bucc/de-en.dev.gold": b"de-1\ten-1\n"},
+        1,
+        ("de-en.dev.de", "de-en.dev.en is missing"),
+    ),
+    "MNLI unknown gold label": (
+        {"mnli/multinli_1.0_train.jsonl": b'{"sentence1": "a", "sentence2": "b", "gold_label": "sort of"}\n'},
+        1,
+        ("multinli_1.0_train.jsonl:1:", "unknown gold_label"),
+    ),
+    "MNLI invalid UTF-8": (
+        {
+            "mnli/multinli_1.0_train.jsonl": b'{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n{"sentence1": "\xe9"}\n'
+        },
+        1,
+        ("multinli_1.0_train.jsonl:2:", "invalid UTF-8"),
+    ),
+    "HellaSwag endings not a list": (
+        {"hellaswag/hellaswag_train.jsonl": b'{"ctx_a": "x", "endings": "y", "label": 0}\n'},
+        1,
+        ("hellaswag_train.jsonl:1:", "list of 'endings'"),
+    ),
+    "Cosmos QA label out of range": (
+        {"cosmosqa/train.csv": b"id,context,question,answer0,answer1,answer2,answer3,label\n1,c,q,a,b,c,d,7\n"},
+        1,
+        ("train.csv:2:", "label must be 0-3"),
+    ),
+    "Cosmos QA missing column": (
+        {"cosmosqa/train.csv": b"id,context,answer0\n1,c,a\n"},
+        1,
+        ("train.csv:1:", "missing columns"),
+    ),
+    "CommonsenseQA answer key unknown": (
+        {
+            "csqa/train_rand_split.jsonl": b'{"id": "1", "question": {"stem": "s", "choices": [{"label": "A", "text": "a"}]}, "answerKey": "Q"}\n'
+        },
+        1,
+        ("train_rand_split.jsonl:1:", "answerKey 'Q'"),
+    ),
 }
 
 
@@ -332,7 +677,9 @@ def test_data_prepare_refuses_bad_files_and_writes_nothing(cli, sandbox):
     (root / "pawsx").mkdir(parents=True)
     (root / "pawsx" / "dev-de.tsv").write_bytes(b"a\tb\t1\n\xffc\td\t0\n")
     out = sandbox / "work" / "prepared"
-    refused(cli("data", "prepare", "--tasks", "pawsx", "--out", out, "--from", root), 2, "dev-de.tsv:2:", "invalid UTF-8")
+    refused(
+        cli("data", "prepare", "--tasks", "pawsx", "--out", out, "--from", root), 2, "dev-de.tsv:2:", "invalid UTF-8"
+    )
     assert not out.exists()
     refused(cli("data", "prepare", "--tasks", "pawsx,nope", "--out", out, "--from", root), 2, "unknown task 'nope'")
     refused(cli("data", "check", root / "missing"), 2, "missing: not a directory")
@@ -340,37 +687,201 @@ def test_data_prepare_refuses_bad_files_and_writes_nothing(cli, sandbox):
 
 # --- xstilts score ----------------------------------------------------------------------------------------
 
-XNLI_GOLD = "".join(f"premise {i}\thypothesis {i}\t{['entailment', 'neutral', 'contradiction'][i % 3]}\n" for i in range(30))
+XNLI_GOLD = "".join(
+    f"premise {i}\thypothesis {i}\t{['entailment', 'neutral', 'contradiction'][i % 3]}\n" for i in range(30)
+)
 XNLI_PREDICTIONS = "".join(f"{['entailment', 'neutral', 'contradiction'][i % 3]}\n" for i in range(30))
-QA_GOLD = json.dumps({"version": 1.0, "data": [{"paragraphs": [{"context": "Der Hund bellt laut.", "qas": [
-    {"id": "a", "question": "Wer?", "answers": [{"text": "Der Hund", "answer_start": 0}]},
-    {"id": "b", "question": "Wie?", "answers": [{"text": "laut", "answer_start": 15}]}]}]}]})
+QA_GOLD = json.dumps(
+    {
+        "version": 1.0,
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "Der Hund bellt laut.",
+                        "qas": [
+                            {"id": "a", "question": "Wer?", "answers": [{"text": "Der Hund", "answer_start": 0}]},
+                            {"id": "b", "question": "Wie?", "answers": [{"text": "laut", "answer_start": 15}]},
+                        ],
+                    }
+                ]
+            }
+        ],
+    }
+)
 
 SCORE_CASES: dict[str, tuple[str, str, bytes, bytes, int, tuple[str, ...]]] = {
-    "one short gold row": ("xnli", "de", XNLI_GOLD.replace("premise 7\thypothesis 7\t", "premise 7\t", 1).encode(), XNLI_PREDICTIONS.encode(), 2, ("gold:8:", "expected 3 tab-separated fields")),
-    "fewer predictions than gold": ("xnli", "de", XNLI_GOLD.encode(), "".join(XNLI_PREDICTIONS.splitlines(True)[:25]).encode(), 2, ("25 predictions for 30", "5 missing")),
-    "more predictions than gold": ("xnli", "de", XNLI_GOLD.encode(), (XNLI_PREDICTIONS + "neutral\n").encode(), 2, ("31 predictions for 30", "1 extra")),
-    "unknown predicted label": ("xnli", "de", XNLI_GOLD.encode(), XNLI_PREDICTIONS.replace("neutral", "neutrality", 1).encode(), 2, ("predictions:2:", "unknown label 'neutrality'")),
-    "unknown gold label": ("xnli", "de", XNLI_GOLD.replace("contradiction", "contradictory", 1).encode(), XNLI_PREDICTIONS.encode(), 2, ("gold:3:", "unknown label 'contradictory'")),
-    "blank line inside the predictions": ("xnli", "de", XNLI_GOLD.encode(), XNLI_PREDICTIONS.replace("neutral\n", "\n", 1).encode(), 2, ("predictions:2:", "blank line")),
+    "one short gold row": (
+        "xnli",
+        "de",
+        XNLI_GOLD.replace("premise 7\thypothesis 7\t", "premise 7\t", 1).encode(),
+        XNLI_PREDICTIONS.encode(),
+        2,
+        ("gold:8:", "expected 3 tab-separated fields"),
+    ),
+    "fewer predictions than gold": (
+        "xnli",
+        "de",
+        XNLI_GOLD.encode(),
+        "".join(XNLI_PREDICTIONS.splitlines(True)[:25]).encode(),
+        2,
+        ("25 predictions for 30", "5 missing"),
+    ),
+    "more predictions than gold": (
+        "xnli",
+        "de",
+        XNLI_GOLD.encode(),
+        (XNLI_PREDICTIONS + "neutral\n").encode(),
+        2,
+        ("31 predictions for 30", "1 extra"),
+    ),
+    "unknown predicted label": (
+        "xnli",
+        "de",
+        XNLI_GOLD.encode(),
+        XNLI_PREDICTIONS.replace("neutral", "neutrality", 1).encode(),
+        2,
+        ("predictions:2:", "unknown label 'neutrality'"),
+    ),
+    "unknown gold label": (
+        "xnli",
+        "de",
+        XNLI_GOLD.replace("contradiction", "contradictory", 1).encode(),
+        XNLI_PREDICTIONS.encode(),
+        2,
+        ("gold:3:", "unknown label 'contradictory'"),
+    ),
+    "blank line inside the predictions": (
+        "xnli",
+        "de",
+        XNLI_GOLD.encode(),
+        XNLI_PREDICTIONS.replace("neutral\n", "\n", 1).encode(),
+        2,
+        ("predictions:2:", "blank line"),
+    ),
     "empty predictions": ("xnli", "de", XNLI_GOLD.encode(), b"", 2, ("predictions", "no labels")),
-    "predictions invalid UTF-8": ("xnli", "de", XNLI_GOLD.encode(), b"entailment\n\xffneutral\n", 2, ("predictions:2:", "invalid UTF-8")),
-    "label-per-line gold mixed with a TSV row": ("pawsx", "de", b"1\n0\ta\tb\n", b"1\n0\n", 2, ("gold", "unknown label")),
-    "QA ids that match nothing": ("xquad", "de", QA_GOLD.encode(), b'{"x": "Hund", "y": "laut"}', 2, ("none of its 2 question ids", "is it the right file")),
-    "QA predictions as a list": ("xquad", "de", QA_GOLD.encode(), b'["Hund"]', 2, ("predictions", "expected a JSON object")),
-    "QA answer that is not a string": ("xquad", "de", QA_GOLD.encode(), b'{"a": 3}', 2, ("predictions", "question 'a' is not a string")),
-    "QA predictions broken JSON": ("xquad", "de", QA_GOLD.encode(), b'{"a": "Hund",\n', 2, ("predictions:2:", "invalid JSON")),
-    "QA gold with a negative answer start": ("xquad", "de", QA_GOLD.replace('"answer_start": 15', '"answer_start": -15').encode(), b'{"a": "Hund"}', 2, ("gold", "lies outside the context")),
-    "QA gold answer not in its context": ("xquad", "de", QA_GOLD.replace('"answer_start": 15', '"answer_start": 3').encode(), b'{"a": "Hund"}', 2, ("gold", "question 'b'", "not found in the context")),
-    "QA gold invalid UTF-8": ("mlqa", "de", QA_GOLD.encode().replace(b"Hund", b"H\xfcnd", 1), b'{"a": "Hund"}', 2, ("gold:1:", "invalid UTF-8")),
-    "tag predictions with an unknown tag": ("panx", "de", b"Berlin\tB-LOC\nist\tO\n", b"B-LOC\nX-THING\n", 2, ("predictions:2:", "unknown tag 'X-THING'")),
-    "tag predictions with a word column": ("panx", "de", b"Berlin\tB-LOC\nist\tO\n", b"B-LOC\nist\tO\n", 2, ("predictions:2:", "one tag per line")),
-    "tag sentences missing": ("panx", "de", b"Berlin\tB-LOC\n\nist\tO\n", b"B-LOC\n", 2, ("1 predicted sentences for 2",)),
-    "tag sentence shorter": ("udpos", "de", b"Berlin\tPROPN\nist\tAUX\n", b"PROPN\n", 2, ("sentence 1: 1 predicted tags for 2 gold words",)),
-    "Tatoeba index that is not a number": ("tatoeba", "de", b"0\n1\n", b"0\none\n", 2, ("predictions:2:", "non-negative sentence index")),
+    "predictions invalid UTF-8": (
+        "xnli",
+        "de",
+        XNLI_GOLD.encode(),
+        b"entailment\n\xffneutral\n",
+        2,
+        ("predictions:2:", "invalid UTF-8"),
+    ),
+    "label-per-line gold mixed with a TSV row": (
+        "pawsx",
+        "de",
+        b"1\n0\ta\tb\n",
+        b"1\n0\n",
+        2,
+        ("gold", "unknown label"),
+    ),
+    "QA ids that match nothing": (
+        "xquad",
+        "de",
+        QA_GOLD.encode(),
+        b'{"x": "Hund", "y": "laut"}',
+        2,
+        ("none of its 2 question ids", "is it the right file"),
+    ),
+    "QA predictions as a list": (
+        "xquad",
+        "de",
+        QA_GOLD.encode(),
+        b'["Hund"]',
+        2,
+        ("predictions", "expected a JSON object"),
+    ),
+    "QA answer that is not a string": (
+        "xquad",
+        "de",
+        QA_GOLD.encode(),
+        b'{"a": 3}',
+        2,
+        ("predictions", "question 'a' is not a string"),
+    ),
+    "QA predictions broken JSON": (
+        "xquad",
+        "de",
+        QA_GOLD.encode(),
+        b'{"a": "Hund",\n',
+        2,
+        ("predictions:2:", "invalid JSON"),
+    ),
+    "QA gold with a negative answer start": (
+        "xquad",
+        "de",
+        QA_GOLD.replace('"answer_start": 15', '"answer_start": -15').encode(),
+        b'{"a": "Hund"}',
+        2,
+        ("gold", "lies outside the context"),
+    ),
+    "QA gold answer not in its context": (
+        "xquad",
+        "de",
+        QA_GOLD.replace('"answer_start": 15', '"answer_start": 3').encode(),
+        b'{"a": "Hund"}',
+        2,
+        ("gold", "question 'b'", "not found in the context"),
+    ),
+    "QA gold invalid UTF-8": (
+        "mlqa",
+        "de",
+        QA_GOLD.encode().replace(b"Hund", b"H\xfcnd", 1),
+        b'{"a": "Hund"}',
+        2,
+        ("gold:1:", "invalid UTF-8"),
+    ),
+    "tag predictions with an unknown tag": (
+        "panx",
+        "de",
+        b"Berlin\tB-LOC\nist\tO\n",
+        b"B-LOC\nX-THING\n",
+        2,
+        ("predictions:2:", "unknown tag 'X-THING'"),
+    ),
+    "tag predictions with a word column": (
+        "panx",
+        "de",
+        b"Berlin\tB-LOC\nist\tO\n",
+        b"B-LOC\nist\tO\n",
+        2,
+        ("predictions:2:", "one tag per line"),
+    ),
+    "tag sentences missing": (
+        "panx",
+        "de",
+        b"Berlin\tB-LOC\n\nist\tO\n",
+        b"B-LOC\n",
+        2,
+        ("1 predicted sentences for 2",),
+    ),
+    "tag sentence shorter": (
+        "udpos",
+        "de",
+        b"Berlin\tPROPN\nist\tAUX\n",
+        b"PROPN\n",
+        2,
+        ("sentence 1: 1 predicted tags for 2 gold words",),
+    ),
+    "Tatoeba index that is not a number": (
+        "tatoeba",
+        "de",
+        b"0\n1\n",
+        b"0\none\n",
+        2,
+        ("predictions:2:", "non-negative sentence index"),
+    ),
     "Tatoeba negative index": ("tatoeba", "de", b"0\n1\n", b"0\n-1\n", 2, ("predictions:2:",)),
     "Tatoeba counts differ": ("tatoeba", "de", b"0\n1\n2\n", b"0\n1\n", 2, ("2 predicted indices for 3", "1 missing")),
-    "BUCC pair line malformed": ("bucc2018", "de", b"de-1\ten-1\n", b"de-1 en-1\n", 2, ("predictions:1:", "source_id<TAB>target_id")),
+    "BUCC pair line malformed": (
+        "bucc2018",
+        "de",
+        b"de-1\ten-1\n",
+        b"de-1 en-1\n",
+        2,
+        ("predictions:1:", "source_id<TAB>target_id"),
+    ),
     "BUCC empty predictions": ("bucc2018", "de", b"de-1\ten-1\n", b"", 2, ("predictions", "no sentences")),
 }
 
@@ -381,7 +892,11 @@ def test_score_validates_both_files_before_scoring(case, cli, sandbox):
     gold_path, predictions_path = sandbox / "work" / "gold", sandbox / "work" / "predictions"
     gold_path.write_bytes(gold)
     predictions_path.write_bytes(predictions)
-    refused(cli("score", "--task", task, "--lang", language, "--gold", gold_path, "--predictions", predictions_path), status, *fragments)
+    refused(
+        cli("score", "--task", task, "--lang", language, "--gold", gold_path, "--predictions", predictions_path),
+        status,
+        *fragments,
+    )
 
 
 def test_score_reports_missing_and_extra_predictions(cli, sandbox):
@@ -401,12 +916,64 @@ def test_score_arguments_and_directories(cli, sandbox):
     (gold_dir / "test-de.tsv").write_text("Berlin\tB-LOC\n", encoding="utf-8")
     (gold_dir / "test-de.txt").write_text("B-LOC\n", encoding="utf-8")
     (predictions_dir / "test-de.tsv").write_text("B-LOC\n", encoding="utf-8")
-    refused(cli("score", "--task", "panx", "--gold-dir", gold_dir, "--predictions-dir", predictions_dir), 2, "several files for de")
-    refused(cli("score", "--task", "panx", "--gold-dir", gold_dir / "nope", "--predictions-dir", predictions_dir), 2, "nope: not a directory")
-    refused(cli("score", "--task", "pan-x", "--lang", "de", "--gold", gold_dir / "test-de.tsv", "--predictions", predictions_dir / "test-de.tsv"), 2, "unknown task 'pan-x'")
-    refused(cli("score", "--task", "panx", "--lang", "de", "--gold", gold_dir / "absent.tsv", "--predictions", predictions_dir / "test-de.tsv"), 2, "absent.tsv: cannot read")
-    refused(cli("score", "--task", "panx", "--lang", "de", "--gold", gold_dir), 2, "give --lang, --gold and --predictions")
-    refused(cli("score", "--task", "panx", "--lang", "de", "--gold", gold_dir, "--predictions", predictions_dir / "test-de.tsv"), 2, "expected a file, found a directory")
+    refused(
+        cli("score", "--task", "panx", "--gold-dir", gold_dir, "--predictions-dir", predictions_dir),
+        2,
+        "several files for de",
+    )
+    refused(
+        cli("score", "--task", "panx", "--gold-dir", gold_dir / "nope", "--predictions-dir", predictions_dir),
+        2,
+        "nope: not a directory",
+    )
+    refused(
+        cli(
+            "score",
+            "--task",
+            "pan-x",
+            "--lang",
+            "de",
+            "--gold",
+            gold_dir / "test-de.tsv",
+            "--predictions",
+            predictions_dir / "test-de.tsv",
+        ),
+        2,
+        "unknown task 'pan-x'",
+    )
+    refused(
+        cli(
+            "score",
+            "--task",
+            "panx",
+            "--lang",
+            "de",
+            "--gold",
+            gold_dir / "absent.tsv",
+            "--predictions",
+            predictions_dir / "test-de.tsv",
+        ),
+        2,
+        "absent.tsv: cannot read",
+    )
+    refused(
+        cli("score", "--task", "panx", "--lang", "de", "--gold", gold_dir), 2, "give --lang, --gold and --predictions"
+    )
+    refused(
+        cli(
+            "score",
+            "--task",
+            "panx",
+            "--lang",
+            "de",
+            "--gold",
+            gold_dir,
+            "--predictions",
+            predictions_dir / "test-de.tsv",
+        ),
+        2,
+        "expected a file, found a directory",
+    )
 
 
 # --- xstilts retrieval-eval --------------------------------------------------------------------------------
@@ -433,26 +1000,128 @@ WITH_ZERO[1] = 0.0
 IDS = "".join(f"s{i}\n" for i in range(6))
 
 RETRIEVAL_CASES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
-    "Tatoeba sides of 3 and 6 rows": ("tatoeba", {"de.src.npy": GOOD[:3], "de.en.npy": GOOD}, ("de.src.npy: 3 rows but de.en.npy has 6",)),
-    "Tatoeba label out of range": ("tatoeba", {"de.src.npy": GOOD, "de.en.npy": GOOD, "de.labels.txt": "0\n1\n2\n3\n4\n6\n"}, ("de.labels.txt:6:", "0..5")),
-    "Tatoeba label not a number": ("tatoeba", {"de.src.npy": GOOD, "de.en.npy": GOOD, "de.labels.txt": "0\n1\nx\n3\n4\n5\n"}, ("de.labels.txt:3:",)),
-    "Tatoeba labels fewer than rows": ("tatoeba", {"de.src.npy": GOOD, "de.en.npy": GOOD, "de.labels.txt": "0\n1\n"}, ("2 labels for 6 English rows",)),
-    "NaN in an embedding": ("tatoeba", {"de.src.npy": WITH_NAN, "de.en.npy": GOOD}, ("de.src.npy: row 2 holds NaN or infinity",)),
-    "infinity in an embedding": ("tatoeba", {"de.src.npy": GOOD, "de.en.npy": WITH_INF}, ("de.en.npy: row 4 holds NaN or infinity",)),
+    "Tatoeba sides of 3 and 6 rows": (
+        "tatoeba",
+        {"de.src.npy": GOOD[:3], "de.en.npy": GOOD},
+        ("de.src.npy: 3 rows but de.en.npy has 6",),
+    ),
+    "Tatoeba label out of range": (
+        "tatoeba",
+        {"de.src.npy": GOOD, "de.en.npy": GOOD, "de.labels.txt": "0\n1\n2\n3\n4\n6\n"},
+        ("de.labels.txt:6:", "0..5"),
+    ),
+    "Tatoeba label not a number": (
+        "tatoeba",
+        {"de.src.npy": GOOD, "de.en.npy": GOOD, "de.labels.txt": "0\n1\nx\n3\n4\n5\n"},
+        ("de.labels.txt:3:",),
+    ),
+    "Tatoeba labels fewer than rows": (
+        "tatoeba",
+        {"de.src.npy": GOOD, "de.en.npy": GOOD, "de.labels.txt": "0\n1\n"},
+        ("2 labels for 6 English rows",),
+    ),
+    "NaN in an embedding": (
+        "tatoeba",
+        {"de.src.npy": WITH_NAN, "de.en.npy": GOOD},
+        ("de.src.npy: row 2 holds NaN or infinity",),
+    ),
+    "infinity in an embedding": (
+        "tatoeba",
+        {"de.src.npy": GOOD, "de.en.npy": WITH_INF},
+        ("de.en.npy: row 4 holds NaN or infinity",),
+    ),
     "an all-zero row": ("tatoeba", {"de.src.npy": WITH_ZERO, "de.en.npy": GOOD}, ("de.src.npy: row 1 is all zeros",)),
-    "strings instead of numbers": ("tatoeba", {"de.src.npy": np.array([["a", "b"]] * 6), "de.en.npy": GOOD}, ("de.src.npy: expected numbers",)),
-    "a pickled object array": ("tatoeba", {"de.src.npy": np.array([{"x": 1}] * 6, dtype=object), "de.en.npy": GOOD}, ("de.src.npy", "not a readable .npy array")),
-    "a truncated .npy": ("tatoeba", {"de.src.npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (6, 8), }" + b" " * 40 + b"\n" + b"\x00" * 12, "de.en.npy": GOOD}, ("de.src.npy", "not a readable .npy array")),
-    "not a .npy at all": ("tatoeba", {"de.src.npy": b"hello", "de.en.npy": GOOD}, ("de.src.npy", "not a readable .npy array")),
-    "a vector, not a matrix": ("tatoeba", {"de.src.npy": GOOD[0], "de.en.npy": GOOD}, ("de.src.npy: expected a 2-D matrix", "(8,)")),
-    "sides of different width": ("tatoeba", {"de.src.npy": GOOD[:, :4], "de.en.npy": GOOD}, ("de.en.npy: 8 dimensions", "has 4")),
+    "strings instead of numbers": (
+        "tatoeba",
+        {"de.src.npy": np.array([["a", "b"]] * 6), "de.en.npy": GOOD},
+        ("de.src.npy: expected numbers",),
+    ),
+    "a pickled object array": (
+        "tatoeba",
+        {"de.src.npy": np.array([{"x": 1}] * 6, dtype=object), "de.en.npy": GOOD},
+        ("de.src.npy", "not a readable .npy array"),
+    ),
+    "a truncated .npy": (
+        "tatoeba",
+        {
+            "de.src.npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (6, 8), }"
+            + b" " * 40
+            + b"\n"
+            + b"\x00" * 12,
+            "de.en.npy": GOOD,
+        },
+        ("de.src.npy", "not a readable .npy array"),
+    ),
+    "not a .npy at all": (
+        "tatoeba",
+        {"de.src.npy": b"hello", "de.en.npy": GOOD},
+        ("de.src.npy", "not a readable .npy array"),
+    ),
+    "a vector, not a matrix": (
+        "tatoeba",
+        {"de.src.npy": GOOD[0], "de.en.npy": GOOD},
+        ("de.src.npy: expected a 2-D matrix", "(8,)"),
+    ),
+    "sides of different width": (
+        "tatoeba",
+        {"de.src.npy": GOOD[:, :4], "de.en.npy": GOOD},
+        ("de.en.npy: 8 dimensions", "has 4"),
+    ),
     "an embeddings file missing": ("tatoeba", {"de.src.npy": GOOD}, ("de.en.npy: embeddings file not found",)),
-    "BUCC gold id not among the ids": ("bucc2018", {"de.dev.src.npy": GOOD, "de.dev.src.ids": IDS, "de.dev.en.npy": GOOD, "de.dev.en.ids": IDS, "de.dev.gold": "s1\ts1\ns9\ts2\n"}, ("de.dev.gold:2:", "'s9' is not in de.dev.src.ids")),
-    "BUCC duplicate ids": ("bucc2018", {"de.dev.src.npy": GOOD, "de.dev.src.ids": IDS.replace("s3", "s2"), "de.dev.en.npy": GOOD, "de.dev.en.ids": IDS, "de.dev.gold": "s1\ts1\n"}, ("de.dev.src.ids:4:", "appears twice")),
-    "BUCC fewer ids than rows": ("bucc2018", {"de.dev.src.npy": GOOD, "de.dev.src.ids": "s0\ns1\n", "de.dev.en.npy": GOOD, "de.dev.en.ids": IDS, "de.dev.gold": "s1\ts1\n"}, ("de.dev.src.ids: 2 ids for 6 embedding rows",)),
-    "BUCC gold file missing": ("bucc2018", {"de.dev.src.npy": GOOD, "de.dev.src.ids": IDS, "de.dev.en.npy": GOOD, "de.dev.en.ids": IDS}, ("de.dev.gold: cannot read",)),
-    "BUCC without a dev split": ("bucc2018", {"de.test.src.npy": GOOD}, ("de.dev.src.npy: the dev split chooses the threshold",)),
-    "BUCC NaN embedding": ("bucc2018", {"de.dev.src.npy": GOOD, "de.dev.src.ids": IDS, "de.dev.en.npy": WITH_NAN, "de.dev.en.ids": IDS, "de.dev.gold": "s1\ts1\n"}, ("de.dev.en.npy: row 2",)),
+    "BUCC gold id not among the ids": (
+        "bucc2018",
+        {
+            "de.dev.src.npy": GOOD,
+            "de.dev.src.ids": IDS,
+            "de.dev.en.npy": GOOD,
+            "de.dev.en.ids": IDS,
+            "de.dev.gold": "s1\ts1\ns9\ts2\n",
+        },
+        ("de.dev.gold:2:", "'s9' is not in de.dev.src.ids"),
+    ),
+    "BUCC duplicate ids": (
+        "bucc2018",
+        {
+            "de.dev.src.npy": GOOD,
+            "de.dev.src.ids": IDS.replace("s3", "s2"),
+            "de.dev.en.npy": GOOD,
+            "de.dev.en.ids": IDS,
+            "de.dev.gold": "s1\ts1\n",
+        },
+        ("de.dev.src.ids:4:", "appears twice"),
+    ),
+    "BUCC fewer ids than rows": (
+        "bucc2018",
+        {
+            "de.dev.src.npy": GOOD,
+            "de.dev.src.ids": "s0\ns1\n",
+            "de.dev.en.npy": GOOD,
+            "de.dev.en.ids": IDS,
+            "de.dev.gold": "s1\ts1\n",
+        },
+        ("de.dev.src.ids: 2 ids for 6 embedding rows",),
+    ),
+    "BUCC gold file missing": (
+        "bucc2018",
+        {"de.dev.src.npy": GOOD, "de.dev.src.ids": IDS, "de.dev.en.npy": GOOD, "de.dev.en.ids": IDS},
+        ("de.dev.gold: cannot read",),
+    ),
+    "BUCC without a dev split": (
+        "bucc2018",
+        {"de.test.src.npy": GOOD},
+        ("de.dev.src.npy: the dev split chooses the threshold",),
+    ),
+    "BUCC NaN embedding": (
+        "bucc2018",
+        {
+            "de.dev.src.npy": GOOD,
+            "de.dev.src.ids": IDS,
+            "de.dev.en.npy": WITH_NAN,
+            "de.dev.en.ids": IDS,
+            "de.dev.gold": "s1\ts1\n",
+        },
+        ("de.dev.en.npy: row 2",),
+    ),
 }
 
 
@@ -466,7 +1135,12 @@ def test_retrieval_eval_checks_rows_ids_and_values(case, cli, sandbox):
 
 
 def test_retrieval_eval_arguments(cli, sandbox):
-    refused(cli("retrieval-eval", "--task", "tatoeba", "--embeddings", sandbox / "work" / "none", "--lang", "de"), 2, "--embeddings", "not a directory")
+    refused(
+        cli("retrieval-eval", "--task", "tatoeba", "--embeddings", sandbox / "work" / "none", "--lang", "de"),
+        2,
+        "--embeddings",
+        "not a directory",
+    )
     refused(cli("retrieval-eval", "--task", "xnli", "--embeddings", sandbox / "work", "--lang", "de"), 2, "--task")
 
 
@@ -474,12 +1148,18 @@ def test_retrieval_eval_arguments(cli, sandbox):
 
 
 def test_command_line_options_are_checked(cli, sandbox):
-    refused(cli("latency", sandbox / "work", "--batch-sizes", "1,x"), 2, "--batch-sizes: expected comma-separated whole numbers")
+    refused(
+        cli("latency", sandbox / "work", "--batch-sizes", "1,x"),
+        2,
+        "--batch-sizes: expected comma-separated whole numbers",
+    )
     refused(cli("latency", sandbox / "work", "--lengths", "0"), 2, "--lengths")
     refused(cli("latency", sandbox / "work", "--repetitions", "1"), 2, "--repetitions")
     refused(cli("latency", sandbox / "work", "--precision", "fp8"), 2, "--precision")
     refused(cli("run", "--executor", "slurm", sandbox / "work" / "x.yaml"), 2, "--executor")
-    refused(cli("demo", "--modes", "full,lora-fancy", "--output-dir", sandbox / "work" / "demo"), 2, "--modes", "lora-fancy")
+    refused(
+        cli("demo", "--modes", "full,lora-fancy", "--output-dir", sandbox / "work" / "demo"), 2, "--modes", "lora-fancy"
+    )
     assert not (sandbox / "work" / "demo").exists(), "the demo checks its options before writing"
     refused(cli("report", sandbox / "work" / "nothing"), 2, "no results and no plan.json")
     refused(cli("status", sandbox / "work"), 2, "no plan.json")

@@ -17,10 +17,42 @@ def test_every_task_of_the_study_is_registered_with_the_protocol_languages():
     registry = default_registry()
     assert set(XTREME_TASKS) | set(INTERMEDIATE_TASKS) <= set(registry.names())
     sizes = {name: len(registry.get(name).languages) for name in XTREME_TASKS}
-    assert sizes == {"xnli": 15, "pawsx": 7, "udpos": 33, "panx": 40, "xquad": 12, "mlqa": 7, "tydiqa": 9, "bucc2018": 4, "tatoeba": 41}
-    assert registry.get("xnli").training_defaults["epochs"] == 2 and registry.get("udpos").training_defaults["epochs"] == 10
+    assert sizes == {
+        "xnli": 15,
+        "pawsx": 7,
+        "udpos": 33,
+        "panx": 40,
+        "xquad": 12,
+        "mlqa": 7,
+        "tydiqa": 9,
+        "bucc2018": 4,
+        "tatoeba": 41,
+    }
+    assert (
+        registry.get("xnli").training_defaults["epochs"] == 2
+        and registry.get("udpos").training_defaults["epochs"] == 10
+    )
     assert registry.get("mlqa").metric == "mlqa" and registry.get("squad_v2").allow_no_answer
-    assert all(registry.get(name).sources.hub for name in ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "mnli", "anli_plus", "qqp", "squad_v1", "squad_v2", "hellaswag", "cosmosqa", "commonsenseqa"))
+    assert all(
+        registry.get(name).sources.hub
+        for name in (
+            "xnli",
+            "pawsx",
+            "udpos",
+            "panx",
+            "xquad",
+            "mlqa",
+            "tydiqa",
+            "mnli",
+            "anli_plus",
+            "qqp",
+            "squad_v1",
+            "squad_v2",
+            "hellaswag",
+            "cosmosqa",
+            "commonsenseqa",
+        )
+    )
     assert not registry.get("ccg").sources.hub, "CCGbank has no public copy"
 
 
@@ -42,28 +74,153 @@ def hub(task: str, split: str, language: str):
 def test_hub_records_map_to_each_kind_schema():
     registry = default_registry()
     cases = [
-        ("xnli", "test", "de", [{"language": "de", "sentence1": "a", "sentence2": "b", "gold_label": "contradiction"}, {"language": "fr", "sentence1": "x", "sentence2": "y", "gold_label": "neutral"}], None,
-         [{"text_a": "a", "text_b": "b", "label": "contradiction"}]),
-        ("xnli", "train", "en", [{"premise": "p", "hypothesis": "h", "label": 1}], None, [{"text_a": "p", "text_b": "h", "label": "neutral"}]),
-        ("pawsx", "test", "ja", [{"sentence1": "s", "sentence2": "t", "label": 1}], None, [{"text_a": "s", "text_b": "t", "label": "1"}]),
-        ("panx", "test", "af", [{"tokens": ["Jan", "Smuts"], "ner_tags": [1, 2]}], {"ner_tags": _Sequence(["O", "B-PER", "I-PER"])}, [{"tokens": ["Jan", "Smuts"], "tags": ["B-PER", "I-PER"]}]),
-        ("udpos", "dev", "de", [{"tokens": ["zum"], "pos_tags": [1]}], {"pos_tags": _Sequence(["ADJ", "ADP"])}, [{"tokens": ["zum"], "tags": ["ADP"]}]),
-        ("tydiqa", "test", "fi", [{"id": "finnish-1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [1]}}, {"id": "english-2", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}], None,
-         [{"id": "finnish-1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [1]}}]),
-        ("hellaswag", "dev", "en", [{"ctx_a": "He", "ctx_b": "then", "endings": ["a", "b", "c", "d"], "label": "2"}, {"ctx_a": "x", "ctx_b": "", "endings": ["a"] * 4, "label": ""}], None,
-         [{"context": "He", "choices": ["then a", "then b", "then c", "then d"], "label": 2}]),
-        ("commonsenseqa", "train", "en", [{"id": "c1", "question": "Q?", "choices": {"label": list("ABCDE"), "text": list("vwxyz")}, "answerKey": "B"}], None,
-         [{"id": "c1", "context": "Q?", "choices": list("vwxyz"), "label": 1}]),
-        ("cosmosqa", "dev", "en", [{"id": "k", "context": "c", "question": "q", "answer0": "a", "answer1": "b", "answer2": "c", "answer3": "d", "label": 3}], None,
-         [{"id": "k", "context": "c", "question": "q", "choices": ["a", "b", "c", "d"], "label": 3}]),
-        ("qqp", "dev", "en", [{"question1": "a", "question2": "b", "label": 0}], None, [{"text_a": "a", "text_b": "b", "label": "not_duplicate"}]),
-        ("xquad", "test", "el", [{"id": "x1", "title": "t", "question": "q", "context": "ab", "answers": {"text": ["b"], "answer_start": [1]}}], None,
-         [{"id": "x1", "question": "q", "context": "ab", "answers": {"text": ["b"], "answer_start": [1]}}]),
-        ("mlqa", "test", "hi", [{"id": "m1", "question": "q", "context": "ab", "answers": {"text": ["a"], "answer_start": [0]}}], None,
-         [{"id": "m1", "question": "q", "context": "ab", "answers": {"text": ["a"], "answer_start": [0]}}]),
-        ("squad_v2", "dev", "en", [{"id": "s1", "title": "t", "question": "q", "context": "ab", "answers": {"text": [], "answer_start": []}}], None,
-         [{"id": "s1", "question": "q", "context": "ab", "answers": {"text": [], "answer_start": []}}]),
-        ("mnli", "dev", "en", [{"premise": "p", "hypothesis": "h", "label": 2, "idx": 0}], None, [{"text_a": "p", "text_b": "h", "label": "contradiction"}]),
+        (
+            "xnli",
+            "test",
+            "de",
+            [
+                {"language": "de", "sentence1": "a", "sentence2": "b", "gold_label": "contradiction"},
+                {"language": "fr", "sentence1": "x", "sentence2": "y", "gold_label": "neutral"},
+            ],
+            None,
+            [{"text_a": "a", "text_b": "b", "label": "contradiction"}],
+        ),
+        (
+            "xnli",
+            "train",
+            "en",
+            [{"premise": "p", "hypothesis": "h", "label": 1}],
+            None,
+            [{"text_a": "p", "text_b": "h", "label": "neutral"}],
+        ),
+        (
+            "pawsx",
+            "test",
+            "ja",
+            [{"sentence1": "s", "sentence2": "t", "label": 1}],
+            None,
+            [{"text_a": "s", "text_b": "t", "label": "1"}],
+        ),
+        (
+            "panx",
+            "test",
+            "af",
+            [{"tokens": ["Jan", "Smuts"], "ner_tags": [1, 2]}],
+            {"ner_tags": _Sequence(["O", "B-PER", "I-PER"])},
+            [{"tokens": ["Jan", "Smuts"], "tags": ["B-PER", "I-PER"]}],
+        ),
+        (
+            "udpos",
+            "dev",
+            "de",
+            [{"tokens": ["zum"], "pos_tags": [1]}],
+            {"pos_tags": _Sequence(["ADJ", "ADP"])},
+            [{"tokens": ["zum"], "tags": ["ADP"]}],
+        ),
+        (
+            "tydiqa",
+            "test",
+            "fi",
+            [
+                {"id": "finnish-1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [1]}},
+                {"id": "english-2", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}},
+            ],
+            None,
+            [{"id": "finnish-1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [1]}}],
+        ),
+        (
+            "hellaswag",
+            "dev",
+            "en",
+            [
+                {"ctx_a": "He", "ctx_b": "then", "endings": ["a", "b", "c", "d"], "label": "2"},
+                {"ctx_a": "x", "ctx_b": "", "endings": ["a"] * 4, "label": ""},
+            ],
+            None,
+            [{"context": "He", "choices": ["then a", "then b", "then c", "then d"], "label": 2}],
+        ),
+        (
+            "commonsenseqa",
+            "train",
+            "en",
+            [
+                {
+                    "id": "c1",
+                    "question": "Q?",
+                    "choices": {"label": list("ABCDE"), "text": list("vwxyz")},
+                    "answerKey": "B",
+                }
+            ],
+            None,
+            [{"id": "c1", "context": "Q?", "choices": list("vwxyz"), "label": 1}],
+        ),
+        (
+            "cosmosqa",
+            "dev",
+            "en",
+            [
+                {
+                    "id": "k",
+                    "context": "c",
+                    "question": "q",
+                    "answer0": "a",
+                    "answer1": "b",
+                    "answer2": "c",
+                    "answer3": "d",
+                    "label": 3,
+                }
+            ],
+            None,
+            [{"id": "k", "context": "c", "question": "q", "choices": ["a", "b", "c", "d"], "label": 3}],
+        ),
+        (
+            "qqp",
+            "dev",
+            "en",
+            [{"question1": "a", "question2": "b", "label": 0}],
+            None,
+            [{"text_a": "a", "text_b": "b", "label": "not_duplicate"}],
+        ),
+        (
+            "xquad",
+            "test",
+            "el",
+            [
+                {
+                    "id": "x1",
+                    "title": "t",
+                    "question": "q",
+                    "context": "ab",
+                    "answers": {"text": ["b"], "answer_start": [1]},
+                }
+            ],
+            None,
+            [{"id": "x1", "question": "q", "context": "ab", "answers": {"text": ["b"], "answer_start": [1]}}],
+        ),
+        (
+            "mlqa",
+            "test",
+            "hi",
+            [{"id": "m1", "question": "q", "context": "ab", "answers": {"text": ["a"], "answer_start": [0]}}],
+            None,
+            [{"id": "m1", "question": "q", "context": "ab", "answers": {"text": ["a"], "answer_start": [0]}}],
+        ),
+        (
+            "squad_v2",
+            "dev",
+            "en",
+            [{"id": "s1", "title": "t", "question": "q", "context": "ab", "answers": {"text": [], "answer_start": []}}],
+            None,
+            [{"id": "s1", "question": "q", "context": "ab", "answers": {"text": [], "answer_start": []}}],
+        ),
+        (
+            "mnli",
+            "dev",
+            "en",
+            [{"premise": "p", "hypothesis": "h", "label": 2, "idx": 0}],
+            None,
+            [{"text_a": "p", "text_b": "h", "label": "contradiction"}],
+        ),
     ]
     for task, split, language, rows, features, expected in cases:
         (hub_file,) = hub(task, split, language)
@@ -71,13 +228,25 @@ def test_hub_records_map_to_each_kind_schema():
         assert mapped == expected, task
         spec = registry.get(task)
         assert all(kind_of(spec).validate_example(r, spec) is None for r in mapped), task
-    assert [h.dataset for h in hub("anli_plus", "train", "en")] == ["stanfordnlp/snli", "nyu-mll/glue", "facebook/anli", "facebook/anli", "facebook/anli"]
+    assert [h.dataset for h in hub("anli_plus", "train", "en")] == [
+        "stanfordnlp/snli",
+        "nyu-mll/glue",
+        "facebook/anli",
+        "facebook/anli",
+        "facebook/anli",
+    ]
     anli_dev = hub("anli_plus", "dev", "en")
     assert [h.split for h in anli_dev] == ["dev_r1", "dev_r2", "dev_r3"]
-    assert map_hub_records(anli_dev[0], [{"uid": "u", "premise": "p", "hypothesis": "h", "label": 0, "reason": ""}]) == [{"text_a": "p", "text_b": "h", "label": "entailment"}]
+    assert map_hub_records(
+        anli_dev[0], [{"uid": "u", "premise": "p", "hypothesis": "h", "label": 0, "reason": ""}]
+    ) == [{"text_a": "p", "text_b": "h", "label": "entailment"}]
     (snli, *_) = hub("anli_plus", "train", "en")
-    assert map_hub_records(snli, [{"premise": "p", "hypothesis": "h", "label": -1}]) == [], "SNLI pairs without gold label are dropped"
-    assert hub("udpos", "test", "fa")[0].config == "udpos.Persian" and hub("mlqa", "test", "zh")[0].config == "MLQA.zh.zh"
+    assert map_hub_records(snli, [{"premise": "p", "hypothesis": "h", "label": -1}]) == [], (
+        "SNLI pairs without gold label are dropped"
+    )
+    assert (
+        hub("udpos", "test", "fa")[0].config == "udpos.Persian" and hub("mlqa", "test", "zh")[0].config == "MLQA.zh.zh"
+    )
 
 
 def test_prepare_from_upstream_files_round_trips_into_a_run(tmp_path):
@@ -93,13 +262,21 @@ def test_prepare_from_upstream_files_round_trips_into_a_run(tmp_path):
     assert not out.exists(), "nothing is written when a file is invalid"
     (source / "pawsx" / "test-de.tsv").unlink()
     reports = prepare(default_registry(), ["pawsx"], out, source_dir=source)
-    assert {(r.split, r.language, r.examples) for r in reports} == {("train", "en", 2), ("dev", "en", 1), ("dev", "de", 1)}
+    assert {(r.split, r.language, r.examples) for r in reports} == {
+        ("train", "en", 2),
+        ("dev", "en", 1),
+        ("dev", "de", 1),
+    }
     spec = builtin_registry(out).get("pawsx")
     assert load_examples(spec, "train", "en")[0] == {"text_a": 'He said "hi".', "text_b": "He said hi.", "label": "1"}
     manifest = json.loads((out / "pawsx" / "manifest.json").read_text())
     assert manifest["task"] == "pawsx" and len(manifest["files"]) == 3
     reports, unrecognised = check(default_registry(), out)
-    assert {(r.split, r.language, r.examples) for r in reports} == {("train", "en", 2), ("dev", "en", 1), ("dev", "de", 1)} and not unrecognised
+    assert {(r.split, r.language, r.examples) for r in reports} == {
+        ("train", "en", 2),
+        ("dev", "en", 1),
+        ("dev", "de", 1),
+    } and not unrecognised
 
 
 def test_ccg_labels_come_from_the_data(tmp_path):
@@ -129,14 +306,17 @@ def test_hub_loading_failures_name_the_dataset(monkeypatch):
     """The real `datasets.load_dataset` call is kept; offline it fails with a message naming the copy."""
     import datasets
 
-    from xstilts.errors import XstiltsError
     from xstilts.data.prepare import read_hub
+    from xstilts.errors import XstiltsError
 
     def offline(*args, **kwargs):
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(XstiltsError, match=r"pawsx test-ja: could not load google/xtreme \(PAWS-X.ja, test\) from the hub: hub unreachable"):
+    with pytest.raises(
+        XstiltsError,
+        match=r"pawsx test-ja: could not load google/xtreme \(PAWS-X.ja, test\) from the hub: hub unreachable",
+    ):
         read_hub(default_registry().get("pawsx"), "test", "ja")
     assert read_hub(default_registry().get("ccg"), "train", "en") is None, "no hub copy: skipped, not an error"
 
@@ -149,7 +329,9 @@ def test_tasks_from_an_installed_entry_point(monkeypatch, tmp_path):
     from xstilts.tasks import load_plugin_tasks
     from xstilts.tasks import registry as registry_module
 
-    monkeypatch.setattr(registry_module, "_DEFAULT", registry_module._DEFAULT.copy())  # leave the real registry untouched
+    monkeypatch.setattr(
+        registry_module, "_DEFAULT", registry_module._DEFAULT.copy()
+    )  # leave the real registry untouched
 
     module = tmp_path / "my_plugin_tasks.py"
     module.write_text(
@@ -160,7 +342,9 @@ def test_tasks_from_an_installed_entry_point(monkeypatch, tmp_path):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = importlib.metadata.EntryPoint(name="mine", value="my_plugin_tasks:tasks", group="xstilts.tasks")
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [entry] if group == "xstilts.tasks" else [])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [entry] if group == "xstilts.tasks" else []
+    )
     assert load_plugin_tasks() == ["my_sentiment"]
     assert default_registry().get("my_sentiment").labels == ("pos", "neg")
     sys.modules.pop("my_plugin_tasks", None)
@@ -175,18 +359,31 @@ def test_intermediate_and_release_formats_prepare(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
-    nli = lambda *rows: "".join(json.dumps({"sentence1": a, "sentence2": b, "gold_label": g}) + "\n" for a, b, g in rows)  # noqa: E731
+    def nli(*rows):
+        return "".join(json.dumps({"sentence1": a, "sentence2": b, "gold_label": g}) + "\n" for a, b, g in rows)
+
     write("multinli_1.0/multinli_1.0_train.jsonl", nli(("p1", "h1", "neutral"), ("p2", "h2", "-")))
     write("multinli_1.0/multinli_1.0_dev_matched.jsonl", nli(("p3", "h3", "entailment")))
     write("snli_1.0/snli_1.0_train.jsonl", nli(("s1", "t1", "contradiction")))
     for r in "123":
         write(f"anli_v1.0/R{r}/train.jsonl", json.dumps({"context": f"c{r}", "hypothesis": "h", "label": "e"}) + "\n")
         write(f"anli_v1.0/R{r}/dev.jsonl", json.dumps({"context": f"d{r}", "hypothesis": "h", "label": "c"}) + "\n")
-    write("glue/QQP/train.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t1\t2\tHow \"so\"?\tWhy?\t1\n")
+    write("glue/QQP/train.tsv", 'id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t1\t2\tHow "so"?\tWhy?\t1\n')
     write("glue/QQP/dev.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n2\t3\t4\tA?\tB?\t0\n")
-    squad = lambda qas: json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Paris is big.", "qas": qas}]}]})  # noqa: E731
+
+    def squad(qas):
+        return json.dumps(
+            {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Paris is big.", "qas": qas}]}]}
+        )
+
     answerable = {"id": "q1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}
-    impossible = {"id": "q2", "question": "Who?", "answers": [], "plausible_answers": [{"text": "big", "answer_start": 9}], "is_impossible": True}
+    impossible = {
+        "id": "q2",
+        "question": "Who?",
+        "answers": [],
+        "plausible_answers": [{"text": "big", "answer_start": 9}],
+        "is_impossible": True,
+    }
     write("squad/train-v1.1.json", squad([answerable]))
     write("squad/dev-v1.1.json", squad([answerable]))
     write("squad/train-v2.0.json", squad([answerable, impossible]))
@@ -194,21 +391,46 @@ def test_intermediate_and_release_formats_prepare(tmp_path):
     swag = {"ctx_a": "A man sits.", "ctx_b": "He", "endings": ["runs.", "eats.", "sleeps.", "sings."], "label": 1}
     write("hellaswag/hellaswag_train.jsonl", json.dumps(swag) + "\n")
     write("hellaswag/hellaswag_val.jsonl", json.dumps(swag) + "\n")
-    csqa = {"id": "x", "question": {"stem": "Where?", "choices": [{"label": l, "text": t} for l, t in zip("ABCDE", "vwxyz")]}, "answerKey": "C"}
+    csqa = {
+        "id": "x",
+        "question": {
+            "stem": "Where?",
+            "choices": [{"label": letter, "text": t} for letter, t in zip("ABCDE", "vwxyz")],
+        },
+        "answerKey": "C",
+    }
     write("csqa/train_rand_split.jsonl", json.dumps(csqa) + "\n")
     write("csqa/dev_rand_split.jsonl", json.dumps(csqa) + "\n")
-    write("cosmosqa/train.csv", 'id,context,question,answer0,answer1,answer2,answer3,label\nk,"A ""quoted"", context",Why?,a,b,c,d,2\n')
+    write(
+        "cosmosqa/train.csv",
+        'id,context,question,answer0,answer1,answer2,answer3,label\nk,"A ""quoted"", context",Why?,a,b,c,d,2\n',
+    )
     write("cosmosqa/valid.csv", "id,context,question,answer0,answer1,answer2,answer3,label\nk,c,q,a,b,c,d,0\n")
     header = "language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tpromptID\tpairID\n"
-    write("XNLI-1.0/xnli.dev.tsv", header + 'de\tcontradictory\t_\t_\t_\t_\tEr sagt "ja".\tEr schweigt.\t1\t1\nen\tneutral\t_\t_\t_\t_\tA\tB\t2\t2\n')
+    write(
+        "XNLI-1.0/xnli.dev.tsv",
+        header
+        + 'de\tcontradictory\t_\t_\t_\t_\tEr sagt "ja".\tEr schweigt.\t1\t1\nen\tneutral\t_\t_\t_\t_\tA\tB\t2\t2\n',
+    )
     write("XNLI-1.0/xnli.test.tsv", header + "de\tentailment\t_\t_\t_\t_\tC\tD\t3\t3\n")
     write("XNLI-MT-1.0/multinli/multinli.train.en.tsv", "premise\thypo\tlabel\nP\tH\tcontradictory\n")
-    paws = "id\tsentence1\tsentence2\tlabel\n1\tSie sagt \"ja\".\tSie sagt ja.\t1\n"
+    paws = 'id\tsentence1\tsentence2\tlabel\n1\tSie sagt "ja".\tSie sagt ja.\t1\n'
     write("x-final/en/train.tsv", paws)
     write("x-final/de/dev_2k.tsv", paws)
     write("x-final/de/test_2k.tsv", paws)
 
-    tasks = ["mnli", "anli_plus", "qqp", "squad_v1", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "xnli", "pawsx"]
+    tasks = [
+        "mnli",
+        "anli_plus",
+        "qqp",
+        "squad_v1",
+        "squad_v2",
+        "hellaswag",
+        "commonsenseqa",
+        "cosmosqa",
+        "xnli",
+        "pawsx",
+    ]
     out = tmp_path / "data"
     reports = prepare(default_registry(), tasks, out, source_dir=d)
     counts = {(r.task, r.split, r.language): r.examples for r in reports}
@@ -216,10 +438,18 @@ def test_intermediate_and_release_formats_prepare(tmp_path):
     assert counts[("anli_plus", "train", "en")] == 1 + 1 + 3 and counts[("anli_plus", "dev", "en")] == 3
     registry = builtin_registry(out)
     first = lambda task, split="train", lang="en": load_examples(registry.get(task), split, lang)  # noqa: E731
-    assert first("qqp")[0] == {"text_a": 'How "so"?', "text_b": "Why?", "label": "duplicate"}, "GLUE TSVs keep quotes literally"
+    assert first("qqp")[0] == {"text_a": 'How "so"?', "text_b": "Why?", "label": "duplicate"}, (
+        "GLUE TSVs keep quotes literally"
+    )
     assert [e["answers"]["text"] for e in first("squad_v2")] == [["Paris"], []], "plausible answers are not gold"
-    assert first("hellaswag")[0] == {"context": "A man sits.", "choices": ["He runs.", "He eats.", "He sleeps.", "He sings."], "label": 1}
+    assert first("hellaswag")[0] == {
+        "context": "A man sits.",
+        "choices": ["He runs.", "He eats.", "He sleeps.", "He sings."],
+        "label": 1,
+    }
     assert first("commonsenseqa")[0]["label"] == 2 and first("cosmosqa")[0]["context"] == 'A "quoted", context'
-    assert first("xnli", "dev", "de") == [{"text_a": 'Er sagt "ja".', "text_b": "Er schweigt.", "label": "contradiction"}]
+    assert first("xnli", "dev", "de") == [
+        {"text_a": 'Er sagt "ja".', "text_b": "Er schweigt.", "label": "contradiction"}
+    ]
     assert counts[("xnli", "test", "de")] == 1 and counts[("xnli", "train", "en")] == 1
     assert first("pawsx", "test", "de") == [{"text_a": 'Sie sagt "ja".', "text_b": "Sie sagt ja.", "label": "1"}]

@@ -64,7 +64,9 @@ def test_unknown_key_names_file_line_and_key_path(tmp_path, valid_yaml):
     path = write_config(tmp_path, valid_yaml.replace("learning_rate: 0.001", "lerning_rate: 0.001"))
     problems = problems_of(path)
     assert len(problems) == 1
-    assert problems[0].startswith(f"{path}:19: training.lerning_rate: unknown key; expected one of: learning_rate, weight_decay")
+    assert problems[0].startswith(
+        f"{path}:19: training.lerning_rate: unknown key; expected one of: learning_rate, weight_decay"
+    )
 
 
 def test_wrong_type_names_the_value(tmp_path, valid_yaml):
@@ -77,11 +79,15 @@ def test_wrong_type_names_the_value(tmp_path, valid_yaml):
 def test_unknown_task_suggests_the_closest_name(tmp_path, valid_yaml):
     path = write_config(tmp_path, valid_yaml.replace("chain: [demo_paraphrase]", "chain: [demo_paraphrse]"))
     (problem,) = problems_of(path)
-    assert problem.startswith(f"{path}:14: chain[0].task: unknown task 'demo_paraphrse' (did you mean 'demo_paraphrase'?)")
+    assert problem.startswith(
+        f"{path}:14: chain[0].task: unknown task 'demo_paraphrse' (did you mean 'demo_paraphrase'?)"
+    )
 
 
 def test_unknown_language_and_missing_encoder_are_reported_together(tmp_path, valid_yaml, tiny_encoder_dir):
-    text = valid_yaml.replace("languages: [en, x-lex]", "languages: [en, xx]").replace(str(tiny_encoder_dir), "./no/such/encoder")
+    text = valid_yaml.replace("languages: [en, x-lex]", "languages: [en, xx]").replace(
+        str(tiny_encoder_dir), "./no/such/encoder"
+    )
     problems = problems_of(write_config(tmp_path, text))
     assert len(problems) == 2
     assert any(": encoder: directory not found: ./no/such/encoder" in p for p in problems)
@@ -109,16 +115,24 @@ def test_missing_required_key_and_bad_yaml(tmp_path):
 
 def test_rules_across_settings_layers_are_checked(tmp_path, valid_yaml):
     path = write_config(tmp_path, valid_yaml + "  micro_batch_size: 5\n")
-    assert problems_of(path) == [f"{path}:18: training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"]
+    assert problems_of(path) == [
+        f"{path}:18: training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"
+    ]
     # A stage's own block is checked merged with the shared block and the kind's defaults.
-    text = valid_yaml.replace("chain: [demo_paraphrase]", "chain: [{task: demo_paraphrase, training: {micro_batch_size: 5}}]")
+    text = valid_yaml.replace(
+        "chain: [demo_paraphrase]", "chain: [{task: demo_paraphrase, training: {micro_batch_size: 5}}]"
+    )
     path = write_config(tmp_path, text)
-    assert problems_of(path) == [f"{path}:14: chain[0].training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"]
+    assert problems_of(path) == [
+        f"{path}:14: chain[0].training: Value error, batch_size (32) must be a multiple of micro_batch_size (5)"
+    ]
 
 
 def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path, valid_yaml):
     path = write_config(tmp_path, valid_yaml.replace("chain: [demo_paraphrase]", "chain: [nope]"))
-    result = subprocess.run([sys.executable, "-m", "xstilts", "run", str(path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "xstilts", "run", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}:14: chain[0].task: unknown task 'nope'")
@@ -128,9 +142,21 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path, valid_yaml):
 
 def test_settings_layers_and_derived_steps():
     settings = resolve_settings("qa", {"epochs": 2}, {"learning_rate": 3e-5}, None)
-    assert (settings.batch_size, settings.max_length, settings.doc_stride, settings.epochs, settings.learning_rate) == (16, 384, 128, 2, 3e-5)
+    assert (settings.batch_size, settings.max_length, settings.doc_stride, settings.epochs, settings.learning_rate) == (
+        16,
+        384,
+        128,
+        2,
+        3e-5,
+    )
     plan = plan_steps(TrainingSettings(batch_size=32, micro_batch_size=8, epochs=2), num_train_features=100)
-    assert (plan.accumulation_steps, plan.micro_batches_per_epoch, plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (4, 13, 4, 8, 0)
+    assert (
+        plan.accumulation_steps,
+        plan.micro_batches_per_epoch,
+        plan.steps_per_epoch,
+        plan.total_steps,
+        plan.warmup_steps,
+    ) == (4, 13, 4, 8, 0)
     assert plan_steps(TrainingSettings(max_steps=7), 10_000).total_steps == 7
     with pytest.raises(ValueError, match=r"doc_stride \(64\) must be smaller than max_length \(64\) for QA windows"):
         resolve_settings("qa", {"max_length": 64, "doc_stride": 64})

@@ -47,12 +47,14 @@ def test_attention_is_the_math_path_with_the_drawn_mask():
 def test_encoder_under_cpu_dropout(tiny_encoder_dir, tiny_tokenizer):
     """Evaluation is bit-identical; training with a negligible rate matches evaluation (so padding is masked
     exactly as SDPA masks it); afterwards every module and the attention setting are back."""
-    from xstilts.train.modeling import load_encoder
     from xstilts.tasks.base import collate_padded
+    from xstilts.train.modeling import load_encoder
 
     encoder = load_encoder(tiny_encoder_dir)
     texts = ["the cat sees the dog", "a bird", "the dog sees the bird and the cat sees the dog again"]
-    batch = collate_padded([{"input_ids": np.asarray(ids)} for ids in tiny_tokenizer(texts)["input_ids"]], tiny_tokenizer.pad_token_id)
+    batch = collate_padded(
+        [{"input_ids": np.asarray(ids)} for ids in tiny_tokenizer(texts)["input_ids"]], tiny_tokenizer.pad_token_id
+    )
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     dropouts = [module for module in encoder.modules() if type(module) is nn.Dropout]
     assert encoder.config._attn_implementation == "sdpa" and dropouts

@@ -14,7 +14,15 @@ import xstilts
 
 pytestmark = pytest.mark.slow
 
-FAST = {"max_steps": 3, "batch_size": 8, "eval_every_steps": 3, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+FAST = {
+    "max_steps": 3,
+    "batch_size": 8,
+    "eval_every_steps": 3,
+    "eval_examples": 8,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "doc_stride": 32,
+}
 
 
 def write_chain_config(tmp_path: Path, encoder_dir: Path, demo_tasks: dict, targets: list) -> Path:
@@ -42,7 +50,11 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
 
     labels = ["k0-pretrained", "k1-demo_paraphrase", "k2-demo_paraphrase+demo_squad2"]
     assert sorted(summary["chains"]) == labels
-    expected_languages = {"demo_nli": ["en", "x-lex", "x-scr"], "demo_qa": ["en", "x-lex", "x-ord", "x-scr"], "demo_ner": ["en", "x-lex", "x-ord", "x-scr"]}
+    expected_languages = {
+        "demo_nli": ["en", "x-lex", "x-scr"],
+        "demo_qa": ["en", "x-lex", "x-ord", "x-scr"],
+        "demo_ner": ["en", "x-lex", "x-ord", "x-scr"],
+    }
     for label in labels:
         for target, languages in expected_languages.items():
             for language in languages:
@@ -66,13 +78,22 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     assert (run_dir / "score_vs_chain_length.png").stat().st_size > 1000
     for target in expected_languages:
         assert f"## {target} by language" in text
-    assert "| k | demo_ner | demo_nli | demo_qa |" in text and "## Gain over k = 0" in text and "## Best chain length per target" in text
+    assert (
+        "| k | demo_ner | demo_nli | demo_qa |" in text
+        and "## Gain over k = 0" in text
+        and "## Best chain length per target" in text
+    )
     assert "| k2-demo_paraphrase+demo_squad2 | 2 | demo_paraphrase → demo_squad2 | 3 |" in text
     assert "| k | en | x-lex | x-scr |" in text and "missing" not in text
     assert "| demo_paraphrase → demo_squad2 | qa | exact_match" in text, "intermediate stages with their own dev scores"
     rows = json.loads((run_dir / "results.json").read_text())
-    assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith("mode,chain_label,chain_length,chain,seed,target,language,metric,value,score")
-    assert "<table>" in (run_dir / "report.html").read_text() and "data:image/png;base64," in (run_dir / "report.html").read_text()
+    assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith(
+        "mode,chain_label,chain_length,chain,seed,target,language,metric,value,score"
+    )
+    assert (
+        "<table>" in (run_dir / "report.html").read_text()
+        and "data:image/png;base64," in (run_dir / "report.html").read_text()
+    )
 
     # A result that is missing (a failed or unfinished node) is reported as missing, not dropped.
     lost = run_dir / "results" / "k1-demo_paraphrase" / "demo_qa" / "x-ord.json"
@@ -86,22 +107,41 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*/stage.json")}
     again = xstilts.run(config, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*/stage.json")} == before
-    assert {k: v["targets"] for k, v in again["chains"].items()} == {k: v["targets"] for k, v in summary["chains"].items()}
+    assert {k: v["targets"] for k, v in again["chains"].items()} == {
+        k: v["targets"] for k, v in summary["chains"].items()
+    }
 
 
 def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
-    path = write_chain_config(tmp_path, tiny_encoder_dir, {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_squad2", "demo_nli")}, ["demo_nli"])
+    path = write_chain_config(
+        tmp_path,
+        tiny_encoder_dir,
+        {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_squad2", "demo_nli")},
+        ["demo_nli"],
+    )
     data = yaml.safe_load(path.read_text())
     data["evaluate_every_prefix"] = False
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run([sys.executable, "-m", "xstilts", "run", str(path), "--no-progress", "-q"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "xstilts", "run", str(path), "--no-progress", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "k2-demo_paraphrase+demo_squad2" in result.stdout and "demo_nli" in result.stdout
     assert (tmp_path / "run" / "report.md").is_file()
     assert not (tmp_path / "run" / "results" / "k0-pretrained").exists(), "only the full chain is evaluated"
-    report = subprocess.run([sys.executable, "-m", "xstilts", "report", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "xstilts", "report", str(tmp_path / "run")], capture_output=True, text=True, timeout=120
+    )
     assert report.returncode == 0 and "report.md" in report.stdout
-    missing = subprocess.run([sys.executable, "-m", "xstilts", "report", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "xstilts", "report", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "no results and no plan.json; is this a run directory?" in missing.stderr
 
 
@@ -112,13 +152,18 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XSTILTS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("xstilts.demo.DEMO_TRAINING", {**FAST, "max_steps": 2})
-    tiny = PretrainSettings(sentences_per_language=100, vocab_size=500, hidden_size=32, num_layers=1, intermediate_size=64, steps=3)
+    tiny = PretrainSettings(
+        sentences_per_language=100, vocab_size=500, hidden_size=32, num_layers=1, intermediate_size=64, steps=3
+    )
     report = run_demo(tmp_path / "demo", progress=False, pretrain=tiny, train_size=16)
     text = report.read_text()
     for target in DEMO_TARGETS:
         section = text.split(f"## {target} by language")[1].split("##")[0]
         assert "| k | en | x-lex | x-ord | x-scr |" in section
-        assert len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]) == len(DEMO_CHAIN) + 1
+        assert (
+            len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()])
+            == len(DEMO_CHAIN) + 1
+        )
     assert (tmp_path / "demo" / "score_vs_chain_length.png").is_file()
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
 
@@ -132,11 +177,22 @@ def test_retrieval_targets_are_evaluated_on_every_prefix_encoder(tmp_path, tiny_
     (data / "tatoeba" / "v1" / "tatoeba.deu-eng.deu").write_text("\n".join(german) + "\n", encoding="utf-8")
     (data / "tatoeba" / "v1" / "tatoeba.deu-eng.eng").write_text("\n".join(english) + "\n", encoding="utf-8")
     (data / "bucc2018").mkdir(parents=True)
-    (data / "bucc2018" / "de-en.dev.de").write_text("".join(f"de-{i}\t{t}\n" for i, t in enumerate(german)), encoding="utf-8")
-    (data / "bucc2018" / "de-en.dev.en").write_text("".join(f"en-{i}\t{t}\n" for i, t in enumerate(english + ["Unrelated ."])), encoding="utf-8")
+    (data / "bucc2018" / "de-en.dev.de").write_text(
+        "".join(f"de-{i}\t{t}\n" for i, t in enumerate(german)), encoding="utf-8"
+    )
+    (data / "bucc2018" / "de-en.dev.en").write_text(
+        "".join(f"en-{i}\t{t}\n" for i, t in enumerate(english + ["Unrelated ."])), encoding="utf-8"
+    )
     (data / "bucc2018" / "de-en.dev.gold").write_text("".join(f"de-{i}\ten-{i}\n" for i in range(4)), encoding="utf-8")
-    config_path = write_chain_config(tmp_path, tiny_encoder_dir, {"demo_paraphrase": demo_tasks["demo_paraphrase"], "demo_squad2": demo_tasks["demo_squad2"]},
-                                     [{"task": "tatoeba", "languages": ["de"], "embedding": {"layer": 1}}, {"task": "bucc2018", "languages": ["de"]}])
+    config_path = write_chain_config(
+        tmp_path,
+        tiny_encoder_dir,
+        {"demo_paraphrase": demo_tasks["demo_paraphrase"], "demo_squad2": demo_tasks["demo_squad2"]},
+        [
+            {"task": "tatoeba", "languages": ["de"], "embedding": {"layer": 1}},
+            {"task": "bucc2018", "languages": ["de"]},
+        ],
+    )
     raw = yaml.safe_load(config_path.read_text())
     raw["data_dir"] = str(data)
     config_path.write_text(yaml.safe_dump(raw))
@@ -153,7 +209,9 @@ def test_retrieval_targets_are_evaluated_on_every_prefix_encoder(tmp_path, tiny_
     stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")}
     assert len(stamps) == 6
     xstilts.run(config, progress=False)
-    assert {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")} == stamps, "finished evaluations are read back"
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")} == stamps, (
+        "finished evaluations are read back"
+    )
     assert "## tatoeba by language" in xstilts.write_report(run_dir).read_text()
 
     raw["targets"] = [{"task": "tatoeba", "languages": ["fr"]}]
@@ -170,7 +228,9 @@ def test_sigkill_mid_stage_then_resume_gives_identical_results(tmp_path, tiny_en
     import time
 
     def config_for(name: str) -> Path:
-        path = write_chain_config(tmp_path / name, tiny_encoder_dir, {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_nli")}, ["demo_nli"])
+        path = write_chain_config(
+            tmp_path / name, tiny_encoder_dir, {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_nli")}, ["demo_nli"]
+        )
         raw = yaml.safe_load(path.read_text())
         raw["chain"] = [{"task": "demo_paraphrase", "training": {"max_steps": 400, "eval_every_steps": 100}}]
         raw["checkpoint_every_steps"] = 20
@@ -191,19 +251,26 @@ def test_sigkill_mid_stage_then_resume_gives_identical_results(tmp_path, tiny_en
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert any(checkpoints.glob("*/progress.json")), "killed after a mid-stage checkpoint"
-    assert not list((tmp_path / "killed" / "run" / "stages").glob("*-demo_paraphrase/stage.json")), "killed before the stage finished"
+    assert not list((tmp_path / "killed" / "run" / "stages").glob("*-demo_paraphrase/stage.json")), (
+        "killed before the stage finished"
+    )
 
     again = subprocess.run([*command, str(killed_config)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
 
     def results(name: str) -> dict:
-        return {p.relative_to(tmp_path / name / "run"): json.loads(p.read_text()) for p in (tmp_path / name / "run" / "results").rglob("*.json")}
+        return {
+            p.relative_to(tmp_path / name / "run"): json.loads(p.read_text())
+            for p in (tmp_path / name / "run" / "results").rglob("*.json")
+        }
 
     assert results("killed") == results("whole") and results("whole")
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "run" / "stages").glob("*/stage.json")}
     third = subprocess.run([*command, str(killed_config)], capture_output=True, text=True, timeout=600)
     assert third.returncode == 0
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "run" / "stages").glob("*/stage.json")} == stamps, "nothing trains"
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "run" / "stages").glob("*/stage.json")} == stamps, (
+        "nothing trains"
+    )
 
 
 def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp_path, tiny_encoder_dir, demo_tasks):
@@ -211,11 +278,17 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
     from xstilts.config import parse_config
 
     def config(explicit):
-        return parse_config({
-            "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks, "keep": "needed",
-            "study": {"pool": ["demo_paraphrase", "demo_swag", "demo_pos"], "orders": {"explicit": explicit}},
-            "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}], "training": FAST,
-        })
+        return parse_config(
+            {
+                "encoder": str(tiny_encoder_dir),
+                "output_dir": str(tmp_path / "run"),
+                "tasks": demo_tasks,
+                "keep": "needed",
+                "study": {"pool": ["demo_paraphrase", "demo_swag", "demo_pos"], "orders": {"explicit": explicit}},
+                "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
+                "training": FAST,
+            }
+        )
 
     first = xstilts.run(config([["demo_paraphrase", "demo_swag"], ["demo_paraphrase", "demo_pos"]]), progress=False)
     stages = tmp_path / "run" / "stages"
@@ -223,7 +296,9 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
     assert len(records) == 3 + 4, "3 intermediate stages, 4 target fine-tunes (k = 0, 1, 2, 2)"
     assert all(r["pruned"] for r in records.values()) and not list(stages.glob("*/encoder"))
     assert first["bytes_pruned"] > 0
-    assert all(list((stages / name / "evaluations").glob("*.json")) for name, r in records.items() if r["role"] == "target")
+    assert all(
+        list((stages / name / "evaluations").glob("*.json")) for name, r in records.items() if r["role"] == "target"
+    )
 
     trained = []
     import xstilts.train.stage as stage
@@ -231,11 +306,22 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
     original = stage.train
     stage.train = lambda model, *a, **k: (trained.append(next(iter(model.specs))), original(model, *a, **k))[1]
     try:
-        second = xstilts.run(config([["demo_paraphrase", "demo_swag"], ["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag", "demo_pos"]]), progress=False)
+        second = xstilts.run(
+            config(
+                [
+                    ["demo_paraphrase", "demo_swag"],
+                    ["demo_paraphrase", "demo_pos"],
+                    ["demo_paraphrase", "demo_swag", "demo_pos"],
+                ]
+            ),
+            progress=False,
+        )
     finally:
         stage.train = original
     retrained = [name for name in trained if name != "demo_nli"]
-    assert retrained == ["demo_paraphrase", "demo_swag", "demo_pos"], "the pruned prefix is retrained once, then the new stage"
+    assert retrained == ["demo_paraphrase", "demo_swag", "demo_pos"], (
+        "the pruned prefix is retrained once, then the new stage"
+    )
     assert trained.count("demo_nli") == 1, "finished targets are read back; only the new prefix's target trains"
     for label, chain in first["chains"].items():
         assert second["chains"][label]["targets"] == chain["targets"], "earlier results are unchanged"
@@ -246,20 +332,35 @@ def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_enco
     from xstilts.config import parse_config
     from xstilts.results.layout import LATENCY_FILE
 
-    config = parse_config({
-        "encoder": str(tiny_encoder_dir), "output_dir": str(tmp_path / "run"), "tasks": demo_tasks,
-        "study": {"pool": ["demo_paraphrase", "demo_pos"], "orders": {"explicit": [["demo_paraphrase", "demo_pos"]]}},
-        "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}], "training": FAST,
-        "chain_modes": ["full", "lora-merged", "lora-stacked"], "adapters": {"lora_r": 4},
-        "latency": {"batch_sizes": [2], "lengths": [32], "repetitions": 5, "warmup": 1},
-    })
+    config = parse_config(
+        {
+            "encoder": str(tiny_encoder_dir),
+            "output_dir": str(tmp_path / "run"),
+            "tasks": demo_tasks,
+            "study": {
+                "pool": ["demo_paraphrase", "demo_pos"],
+                "orders": {"explicit": [["demo_paraphrase", "demo_pos"]]},
+            },
+            "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
+            "training": FAST,
+            "chain_modes": ["full", "lora-merged", "lora-stacked"],
+            "adapters": {"lora_r": 4},
+            "latency": {"batch_sizes": [2], "lengths": [32], "repetitions": 5, "warmup": 1},
+        }
+    )
     summary = xstilts.run(config, progress=False)
     labels = sorted(summary["chains"])
-    assert labels == sorted(f"{prefix}k{k}-{name}" for prefix in ("", "lora-merged-", "lora-stacked-") for k, name in ((0, "pretrained"), (1, "demo_paraphrase"), (2, "demo_paraphrase+demo_pos")))
+    assert labels == sorted(
+        f"{prefix}k{k}-{name}"
+        for prefix in ("", "lora-merged-", "lora-stacked-")
+        for k, name in ((0, "pretrained"), (1, "demo_paraphrase"), (2, "demo_paraphrase+demo_pos"))
+    )
     stages = [json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("*/stage.json")]
     lora = [s for s in stages if s["mode"] != "full" and s["role"] == "intermediate"]
     assert len(lora) == 4 and all(s["trainable_parameters"] < s["parameters"] / 2 for s in lora)
-    assert all(not (tmp_path / "run" / "stages" / f"{s['identity']}-{s['task']}" / "encoder").exists() for s in lora), "adapter stages store only their adapter"
+    assert all(not (tmp_path / "run" / "stages" / f"{s['identity']}-{s['task']}" / "encoder").exists() for s in lora), (
+        "adapter stages store only their adapter"
+    )
 
     latency = json.loads((tmp_path / "run" / LATENCY_FILE).read_text())
     assert sorted(g["mode"] for g in latency["groups"]) == ["full", "lora-merged", "lora-stacked"]
@@ -269,7 +370,7 @@ def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_enco
     assert flops[0] < flops[1] < flops[2], "each stacked LoRA adds work per token"
     merged = next(g for g in latency["groups"] if g["mode"] == "lora-merged")
     assert len({m["flops_per_token"] for m in merged["models"][:3]}) == 1, "merged LoRAs add nothing"
-    report = (tmp_path / "run" / "report.md")
+    report = tmp_path / "run" / "report.md"
     xstilts.write_report(tmp_path / "run")
     text = report.read_text()
     assert "## Latency verdicts" in text and "lora-stacked: latency changes by" in text and "[lora-merged]" in text

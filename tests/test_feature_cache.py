@@ -28,7 +28,9 @@ def test_second_build_reads_the_cache(task, demo_registry, tiny_tokenizer, monke
     kind = KIND_IMPLEMENTATIONS[spec.kind]
     monkeypatch.setattr(type(kind), "build_features", lambda *a, **k: pytest.fail("tokenised again"))
     second = build_features(spec, examples, tiny_tokenizer, settings, training=True)
-    assert len(first) == len(second) and all(f.keys() == s.keys() and all(same(f[k], s[k]) for k in f) for f, s in zip(first, second))
+    assert len(first) == len(second) and all(
+        f.keys() == s.keys() and all(same(f[k], s[k]) for k in f) for f, s in zip(first, second)
+    )
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 1
 
 

@@ -20,20 +20,34 @@ import yaml
 import xstilts
 from xstilts.cli import main
 from xstilts.errors import RunError, XstiltsError
-from xstilts.study.lock import LOCK_FILE, _process_start, run_lock
 from xstilts.results.store import StageStore, remove_inside, sha256_of
+from xstilts.study.lock import LOCK_FILE, _process_start, run_lock
 
-FAST = {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+FAST = {
+    "max_steps": 2,
+    "batch_size": 8,
+    "eval_every_steps": 2,
+    "eval_examples": 8,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "doc_stride": 32,
+}
 
 
 def chain_config(directory: Path, encoder: Path, demo_tasks: dict, **extra) -> Path:
     """A tiny chain (two intermediate stages, one target, every prefix) written to `directory/config.yaml`."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "name": "guarantees", "encoder": str(encoder), "output_dir": str(directory / "run"), "seed": 1,
+        "name": "guarantees",
+        "encoder": str(encoder),
+        "output_dir": str(directory / "run"),
+        "seed": 1,
         "tasks": {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_squad2", "demo_nli")},
-        "chain": ["demo_paraphrase", "demo_squad2"], "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
-        "training": FAST, "evaluate_every_prefix": True, **extra,
+        "chain": ["demo_paraphrase", "demo_squad2"],
+        "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
+        "training": FAST,
+        "evaluate_every_prefix": True,
+        **extra,
     }
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -41,11 +55,16 @@ def chain_config(directory: Path, encoder: Path, demo_tasks: dict, **extra) -> P
 
 
 def results_of(run_dir: Path) -> dict:
-    return {p.relative_to(run_dir).as_posix(): json.loads(p.read_text()) for p in sorted((run_dir / "results").rglob("*.json"))}
+    return {
+        p.relative_to(run_dir).as_posix(): json.loads(p.read_text())
+        for p in sorted((run_dir / "results").rglob("*.json"))
+    }
 
 
 def stage_dir_of(run_dir: Path, task: str, role: str = "intermediate") -> Path:
-    found = [p.parent for p in (run_dir / "stages").glob(f"*-{task}/stage.json") if json.loads(p.read_text())["role"] == role]
+    found = [
+        p.parent for p in (run_dir / "stages").glob(f"*-{task}/stage.json") if json.loads(p.read_text())["role"] == role
+    ]
     assert len(found) == 1, found
     return found[0]
 
@@ -64,8 +83,14 @@ def planted(root: Path) -> Path:
 def test_the_store_refuses_names_that_are_not_identifiers(tmp_path, name):
     victim = planted(tmp_path)
     store = StageStore(tmp_path / "run" / "stages")
-    for action in (lambda: store.stage_dir("0123abcd", name), lambda: store.begin("0123abcd", name), lambda: store.discard("0123abcd", name),
-                   lambda: store.prune("0123abcd", name), lambda: store.checkpoint_dir("0123abcd", name), lambda: store.stage_dir(name, "task")):
+    for action in (
+        lambda: store.stage_dir("0123abcd", name),
+        lambda: store.begin("0123abcd", name),
+        lambda: store.discard("0123abcd", name),
+        lambda: store.prune("0123abcd", name),
+        lambda: store.checkpoint_dir("0123abcd", name),
+        lambda: store.stage_dir(name, "task"),
+    ):
         with pytest.raises(XstiltsError, match="invalid name"):
             action()
     assert (victim / "important.txt").read_text() == "keep me\n"
@@ -104,20 +129,28 @@ def test_names_are_checked_by_the_registry_too(tmp_path):
 
     for name, languages in (("../victim", ("en",)), ("nli.v2", ("en",)), ("ok", ("en", "../de"))):
         with pytest.raises(XstiltsError, match="invalid name"):
-            TaskSpec(name=name, kind="classification", languages=languages, data=LocalFiles(tmp_path), labels=("a", "b"))
+            TaskSpec(
+                name=name, kind="classification", languages=languages, data=LocalFiles(tmp_path), labels=("a", "b")
+            )
 
 
 def test_a_forged_task_name_cannot_reach_the_disk(tmp_path, tiny_encoder_dir, demo_registry):
     """With the config and the registry bypassed (a spec changed after validation), the store still refuses."""
-    from xstilts.train.adapters import EncoderRecipe
     from xstilts.study.plan import ChainPrefix, stage_request
+    from xstilts.train.adapters import EncoderRecipe
     from xstilts.train.stage import run_stage
 
     victim = planted(tmp_path)
     spec = demo_registry.get("demo_paraphrase")
     object.__setattr__(spec, "name", "../../../victim")
     try:
-        request = stage_request("intermediate", spec, [FAST], 0, ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(str(tiny_encoder_dir))))
+        request = stage_request(
+            "intermediate",
+            spec,
+            [FAST],
+            0,
+            ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(str(tiny_encoder_dir))),
+        )
         with pytest.raises(XstiltsError, match="invalid name"):
             run_stage(request, StageStore(tmp_path / "run" / "stages"), progress=False)
     finally:
@@ -130,7 +163,9 @@ def test_a_forged_task_name_cannot_reach_the_disk(tmp_path, tiny_encoder_dir, de
 
 def _lock(run_dir: Path, **owner) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "started": "earlier", "command": "xstilts run other.yaml", **owner}))
+    (run_dir / LOCK_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "started": "earlier", "command": "xstilts run other.yaml", **owner})
+    )
 
 
 def test_a_second_run_fails_naming_the_owner_and_writes_nothing(tmp_path, tiny_encoder_dir, demo_tasks, capsys):
@@ -140,9 +175,14 @@ def test_a_second_run_fails_naming_the_owner_and_writes_nothing(tmp_path, tiny_e
         _lock(tmp_path / "run", pid=owner.pid, process_start=_process_start(owner.pid))
         assert main(["run", "--no-progress", "-q", str(path)]) == 1
         err = capsys.readouterr().err
-        assert f"is in use by another xstilts run (pid {owner.pid} on {socket.gethostname()}" in err and "xstilts run other.yaml" in err
+        assert (
+            f"is in use by another xstilts run (pid {owner.pid} on {socket.gethostname()}" in err
+            and "xstilts run other.yaml" in err
+        )
         assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [LOCK_FILE], "nothing was written"
-        assert main(["status", str(tmp_path / "run")]) == 2  # no run has written its config yet; status never waits for the lock
+        assert (
+            main(["status", str(tmp_path / "run")]) == 2
+        )  # no run has written its config yet; status never waits for the lock
     finally:
         owner.kill()
         owner.wait()
@@ -170,7 +210,9 @@ def test_locks_of_other_hosts_are_respected_and_stale_ones_taken_over(tmp_path, 
 @pytest.mark.slow
 def test_two_concurrent_runs_one_fails_clearly_the_other_finishes_correctly(tmp_path, tiny_encoder_dir, demo_tasks):
     reference = chain_config(tmp_path / "reference", tiny_encoder_dir, demo_tasks)
-    shared = chain_config(tmp_path / "shared", tiny_encoder_dir, demo_tasks, training={**FAST, "max_steps": 60, "eval_every_steps": 30})
+    shared = chain_config(
+        tmp_path / "shared", tiny_encoder_dir, demo_tasks, training={**FAST, "max_steps": 60, "eval_every_steps": 30}
+    )
     raw = yaml.safe_load(reference.read_text())
     raw["training"] = {**FAST, "max_steps": 60, "eval_every_steps": 30}
     reference.write_text(yaml.safe_dump(raw))
@@ -183,7 +225,11 @@ def test_two_concurrent_runs_one_fails_clearly_the_other_finishes_correctly(tmp_
     second = subprocess.run([*command, str(shared)], capture_output=True, text=True, timeout=600)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
-    assert second.returncode == 1 and "is in use by another xstilts run" in second.stderr and "Traceback" not in second.stderr
+    assert (
+        second.returncode == 1
+        and "is in use by another xstilts run" in second.stderr
+        and "Traceback" not in second.stderr
+    )
     assert results_of(tmp_path / "shared" / "run") == results_of(tmp_path / "reference" / "run")
     assert not (tmp_path / "shared" / "run" / LOCK_FILE).exists()
 
@@ -268,7 +314,11 @@ def test_damaged_stages_are_found_and_retrained_bit_identically(tmp_path, tiny_e
         summary = xstilts.run(config, progress=False)
     for damage in ("stage.json:1: damaged JSON", "heads.safetensors has 0 bytes", "x-lex.json:1: damaged JSON"):
         assert damage in caplog.text, caplog.text
-    assert results_of(run_dir) == results and summary["chains"].keys() == {"k0-pretrained", "k1-demo_paraphrase", "k2-demo_paraphrase+demo_squad2"}
+    assert results_of(run_dir) == results and summary["chains"].keys() == {
+        "k0-pretrained",
+        "k1-demo_paraphrase",
+        "k2-demo_paraphrase+demo_squad2",
+    }
 
 
 def test_damaged_run_files_are_skipped_by_report_and_status(tmp_path, tiny_encoder_dir, demo_tasks, caplog, capsys):
@@ -298,7 +348,9 @@ def test_every_json_written_is_strict(tmp_path):
     from xstilts.files import json_text, write_json_atomic
 
     write_json_atomic(tmp_path / "a.json", {"threshold": float("nan"), "scores": [1.0, float("inf"), -float("inf")]})
-    assert json.loads((tmp_path / "a.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}")) == {"threshold": None, "scores": [1.0, None, None]}
+    assert json.loads(
+        (tmp_path / "a.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}")
+    ) == {"threshold": None, "scores": [1.0, None, None]}
     assert "NaN" not in json_text({"x": float("nan")}) and not list(tmp_path.glob(".*tmp*"))
 
 
@@ -309,7 +361,9 @@ def test_an_unwritable_output_directory_is_a_config_error(tmp_path, tiny_encoder
     read_only = tmp_path / "read-only"
     read_only.mkdir()
     if os.geteuid() == 0:  # root writes through permission bits: a read-only file system stops it
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)], capture_output=True).returncode:
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)], capture_output=True
+        ).returncode:
             pytest.skip("running as root without permission to mount a read-only tmpfs")
     else:
         read_only.chmod(0o555)
@@ -326,7 +380,9 @@ def test_an_unwritable_output_directory_is_a_config_error(tmp_path, tiny_encoder
 
 
 @pytest.mark.slow
-def test_a_full_disk_fails_cleanly_and_the_run_resumes_when_space_is_freed(tmp_path, tiny_encoder_dir, demo_tasks, capsys):
+def test_a_full_disk_fails_cleanly_and_the_run_resumes_when_space_is_freed(
+    tmp_path, tiny_encoder_dir, demo_tasks, capsys
+):
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
     reference = chain_config(tmp_path / "reference", tiny_encoder_dir, demo_tasks, checkpoint_every_steps=1)
@@ -343,7 +399,12 @@ def test_a_full_disk_fails_cleanly_and_the_run_resumes_when_space_is_freed(tmp_p
         path = chain_config(disk / "study", tiny_encoder_dir, demo_tasks, checkpoint_every_steps=1)
         assert main(["run", "--no-progress", "-q", str(path)]) == 1
         err = capsys.readouterr().err
-        assert "No space left on device" in err and str(disk) in err and "the run resumes" in err and "Traceback" not in err
+        assert (
+            "No space left on device" in err
+            and str(disk) in err
+            and "the run resumes" in err
+            and "Traceback" not in err
+        )
         run_dir = disk / "study" / "run"
         store = StageStore(run_dir / "stages")
         for record in (run_dir / "stages").glob("*/stage.json"):
@@ -363,7 +424,12 @@ def test_errors_keep_their_message_through_pickling():
 
     from xstilts.errors import ConfigError, DataError, DataWarning
 
-    for error in (DataError("a.tsv", "bad row", 3), DataWarning("b.tsv", "odd row"), ConfigError(["x.yaml:1: seed: bad", "x.yaml:2: name: bad"]), RunError("diverged")):
+    for error in (
+        DataError("a.tsv", "bad row", 3),
+        DataWarning("b.tsv", "odd row"),
+        ConfigError(["x.yaml:1: seed: bad", "x.yaml:2: name: bad"]),
+        RunError("diverged"),
+    ):
         again = pickle.loads(pickle.dumps(error))
         assert type(again) is type(error) and str(again) == str(error)
     assert pickle.loads(pickle.dumps(ConfigError(["p1", "p2"]))).problems == ["p1", "p2"]

@@ -26,12 +26,29 @@ def qa_example(answer: str, occurrence: int = 0, question: str = "what does Ivan
     start = -1
     for _ in range(occurrence + 1):
         start = CONTEXT.index(answer, start + 1)
-    return {"id": answer, "question": question, "context": CONTEXT, "answers": {"text": [answer], "answer_start": [start]}}
+    return {
+        "id": answer,
+        "question": question,
+        "context": CONTEXT,
+        "answers": {"text": [answer], "answer_start": [start]},
+    }
 
 
 def test_qa_windows_map_every_gold_answer_back_to_its_exact_text(tiny_tokenizer):
     kind, task = KIND_IMPLEMENTATIONS["qa"], spec("qa")
-    answers = ["Anna Berg", "red book", "Paris", "cheap bread", "old car", "green map", "Oslo", "small hat", "Rome", "new poem", "Cairo"]
+    answers = [
+        "Anna Berg",
+        "red book",
+        "Paris",
+        "cheap bread",
+        "old car",
+        "green map",
+        "Oslo",
+        "small hat",
+        "Rome",
+        "new poem",
+        "Cairo",
+    ]
     examples = [qa_example(a) for a in answers]
     settings = TrainingSettings(max_length=32, doc_stride=12)
     features = kind.build_features(examples, tiny_tokenizer, task, settings, training=True)
@@ -87,15 +104,21 @@ def test_tagging_labels_line_up_with_words(tiny_tokenizer):
     kind, task = KIND_IMPLEMENTATIONS["tagging"], spec("tagging", labels=("O", "B-PER", "I-PER", "B-LOC"))
     words = ["Zorblatt", "Quix", "buys", "the", "book", "in", "Xylophonia", "."]
     tags = ["B-PER", "I-PER", "O", "O", "O", "O", "B-LOC", "O"]
-    (feature,) = kind.build_features([{"tokens": words, "tags": tags}], tiny_tokenizer, task, TrainingSettings(), training=True)
+    (feature,) = kind.build_features(
+        [{"tokens": words, "tags": tags}], tiny_tokenizer, task, TrainingSettings(), training=True
+    )
     labelled = np.flatnonzero(feature["labels"] != -100)
     assert len(feature["input_ids"]) > len(words) + 2, "rare words must be split into several sub-tokens"
     assert labelled.tolist() == feature["word_token"].tolist()
     assert [task.labels[feature["labels"][p]] for p in labelled] == tags
     encoding = tiny_tokenizer(words, is_split_into_words=True)
-    assert [encoding.word_ids()[p] for p in labelled] == list(range(len(words))), "each label sits on its word's first sub-token"
+    assert [encoding.word_ids()[p] for p in labelled] == list(range(len(words))), (
+        "each label sits on its word's first sub-token"
+    )
     # Decoding the gold label ids gives the tags back.
-    assert kind.decode([feature["labels"].clip(0)], [feature], [{"tokens": words, "tags": tags}], task, TrainingSettings()) == [tags]
+    assert kind.decode(
+        [feature["labels"].clip(0)], [feature], [{"tokens": words, "tags": tags}], task, TrainingSettings()
+    ) == [tags]
 
 
 def test_long_sentences_are_split_into_chunks_of_whole_words(tiny_tokenizer):
@@ -146,11 +169,27 @@ def test_classification_dynamic_padding_and_decode(tiny_tokenizer):
 @pytest.mark.parametrize(
     "kind_name, record, message",
     [
-        ("classification", {"text_a": "x", "label": "maybe"}, "field 'label' must be one of ['yes', 'no'], got 'maybe'"),
-        ("qa", {"id": "1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [0]}}, "answer 'b' is not found in the context at character 0"),
-        ("qa", {"id": "1", "question": "q", "context": "abc", "answers": {"text": [], "answer_start": []}}, "does not allow unanswerable questions"),
+        (
+            "classification",
+            {"text_a": "x", "label": "maybe"},
+            "field 'label' must be one of ['yes', 'no'], got 'maybe'",
+        ),
+        (
+            "qa",
+            {"id": "1", "question": "q", "context": "abc", "answers": {"text": ["b"], "answer_start": [0]}},
+            "answer 'b' is not found in the context at character 0",
+        ),
+        (
+            "qa",
+            {"id": "1", "question": "q", "context": "abc", "answers": {"text": [], "answer_start": []}},
+            "does not allow unanswerable questions",
+        ),
         ("tagging", {"tokens": ["a", "b"], "tags": ["O"]}, "one tag per token (2 tokens)"),
-        ("multiple_choice", {"context": "c", "choices": ["a", "b"], "label": 2}, "index of the correct choice (0..1), got 2"),
+        (
+            "multiple_choice",
+            {"context": "c", "choices": ["a", "b"], "label": 2},
+            "index of the correct choice (0..1), got 2",
+        ),
     ],
 )
 def test_malformed_records_are_explained(kind_name, record, message):
@@ -163,7 +202,9 @@ def test_loader_names_file_and_line(tmp_path):
     from xstilts.data.examples import load_examples
     from xstilts.errors import DataError
 
-    (tmp_path / "train-en.jsonl").write_text('{"text_a": "x", "label": "yes"}\n\n{"text_a": 3, "label": "yes"}\n', encoding="utf-8")
+    (tmp_path / "train-en.jsonl").write_text(
+        '{"text_a": "x", "label": "yes"}\n\n{"text_a": 3, "label": "yes"}\n', encoding="utf-8"
+    )
     (tmp_path / "dev-en.jsonl").write_text('{"text_a": "x", "label": "yes"}\nnot json\n', encoding="utf-8")
     task = TaskSpec(name="t", kind="classification", languages=("en",), data=LocalFiles(tmp_path), labels=("yes", "no"))
     with pytest.raises(DataError, match=r"train-en.jsonl:3: expected a string field 'text_a'"):
@@ -183,7 +224,9 @@ def test_long_questions_are_cut_to_leave_room_for_the_context(tiny_tokenizer):
     assert all(len(f["input_ids"]) <= 40 for f in features)
     assert any(f["start_position"] > 0 for f in features), "the answer still fits in some window"
     with pytest.raises(XstiltsError, match="leave no room for the question"):
-        kind.build_features([example], tiny_tokenizer, task, TrainingSettings(max_length=24, doc_stride=20), training=True)
+        kind.build_features(
+            [example], tiny_tokenizer, task, TrainingSettings(max_length=24, doc_stride=20), training=True
+        )
 
 
 def test_first_token_last_layer_gives_the_same_first_token_states(tiny_encoder_dir, tiny_tokenizer):
@@ -191,14 +234,16 @@ def test_first_token_last_layer_gives_the_same_first_token_states(tiny_encoder_d
     import numpy as np
     import torch
 
-    from xstilts.train.modeling import load_encoder
     from xstilts.tasks.base import _FirstTokenLastLayer, collate_padded, encode
+    from xstilts.train.modeling import load_encoder
 
     encoder = load_encoder(tiny_encoder_dir).eval()
     assert _FirstTokenLastLayer.supports(encoder, encoder.encoder.layer)
     texts = ["the cat sees the dog", "a bird", "the dog sees the bird and the cat sees the dog again"]
     encoded = tiny_tokenizer(texts)
-    batch = collate_padded([{"input_ids": np.asarray(ids)} for ids in encoded["input_ids"]], tiny_tokenizer.pad_token_id)
+    batch = collate_padded(
+        [{"input_ids": np.asarray(ids)} for ids in encoded["input_ids"]], tiny_tokenizer.pad_token_id
+    )
     names = [name for name, _ in encoder.named_parameters()]
     with torch.no_grad():
         full = encode(encoder, batch)

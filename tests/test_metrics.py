@@ -95,8 +95,17 @@ def test_mlqa_normalisation_quirks():
 def test_xtreme_score_groups_and_partial_summaries():
     from xstilts.evaluate.metrics.xtreme import xtreme_score
 
-    full = {"xnli": 79.2, "pawsx": 86.4, "udpos": 73.8, "panx": 65.4, "xquad": (76.6 + 60.8) / 2, "mlqa": (71.6 + 53.2) / 2,
-            "tydiqa": (65.1 + 45.0) / 2, "bucc2018": 66.0, "tatoeba": 57.3}
+    full = {
+        "xnli": 79.2,
+        "pawsx": 86.4,
+        "udpos": 73.8,
+        "panx": 65.4,
+        "xquad": (76.6 + 60.8) / 2,
+        "mlqa": (71.6 + 53.2) / 2,
+        "tydiqa": (65.1 + 45.0) / 2,
+        "bucc2018": 66.0,
+        "tatoeba": 57.3,
+    }
     result = xtreme_score(full)
     assert result["partial"] is False and result["missing"] == []
     assert result["score"] == pytest.approx(sum(full.values()) / 9)
@@ -112,13 +121,31 @@ def test_run_summary_marks_xtreme_partial_by_task_and_language():
     from xstilts.results.aggregate import summarize
 
     def row(target, language, metrics, metric):
-        return {"chain": [], "chain_length": 0, "chain_label": "k0-pretrained", "target": target, "language": language,
-                "metric": metric, "metrics": metrics, "english_dev": {}}
+        return {
+            "chain": [],
+            "chain_length": 0,
+            "chain_label": "k0-pretrained",
+            "target": target,
+            "language": language,
+            "metric": metric,
+            "metrics": metrics,
+            "english_dev": {},
+        }
 
-    rows = [row("xnli", "en", {"accuracy": 80.0}, "accuracy"), row("xnli", "de", {"accuracy": 70.0}, "accuracy"),
-            row("xquad", "ro", {"exact_match": 10.0, "f1": 20.0}, "squad"), row("xquad", "en", {"exact_match": 60.0, "f1": 80.0}, "squad")]
+    rows = [
+        row("xnli", "en", {"accuracy": 80.0}, "accuracy"),
+        row("xnli", "de", {"accuracy": 70.0}, "accuracy"),
+        row("xquad", "ro", {"exact_match": 10.0, "f1": 20.0}, "squad"),
+        row("xquad", "en", {"exact_match": 60.0, "f1": 80.0}, "squad"),
+    ]
     chain = summarize("t", rows)["chains"]["k0-pretrained"]
     xtreme = chain["xtreme"]
     assert xtreme["tasks"] == {"xnli": 75.0, "xquad": 70.0}, "XQuAD ro is not part of the XTREME score"
-    assert chain["targets"]["xquad"]["average"]["score"] == 42.5, "the task table still averages every evaluated language"
-    assert xtreme["partial"] is True and len(xtreme["missing_languages"]["xnli"]) == 13 and "ro" not in xtreme["missing_languages"]["xquad"]
+    assert chain["targets"]["xquad"]["average"]["score"] == 42.5, (
+        "the task table still averages every evaluated language"
+    )
+    assert (
+        xtreme["partial"] is True
+        and len(xtreme["missing_languages"]["xnli"]) == 13
+        and "ro" not in xtreme["missing_languages"]["xquad"]
+    )

@@ -12,21 +12,33 @@ from safetensors.torch import load_file
 
 from xstilts.config import parse_config
 from xstilts.errors import ConfigError
+from xstilts.results.store import StageStore
+from xstilts.study.plan import build_plan
+from xstilts.tasks.mlm import mask_tokens
 from xstilts.train.mixture import sampling_probabilities, task_schedule
 from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE
-from xstilts.study.plan import build_plan
 from xstilts.train.stage import run_stage
-from xstilts.results.store import StageStore
-from xstilts.tasks.mlm import mask_tokens
 
-FAST = {"max_steps": 8, "batch_size": 8, "eval_every_steps": 4, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+FAST = {
+    "max_steps": 8,
+    "batch_size": 8,
+    "eval_every_steps": 4,
+    "eval_examples": 8,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "doc_stride": 32,
+}
 
 
 def test_sampler_probabilities_exact():
     sizes = {"big": 100, "small": 25}
     assert sampling_probabilities(sizes, "proportional") == {"big": 0.8, "small": 0.2}
-    assert sampling_probabilities(sizes, "temperature", temperature=2.0) == pytest.approx({"big": 2 / 3, "small": 1 / 3}, abs=1e-15)
-    assert sampling_probabilities(sizes, "temperature", temperature=1.0) == pytest.approx({"big": 0.8, "small": 0.2}, abs=1e-15)
+    assert sampling_probabilities(sizes, "temperature", temperature=2.0) == pytest.approx(
+        {"big": 2 / 3, "small": 1 / 3}, abs=1e-15
+    )
+    assert sampling_probabilities(sizes, "temperature", temperature=1.0) == pytest.approx(
+        {"big": 0.8, "small": 0.2}, abs=1e-15
+    )
     assert sampling_probabilities(sizes, "uniform") == {"big": 0.5, "small": 0.5}
     assert sampling_probabilities(sizes, "capped", cap=50) == pytest.approx({"big": 2 / 3, "small": 1 / 3}, abs=1e-15)
     with pytest.raises(ValueError, match="needs a cap"):
@@ -58,11 +70,17 @@ def mixture_config(tmp_path: Path, encoder: Path, demo_tasks: dict, **mixture) -
     corpus = tmp_path / "mlm"
     corpus.mkdir(exist_ok=True)
     (corpus / "en.txt").write_text("the cat sees the dog\nthe dog sees the bird\n\na bird sings\n", encoding="utf-8")
-    (corpus / "x-lex.txt").write_text("\n".join(ex["text_a"] for ex in _read(demo_tasks["demo_nli"]["data_dir"], "test-x-lex.jsonl")[:20]), encoding="utf-8")
+    (corpus / "x-lex.txt").write_text(
+        "\n".join(ex["text_a"] for ex in _read(demo_tasks["demo_nli"]["data_dir"], "test-x-lex.jsonl")[:20]),
+        encoding="utf-8",
+    )
     nli_copy = tmp_path / "nli-copy"
     nli_copy.mkdir(exist_ok=True)
     for split in ("train", "dev"):
-        (nli_copy / f"{split}-en.jsonl").write_text((Path(demo_tasks["demo_nli"]["data_dir"]) / f"{split}-en.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+        (nli_copy / f"{split}-en.jsonl").write_text(
+            (Path(demo_tasks["demo_nli"]["data_dir"]) / f"{split}-en.jsonl").read_text(encoding="utf-8"),
+            encoding="utf-8",
+        )
     return {
         "encoder": str(encoder),
         "output_dir": str(tmp_path / "run"),
@@ -84,7 +102,9 @@ def mixture_config(tmp_path: Path, encoder: Path, demo_tasks: dict, **mixture) -
 def _read(directory: str, name: str) -> list[dict]:
     import json
 
-    return [json.loads(line) for line in (Path(directory) / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in (Path(directory) / name).read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 @pytest.mark.stage
@@ -101,7 +121,9 @@ def test_mixture_stage_trains_every_member_with_a_shared_head(tmp_path, tiny_enc
     assert members["demo_nli_translated"]["head"] == "demo_nli" and record["mixture"]["mlm_head"] == "fresh"
     assert record["kind"] == "mixture" and record["primary_metric"] == "mean"
     dev = record["dev_metrics"]
-    assert dev["mean"] == pytest.approx((dev["demo_nli accuracy"] + dev["demo_nli_translated accuracy"] + dev["demo_squad2 f1"]) / 3)
+    assert dev["mean"] == pytest.approx(
+        (dev["demo_nli accuracy"] + dev["demo_nli_translated accuracy"] + dev["demo_squad2 f1"]) / 3
+    )
     stage_dir = store.stage_dir(node.identity, "nli_mix")
     with safe_open(str(stage_dir / HEADS_FILE), framework="pt") as handle:
         heads = {key.split(".")[0] for key in handle.keys()}
@@ -111,12 +133,17 @@ def test_mixture_stage_trains_every_member_with_a_shared_head(tmp_path, tiny_enc
 
 def test_mixture_identity_and_config_errors(tmp_path, tiny_encoder_dir, demo_tasks):
     base = mixture_config(tmp_path, tiny_encoder_dir, demo_tasks)
-    identity = lambda raw: build_plan(parse_config(raw), parse_config(raw).registry(), StageStore(tmp_path / "s")).stages[0].identity  # noqa: E731
+
+    def identity(raw):
+        return (
+            build_plan(parse_config(raw), parse_config(raw).registry(), StageStore(tmp_path / "s")).stages[0].identity
+        )
+
     assert identity(base) == identity(mixture_config(tmp_path, tiny_encoder_dir, demo_tasks))
     assert identity(base) != identity(mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="temperature"))
-    assert identity(mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="temperature", temperature=3.0)) != identity(
-        mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="temperature")
-    )
+    assert identity(
+        mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="temperature", temperature=3.0)
+    ) != identity(mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="temperature"))
 
     bad = mixture_config(tmp_path, tiny_encoder_dir, demo_tasks, sampler="capped")
     bad["mixtures"]["nli_mix"]["tasks"][2] = {"task": "demo_squad2", "head": "demo_nli"}
@@ -154,5 +181,8 @@ def test_a_killed_mixture_stage_resumes_to_identical_weights(tmp_path, tiny_enco
     resumed = run_stage(requests[1], stores[1], progress=False, checkpoint_every_steps=3)
 
     assert resumed["history"] == uninterrupted["history"] and resumed["mixture"] == uninterrupted["mixture"]
-    weights = [load_file(str(s.stage_dir(r.identity, "nli_mix") / ENCODER_DIR / "model.safetensors")) for s, r in zip(stores, requests)]
+    weights = [
+        load_file(str(s.stage_dir(r.identity, "nli_mix") / ENCODER_DIR / "model.safetensors"))
+        for s, r in zip(stores, requests)
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

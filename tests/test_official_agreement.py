@@ -10,9 +10,9 @@ import json
 import random
 
 import pytest
-
 import reference_scorers as official
 from conftest import REAL_DATA
+
 from xstilts.evaluate.scoring import score_file
 from xstilts.tasks import default_registry
 
@@ -38,12 +38,18 @@ def imperfect_answer(rng: random.Random, context: str, answer: str) -> str:
     return context[start : start + rng.randrange(1, 20)]
 
 
-QA_FILES = [("xquad", lang, REAL_DATA / "xquad" / f"xquad.{lang}.json") for lang in "ar de el en es hi ro ru th tr vi zh".split()]
-QA_FILES += [("mlqa", lang, REAL_DATA / "mlqa" / f"dev-context-{lang}-question-{lang}.json") for lang in "ar de en es hi vi zh".split()]
+QA_FILES = [
+    ("xquad", lang, REAL_DATA / "xquad" / f"xquad.{lang}.json")
+    for lang in "ar de el en es hi ro ru th tr vi zh".split()
+]
+QA_FILES += [
+    ("mlqa", lang, REAL_DATA / "mlqa" / f"dev-context-{lang}-question-{lang}.json")
+    for lang in "ar de en es hi vi zh".split()
+]
 QA_FILES += [("tydiqa", "en", REAL_DATA / "tydiqa" / "tydiqa.goldp.en.train.json")]
 
 
-@pytest.mark.parametrize("task, language, path", QA_FILES, ids=[f"{t}-{l}" for t, l, _ in QA_FILES])
+@pytest.mark.parametrize("task, language, path", QA_FILES, ids=[f"{t}-{lang}" for t, lang, _ in QA_FILES])
 def test_qa_scores_match_the_official_scripts(tmp_path, task, language, path):
     dataset = json.loads(path.read_text(encoding="utf-8"))["data"]
     rng = random.Random(f"{task}{language}")
@@ -60,18 +66,26 @@ def test_qa_scores_match_the_official_scripts(tmp_path, task, language, path):
         predictions_path = tmp_path / "predictions.json"
         predictions_path.write_text(json.dumps(predictions, ensure_ascii=False), encoding="utf-8")
         ours = score_file(spec, language, path, predictions_path)
-        reference = official.mlqa_evaluate(dataset, predictions, language) if task == "mlqa" else official.squad_evaluate(dataset, predictions)
+        reference = (
+            official.mlqa_evaluate(dataset, predictions, language)
+            if task == "mlqa"
+            else official.squad_evaluate(dataset, predictions)
+        )
         assert ours["exact_match"] == pytest.approx(reference["exact_match"], abs=1e-9)
         assert ours["f1"] == pytest.approx(reference["f1"], abs=1e-9)
     assert ours["f1"] < 90, "the imperfect predictions really are imperfect"
 
 
-TAG_FILES = [("udpos", p) for p in sorted((REAL_DATA / "udpos").glob("*.tsv"))] + [("panx", REAL_DATA / "panx" / "af" / "test")]
+TAG_FILES = [("udpos", p) for p in sorted((REAL_DATA / "udpos").glob("*.tsv"))] + [
+    ("panx", REAL_DATA / "panx" / "af" / "test")
+]
 
 
 @pytest.mark.parametrize("task, path", TAG_FILES, ids=[p.name if t == "udpos" else "panx-af" for t, p in TAG_FILES])
 def test_tagging_scores_match_seqeval_0_0_12(tmp_path, task, path):
-    seqeval = pytest.importorskip("seqeval.metrics", reason="reference seqeval 0.0.12 not installed (pip install --no-deps seqeval==0.0.12)")
+    seqeval = pytest.importorskip(
+        "seqeval.metrics", reason="reference seqeval 0.0.12 not installed (pip install --no-deps seqeval==0.0.12)"
+    )
     from xstilts.readers.conll import read_word_tag
 
     sentences = read_word_tag(path, strip_language_prefix=task == "panx")
@@ -80,7 +94,10 @@ def test_tagging_scores_match_seqeval_0_0_12(tmp_path, task, path):
     rng = random.Random(path.name)
     imperfect = [[t if rng.random() < 0.85 else rng.choice(labels) for t in g] for g in golds]
     gold_path = tmp_path / "gold.tsv"
-    gold_path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(s["tokens"], s["tags"])) for s in sentences) + "\n", encoding="utf-8")
+    gold_path.write_text(
+        "\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(s["tokens"], s["tags"])) for s in sentences) + "\n",
+        encoding="utf-8",
+    )
     for predicted in (golds, imperfect):
         predictions_path = tmp_path / "predictions.txt"
         predictions_path.write_text("\n\n".join("\n".join(p) for p in predicted) + "\n", encoding="utf-8")

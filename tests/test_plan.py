@@ -11,8 +11,8 @@ import yaml
 
 import xstilts
 from xstilts.config import parse_config
-from xstilts.study.plan import build_plan, count, expand_chains
 from xstilts.results.store import StageStore
+from xstilts.study.plan import build_plan, count, expand_chains
 
 POOL = [f"task{i}" for i in range(1, 10)]
 
@@ -31,7 +31,9 @@ def study_config(tmp_path: Path, encoder: Path, demo_tasks: dict, **study) -> di
 
 
 def test_three_random_orders_of_nine_tasks(tmp_path, tiny_encoder_dir, demo_tasks):
-    raw = study_config(tmp_path, tiny_encoder_dir, demo_tasks, orders={"random": 3, "random_seed": 11}, max_chain_length=9)
+    raw = study_config(
+        tmp_path, tiny_encoder_dir, demo_tasks, orders={"random": 3, "random_seed": 11}, max_chain_length=9
+    )
     config = parse_config(raw)
     registry = config.registry()
     plan = build_plan(config, registry, StageStore(tmp_path / "run" / "stages"))
@@ -64,37 +66,63 @@ def test_identity_rules(tmp_path, tiny_encoder_dir, demo_tasks):
     raw = study_config(tmp_path, tiny_encoder_dir, demo_tasks, orders=orders)
     raw["tasks"]["task3"] = {**raw["tasks"]["task3"], "training": {"learning_rate": 2e-5}}
     changed = build_plan(parse_config(raw), parse_config(raw).registry(), StageStore(tmp_path / "stages"))
-    before = build_plan(parse_config(study_config(tmp_path, tiny_encoder_dir, demo_tasks, orders=orders)), config.registry(), StageStore(tmp_path / "stages"))
-    assert changed.chains[0][2][:3] == before.chains[0][2][:3] and changed.chains[0][2][3] != before.chains[0][2][3], "only the changed node and its descendants change"
+    before = build_plan(
+        parse_config(study_config(tmp_path, tiny_encoder_dir, demo_tasks, orders=orders)),
+        config.registry(),
+        StageStore(tmp_path / "stages"),
+    )
+    assert changed.chains[0][2][:3] == before.chains[0][2][:3] and changed.chains[0][2][3] != before.chains[0][2][3], (
+        "only the changed node and its descendants change"
+    )
 
 
 def test_orders_singles_and_cli(tmp_path, tiny_encoder_dir, demo_tasks):
-    raw = study_config(tmp_path, tiny_encoder_dir, demo_tasks, orders={"singles": True, "explicit": [["task9", "task1"]]}, max_chain_length=2)
+    raw = study_config(
+        tmp_path,
+        tiny_encoder_dir,
+        demo_tasks,
+        orders={"singles": True, "explicit": [["task9", "task1"]]},
+        max_chain_length=2,
+    )
     config = parse_config(raw)
     chains = [tuple(s.task for s in stages) for _, stages in expand_chains(config)]
     assert chains == [("task9", "task1")] + [(t,) for t in POOL]
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "xstilts", "plan", str(path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "xstilts", "plan", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    assert "stages to train                    10" in result.stdout and "stages a naive per-chain run trains 12" in result.stdout
+    assert (
+        "stages to train                    10" in result.stdout
+        and "stages a naive per-chain run trains 12" in result.stdout
+    )
     assert "└─ task9" in result.stdout and "  └─ task1" in result.stdout
 
     raw["chain"] = ["task1"]
     raw["study"]["orders"] = {"explicit": [["task1", "nope"]]}
     path.write_text(yaml.safe_dump(raw))
-    bad = subprocess.run([sys.executable, "-m", "xstilts", "plan", str(path)], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "xstilts", "plan", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2
-    assert "chain: give either `chain` or `study`, not both" in bad.stderr and "study.orders.explicit[0][1]: 'nope' is not in the study's pool" in bad.stderr
+    assert (
+        "chain: give either `chain` or `study`, not both" in bad.stderr
+        and "study.orders.explicit[0][1]: 'nope' is not in the study's pool" in bad.stderr
+    )
 
 
 def test_a_small_study_runs_each_shared_prefix_once(tmp_path, tiny_encoder_dir, demo_tasks):
     import json
 
-    raw = study_config(tmp_path, tiny_encoder_dir, demo_tasks, orders={"explicit": [["task1", "task2"], ["task1", "task3"]]})
+    raw = study_config(
+        tmp_path, tiny_encoder_dir, demo_tasks, orders={"explicit": [["task1", "task2"], ["task1", "task3"]]}
+    )
     raw["training"] = {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "max_length": 48}
     summary = xstilts.run(parse_config(raw), progress=False)
     assert sorted(summary["chains"]) == ["k0-pretrained", "k1-task1", "k2-task1+task2", "k2-task1+task3"]
     stages = [json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("*/stage.json")]
-    assert sorted(s["task"] for s in stages if s["role"] == "intermediate") == ["task1", "task2", "task3"], "task1 trained once"
+    assert sorted(s["task"] for s in stages if s["role"] == "intermediate") == ["task1", "task2", "task3"], (
+        "task1 trained once"
+    )
     assert len([s for s in stages if s["role"] == "target"]) == 4

@@ -22,7 +22,14 @@ RAY = str(Path(sys.executable).with_name("ray"))  # the CLI installed beside thi
 # A throwaway local test cluster: no usage statistics, no token authentication (Ray 2.5x turns it on
 # for `ray start`; a driver then needs the token file), one torch thread per process.
 RAY_ENV = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-FAST = {"max_steps": 3, "batch_size": 8, "eval_every_steps": 3, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64}
+FAST = {
+    "max_steps": 3,
+    "batch_size": 8,
+    "eval_every_steps": 3,
+    "eval_examples": 8,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+}
 
 
 def _free_port() -> int:
@@ -33,10 +40,20 @@ def _free_port() -> int:
 
 def _config(tmp_path: Path, name: str, encoder: Path, demo_tasks: dict) -> Path:
     tasks = {k: {**demo_tasks[k], "training": FAST} for k in ("demo_paraphrase", "demo_pos", "demo_swag", "demo_nli")}
-    tasks["demo_paraphrase"]["training"] = {**FAST, "max_steps": 300, "eval_every_steps": 150}  # long enough to be killed inside
+    tasks["demo_paraphrase"]["training"] = {
+        **FAST,
+        "max_steps": 300,
+        "eval_every_steps": 150,
+    }  # long enough to be killed inside
     config = {
-        "encoder": str(encoder), "output_dir": str(tmp_path / name), "tasks": tasks, "checkpoint_every_steps": 10,
-        "study": {"pool": ["demo_paraphrase", "demo_pos", "demo_swag"], "orders": {"explicit": [["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag"]]}},
+        "encoder": str(encoder),
+        "output_dir": str(tmp_path / name),
+        "tasks": tasks,
+        "checkpoint_every_steps": 10,
+        "study": {
+            "pool": ["demo_paraphrase", "demo_pos", "demo_swag"],
+            "orders": {"explicit": [["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag"]]},
+        },
         "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
     }
     path = tmp_path / f"{name}.yaml"
@@ -45,7 +62,10 @@ def _config(tmp_path: Path, name: str, encoder: Path, demo_tasks: dict) -> Path:
 
 
 def _results(run_dir: Path) -> dict:
-    return {str(p.relative_to(run_dir)): json.loads(p.read_text())["metrics"] for p in sorted((run_dir / "results").rglob("*.json"))}
+    return {
+        str(p.relative_to(run_dir)): json.loads(p.read_text())["metrics"]
+        for p in sorted((run_dir / "results").rglob("*.json"))
+    }
 
 
 def _stage_workers() -> list[int]:
@@ -57,24 +77,59 @@ def _stage_workers() -> list[int]:
 def ray_cluster(tmp_path):
     port = _free_port()
     env = {**os.environ, **RAY_ENV}
-    start = subprocess.run([RAY, "start", "--head", "--num-cpus=2", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats"],
-                           capture_output=True, text=True, timeout=180, env=env)
+    start = subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--num-cpus=2",
+            f"--port={port}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
     assert start.returncode == 0, start.stderr[-2000:]
     yield f"127.0.0.1:{port}"
     subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
-def test_ray_executor_with_a_killed_worker_matches_the_local_executor(tmp_path, tiny_encoder_dir, demo_tasks, ray_cluster):
+def test_ray_executor_with_a_killed_worker_matches_the_local_executor(
+    tmp_path, tiny_encoder_dir, demo_tasks, ray_cluster
+):
     env = {**os.environ, **RAY_ENV, "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "xstilts", "run", "--no-progress", "-q"]
-    local = subprocess.run([*command, str(_config(tmp_path, "local", tiny_encoder_dir, demo_tasks))], capture_output=True, text=True, timeout=600, env=env)
+    local = subprocess.run(
+        [*command, str(_config(tmp_path, "local", tiny_encoder_dir, demo_tasks))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert local.returncode == 0, local.stderr[-3000:]
 
-    run = subprocess.Popen([*command, "--executor", "ray", "--address", ray_cluster, str(_config(tmp_path, "ray", tiny_encoder_dir, demo_tasks))],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run = subprocess.Popen(
+        [
+            *command,
+            "--executor",
+            "ray",
+            "--address",
+            ray_cluster,
+            str(_config(tmp_path, "ray", tiny_encoder_dir, demo_tasks)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     checkpoints = tmp_path / "ray" / "stages" / ".checkpoints"
     deadline = time.time() + 300
-    while not any(checkpoints.glob("*-demo_paraphrase/progress.json")) and time.time() < deadline and run.poll() is None:
+    while (
+        not any(checkpoints.glob("*-demo_paraphrase/progress.json")) and time.time() < deadline and run.poll() is None
+    ):
         time.sleep(0.05)
     workers = _stage_workers()
     assert workers, ("a stage task is running on a Ray worker", run.poll() is None or run.communicate()[1][-3000:])
@@ -85,9 +140,20 @@ def test_ray_executor_with_a_killed_worker_matches_the_local_executor(tmp_path, 
 
     assert _results(tmp_path / "ray") == _results(tmp_path / "local") and _results(tmp_path / "local")
     stages = [json.loads(p.read_text()) for p in (tmp_path / "ray" / "stages").glob("*/stage.json")]
-    assert sorted(s["role"] for s in stages) == ["intermediate"] * 3 + ["target"] * 4, "each stage once, nothing duplicated"
+    assert sorted(s["role"] for s in stages) == ["intermediate"] * 3 + ["target"] * 4, (
+        "each stage once, nothing duplicated"
+    )
     assert not list((tmp_path / "ray" / "stages").glob(".partial-*")) and not any(checkpoints.iterdir())
 
-    status = subprocess.run([sys.executable, "-m", "xstilts", "status", str(tmp_path / "ray")], capture_output=True, text=True, timeout=120, env=env)
+    status = subprocess.run(
+        [sys.executable, "-m", "xstilts", "status", str(tmp_path / "ray")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert status.returncode == 0, status.stderr
-    assert "intermediate stages: 3 done, 0 pruned, 0 in progress, 0 waiting" in status.stdout and "results: 8 of 8" in status.stdout
+    assert (
+        "intermediate stages: 3 done, 0 pruned, 0 in progress, 0 waiting" in status.stdout
+        and "results: 8 of 8" in status.stdout
+    )

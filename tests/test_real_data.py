@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REAL_DATA
+
 from xstilts.data.prepare import check
 from xstilts.readers.conll import read_conllu_upos, read_word_tag
 from xstilts.readers.squad import read_squad_json
@@ -18,9 +18,17 @@ def test_data_check_reads_every_file_with_no_false_alarms():
     reports, unrecognised = check(default_registry(), REAL_DATA)
     counts = {(r.task, r.split, r.language, r.files[0].split("/real/")[1]): r.examples for r in reports}
     assert not [r for r in reports if r.problems]
-    assert {counts[("xquad", "test", lang, f"xquad/xquad.{lang}.json")] for lang in "ar de el en es hi ro ru th tr vi zh".split()} == {1190}
-    assert {counts[("xnli", "dev", lang, f"xnli/dev-{lang}.tsv")] for lang in "ar bg de el en es fr hi ru sw th tr ur vi zh".split()} == {2490}
-    assert {counts[("pawsx", "dev", lang, f"pawsx/dev-{lang}.tsv")] for lang in "de en es fr ja ko zh".split()} == {2000}
+    assert {
+        counts[("xquad", "test", lang, f"xquad/xquad.{lang}.json")]
+        for lang in "ar de el en es hi ro ru th tr vi zh".split()
+    } == {1190}
+    assert {
+        counts[("xnli", "dev", lang, f"xnli/dev-{lang}.tsv")]
+        for lang in "ar bg de el en es fr hi ru sw th tr ur vi zh".split()
+    } == {2490}
+    assert {counts[("pawsx", "dev", lang, f"pawsx/dev-{lang}.tsv")] for lang in "de en es fr ja ko zh".split()} == {
+        2000
+    }
     assert counts[("mlqa", "dev", "en", "mlqa/dev-context-en-question-en.json")] == 1148
     assert counts[("mlqa", "dev", "ar", "mlqa/dev-context-ar-question-ar.json")] == 517
     assert counts[("udpos", "train", "en", "udpos/train-en.tsv")] == 21787
@@ -32,8 +40,15 @@ def test_data_check_reads_every_file_with_no_false_alarms():
     assert len([k for k in counts if k[0] == "tatoeba"]) == 41
     assert counts[("tatoeba", "test", "jv", "tatoeba/tatoeba.jav-eng.jav")] == 205
     names = sorted(p.name for p in unrecognised)
-    assert names == ["LICENSE", "LICENSE-CC-BY-SA4.0.txt", "LICENSE-mmner-repo", "LICENSE.txt", "SOURCES.md",
-                     "dev-context-de-question-en.json", "dev-context-en-question-zh.json"], "only licences and cross-language MLQA files"
+    assert names == [
+        "LICENSE",
+        "LICENSE-CC-BY-SA4.0.txt",
+        "LICENSE-mmner-repo",
+        "LICENSE.txt",
+        "SOURCES.md",
+        "dev-context-de-question-en.json",
+        "dev-context-en-question-zh.json",
+    ], "only licences and cross-language MLQA files"
 
 
 def test_xtreme_tsv_needs_a_csv_reader():
@@ -45,7 +60,9 @@ def test_xtreme_tsv_needs_a_csv_reader():
         assert len(row) == 3 and row[2] in ("0", "1"), f"line {line}"
     line, row = quoted[0]
     raw = raw_lines[line - 1].split("\t")[0]
-    assert raw.startswith('"') and '""' in raw and row[0] == raw[1:-1].replace('""', '"'), "on disk the field is csv-quoted"
+    assert raw.startswith('"') and '""' in raw and row[0] == raw[1:-1].replace('""', '"'), (
+        "on disk the field is csv-quoted"
+    )
     assert len(read_xtreme_pairs(path)) == 2000
 
 
@@ -63,14 +80,23 @@ def test_ud_multiword_tokens_follow_xtreme():
     theirs = {tuple(s["tokens"]): s["tags"] for s in read_word_tag(REAL_DATA / "udpos" / "dev-de.tsv")}
     assert all(tuple(s["tokens"]) in theirs for s in ours), "every GSD dev sentence tokenises as in XTREME's file"
     fused = {"zum", "zur", "im", "am", "vom", "beim", "ins"}
-    compared = [(a, b) for s in ours for w, a, b in zip(s["tokens"], s["tags"], theirs[tuple(s["tokens"])]) if w.lower() in fused]
+    compared = [
+        (a, b)
+        for s in ours
+        for w, a, b in zip(s["tokens"], s["tags"], theirs[tuple(s["tokens"])])
+        if w.lower() in fused
+    ]
     assert len(compared) > 100 and all(a == b for a, b in compared), "fused forms get XTREME's UPOS"
     assert any(w == "zum" for s in ours for w in s["tokens"])
 
 
 def test_panx_tokens_keep_their_own_colons():
     sentences = read_word_tag(REAL_DATA / "panx" / "af" / "train", strip_language_prefix=True)
-    raw = [line.split("\t")[0] for line in (REAL_DATA / "panx" / "af" / "train").read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = [
+        line.split("\t")[0]
+        for line in (REAL_DATA / "panx" / "af" / "train").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     with_colon = [token for token in raw if token.count(":") > 1]
     assert len(sentences) == 5000
     if with_colon:
@@ -83,10 +109,15 @@ def test_gold_answers_score_100_except_the_documented_mlqa_es_case():
 
     for language in "ar de en es hi vi zh".split():
         records = read_squad_json(REAL_DATA / "mlqa" / f"dev-context-{language}-question-{language}.json")
-        scores = mlqa_scores([r["answers"]["text"][0] for r in records], [r["answers"]["text"] for r in records], language)
+        scores = mlqa_scores(
+            [r["answers"]["text"][0] for r in records], [r["answers"]["text"] for r in records], language
+        )
         assert scores["exact_match"] == 100.0
         # es: one gold answer is the bare article "una", which normalises to nothing (EM 1, F1 0).
         assert scores["f1"] == (pytest.approx(100 * 499 / 500) if language == "es" else 100.0), language
     for language in "ar de el en es hi ro ru th tr vi zh".split():
         records = read_squad_json(REAL_DATA / "xquad" / f"xquad.{language}.json")
-        assert score_answers([r["answers"]["text"][0] for r in records], [r["answers"]["text"] for r in records]) == {"exact_match": 100.0, "f1": 100.0}
+        assert score_answers([r["answers"]["text"][0] for r in records], [r["answers"]["text"] for r in records]) == {
+            "exact_match": 100.0,
+            "f1": 100.0,
+        }

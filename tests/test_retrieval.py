@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import REAL_DATA
-from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair, xtreme_sorted_layout
-from xstilts.settings import EmbeddingSettings
-from xstilts.settings import default_embedding_layer as default_layer
+
 from xstilts.evaluate.retrieval import (
     best_threshold,
     bucc_f1,
@@ -20,6 +17,9 @@ from xstilts.evaluate.retrieval import (
     tatoeba_predictions,
     unique_texts,
 )
+from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair, xtreme_sorted_layout
+from xstilts.settings import EmbeddingSettings
+from xstilts.settings import default_embedding_layer as default_layer
 
 needs_real = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data samples not found at {REAL_DATA}")
 
@@ -74,12 +74,16 @@ def test_embeddings_pool_one_layer_and_keep_input_order(tiny_encoder_dir, tiny_t
     settings = EmbeddingSettings(layer=1, pooling="mean", max_length=32)
     embeddings = encode_sentences(encoder, tiny_tokenizer, sentences, settings, torch.device("cpu"))
     one = encode_sentences(encoder, tiny_tokenizer, ["b c"], settings, torch.device("cpu"))
-    assert embeddings.shape == (3, 32) and np.allclose(embeddings[2], one[0], atol=1e-5), "padding in a batch changes nothing"
+    assert embeddings.shape == (3, 32) and np.allclose(embeddings[2], one[0], atol=1e-5), (
+        "padding in a batch changes nothing"
+    )
     batch = tiny_tokenizer(["b c"], return_tensors="pt")
     with torch.no_grad():
         hidden = encoder(**batch, output_hidden_states=True).hidden_states[1][0]
     assert np.allclose(one[0], hidden.mean(0).numpy(), atol=1e-5)
-    cls = encode_sentences(encoder, tiny_tokenizer, ["b c"], EmbeddingSettings(layer=1, pooling="cls"), torch.device("cpu"))
+    cls = encode_sentences(
+        encoder, tiny_tokenizer, ["b c"], EmbeddingSettings(layer=1, pooling="cls"), torch.device("cpu")
+    )
     assert np.allclose(cls[0], hidden[0].numpy(), atol=1e-5)
 
 
@@ -96,8 +100,16 @@ def test_bucc_zh_en_mining_matches_a_straightforward_implementation():
     gold = set(read_bucc_gold(root / "zh-en.dev.gold"))
     tokenizer = train_tokenizer(source_texts + target_texts, vocab_size=8000, max_length=126)
     torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                              max_position_embeddings=130, type_vocab_size=1, pad_token_id=tokenizer.pad_token_id)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     encoder = XLMRobertaModel(config, add_pooling_layer=False)
     # Layer 0 of a random model: token embeddings spread in all directions, so scores are far apart
     # compared with float32 rounding and both implementations must agree on every pair.
@@ -123,14 +135,16 @@ def test_bucc_zh_en_mining_matches_a_straightforward_implementation():
 
 @needs_real
 def test_tatoeba_all_languages_and_the_sorted_english_layout(tiny_encoder_dir, tiny_tokenizer):
-    from xstilts.train.modeling import load_encoder
     from xstilts.tasks.catalogue import TATOEBA_ISO3
+    from xstilts.train.modeling import load_encoder
 
     encoder = load_encoder(tiny_encoder_dir)
     settings = EmbeddingSettings(max_length=32, batch_size=512)
     assert len(TATOEBA_ISO3) == 41
     for language, code in TATOEBA_ISO3.items():
-        pairs = read_tatoeba_pair(REAL_DATA / "tatoeba" / f"tatoeba.{code}-eng.{code}", REAL_DATA / "tatoeba" / f"tatoeba.{code}-eng.eng")
+        pairs = read_tatoeba_pair(
+            REAL_DATA / "tatoeba" / f"tatoeba.{code}-eng.{code}", REAL_DATA / "tatoeba" / f"tatoeba.{code}-eng.eng"
+        )
         source = encode_sentences(encoder, tiny_tokenizer, [p["source"] for p in pairs], settings, torch.device("cpu"))
         english_texts = [p["target"] for p in pairs]
         english = encode_sentences(encoder, tiny_tokenizer, english_texts, settings, torch.device("cpu"))
@@ -180,11 +194,45 @@ def test_retrieval_eval_from_embeddings(tmp_path):
         (tmp_path / f"fr.{split}.gold").write_text("".join(f"fr-{split}-{i}\ten-{split}-{i}\n" for i in range(30)))
     result = bucc_from_embeddings(tmp_path, "fr")
     assert result["split"] == "test" and result["by_split"]["dev"]["f1"] > 95
-    assert result["f1"] > 95 and result["threshold"] == result["by_split"]["dev"]["threshold"], "the dev threshold is applied to test"
+    assert result["f1"] > 95 and result["threshold"] == result["by_split"]["dev"]["threshold"], (
+        "the dev threshold is applied to test"
+    )
 
-    out = subprocess.run([sys.executable, "-m", "xstilts", "retrieval-eval", "--task", "tatoeba", "--embeddings", str(tmp_path), "--lang", "de"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xstilts",
+            "retrieval-eval",
+            "--task",
+            "tatoeba",
+            "--embeddings",
+            str(tmp_path),
+            "--lang",
+            "de",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and json.loads(out.stdout)["metrics"]["accuracy"] == 0.0
-    missing = subprocess.run([sys.executable, "-m", "xstilts", "retrieval-eval", "--task", "tatoeba", "--embeddings", str(tmp_path), "--lang", "ja"], capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xstilts",
+            "retrieval-eval",
+            "--task",
+            "tatoeba",
+            "--embeddings",
+            str(tmp_path),
+            "--lang",
+            "ja",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "ja.src.npy: embeddings file not found" in missing.stderr
 
 
@@ -194,8 +242,14 @@ def test_score_accepts_xtreme_retrieval_predictions(tmp_path):
 
     (tmp_path / "gold.txt").write_text("3\n0\n1\n2\n")
     (tmp_path / "pred.txt").write_text("3\n0\n2\n2\n")
-    assert score_file(default_registry().get("tatoeba"), "de", tmp_path / "gold.txt", tmp_path / "pred.txt") == {"accuracy": 75.0}
+    assert score_file(default_registry().get("tatoeba"), "de", tmp_path / "gold.txt", tmp_path / "pred.txt") == {
+        "accuracy": 75.0
+    }
     (tmp_path / "gold.tsv").write_text("de-1\ten-4\nde-2\ten-9\n")
     (tmp_path / "pred.tsv").write_text("de-1\ten-4\nde-3\ten-5\nde-7\ten-1\n")
     scores = score_file(default_registry().get("bucc2018"), "de", tmp_path / "gold.tsv", tmp_path / "pred.tsv")
-    assert scores["precision"] == pytest.approx(100 / 3) and scores["recall"] == 50.0 and scores["f1"] == pytest.approx(40.0)
+    assert (
+        scores["precision"] == pytest.approx(100 / 3)
+        and scores["recall"] == 50.0
+        and scores["f1"] == pytest.approx(40.0)
+    )

@@ -13,16 +13,43 @@ from xstilts.tasks import default_registry
 
 
 def run_score(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xstilts", "score", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "xstilts", "score", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_qa_predictions_by_question_id(tmp_path):
     gold = tmp_path / "gold.json"
-    gold.write_text(json.dumps({"version": 1.0, "data": [{"paragraphs": [{"context": "Der Hund bellt laut.", "qas": [
-        {"id": "a", "question": "Wer?", "answers": [{"text": "Der Hund", "answer_start": 0}]},
-        {"id": "b", "question": "Wie?", "answers": [{"text": "laut", "answer_start": 15}]},
-        {"id": "a", "question": "Wer noch?", "answers": [{"text": "Hund", "answer_start": 4}]},
-    ]}]}]}), encoding="utf-8")
+    gold.write_text(
+        json.dumps(
+            {
+                "version": 1.0,
+                "data": [
+                    {
+                        "paragraphs": [
+                            {
+                                "context": "Der Hund bellt laut.",
+                                "qas": [
+                                    {
+                                        "id": "a",
+                                        "question": "Wer?",
+                                        "answers": [{"text": "Der Hund", "answer_start": 0}],
+                                    },
+                                    {"id": "b", "question": "Wie?", "answers": [{"text": "laut", "answer_start": 15}]},
+                                    {
+                                        "id": "a",
+                                        "question": "Wer noch?",
+                                        "answers": [{"text": "Hund", "answer_start": 4}],
+                                    },
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     predictions = tmp_path / "predictions.json"
     predictions.write_text(json.dumps({"a": "Hund", "b": "sehr laut"}), encoding="utf-8")
     mlqa = score_file(default_registry().get("mlqa"), "de", gold, predictions)
@@ -44,18 +71,25 @@ def test_cli_scores_labels_and_tag_directories(tmp_path):
 
     gold_dir, predictions_dir = tmp_path / "g", tmp_path / "p"
     gold_dir.mkdir(), predictions_dir.mkdir()
-    (gold_dir / "test-af.tsv").write_text("Jan\tB-PER\nSmuts\tI-PER\nwoon\tO\n\nIn\tO\nPretoria\tB-LOC\n", encoding="utf-8")
+    (gold_dir / "test-af.tsv").write_text(
+        "Jan\tB-PER\nSmuts\tI-PER\nwoon\tO\n\nIn\tO\nPretoria\tB-LOC\n", encoding="utf-8"
+    )
     (predictions_dir / "test-af.tsv").write_text("B-PER\nI-PER\nO\n\nO\nB-ORG\n", encoding="utf-8")
     (gold_dir / "test-de.tsv").write_text("Berlin\tB-LOC\n", encoding="utf-8")
     (predictions_dir / "test-de.tsv").write_text("B-LOC\n", encoding="utf-8")
-    out = json.loads(run_score("--task", "panx", "--gold-dir", str(gold_dir), "--predictions-dir", str(predictions_dir)).stdout)
+    out = json.loads(
+        run_score("--task", "panx", "--gold-dir", str(gold_dir), "--predictions-dir", str(predictions_dir)).stdout
+    )
     assert out["languages"]["af"]["f1"] == pytest.approx(50.0) and out["languages"]["de"]["f1"] == 100.0
     assert out["average"]["score"] == pytest.approx(75.0) and "en" in out["missing_languages"]
 
     (predictions_dir / "test-af.tsv").write_text("B-PER\nI-PER\n\nO\nB-ORG\n", encoding="utf-8")
     refused = run_score("--task", "panx", "--gold-dir", str(gold_dir), "--predictions-dir", str(predictions_dir))
     assert refused.returncode == 2 and "sentence 1: 2 predicted tags for 3 gold words" in refused.stderr
-    assert run_score("--task", "panx", "--lang", "xx", "--gold", str(gold), "--predictions", str(predictions)).returncode == 2
+    assert (
+        run_score("--task", "panx", "--lang", "xx", "--gold", str(gold), "--predictions", str(predictions)).returncode
+        == 2
+    )
 
 
 def test_directories_need_matching_files(tmp_path):

@@ -8,16 +8,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
-from xstilts.train.adapters import EncoderRecipe
-from xstilts.study.plan import ChainPrefix, stage_request
-from xstilts.train.stage import run_stage
 from xstilts.results.store import StageStore
+from xstilts.study.plan import ChainPrefix, stage_request
+from xstilts.train.adapters import EncoderRecipe
 from xstilts.train.loop import get_accelerator, make_optimizer
+from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
+from xstilts.train.stage import run_stage
 
 pytestmark = pytest.mark.stage
 
-FAST = {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "learning_rate": 1e-3, "max_length": 64, "doc_stride": 32}
+FAST = {
+    "max_steps": 4,
+    "batch_size": 8,
+    "eval_every_steps": 2,
+    "eval_examples": 8,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "doc_stride": 32,
+}
 
 
 def request_for(registry, task: str, parent: str, store: StageStore, role: str = "intermediate", **overrides):
@@ -56,11 +64,16 @@ def test_next_stage_loads_the_encoder_only(tmp_path, tiny_encoder_dir, demo_regi
     spec = demo_registry.get("demo_paraphrase")
     torch.manual_seed(123)
     fresh = MultiTaskModel(trained, {spec.name: spec})
-    assert not torch.equal(fresh.heads[spec.name].out_proj.weight, saved_head["out_proj.weight"]), "heads are not carried over"
+    assert not torch.equal(fresh.heads[spec.name].out_proj.weight, saved_head["out_proj.weight"]), (
+        "heads are not carried over"
+    )
 
     # Explicit opt-in: the next stage of the same task starts from the saved head.
     second = stage_request(
-        "intermediate", spec, [{**FAST, "learning_rate": 1e-9, "max_steps": 1}], 0,
+        "intermediate",
+        spec,
+        [{**FAST, "learning_rate": 1e-9, "max_steps": 1}],
+        0,
         ChainPrefix(1, ("demo_paraphrase",), first.identity, first, recipe=EncoderRecipe(str(stage_dir / ENCODER_DIR))),
         parent_heads=stage_dir / HEADS_FILE,
     )
@@ -76,11 +89,15 @@ def test_stage_is_deterministic_on_cpu_and_skipped_when_done(tmp_path, tiny_enco
         store = StageStore(tmp_path / name)
         request = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, role="target")
         record = run_stage(request, store, progress=False)
-        weights.append(load_file(str(store.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors")))
+        weights.append(
+            load_file(str(store.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors"))
+        )
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     # Same request again: the completion record is returned and nothing trains.
-    assert run_stage(request, store, progress=False) == json.loads((store.stage_dir(request.identity, "demo_nli") / "stage.json").read_text())
+    assert run_stage(request, store, progress=False) == json.loads(
+        (store.stage_dir(request.identity, "demo_nli") / "stage.json").read_text()
+    )
     assert record["history"] == run_stage(request, store, progress=False)["history"]
 
 
@@ -88,8 +105,17 @@ def test_identity_changes_with_settings_and_seed(tmp_path, tiny_encoder_dir, dem
     store = StageStore(tmp_path)
     base = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store)
     assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store).identity == base.identity
-    assert request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, learning_rate=2e-3).identity != base.identity
-    other_seed = stage_request("intermediate", demo_registry.get("demo_nli"), [FAST], 1, ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(str(tiny_encoder_dir))))
+    assert (
+        request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, learning_rate=2e-3).identity
+        != base.identity
+    )
+    other_seed = stage_request(
+        "intermediate",
+        demo_registry.get("demo_nli"),
+        [FAST],
+        1,
+        ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(str(tiny_encoder_dir))),
+    )
     assert other_seed.identity != base.identity
 
 
@@ -102,7 +128,9 @@ def test_no_weight_decay_on_bias_and_layer_norm(tiny_encoder_dir, demo_registry)
     names = {id(p): n for n, p in model.named_parameters()}
     assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
     assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decayed["params"])
-    assert {names[id(p)] for p in plain["params"]} == {n for n in names.values() if n.endswith("bias") or "LayerNorm" in n}
+    assert {names[id(p)] for p in plain["params"]} == {
+        n for n in names.values() if n.endswith("bias") or "LayerNorm" in n
+    }
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_registry, tiny_tokenizer):
@@ -122,7 +150,14 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
     initial = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec}).state_dict()
     for micro in (8, 4):
         settings = TrainingSettings(
-            batch_size=8, micro_batch_size=micro, max_steps=1, learning_rate=1.0, adam_epsilon=1.0, weight_decay=0.0, warmup_ratio=0, eval_every_steps=100
+            batch_size=8,
+            micro_batch_size=micro,
+            max_steps=1,
+            learning_rate=1.0,
+            adam_epsilon=1.0,
+            weight_decay=0.0,
+            warmup_ratio=0,
+            eval_every_steps=100,
         )
         torch.manual_seed(0)
         model = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec})
@@ -131,7 +166,16 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         features = build_features(spec, examples, tiny_tokenizer, settings, training=True)
-        train(model, {spec.name: features}, settings, get_accelerator(), tiny_tokenizer.pad_token_id, lambda m: 0.0, seed=0, progress=False)
+        train(
+            model,
+            {spec.name: features},
+            settings,
+            get_accelerator(),
+            tiny_tokenizer.pad_token_id,
+            lambda m: 0.0,
+            seed=0,
+            progress=False,
+        )
         results.append({k: v.clone() for k, v in model.state_dict().items()})
     assert all(torch.allclose(results[0][k], results[1][k], atol=1e-5) for k in results[0])
     moved = max((results[0][k] - initial[k]).abs().max().item() for k in initial)
@@ -141,7 +185,12 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_encoder_dir, demo_reg
 def test_stages_with_different_precision_run_in_one_process(tmp_path, tiny_encoder_dir, demo_registry):
     """bf16 autocast (the GPU default) runs on CPU too, and precision may differ between stages."""
     store = StageStore(tmp_path)
-    records = [run_stage(request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, precision=p), store, progress=False) for p in ("bf16", "fp32")]
+    records = [
+        run_stage(
+            request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), store, precision=p), store, progress=False
+        )
+        for p in ("bf16", "fp32")
+    ]
     assert [r["environment"]["precision"] for r in records] == ["bf16", "fp32"]
     assert all(r["steps"] == 4 for r in records)
 
@@ -152,7 +201,9 @@ def test_a_killed_stage_resumes_to_bit_identical_weights(tmp_path, tiny_encoder_
 
     overrides = {"max_steps": 9, "eval_every_steps": 3, "log_every_steps": 2}
     uninterrupted_store = StageStore(tmp_path / "a")
-    request = request_for(demo_registry, "demo_nli", str(tiny_encoder_dir), uninterrupted_store, role="target", **overrides)
+    request = request_for(
+        demo_registry, "demo_nli", str(tiny_encoder_dir), uninterrupted_store, role="target", **overrides
+    )
     uninterrupted = run_stage(request, uninterrupted_store, progress=False, checkpoint_every_steps=2)
 
     store = StageStore(tmp_path / "b")
@@ -174,9 +225,14 @@ def test_a_killed_stage_resumes_to_bit_identical_weights(tmp_path, tiny_encoder_
 
     assert saves == [2, 4]
     assert resumed["history"] == uninterrupted["history"] and resumed["dev_metrics"] == uninterrupted["dev_metrics"]
-    weights = [load_file(str(s.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors")) for s in (uninterrupted_store, store)]
+    weights = [
+        load_file(str(s.stage_dir(request.identity, "demo_nli") / ENCODER_DIR / "model.safetensors"))
+        for s in (uninterrupted_store, store)
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    assert not (tmp_path / "b" / ".checkpoints" / f"{request.identity}-demo_nli").exists(), "the checkpoint is removed once the stage is done"
+    assert not (tmp_path / "b" / ".checkpoints" / f"{request.identity}-demo_nli").exists(), (
+        "the checkpoint is removed once the stage is done"
+    )
 
 
 def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
@@ -202,14 +258,18 @@ def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
     assert first_lengths != sorted(first_lengths, reverse=True), "batches are shuffled: no length curriculum"
 
 
-def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(tiny_encoder_dir, demo_registry, tiny_tokenizer):
-    from xstilts.train.cpu_dropout import ATTENTION, CPUDropout
+def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(
+    tiny_encoder_dir, demo_registry, tiny_tokenizer
+):
     from xstilts.data.examples import build_features, load_examples
     from xstilts.settings import TrainingSettings
+    from xstilts.train.cpu_dropout import ATTENTION, CPUDropout
     from xstilts.train.loop import train
 
     spec = demo_registry.get("demo_nli")
-    features = build_features(spec, load_examples(spec, "train", "en", limit=8), tiny_tokenizer, TrainingSettings(), training=True)
+    features = build_features(
+        spec, load_examples(spec, "train", "en", limit=8), tiny_tokenizer, TrainingSettings(), training=True
+    )
     model = MultiTaskModel(load_encoder(tiny_encoder_dir), {spec.name: spec})
     dropouts = [module for module in model.modules() if type(module) is torch.nn.Dropout]
     seen = {}
@@ -220,7 +280,16 @@ def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(tiny
         return 0.0
 
     settings = TrainingSettings(batch_size=4, max_steps=2, eval_every_steps=2)
-    train(model, {spec.name: features}, settings, get_accelerator(), tiny_tokenizer.pad_token_id, validate, seed=0, progress=False)
+    train(
+        model,
+        {spec.name: features},
+        settings,
+        get_accelerator(),
+        tiny_tokenizer.pad_token_id,
+        validate,
+        seed=0,
+        progress=False,
+    )
     assert seen == {"attention": ATTENTION, "dropouts": len(dropouts)}
     assert model.encoder.config._attn_implementation == "sdpa"
     assert [module for module in model.modules() if type(module) is torch.nn.Dropout] == dropouts

@@ -11,20 +11,30 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import typer
 
 from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Cross-lingual intermediate-task training (X-STILTs).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Cross-lingual intermediate-task training (X-STILTs).",
+)
 DEBUG_VARIABLE = "XSTILTS_DEBUG"
 _debug = {"on": False}  # set by --debug for the command being run
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of an error (also: {DEBUG_VARIABLE}=1).")) -> None:
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help=f"Show the full traceback of an error (also: {DEBUG_VARIABLE}=1)."
+    ),
+) -> None:
     _debug["on"] = debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
@@ -38,7 +48,9 @@ def _quiet_libraries() -> None:
 
 
 def _setup(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
     _quiet_libraries()
 
 
@@ -58,9 +70,16 @@ def run(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
-    executor: Literal["local", "ray"] = typer.Option("local", help="local: this process (or the processes of accelerate launch / torchrun); ray: the plan's nodes as Ray tasks."),
-    address: str = typer.Option(None, help="Ray cluster address (ray executor; default: start a local cluster, or RAY_ADDRESS)."),
-    gpus_per_stage: float = typer.Option(None, help="Ray executor: GPUs per stage task (default: 1 when the cluster has GPUs)."),
+    executor: Literal["local", "ray"] = typer.Option(
+        "local",
+        help="local: this process (or the processes of accelerate launch / torchrun); ray: the plan's nodes as Ray tasks.",
+    ),
+    address: str = typer.Option(
+        None, help="Ray cluster address (ray executor; default: start a local cluster, or RAY_ADDRESS)."
+    ),
+    gpus_per_stage: float = typer.Option(
+        None, help="Ray executor: GPUs per stage task (default: 1 when the cluster has GPUs)."
+    ),
     cpus_per_stage: int = typer.Option(1, help="Ray executor: CPUs per stage task (also its torch threads)."),
 ) -> None:
     """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language."""
@@ -100,15 +119,22 @@ def plan(config: Path = typer.Argument(..., help="Experiment or study YAML file.
     typer.echo(format_plan(study_plan, experiment, registry))
     missing = missing_data(experiment)
     if missing:
-        typer.echo(f"\ndata not on disk yet ({len(missing)}; `xstilts run` needs it, `xstilts data prepare` writes it): {missing[0]}" + (" ..." if len(missing) > 1 else ""))
+        typer.echo(
+            f"\ndata not on disk yet ({len(missing)}; `xstilts run` needs it, `xstilts data prepare` writes it): {missing[0]}"
+            + (" ..." if len(missing) > 1 else "")
+        )
 
 
 @app.command()
 def demo(
-    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", "-o", help="Where the demo writes its data, stages and report."),
+    output_dir: Path = typer.Option(
+        Path("runs/demo"), "--output-dir", "-o", help="Where the demo writes its data, stages and report."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
-    modes: str = typer.Option("full", help="Comma-separated chain modes: full, lora-merged, lora-stacked, adapter-stacked."),
+    modes: str = typer.Option(
+        "full", help="Comma-separated chain modes: full, lora-merged, lora-stacked, adapter-stacked."
+    ),
     latency: bool = typer.Option(False, "--latency", help="Time every target model against chain length at the end."),
 ) -> None:
     """A complete small study offline: tiny self-pretrained encoder, generated languages, chains of 0-3 tasks."""
@@ -151,7 +177,9 @@ def latency(
     lengths: str = typer.Option("128,512", help="Comma-separated sequence lengths (tokens, no padding)."),
     repetitions: int = typer.Option(30, help="Timed forward passes per model and shape (interleaved)."),
     warmup: int = typer.Option(5, help="Untimed forward passes per model first."),
-    precision: Literal["auto", "fp32", "bf16"] = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16."),
+    precision: Literal["auto", "fp32", "bf16"] = typer.Option(
+        "auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Time every trained target model of a run against chain length; adds latency to the report."""
@@ -159,7 +187,13 @@ def latency(
 
     from xstilts.settings import LatencySettings
 
-    options = {"batch_sizes": _int_list("--batch-sizes", batch_sizes), "lengths": _int_list("--lengths", lengths), "repetitions": repetitions, "warmup": warmup, "precision": precision}
+    options = {
+        "batch_sizes": _int_list("--batch-sizes", batch_sizes),
+        "lengths": _int_list("--lengths", lengths),
+        "repetitions": repetitions,
+        "warmup": warmup,
+        "precision": precision,
+    }
     try:
         settings = LatencySettings(**options)  # the same type and limits as the config's latency block
     except ValidationError as error:
@@ -167,8 +201,8 @@ def latency(
         raise _usage_error("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from None
     _setup(False)
     from xstilts.analysis.latency import measure_run
-    from xstilts.study.lock import run_lock
     from xstilts.analysis.report import write_report
+    from xstilts.study.lock import run_lock
 
     if not Path(run_dir).is_dir():
         raise XstiltsError(f"{run_dir}: not a run directory")
@@ -189,8 +223,8 @@ def score(
     predictions_dir: Path = typer.Option(None, "--predictions-dir", help="Directory of test-LANG.* prediction files."),
 ) -> None:
     """Score predictions made anywhere, printing the metrics as JSON."""
-    from xstilts.files import json_text
     from xstilts.evaluate.scoring import check_and_score, score_directories
+    from xstilts.files import json_text
     from xstilts.tasks import default_registry
 
     spec = default_registry().get(task)
@@ -198,7 +232,9 @@ def score(
         result = score_directories(spec, gold_dir, predictions_dir)
     elif gold and predictions and lang:
         if lang not in spec.languages:
-            raise _usage_error("--lang", f"{lang!r} is not a language of {task}; expected one of {', '.join(spec.languages)}")
+            raise _usage_error(
+                "--lang", f"{lang!r} is not a language of {task}; expected one of {', '.join(spec.languages)}"
+            )
         scored = check_and_score(spec, lang, gold, predictions)
         result = {"task": task, "language": lang, "metrics": scored.metrics, "predictions": scored.counts}
     else:
@@ -209,12 +245,14 @@ def score(
 @app.command("retrieval-eval")
 def retrieval_eval(
     task: Literal["tatoeba", "bucc2018"] = typer.Option(..., "--task", help="tatoeba or bucc2018."),
-    embeddings: Path = typer.Option(..., "--embeddings", help="Directory of .npy embeddings (see the README for file names)."),
+    embeddings: Path = typer.Option(
+        ..., "--embeddings", help="Directory of .npy embeddings (see the README for file names)."
+    ),
     lang: str = typer.Option(..., "--lang", help="The non-English language."),
 ) -> None:
     """Score sentence embeddings made by any model on Tatoeba or BUCC, printing JSON."""
-    from xstilts.files import json_text
     from xstilts.evaluate.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
+    from xstilts.files import json_text
 
     if not embeddings.is_dir():
         raise _usage_error("--embeddings", f"{embeddings} is not a directory")
@@ -232,7 +270,9 @@ def data_prepare(
     tasks: str = typer.Option(..., "--tasks", help="Comma-separated task names, or 'all'."),
     out: Path = typer.Option(..., "--out", help="Directory for the prepared copy (a config's data_dir)."),
     source: Path = typer.Option(None, "--from", help="Directory with files in the upstream or XTREME layouts."),
-    from_hub: bool = typer.Option(False, "--from-hub", help="Load the public Hugging Face hub copies (needs network once)."),
+    from_hub: bool = typer.Option(
+        False, "--from-hub", help="Load the public Hugging Face hub copies (needs network once)."
+    ),
 ) -> None:
     """Write a validated local copy of the tasks' data that runs use offline."""
     _setup(True)
@@ -240,12 +280,18 @@ def data_prepare(
     from xstilts.tasks import default_registry
 
     registry = default_registry()
-    names = [n for n in registry.names() if registry.get(n).kind != "retrieval"] if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
+    names = (
+        [n for n in registry.names() if registry.get(n).kind != "retrieval"]
+        if tasks == "all"
+        else [t.strip() for t in tasks.split(",") if t.strip()]
+    )
     for name in names:
         registry.get(name)
     reports = prepare(registry, names, out, source, from_hub)
     for report in reports:
-        typer.echo(f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  <- {', '.join(report.files)}")
+        typer.echo(
+            f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  <- {', '.join(report.files)}"
+        )
     missing = sorted(set(names) - {r.task for r in reports})
     if missing:
         typer.echo(f"no data found for: {', '.join(missing)}", err=True)
@@ -263,7 +309,9 @@ def data_check(directory: Path = typer.Argument(..., help="A directory of upstre
     reports, unrecognised = check(default_registry(), directory)
     problems = warnings = 0
     for report in reports:
-        files = ", ".join(str(Path(f).relative_to(directory)) if Path(f).is_relative_to(directory) else f for f in report.files)
+        files = ", ".join(
+            str(Path(f).relative_to(directory)) if Path(f).is_relative_to(directory) else f for f in report.files
+        )
         typer.echo(f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  {files}")
         for problem in report.problems:
             typer.echo(f"  problem: {problem}")
@@ -273,7 +321,9 @@ def data_check(directory: Path = typer.Argument(..., help="A directory of upstre
         warnings += len(report.warnings)
     for path in unrecognised:
         typer.echo(f"(not a file of any known task layout) {path.relative_to(directory)}")
-    typer.echo(f"{len(reports)} files checked, {sum(r.examples for r in reports)} examples, {problems} problems, {warnings} warnings")
+    typer.echo(
+        f"{len(reports)} files checked, {sum(r.examples for r in reports)} examples, {problems} problems, {warnings} warnings"
+    )
     if problems:
         raise typer.Exit(1)
 
@@ -304,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report_error(error: Exception) -> int:
     """Print `error` as one line per problem on stderr; returns the exit status it calls for."""
     lines: list[str]
-    if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):  # a usage error: click words it, naming the option
+    if hasattr(error, "show") and isinstance(
+        getattr(error, "exit_code", None), int
+    ):  # a usage error: click words it, naming the option
         error.show()
         return error.exit_code
     if isinstance(error, typer.Abort):
@@ -321,7 +373,9 @@ def _report_error(error: Exception) -> int:
     elif isinstance(error, MemoryError):
         lines, status = ["out of memory; try a smaller batch_size, eval_batch_size or max_length"], RUN_FAILED
     else:
-        lines = [f"internal error: {type(error).__name__}: {error} (this is a bug in xstilts; run the command again with --debug and report the traceback)"]
+        lines = [
+            f"internal error: {type(error).__name__}: {error} (this is a bug in xstilts; run the command again with --debug and report the traceback)"
+        ]
         status = RUN_FAILED
     for line in lines:
         typer.echo(f"error: {line}", err=True)

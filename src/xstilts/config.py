@@ -22,7 +22,14 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_va
 from xstilts.errors import ConfigError, DataError
 from xstilts.names import Name, name_problem
 from xstilts.readers.text import read_text
-from xstilts.settings import AdapterSettings, EmbeddingSettings, LatencySettings, Settings, TrainingOverrides, resolve_settings
+from xstilts.settings import (
+    AdapterSettings,
+    EmbeddingSettings,
+    LatencySettings,
+    Settings,
+    TrainingOverrides,
+    resolve_settings,
+)
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
 
 Loc = tuple[Any, ...]
@@ -35,12 +42,12 @@ def _absolute_if_local(encoder: str) -> str:
     """A local encoder directory as an absolute path; a hub id (or a path that does not exist) as written."""
     path = Path(encoder).expanduser()
     return str(path.absolute()) if path.exists() else encoder
+
+
 ChainMode = Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]
 CHAIN_MODES: tuple[str, ...] = typing.get_args(ChainMode)
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy's seeding range).")]
 PositiveInt = Annotated[int, Field(gt=0)]
-
-
 
 
 class TaskDefinition(Settings):
@@ -89,7 +96,9 @@ class VariantDefinition(Settings):
 
     base: Name = Field(description="The built-in or config-defined task this is a variant of.")
     data_dir: AbsolutePath
-    train_language: Optional[Name] = Field(None, description="Language of the train and dev files; default: the base task's.")
+    train_language: Optional[Name] = Field(
+        None, description="Language of the train and dev files; default: the base task's."
+    )
     description: str = ""
 
 
@@ -103,7 +112,9 @@ class MixtureTask(Settings):
 class MaskedLMConfig(Settings):
     """Masked LM on multilingual text as a mixture member (the paper's MLM alternative)."""
 
-    data_dir: AbsolutePath = Field(description="Directory with one {language}.txt file per language, one text per line.")
+    data_dir: AbsolutePath = Field(
+        description="Directory with one {language}.txt file per language, one text per line."
+    )
     languages: list[Name] = Field(min_length=1)
     max_examples_per_language: Optional[int] = Field(None, gt=0)
     max_length: int = Field(128, ge=16, le=1_000_000)
@@ -117,9 +128,13 @@ class MixtureConfig(Settings):
     temperature: float = Field(2.0, gt=0, le=1000, description="temperature sampler: p ∝ size^(1/T).")
     cap: Optional[int] = Field(None, gt=0, description="capped sampler: p ∝ min(size, cap).")
     mlm: Optional[MaskedLMConfig] = None
-    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for the mixture's stage.")
+    training: TrainingOverrides = Field(
+        default_factory=TrainingOverrides, description="Overrides for the mixture's stage."
+    )
 
-    _tasks_shorthand = field_validator("tasks", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
+    _tasks_shorthand = field_validator("tasks", mode="before")(
+        lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v
+    )
 
 
 class StageConfig(Settings):
@@ -127,7 +142,9 @@ class StageConfig(Settings):
 
     task: Name
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
-    reuse_heads: bool = Field(False, description="Start this stage's head from the previous stage's head of the same task, if present.")
+    reuse_heads: bool = Field(
+        False, description="Start this stage's head from the previous stage's head of the same task, if present."
+    )
 
 
 class TargetConfig(Settings):
@@ -165,37 +182,64 @@ class ExperimentConfig(Settings):
     """One X-STILTs experiment: an encoder, a chain of intermediate stages, and target tasks."""
 
     name: str = "experiment"
-    encoder: Annotated[str, AfterValidator(_absolute_if_local)] = Field(description="Hugging Face hub id or local directory of a pretrained encoder.")
+    encoder: Annotated[str, AfterValidator(_absolute_if_local)] = Field(
+        description="Hugging Face hub id or local directory of a pretrained encoder."
+    )
     output_dir: AbsolutePath
-    data_dir: AbsolutePath = Field(Path("data"), validate_default=True, description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.")
+    data_dir: AbsolutePath = Field(
+        Path("data"),
+        validate_default=True,
+        description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.",
+    )
     seed: Seed = 0
     tasks: dict[Name, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
-    variants: dict[Name, VariantDefinition] = Field(default_factory=dict, description="Built-in tasks read from other files (translated training data).")
-    mixtures: dict[Name, MixtureConfig] = Field(default_factory=dict, description="Multi-task stages; a mixture's name can stand wherever a chain or pool task can.")
+    variants: dict[Name, VariantDefinition] = Field(
+        default_factory=dict, description="Built-in tasks read from other files (translated training data)."
+    )
+    mixtures: dict[Name, MixtureConfig] = Field(
+        default_factory=dict,
+        description="Multi-task stages; a mixture's name can stand wherever a chain or pool task can.",
+    )
     chain: list[StageConfig] = Field(default_factory=list)
     targets: list[TargetConfig] = Field(min_length=1)
-    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for every stage and target.")
-    evaluate_every_prefix: bool = Field(
-        False, description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain."
+    training: TrainingOverrides = Field(
+        default_factory=TrainingOverrides, description="Overrides for every stage and target."
     )
-    study: Optional[StudyConfig] = Field(None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix).")
+    evaluate_every_prefix: bool = Field(
+        False,
+        description="Fine-tune and evaluate the targets after every prefix of the chain (k = 0..K), not only after the whole chain.",
+    )
+    study: Optional[StudyConfig] = Field(
+        None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix)."
+    )
     chain_modes: list[ChainMode] = Field(
-        default_factory=lambda: ["full"], min_length=1,
+        default_factory=lambda: ["full"],
+        min_length=1,
         description="How each stage changes the encoder; several modes run side by side (see xstilts.train.adapters).",
     )
-    adapters: AdapterSettings = Field(default_factory=AdapterSettings, description="LoRA / bottleneck settings of the adapter chain modes.")
-    latency: Optional[LatencySettings] = Field(None, description="Time the target models against chain length when the run ends.")
+    adapters: AdapterSettings = Field(
+        default_factory=AdapterSettings, description="LoRA / bottleneck settings of the adapter chain modes."
+    )
+    latency: Optional[LatencySettings] = Field(
+        None, description="Time the target models against chain length when the run ends."
+    )
     keep: Literal["all", "needed"] = Field(
         "all",
         description="all: keep every stage's weights; needed: delete a stage's weights once nothing left to run needs them "
         "(records, evaluations and predictions stay; a later run that needs them retrains that stage).",
     )
     checkpoint_every_steps: Optional[int] = Field(
-        500, gt=0, description="Checkpoint a training stage every N optimizer steps so a killed run resumes mid-stage; null: only whole stages resume."
+        500,
+        gt=0,
+        description="Checkpoint a training stage every N optimizer steps so a killed run resumes mid-stage; null: only whole stages resume.",
     )
 
-    _chain_shorthand = field_validator("chain", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
-    _targets_shorthand = field_validator("targets", mode="before")(lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v)
+    _chain_shorthand = field_validator("chain", mode="before")(
+        lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v
+    )
+    _targets_shorthand = field_validator("targets", mode="before")(
+        lambda cls, v: [_task_shorthand(x) for x in v] if isinstance(v, list) else v
+    )
 
     def registry(self) -> TaskRegistry:
         """The built-in tasks, reading from `data_dir`, plus this config's own."""
@@ -212,7 +256,13 @@ class ExperimentConfig(Settings):
 
 def variant_spec(name: str, variant: VariantDefinition, base: TaskSpec) -> TaskSpec:
     spec = base.with_data_dir(variant.data_dir)
-    return dataclasses.replace(spec, name=name, train_language=variant.train_language or base.train_language, description=variant.description or f"{base.name} from {variant.data_dir}", sources=None)
+    return dataclasses.replace(
+        spec,
+        name=name,
+        train_language=variant.train_language or base.train_language,
+        description=variant.description or f"{base.name} from {variant.data_dir}",
+        sources=None,
+    )
 
 
 def builtin_registry(data_dir: Path) -> TaskRegistry:
@@ -321,17 +371,26 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         elif _known_task(registry, variant.base, ("variants", name, "base"), problems) is not None:
             spec = variant_spec(name, variant, registry.get(variant.base))
             registry.add(spec)
-            problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("variants", name, "data_dir"))
+            problems += _missing_files(
+                spec, [spec.train_split, spec.dev_split], [spec.train_language], ("variants", name, "data_dir")
+            )
     for name, mixture in config.mixtures.items():
         problems += _mixture_problems(name, mixture, registry)
-    for i, mode in enumerate(config.chain_modes):
+    for mode in config.chain_modes:
         if mode.endswith("-stacked") and config.adapters.tuning_for(mode) == "full":
-            problems.append((("adapters", "target_tuning"), f"target_tuning: full is not available with {mode} (the stacked adapters stay separate modules); use adapter"))
+            problems.append(
+                (
+                    ("adapters", "target_tuning"),
+                    f"target_tuning: full is not available with {mode} (the stacked adapters stay separate modules); use adapter",
+                )
+            )
     if config.latency is not None and config.keep == "needed":
         problems.append((("latency",), "latency needs the trained target models; use keep: all"))
     if len(set(config.chain_modes)) != len(config.chain_modes):
         problems.append((("chain_modes",), "a mode appears twice"))
-    problems += _repeated(("targets",), [t.task for t in config.targets], "target (its results would overwrite each other)")
+    problems += _repeated(
+        ("targets",), [t.task for t in config.targets], "target (its results would overwrite each other)"
+    )
     for i, target in enumerate(config.targets):
         problems += _repeated(("targets", i, "languages"), target.languages or [], "language")
     for name, definition in config.tasks.items():
@@ -356,11 +415,20 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         if spec is None:
             continue
         if shared_settings_ok:
-            _settings_problem(problems, ("chain", i, "training"), spec.kind, spec.training_defaults, config.training, stage.training)
+            _settings_problem(
+                problems, ("chain", i, "training"), spec.kind, spec.training_defaults, config.training, stage.training
+            )
         if not spec.trainable:
-            problems.append((("chain", i, "task"), f"{spec.name} is a {spec.kind} task with no training data; it can only be a target"))
+            problems.append(
+                (
+                    ("chain", i, "task"),
+                    f"{spec.name} is a {spec.kind} task with no training data; it can only be a target",
+                )
+            )
             continue
-        problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("chain", i, "task"))
+        problems += _missing_files(
+            spec, [spec.train_split, spec.dev_split], [spec.train_language], ("chain", i, "task")
+        )
 
     for i, target in enumerate(config.targets):
         spec = _known_task(registry, target.task, ("targets", i, "task"), problems)
@@ -369,13 +437,29 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         languages = config.target_languages(target, registry)
         for j, language in enumerate(target.languages or []):
             if language not in spec.languages:
-                problems.append((("targets", i, "languages", j), _unknown(f"language for task {spec.name}", language, list(spec.languages))))
+                problems.append(
+                    (
+                        ("targets", i, "languages", j),
+                        _unknown(f"language for task {spec.name}", language, list(spec.languages)),
+                    )
+                )
         if not spec.trainable:
-            problems += _missing_retrieval_files(spec, [lang for lang in languages if lang in spec.languages], ("targets", i, "languages"))
+            problems += _missing_retrieval_files(
+                spec, [lang for lang in languages if lang in spec.languages], ("targets", i, "languages")
+            )
             continue
         if shared_settings_ok:
-            _settings_problem(problems, ("targets", i, "training"), spec.kind, spec.training_defaults, config.training, target.training)
-        problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("targets", i, "task"))
+            _settings_problem(
+                problems,
+                ("targets", i, "training"),
+                spec.kind,
+                spec.training_defaults,
+                config.training,
+                target.training,
+            )
+        problems += _missing_files(
+            spec, [spec.train_split, spec.dev_split], [spec.train_language], ("targets", i, "task")
+        )
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
     return problems
@@ -417,10 +501,17 @@ def _mixture_problems(name: str, mixture: MixtureConfig, registry: TaskRegistry)
         if not spec.trainable:
             problems.append((loc + ("tasks", i, "task"), f"{spec.name} is a {spec.kind} task with no training data"))
             continue
-        problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], loc + ("tasks", i, "task"))
+        problems += _missing_files(
+            spec, [spec.train_split, spec.dev_split], [spec.train_language], loc + ("tasks", i, "task")
+        )
         shared = heads.setdefault(member.head or spec.name, spec)
         if (shared.kind, shared.labels, shared.num_choices) != (spec.kind, spec.labels, spec.num_choices):
-            problems.append((loc + ("tasks", i, "head"), f"{spec.name} cannot share head {member.head!r} with {shared.name}: the kind, labels or number of choices differ"))
+            problems.append(
+                (
+                    loc + ("tasks", i, "head"),
+                    f"{spec.name} cannot share head {member.head!r} with {shared.name}: the kind, labels or number of choices differ",
+                )
+            )
     if len({m.task for m in mixture.tasks}) != len(mixture.tasks):
         problems.append((loc + ("tasks",), "a task appears twice in the mixture"))
     if mixture.sampler == "capped" and mixture.cap is None:
@@ -433,7 +524,9 @@ def _mixture_problems(name: str, mixture: MixtureConfig, registry: TaskRegistry)
     return problems
 
 
-def _study_problems(study: StudyConfig, chain: list[StageConfig], registry: TaskRegistry, mixtures: dict[str, MixtureConfig]) -> list[tuple[Loc, str]]:
+def _study_problems(
+    study: StudyConfig, chain: list[StageConfig], registry: TaskRegistry, mixtures: dict[str, MixtureConfig]
+) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     if chain:
         problems.append((("chain",), "give either `chain` or `study`, not both"))
@@ -444,15 +537,24 @@ def _study_problems(study: StudyConfig, chain: list[StageConfig], registry: Task
         if spec is not None and not spec.trainable:
             problems.append((("study", "pool", i), f"{task} is a {spec.kind} task with no training data"))
         elif spec is not None:
-            problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], ("study", "pool", i))
+            problems += _missing_files(
+                spec, [spec.train_split, spec.dev_split], [spec.train_language], ("study", "pool", i)
+            )
     for i, order in enumerate(study.orders.explicit):
         for j, task in enumerate(order):
             if task not in study.pool:
                 problems.append((("study", "orders", "explicit", i, j), f"{task!r} is not in the study's pool"))
     if not (study.orders.explicit or study.orders.random or study.orders.singles):
-        problems.append((("study", "orders"), "no orders: give explicit orders, a number of random ones, or singles: true"))
+        problems.append(
+            (("study", "orders"), "no orders: give explicit orders, a number of random ones, or singles: true")
+        )
     if study.max_chain_length is not None and study.max_chain_length > len(study.pool):
-        problems.append((("study", "max_chain_length"), f"{study.max_chain_length} is longer than the pool ({len(study.pool)} tasks)"))
+        problems.append(
+            (
+                ("study", "max_chain_length"),
+                f"{study.max_chain_length} is longer than the pool ({len(study.pool)} tasks)",
+            )
+        )
     return problems
 
 
@@ -489,22 +591,35 @@ def _missing_retrieval_files(spec: TaskSpec, languages: list[str], loc: Loc) -> 
     if not missing:
         return []
     patterns = ", ".join(p for layout in layouts for p in layout.expected(split, missing[0]))
-    return [_MissingData((loc, f"{spec.name}: no {split} files for {', '.join(missing)} under {root} (for {missing[0]}: {patterns})"))]
+    return [
+        _MissingData(
+            (loc, f"{spec.name}: no {split} files for {', '.join(missing)} under {root} (for {missing[0]}: {patterns})")
+        )
+    ]
 
 
 def _missing_files(spec: TaskSpec, splits: list[str], languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:
-    missing = [spec.data.path(split, lang) for split in splits for lang in languages if not spec.data.path(split, lang).is_file()]
+    missing = [
+        spec.data.path(split, lang)
+        for split in splits
+        for lang in languages
+        if not spec.data.path(split, lang).is_file()
+    ]
     return [_MissingData((loc, f"{spec.name}: data file not found: {path}")) for path in missing]
 
 
-def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None, require_data: bool = True) -> ExperimentConfig:
+def parse_config(
+    data: Any, source: str = "<config>", root: yaml.Node | None = None, require_data: bool = True
+) -> ExperimentConfig:
     """Validate already-loaded YAML data; raises ConfigError listing every problem with its key path.
 
     With `require_data=False`, data files that are not on disk yet are not problems (`xstilts plan` sizes a
     study before its data is downloaded; `missing_data` lists them).
     """
     if not isinstance(data, dict):
-        raise ConfigError([f"{source}:1: (top level): expected a mapping of keys (encoder, output_dir, chain, targets, ...)"])
+        raise ConfigError(
+            [f"{source}:1: (top level): expected a mapping of keys (encoder, output_dir, chain, targets, ...)"]
+        )
     try:
         config = ExperimentConfig.model_validate(data)
         problems = [p for p in _semantic_problems(config) if require_data or not isinstance(p, _MissingData)]
@@ -523,7 +638,11 @@ def _format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str)
 
 def missing_data(config: ExperimentConfig) -> list[str]:
     """`key.path: what is missing` for every data file the config needs that is not on disk."""
-    return [f"{format_loc(problem[0])}: {problem[1]}" for problem in _semantic_problems(config) if isinstance(problem, _MissingData)]
+    return [
+        f"{format_loc(problem[0])}: {problem[1]}"
+        for problem in _semantic_problems(config)
+        if isinstance(problem, _MissingData)
+    ]
 
 
 def load_config(path: str | Path, require_data: bool = True) -> ExperimentConfig:
@@ -545,7 +664,12 @@ def load_config(path: str | Path, require_data: bool = True) -> ExperimentConfig
         raise ConfigError([f"{path}{line}: invalid YAML: {reason}"]) from None
     repeated = _repeated_keys(root, ())
     if repeated:  # YAML would silently keep the last value of each
-        raise ConfigError([f"{path}:{line}: {format_loc(loc)}: this key appears twice (first at line {first}); give it once" for loc, line, first in repeated])
+        raise ConfigError(
+            [
+                f"{path}:{line}: {format_loc(loc)}: this key appears twice (first at line {first}); give it once"
+                for loc, line, first in repeated
+            ]
+        )
     return parse_config(data, str(path), root, require_data)
 
 

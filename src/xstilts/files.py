@@ -12,8 +12,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from xstilts.errors import DataError
 from xstilts.readers.text import read_text
@@ -54,7 +55,12 @@ def writing(path: Path) -> Iterator[None]:
         raise OSError(code, os.strerror(code), str(path)) from error
 
 
-_SYSTEM_ERRORS = {errno.ENOSPC: "code: 28", errno.EDQUOT: "code: 122", errno.EROFS: "code: 30", errno.EACCES: "code: 13"}
+_SYSTEM_ERRORS = {
+    errno.ENOSPC: "code: 28",
+    errno.EDQUOT: "code: 122",
+    errno.EROFS: "code: 30",
+    errno.EACCES: "code: 13",
+}
 
 
 @contextlib.contextmanager

@@ -33,12 +33,16 @@ def no_bools_for_numbers() -> Any:
 
     def check(cls: type[BaseModel], value: Any, info: Any) -> Any:
         field = cls.model_fields.get(info.field_name)
-        if isinstance(value, bool) and field is not None and field.annotation is not Any and not _accepts_bool(field.annotation):
+        if (
+            isinstance(value, bool)
+            and field is not None
+            and field.annotation is not Any
+            and not _accepts_bool(field.annotation)
+        ):
             raise ValueError(f"expected a number, got {str(value).lower()}")
         return value
 
     return field_validator("*", mode="before")(classmethod(check))
-
 
 
 class Settings(BaseModel):
@@ -53,33 +57,65 @@ class TrainingSettings(Settings):
     """Everything that determines how one stage trains and evaluates."""
 
     learning_rate: float = Field(1e-5, gt=0, le=1, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay; never applied to biases and LayerNorm weights.")
+    weight_decay: float = Field(
+        0.01, ge=0, le=10, description="AdamW weight decay; never applied to biases and LayerNorm weights."
+    )
     adam_epsilon: float = Field(1e-8, gt=0, le=1)
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps spent in linear warm-up; linear decay to 0 follows.")
-    max_grad_norm: Optional[float] = Field(1.0, gt=0, le=1e6, description="Gradient clipping by global norm; null disables it.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, le=1, description="Share of optimizer steps spent in linear warm-up; linear decay to 0 follows."
+    )
+    max_grad_norm: Optional[float] = Field(
+        1.0, gt=0, le=1e6, description="Gradient clipping by global norm; null disables it."
+    )
     batch_size: int = Field(32, gt=0, le=65536, description="Examples per optimizer step (across all processes).")
-    micro_batch_size: Optional[int] = Field(None, gt=0, le=65536, description="Examples per forward pass and process; batch_size / micro_batch_size gives gradient accumulation. Null: batch_size.")
+    micro_batch_size: Optional[int] = Field(
+        None,
+        gt=0,
+        le=65536,
+        description="Examples per forward pass and process; batch_size / micro_batch_size gives gradient accumulation. Null: batch_size.",
+    )
     eval_batch_size: int = Field(64, gt=0, le=65536)
     max_length: int = Field(256, ge=16, le=1_000_000, description="Maximum tokens per feature (a QA window).")
-    doc_stride: int = Field(128, gt=0, le=1_000_000, description="QA: tokens shared by neighbouring windows of a long context.")
+    doc_stride: int = Field(
+        128, gt=0, le=1_000_000, description="QA: tokens shared by neighbouring windows of a long context."
+    )
     epochs: float = Field(3.0, gt=0, le=10_000)
-    max_steps: Optional[int] = Field(None, gt=0, le=100_000_000, description="Optimizer steps; overrides epochs when set.")
+    max_steps: Optional[int] = Field(
+        None, gt=0, le=100_000_000, description="Optimizer steps; overrides epochs when set."
+    )
     eval_every_steps: int = Field(1000, gt=0, description="Validate on the English dev set every N optimizer steps.")
-    eval_examples: Optional[int] = Field(500, gt=0, description="English dev examples used for validation during training; null: all.")
-    patience: Optional[int] = Field(30, gt=0, description="Stop after this many validations without improvement; null: never stop early.")
+    eval_examples: Optional[int] = Field(
+        500, gt=0, description="English dev examples used for validation during training; null: all."
+    )
+    patience: Optional[int] = Field(
+        30, gt=0, description="Stop after this many validations without improvement; null: never stop early."
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
-    max_train_examples: Optional[int] = Field(None, gt=0, description="Use only the first N training examples (quick runs).")
-    max_eval_examples: Optional[int] = Field(None, gt=0, description="Evaluate on at most N examples per language (quick runs).")
+    max_train_examples: Optional[int] = Field(
+        None, gt=0, description="Use only the first N training examples (quick runs)."
+    )
+    max_eval_examples: Optional[int] = Field(
+        None, gt=0, description="Evaluate on at most N examples per language (quick runs)."
+    )
     n_best_size: int = Field(20, gt=0, le=10_000, description="QA: start and end candidates considered per window.")
     max_answer_length: int = Field(30, gt=0, le=1_000_000, description="QA: longest answer span in tokens.")
-    log_every_steps: int = Field(20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync.")
-    group_by_length: bool = Field(True, description="Micro-batches of similar length (less padding): shuffle, sort within chunks of 50 micro-batches, shuffle the batches.")
-    compile: bool = Field(False, description="torch.compile the encoder (dynamic shapes); pays off on GPU for long stages.")
+    log_every_steps: int = Field(
+        20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync."
+    )
+    group_by_length: bool = Field(
+        True,
+        description="Micro-batches of similar length (less padding): shuffle, sort within chunks of 50 micro-batches, shuffle the batches.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the encoder (dynamic shapes); pays off on GPU for long stages."
+    )
 
     @model_validator(mode="after")
-    def _check_batch_division(self) -> "TrainingSettings":
+    def _check_batch_division(self) -> TrainingSettings:
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
+            )
         return self
 
 
@@ -87,8 +123,16 @@ def _optional_copy(model: type[BaseModel], name: str) -> type[BaseModel]:
     """The same fields, all optional and unset by default: a layer of overrides."""
     fields: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
-        fields[field_name] = (Optional[info.annotation], Field(None, description=info.description, metadata=info.metadata))
-    model = create_model(name, __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False), __validators__={"no_bools": no_bools_for_numbers()}, **fields)
+        fields[field_name] = (
+            Optional[info.annotation],
+            Field(None, description=info.description, metadata=info.metadata),
+        )
+    model = create_model(
+        name,
+        __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
+        __validators__={"no_bools": no_bools_for_numbers()},
+        **fields,
+    )
     return model
 
 
@@ -111,11 +155,17 @@ def resolve_settings(kind: str, *layers: dict[str, Any] | BaseModel | None) -> T
     for layer in layers:
         if layer is None:
             continue
-        values = layer.model_dump(exclude_none=True) if isinstance(layer, BaseModel) else {k: v for k, v in layer.items() if v is not None}
+        values = (
+            layer.model_dump(exclude_none=True)
+            if isinstance(layer, BaseModel)
+            else {k: v for k, v in layer.items() if v is not None}
+        )
         merged.update(values)
     settings = TrainingSettings(**merged)
     if kind == "qa" and settings.doc_stride >= settings.max_length:
-        raise ValueError(f"doc_stride ({settings.doc_stride}) must be smaller than max_length ({settings.max_length}) for QA windows")
+        raise ValueError(
+            f"doc_stride ({settings.doc_stride}) must be smaller than max_length ({settings.max_length}) for QA windows"
+        )
     return settings
 
 
@@ -159,10 +209,15 @@ class AdapterSettings(Settings):
     lora_r: int = Field(8, gt=0, le=65536)
     lora_alpha: int = Field(16, gt=0, le=65536)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_targets: tuple[Name, ...] = Field(("query", "key", "value", "dense"), min_length=1, description="Linear layers that get a LoRA (peft target_modules).")
+    lora_targets: tuple[Name, ...] = Field(
+        ("query", "key", "value", "dense"),
+        min_length=1,
+        description="Linear layers that get a LoRA (peft target_modules).",
+    )
     bottleneck_reduction: int = Field(16, gt=0, description="adapter-stacked: hidden size / bottleneck size.")
     target_tuning: Optional[Literal["full", "adapter"]] = Field(
-        None, description="Target fine-tuning: all weights, or a fresh adapter on top of the chain. Default: full in `full` mode, adapter otherwise."
+        None,
+        description="Target fine-tuning: all weights, or a fresh adapter on top of the chain. Default: full in `full` mode, adapter otherwise.",
     )
 
     def tuning_for(self, mode: str) -> str:
@@ -176,18 +231,22 @@ class AdapterSettings(Settings):
 class EmbeddingSettings(Settings):
     """Sentence representations for retrieval targets (protocol.md 4.6), recorded with every retrieval result."""
 
-    layer: Optional[int] = Field(None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth.")
+    layer: Optional[int] = Field(
+        None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth."
+    )
     pooling: Literal["mean", "cls"] = "mean"
     max_length: int = Field(512, ge=8, le=1_000_000)
     batch_size: int = Field(64, gt=0, le=65536)
 
-    def resolved(self, num_hidden_layers: int) -> "EmbeddingSettings":
+    def resolved(self, num_hidden_layers: int) -> EmbeddingSettings:
         """These settings with the layer fixed for an encoder of `num_hidden_layers` layers."""
         from xstilts.errors import XstiltsError
 
         layer = self.layer if self.layer is not None else default_embedding_layer(num_hidden_layers)
         if not 0 <= layer <= num_hidden_layers:
-            raise XstiltsError(f"embedding layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}")
+            raise XstiltsError(
+                f"embedding layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}"
+            )
         return self.model_copy(update={"layer": layer})
 
 
@@ -200,10 +259,13 @@ class LatencySettings(Settings):
     """The latency harness: shapes, repetitions and precision (the config's `latency:` block, `xstilts latency`)."""
 
     batch_sizes: tuple[Annotated[int, Field(gt=0, le=65536)], ...] = Field((1, 32), min_length=1)
-    lengths: tuple[Annotated[int, Field(ge=8, le=1_000_000)], ...] = Field((128, 512), min_length=1, description="Tokens per row, no padding.")
+    lengths: tuple[Annotated[int, Field(ge=8, le=1_000_000)], ...] = Field(
+        (128, 512), min_length=1, description="Tokens per row, no padding."
+    )
     warmup: int = Field(5, ge=0, le=100_000, description="Untimed forward passes per model first.")
-    repetitions: int = Field(30, ge=3, le=1_000_000, description="Timed forward passes per model and shape (interleaved).")
+    repetitions: int = Field(
+        30, ge=3, le=1_000_000, description="Timed forward passes per model and shape (interleaved)."
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU.")
     bootstrap: int = Field(2000, ge=100, le=1_000_000, description="Bootstrap resamples of the intervals.")
     seed: int = Field(0, ge=0, lt=2**32)
-

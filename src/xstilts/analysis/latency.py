@@ -26,13 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from xstilts.errors import XstiltsError
-from xstilts.settings import LatencySettings
 from xstilts.files import read_json
 from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
 from xstilts.results.runs import RunDirectory
 from xstilts.results.store import inspect_stage_dir
+from xstilts.settings import LatencySettings
 from xstilts.train.request import EncoderRecipe
-
 
 
 @dataclass
@@ -50,7 +49,9 @@ def percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float, float]:
+def bootstrap_ratio(
+    numerator: np.ndarray, denominator: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
     """Ratio of medians with a percentile-bootstrap 95% interval (both samples resampled independently)."""
     point = float(np.median(numerator) / np.median(denominator))
     a = rng.choice(numerator, size=(resamples, len(numerator)), replace=True)
@@ -59,7 +60,9 @@ def bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, resamples: i
     return point, float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
-def slope_per_task(lengths: list[int], samples: list[np.ndarray], baseline: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float, float]:
+def slope_per_task(
+    lengths: list[int], samples: list[np.ndarray], baseline: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
     """Least-squares slope of (median latency / median at k = 0) over k, with a bootstrap 95% interval."""
     x = np.asarray(lengths, dtype=np.float64)
     if len(set(lengths)) < 2:
@@ -77,7 +80,9 @@ def slope_per_task(lengths: list[int], samples: list[np.ndarray], baseline: np.n
     return point, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
-def fixed_inputs(texts: list[str], tokenizer: Any, batch_size: int, length: int, device: torch.device) -> dict[str, torch.Tensor]:
+def fixed_inputs(
+    texts: list[str], tokenizer: Any, batch_size: int, length: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     """`batch_size` rows of exactly `length` real tokens cut from the concatenated dev text (no padding)."""
     ids: list[int] = []
     for text in texts:
@@ -88,13 +93,25 @@ def fixed_inputs(texts: list[str], tokenizer: Any, batch_size: int, length: int,
         raise XstiltsError("no text to build latency inputs from")
     while len(ids) < batch_size * (length - 2):
         ids = ids + ids
-    rows = [[tokenizer.cls_token_id or tokenizer.bos_token_id, *ids[i * (length - 2) : (i + 1) * (length - 2)], tokenizer.sep_token_id or tokenizer.eos_token_id] for i in range(batch_size)]
+    rows = [
+        [
+            tokenizer.cls_token_id or tokenizer.bos_token_id,
+            *ids[i * (length - 2) : (i + 1) * (length - 2)],
+            tokenizer.sep_token_id or tokenizer.eos_token_id,
+        ]
+        for i in range(batch_size)
+    ]
     input_ids = torch.tensor(rows, dtype=torch.long, device=device)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
 
-def _time_once(model: Any, task: str, inputs: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype | None) -> float:
-    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+def _time_once(
+    model: Any, task: str, inputs: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype | None
+) -> float:
+    with (
+        torch.inference_mode(),
+        torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+    ):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()
@@ -108,7 +125,15 @@ def _time_once(model: Any, task: str, inputs: dict[str, torch.Tensor], device: t
         return time.perf_counter() - began
 
 
-def time_interleaved(models: list[TimedModel], task: str, inputs: dict[str, torch.Tensor], settings: LatencySettings, device: torch.device, dtype: torch.dtype | None, progress: bool = False) -> None:
+def time_interleaved(
+    models: list[TimedModel],
+    task: str,
+    inputs: dict[str, torch.Tensor],
+    settings: LatencySettings,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    progress: bool = False,
+) -> None:
     """Warm every model up, then time them `repetitions` times in an order rotated each round."""
     for timed in models:
         timed.seconds = []
@@ -131,7 +156,9 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if Path(path).exists() else 0
 
 
-def summarize_models(models: list[TimedModel], settings: LatencySettings, batch_size: int, length: int) -> dict[str, Any]:
+def summarize_models(
+    models: list[TimedModel], settings: LatencySettings, batch_size: int, length: int
+) -> dict[str, Any]:
     """Statistics of one interleaved group; k = 0 is the baseline and its twin gives the noise floor."""
     rng = np.random.default_rng(settings.seed)
     base = next(m for m in models if m.chain_length == 0 and not m.name.endswith("(twin)"))
@@ -141,15 +168,32 @@ def summarize_models(models: list[TimedModel], settings: LatencySettings, batch_
         values = np.asarray(timed.seconds)
         ratio, low, high = bootstrap_ratio(values, baseline, settings.bootstrap, rng)
         median = float(np.median(values))
-        rows.append({
-            "name": timed.name, "chain_length": timed.chain_length, "chain_label": timed.chain_label, "median_ms": median * 1e3, "p90_ms": percentile(values, 90) * 1e3,
-            "p99_ms": percentile(values, 99) * 1e3, "tokens_per_second": batch_size * length / median, "ratio_to_k0": ratio, "ratio_ci95": [low, high],
-        })
+        rows.append(
+            {
+                "name": timed.name,
+                "chain_length": timed.chain_length,
+                "chain_label": timed.chain_label,
+                "median_ms": median * 1e3,
+                "p90_ms": percentile(values, 90) * 1e3,
+                "p99_ms": percentile(values, 99) * 1e3,
+                "tokens_per_second": batch_size * length / median,
+                "ratio_to_k0": ratio,
+                "ratio_ci95": [low, high],
+            }
+        )
     twin = next(r for r in rows if r["name"].endswith("(twin)"))
     measured = [m for m in models if not m.name.endswith("(twin)")]
     lengths = [m.chain_length for m in measured]
-    slope, slope_low, slope_high = slope_per_task(lengths, [np.asarray(m.seconds) for m in measured], baseline, min(settings.bootstrap, 500), rng)
-    return {"batch_size": batch_size, "length": length, "models": rows, "noise_floor": {"ratio": twin["ratio_to_k0"], "ci95": twin["ratio_ci95"]}, "slope_per_task": [slope, slope_low, slope_high]}
+    slope, slope_low, slope_high = slope_per_task(
+        lengths, [np.asarray(m.seconds) for m in measured], baseline, min(settings.bootstrap, 500), rng
+    )
+    return {
+        "batch_size": batch_size,
+        "length": length,
+        "models": rows,
+        "noise_floor": {"ratio": twin["ratio_to_k0"], "ci95": twin["ratio_ci95"]},
+        "slope_per_task": [slope, slope_low, slope_high],
+    }
 
 
 def verdict(mode: str, group: dict[str, Any]) -> str:
@@ -162,15 +206,21 @@ def verdict(mode: str, group: dict[str, Any]) -> str:
     text = f"{mode}: latency changes by {slope * 100:+.2f}% per added task (95% CI {low * 100:+.2f}% to {high * 100:+.2f}%)"
     if low <= 0 <= high or abs(slope) * span <= floor:
         return text + f"; flat: within the noise floor (identical models differ by up to {floor * 100:.1f}%)"
-    return text + ("; grows with chain length" if slope > 0 else "; falls with chain length") + f" (noise floor {floor * 100:.1f}%)"
+    return (
+        text
+        + ("; grows with chain length" if slope > 0 else "; falls with chain length")
+        + f" (noise floor {floor * 100:.1f}%)"
+    )
 
 
-def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings(), progress: bool = True) -> dict[str, Any]:
+def measure_run(
+    run_dir: str | Path, settings: LatencySettings = LatencySettings(), progress: bool = True
+) -> dict[str, Any]:
     """Time every trained target model of a run directory; writes and returns `latency.json`."""
     from xstilts.config import load_config
     from xstilts.data.examples import load_examples
-    from xstilts.train.stage import load_target_model
     from xstilts.train.loop import get_accelerator
+    from xstilts.train.stage import load_target_model
 
     run = RunDirectory(run_dir)
     rows = [row for row in run.result_rows() if row.get("target_stage")]
@@ -179,18 +229,31 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
     config = load_config(run.file(CONFIG_FILE))
     registry = config.registry()
     device = get_accelerator().device
-    dtype = torch.bfloat16 if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda") else None
+    dtype = (
+        torch.bfloat16
+        if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
+        else None
+    )
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row.get("mode", "full"), row["target"]), {})[row["chain_label"]] = row
-    result: dict[str, Any] = {"settings": settings.model_dump(mode="json"), "device": str(device), "threads": torch.get_num_threads(), "precision": "bf16" if dtype else "fp32", "torch": torch.__version__, "groups": []}
+    result: dict[str, Any] = {
+        "settings": settings.model_dump(mode="json"),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "precision": "bf16" if dtype else "fp32",
+        "torch": torch.__version__,
+        "groups": [],
+    }
     for (mode, target), labelled in sorted(groups.items()):
         spec = registry.get(target)
         models, stages = [], {}
         for label, row in sorted(labelled.items(), key=lambda item: item[1]["chain_length"]):
             stage_dir = run.store.stage_dir(row["target_stage"], target)
             if inspect_stage_dir(stage_dir).status == "pruned":
-                raise XstiltsError(f"{stage_dir}: the target model is gone (keep: needed?); latency needs the trained models")
+                raise XstiltsError(
+                    f"{stage_dir}: the target model is gone (keep: needed?); latency needs the trained models"
+                )
             model, tokenizer = load_target_model(stage_dir, spec)  # checks the model's files against their record
             models.append(TimedModel(label, row["chain_length"], label, model.to(device)))
             stages[label] = stage_dir
@@ -202,8 +265,14 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
         models.append(TimedModel(base.name + " (twin)", 0, base.chain_label, copy.deepcopy(base.model)))
         texts = [_example_text(e) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
         structure = {
-            m.chain_label: {"chain_length": m.chain_length, "parameters": sum(p.numel() for p in m.model.parameters()), "bytes_on_disk": directory_bytes(stages[m.chain_label]), "chain_bytes_on_disk": _chain_bytes(stages[m.chain_label])}
-            for m in models if not m.name.endswith("(twin)")
+            m.chain_label: {
+                "chain_length": m.chain_length,
+                "parameters": sum(p.numel() for p in m.model.parameters()),
+                "bytes_on_disk": directory_bytes(stages[m.chain_label]),
+                "chain_bytes_on_disk": _chain_bytes(stages[m.chain_label]),
+            }
+            for m in models
+            if not m.name.endswith("(twin)")
         }
         for batch_size in settings.batch_sizes:
             for length in settings.lengths:
@@ -214,7 +283,9 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
                 group = summarize_models(models, settings, batch_size, length)
                 for model_row in group["models"]:
                     model_row.update(structure.get(model_row["chain_label"], {}))
-                    model_row["flops_per_token"] = forward_flops_per_token(next(m for m in models if m.name == model_row["name"]).model, length)
+                    model_row["flops_per_token"] = forward_flops_per_token(
+                        next(m for m in models if m.name == model_row["name"]).model, length
+                    )
                 group.update(mode=mode, target=target, verdict=verdict(mode, group))
                 result["groups"].append(group)
         del models
@@ -224,7 +295,9 @@ def measure_run(run_dir: str | Path, settings: LatencySettings = LatencySettings
 
 def _example_text(example: dict[str, Any]) -> str:
     """The text of a dev example of any kind, to cut latency inputs from."""
-    parts = [example.get(key) for key in ("text_a", "text_b", "question", "context")] + [" ".join(example.get("tokens", []))]
+    parts = [example.get(key) for key in ("text_a", "text_b", "question", "context")] + [
+        " ".join(example.get("tokens", []))
+    ]
     return " ".join(part for part in parts if isinstance(part, str) and part)
 
 

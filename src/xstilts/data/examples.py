@@ -12,11 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-Example = dict[str, Any]
-Feature = dict[str, Any]
-
 from xstilts.data.cache import cached, tokenizer_fingerprint
-
 from xstilts.errors import DataError
 from xstilts.readers.jsonl import read_jsonl
 from xstilts.readers.text import read_text_examples
@@ -25,6 +21,8 @@ from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
 from xstilts.tasks.schema import validate_example
 
+Example = dict[str, Any]
+Feature = dict[str, Any]
 
 # Bump when a kind's feature conversion changes, so cached features from older code are not reused.
 FEATURES_VERSION = 2
@@ -49,7 +47,9 @@ def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None =
     return examples
 
 
-def build_features(spec: TaskSpec, examples: list[Example], tokenizer: Any, settings: TrainingSettings, training: bool) -> list[Feature]:
+def build_features(
+    spec: TaskSpec, examples: list[Example], tokenizer: Any, settings: TrainingSettings, training: bool
+) -> list[Feature]:
     """Tokenised features, from the feature cache when the same tokenizer has seen the same examples
     with the same length settings (set XSTILTS_FEATURE_CACHE=0 to always tokenise)."""
     build = lambda: kind_of(spec).build_features(examples, tokenizer, spec, settings, training)  # noqa: E731

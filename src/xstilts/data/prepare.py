@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from xstilts.errors import DataError, DataWarning, XstiltsError
-from xstilts.readers.jsonl import read_jsonl, write_jsonl
 from xstilts.files import write_json_atomic
-from xstilts.tasks.schema import validate_example
+from xstilts.readers.jsonl import read_jsonl, write_jsonl
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
+from xstilts.tasks.schema import validate_example
 from xstilts.tasks.sources import HubFile
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def read_local(spec: TaskSpec, root: Path, split: str, language: str) -> tuple[l
 
     The paths returned include the companion files the reader opened beside each match.
     """
-    for layout in (spec.sources.local.get(split, ()) if spec.sources else ()):
+    for layout in spec.sources.local.get(split, ()) if spec.sources else ():
         paths = layout.paths(root, split, language)
         if paths:
             records: list[dict[str, Any]] = []
@@ -91,7 +92,9 @@ def read_hub(spec: TaskSpec, split: str, language: str) -> list[dict[str, Any]] 
         try:
             dataset = load_dataset(hub.dataset, hub.config, split=hub.split)
         except Exception as error:  # network, missing config, ...: say which copy failed
-            raise XstiltsError(f"{spec.name} {split}-{language}: could not load {hub.dataset} ({hub.config}, {hub.split}) from the hub: {error}") from None
+            raise XstiltsError(
+                f"{spec.name} {split}-{language}: could not load {hub.dataset} ({hub.config}, {hub.split}) from the hub: {error}"
+            ) from None
         records += map_hub_records(hub, dataset, dataset.features)
     return records
 
@@ -108,7 +111,9 @@ def map_hub_records(hub: HubFile, rows: Iterable[dict[str, Any]], features: Any 
     return mapped
 
 
-def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir: Path | None = None, from_hub: bool = False) -> list[FileReport]:
+def prepare(
+    registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir: Path | None = None, from_hub: bool = False
+) -> list[FileReport]:
     """Write validated local copies of `tasks` under `out_dir`; returns what was written.
 
     Each split and language is taken from `source_dir` (upstream layouts) or the hub. What cannot be
@@ -120,7 +125,9 @@ def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir:
     for name in tasks:
         spec = registry.get(name)
         if spec.kind == "retrieval":
-            raise XstiltsError(f"{name}: retrieval data is read in place by the retrieval evaluation; nothing to prepare")
+            raise XstiltsError(
+                f"{name}: retrieval data is read in place by the retrieval evaluation; nothing to prepare"
+            )
         task_dir = out_dir / name
         pending: list[tuple[FileReport, list[dict[str, Any]]]] = []
         labels: set[str] = set()
@@ -143,10 +150,18 @@ def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir:
         if spec.open_label_set:
             spec = replace(spec, labels=tuple(sorted(labels)))
         for report, records in pending:
-            report.problems = _validate(spec, records, f"{', '.join(report.files)} ({name} {report.split}-{report.language})", [Path(f) for f in report.files if not f.startswith("hub:")])
+            report.problems = _validate(
+                spec,
+                records,
+                f"{', '.join(report.files)} ({name} {report.split}-{report.language})",
+                [Path(f) for f in report.files if not f.startswith("hub:")],
+            )
         problems = [p for report, _ in pending for p in report.problems]
         if problems:
-            raise DataError(pending[0][0].files[0], "invalid records, nothing written for task " + name + ":\n  " + "\n  ".join(problems))
+            raise DataError(
+                pending[0][0].files[0],
+                "invalid records, nothing written for task " + name + ":\n  " + "\n  ".join(problems),
+            )
         if not pending:
             log.warning("%s: no files found", name)
             continue
@@ -155,7 +170,9 @@ def prepare(registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir:
             write_jsonl(task_dir / f"{report.split}-{report.language}.jsonl", records)
         if spec.open_label_set:
             (task_dir / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
-        write_json_atomic(task_dir / "manifest.json", {"task": name, "files": [report.__dict__ for report, _ in pending]})
+        write_json_atomic(
+            task_dir / "manifest.json", {"task": name, "files": [report.__dict__ for report, _ in pending]}
+        )
         reports += [report for report, _ in pending]
     return reports
 
@@ -172,22 +189,44 @@ def check(registry: TaskRegistry, directory: Path) -> tuple[list[FileReport], li
     for name in registry.names():
         spec = registry.get(name)
         for split in SPLITS:
-            for language in spec.split_languages(split) + tuple(l for l in spec.languages if l not in spec.split_languages(split)):
+            for language in spec.split_languages(split) + tuple(
+                lang for lang in spec.languages if lang not in spec.split_languages(split)
+            ):
                 prepared = directory / name / f"{split}-{language}.jsonl"
                 if prepared.is_file():
-                    reports.append(_check_files(spec, split, language, [prepared], lambda path, lang: [r for _, r in read_jsonl(path)], seen))
+                    reports.append(
+                        _check_files(
+                            spec, split, language, [prepared], lambda path, lang: [r for _, r in read_jsonl(path)], seen
+                        )
+                    )
                 for layout in spec.sources.local.get(split, ()) if spec.sources else ():
                     paths = layout.paths(directory, split, language)
-                    if paths and (spec.name, split, tuple(paths)) not in reported:  # a file without a language in its name
+                    if (
+                        paths and (spec.name, split, tuple(paths)) not in reported
+                    ):  # a file without a language in its name
                         reported.add((spec.name, split, tuple(paths)))
                         companions = [p.with_suffix(c) for p in paths for c in layout.companions]
-                        reports.append(_check_files(spec, split, language, paths + companions, layout.reader, seen, len(paths)))
-    seen.update(p.resolve() for name in registry.names() for p in (directory / name / "manifest.json", directory / name / "labels.txt"))
+                        reports.append(
+                            _check_files(spec, split, language, paths + companions, layout.reader, seen, len(paths))
+                        )
+    seen.update(
+        p.resolve()
+        for name in registry.names()
+        for p in (directory / name / "manifest.json", directory / name / "labels.txt")
+    )
     unrecognised = sorted(p for p in directory.rglob("*") if p.is_file() and p.resolve() not in seen)
     return reports, unrecognised
 
 
-def _check_files(spec: TaskSpec, split: str, language: str, paths: list[Path], reader: Any, seen: set[Path], read_count: int | None = None) -> FileReport:
+def _check_files(
+    spec: TaskSpec,
+    split: str,
+    language: str,
+    paths: list[Path],
+    reader: Any,
+    seen: set[Path],
+    read_count: int | None = None,
+) -> FileReport:
     """Read and validate one layout's files (the first `read_count` are read, the rest are companions)."""
     seen.update(p.resolve() for p in paths)
     files = [str(p) for p in paths]
@@ -198,7 +237,15 @@ def _check_files(spec: TaskSpec, split: str, language: str, paths: list[Path], r
         except DataError as error:
             return FileReport(spec.name, split, language, files, 0, [str(error)], _data_warnings(caught))
     where = f"{', '.join(files[:read_count])} ({spec.name} {split}-{language})"
-    return FileReport(spec.name, split, language, files, len(records), _validate(spec, records, where, paths[:read_count]), _data_warnings(caught))
+    return FileReport(
+        spec.name,
+        split,
+        language,
+        files,
+        len(records),
+        _validate(spec, records, where, paths[:read_count]),
+        _data_warnings(caught),
+    )
 
 
 def _data_warnings(caught: list[warnings.WarningMessage]) -> list[str]:

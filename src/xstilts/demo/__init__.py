@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
+from xstilts.analysis.report import write_report
 from xstilts.config import load_config
 from xstilts.demo.benchmark import write_benchmark
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
-from xstilts.analysis.report import write_report
 from xstilts.study.runner import run_experiment
 
 DEMO_CHAIN = ["demo_paraphrase", "demo_squad2", "demo_swag"]
@@ -40,7 +40,13 @@ DEMO_TRAINING: dict[str, Any] = {
 }
 
 
-def demo_config(output_dir: Path, encoder_dir: Path, tasks: dict[str, Any], modes: tuple[str, ...] = ("full",), latency: bool = False) -> dict[str, Any]:
+def demo_config(
+    output_dir: Path,
+    encoder_dir: Path,
+    tasks: dict[str, Any],
+    modes: tuple[str, ...] = ("full",),
+    latency: bool = False,
+) -> dict[str, Any]:
     config = {
         "name": "xstilts demo: chains of 0-3 English intermediate tasks",
         "encoder": str(encoder_dir),
@@ -58,14 +64,20 @@ def demo_config(output_dir: Path, encoder_dir: Path, tasks: dict[str, Any], mode
 
 
 def run_demo(
-    output_dir: str | Path = "runs/demo", progress: bool = True, pretrain: PretrainSettings = PretrainSettings(), train_size: int = 2000,
-    modes: tuple[str, ...] = ("full",), latency: bool = False,
+    output_dir: str | Path = "runs/demo",
+    progress: bool = True,
+    pretrain: PretrainSettings = PretrainSettings(),
+    train_size: int = 2000,
+    modes: tuple[str, ...] = ("full",),
+    latency: bool = False,
 ) -> Path:
     """Run the demo study (in each chain mode given, optionally timing the targets); returns the path of its report."""
     output_dir = Path(output_dir)
     encoder_dir = pretrain_encoder(pretrain, progress=progress)
     tasks = write_benchmark(output_dir / "data", train_size=train_size)
     config_path = output_dir / "demo.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(output_dir, encoder_dir, tasks, modes, latency), sort_keys=False), encoding="utf-8")
+    config_path.write_text(
+        yaml.safe_dump(demo_config(output_dir, encoder_dir, tasks, modes, latency), sort_keys=False), encoding="utf-8"
+    )
     run_experiment(load_config(config_path), progress=progress)
     return write_report(output_dir)

@@ -16,9 +16,10 @@ Every file is `{split}-{language}.jsonl` in the task kind's schema, written dete
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from xstilts.demo.languages import (
     ADJECTIVES,
@@ -77,7 +78,11 @@ def nli_example(world: World, language: Language, rng: random.Random) -> dict[st
     else:
         premise, hypothesis = event, _changed(world, event, rng)
     fronted = rng.random() < 0.3
-    return {"text_a": join(language.statement(premise)), "text_b": join(language.statement(hypothesis, fronted=fronted)), "label": label}
+    return {
+        "text_a": join(language.statement(premise)),
+        "text_b": join(language.statement(hypothesis, fronted=fronted)),
+        "label": label,
+    }
 
 
 def paraphrase_example(world: World, language: Language, rng: random.Random) -> dict[str, Any]:
@@ -87,7 +92,11 @@ def paraphrase_example(world: World, language: Language, rng: random.Random) -> 
     if label == "different":  # two slots changed, as non-duplicate questions usually differ in more than a word
         for slot in rng.sample(["person", "noun", "verb", "negated"], 2):
             other = _changed(world, other, rng, slot)
-    return {"text_a": join(language.statement(event)), "text_b": join(language.statement(other, fronted=rng.random() < 0.7)), "label": label}
+    return {
+        "text_a": join(language.statement(event)),
+        "text_b": join(language.statement(other, fronted=rng.random() < 0.7)),
+        "label": label,
+    }
 
 
 def _tokens_with_offsets(tokens: list[Token]) -> tuple[str, list[int]]:
@@ -98,7 +107,9 @@ def _tokens_with_offsets(tokens: list[Token]) -> tuple[str, list[int]]:
     return join(tokens), starts
 
 
-def qa_example(world: World, language: Language, rng: random.Random, index: int, unanswerable_rate: float = 0.0) -> dict[str, Any]:
+def qa_example(
+    world: World, language: Language, rng: random.Random, index: int, unanswerable_rate: float = 0.0
+) -> dict[str, Any]:
     """A context of 2-3 statements and a question about one of them; the answer is a span of the context."""
     events = [world.event() for _ in range(rng.randint(2, 3))]
     asked = rng.randrange(len(events))
@@ -113,7 +124,12 @@ def qa_example(world: World, language: Language, rng: random.Random, index: int,
         while any(e.person == absent.person for e in events):
             absent = replace(absent, person=world.person())
         question = join(language.question(absent, "what" if ask == "who" else ask))
-        return {"id": f"{language.code}-{index}", "question": question, "context": context, "answers": {"text": [], "answer_start": []}}
+        return {
+            "id": f"{language.code}-{index}",
+            "question": question,
+            "context": context,
+            "answers": {"text": [], "answer_start": []},
+        }
     offset = sum(len(s) for s in sentences[:asked])
     answer = language.answer_tokens(events[asked], ask)
     sentence = sentences[asked]
@@ -168,8 +184,19 @@ def ner_example(world: World, language: Language, rng: random.Random) -> dict[st
 
 # name -> (kind, labels, example maker, is target, extra task definition keys)
 TASKS: dict[str, dict[str, Any]] = {
-    "demo_paraphrase": {"kind": "classification", "labels": PARAPHRASE_LABELS, "make": paraphrase_example, "target": False},
-    "demo_squad2": {"kind": "qa", "make": lambda w, l, r, i: qa_example(w, l, r, i, unanswerable_rate=1 / 3), "target": False, "indexed": True, "allow_no_answer": True},
+    "demo_paraphrase": {
+        "kind": "classification",
+        "labels": PARAPHRASE_LABELS,
+        "make": paraphrase_example,
+        "target": False,
+    },
+    "demo_squad2": {
+        "kind": "qa",
+        "make": lambda world, language, rng, index: qa_example(world, language, rng, index, unanswerable_rate=1 / 3),
+        "target": False,
+        "indexed": True,
+        "allow_no_answer": True,
+    },
     "demo_swag": {"kind": "multiple_choice", "make": swag_example, "target": False, "num_choices": 4},
     "demo_pos": {"kind": "tagging", "labels": POS_TAGS, "make": pos_example, "target": False},
     "demo_nli": {"kind": "classification", "labels": NLI_LABELS, "make": nli_example, "target": True},
@@ -233,13 +260,13 @@ def corpus_sentences(count_per_language: int, seed: int = 0, code_switch_rate: f
         for _ in range(count_per_language):
             tokens = tagging_sentence(world, language, rng)
             if rng.random() < code_switch_rate:
-                other = rng.choice([l for l in others if l is not language])
+                other = rng.choice([lang for lang in others if lang is not language])
                 tokens = [
-                    other.word(t.concept, inflect=t.inflected) if t.pos not in ("PROPN", "PUNCT") and rng.random() < 0.5
+                    other.word(t.concept, inflect=t.inflected)
+                    if t.pos not in ("PROPN", "PUNCT") and rng.random() < 0.5
                     else t
                     for t in tokens
                 ]
             sentences.append(join(tokens))
     rng.shuffle(sentences)
     return sentences
-

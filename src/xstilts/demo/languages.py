@@ -20,8 +20,8 @@ Nothing here is English grammar in earnest; it is a controlled, honest toy (see 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 # Concepts. Nouns come in categories; each category has verbs that select it ("eats" takes food).
 NOUNS: dict[str, list[str]] = {
@@ -189,7 +189,13 @@ def make_languages(seed: int = 7) -> dict[str, Language]:
     languages = [
         Language("en", "English words, subject-verb-object, Latin script", english, "s"),
         Language("x-lex", "generated lexicon; English word order and script", pseudo, "n"),
-        Language("x-ord", "x-lex lexicon; subject-object-verb, postpositions, noun before adjective", pseudo, "n", order="sov"),
+        Language(
+            "x-ord",
+            "x-lex lexicon; subject-object-verb, postpositions, noun before adjective",
+            pseudo,
+            "n",
+            order="sov",
+        ),
         Language("x-scr", "x-lex lexicon and order, written in a Greek-like alphabet", pseudo, "n", greek_script=True),
     ]
     return {language.code: language for language in languages}

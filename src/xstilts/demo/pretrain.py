@@ -16,10 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch.nn import functional as F
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM, get_linear_schedule_with_warmup
+from transformers import (
+    PreTrainedTokenizerFast,
+    XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+    get_linear_schedule_with_warmup,
+)
 
 from xstilts.data.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
@@ -55,7 +60,9 @@ def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int) -> P
     # Split on whitespace first so that "▁" never spans a space: offsets then cover word characters only.
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
     tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", shrinking_factor=0.75)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", shrinking_factor=0.75
+    )
     tokenizer.train_from_iterator(sentences, trainer)
     tokenizer.add_special_tokens(["<mask>"])
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -74,7 +81,9 @@ def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int) -> P
     )
 
 
-def pretrain_encoder(settings: PretrainSettings = PretrainSettings(), cache_dir: Path | None = None, progress: bool = True) -> Path:
+def pretrain_encoder(
+    settings: PretrainSettings = PretrainSettings(), cache_dir: Path | None = None, progress: bool = True
+) -> Path:
     """The encoder directory (Hugging Face format), trained now or taken from the cache."""
     identity = content_identity({"benchmark": BENCHMARK_VERSION, **asdict(settings)})
     root = Path(cache_dir or cache_root())
@@ -104,14 +113,21 @@ def pretrain_encoder(settings: PretrainSettings = PretrainSettings(), cache_dir:
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.steps // 10, settings.steps)
     generator = torch.Generator().manual_seed(settings.seed)
     model.train()
-    bar = tqdm(range(settings.steps), desc="pretraining the demo encoder (masked LM)", disable=not progress, leave=False)
+    bar = tqdm(
+        range(settings.steps), desc="pretraining the demo encoder (masked LM)", disable=not progress, leave=False
+    )
     losses = []
     for step in bar:
         indices = torch.randint(len(encoded), (settings.batch_size,), generator=generator).tolist()
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
         special = torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
         inputs, labels = mask_tokens(
-            batch["input_ids"], ~special, tokenizer.mask_token_id, (len(SPECIAL_TOKENS), len(tokenizer) - 1), settings.mask_probability, generator
+            batch["input_ids"],
+            ~special,
+            tokenizer.mask_token_id,
+            (len(SPECIAL_TOKENS), len(tokenizer) - 1),
+            settings.mask_probability,
+            generator,
         )
         # The vocabulary projection only at masked positions: on a model this small it would otherwise cost
         # as much as the encoder itself.

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 
-from xstilts.train.modeling import MultiTaskModel
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature, feature_length
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.loop import autocast
+from xstilts.train.modeling import MultiTaskModel
 
 
 @dataclass
@@ -23,7 +24,12 @@ class Evaluation:
 
 
 def predict_outputs(
-    model: MultiTaskModel, task: str, features: Sequence[Feature], settings: TrainingSettings, accelerator: Accelerator, pad_token_id: int
+    model: MultiTaskModel,
+    task: str,
+    features: Sequence[Feature],
+    settings: TrainingSettings,
+    accelerator: Accelerator,
+    pad_token_id: int,
 ) -> list[Any]:
     """Per-feature outputs, in feature order. Batches are formed from length-sorted features to waste little padding.
 
@@ -32,7 +38,9 @@ def predict_outputs(
     """
     kind = kind_of(model.specs[task])
     order = sorted(range(len(features)), key=lambda i: feature_length(features[i]))
-    batches = [order[start : start + settings.eval_batch_size] for start in range(0, len(order), settings.eval_batch_size)]
+    batches = [
+        order[start : start + settings.eval_batch_size] for start in range(0, len(order), settings.eval_batch_size)
+    ]
     mine: list[tuple[int, Any]] = []
     was_training = model.training
     model.eval()

@@ -8,11 +8,13 @@ token, max length 512. Layer, pooling and length are recorded with every result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -21,15 +23,21 @@ import torch
 from xstilts.data.cache import cache_root
 from xstilts.errors import DataError, RunError, XstiltsError
 from xstilts.evaluate.metrics.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
+from xstilts.files import read_json_or_none, write_json_atomic
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
 from xstilts.readers.text import read_lines
 from xstilts.settings import EmbeddingSettings
-from xstilts.files import read_json_or_none, write_json_atomic
 
 BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining
 
 
-def encode_sentences(encoder: torch.nn.Module, tokenizer: Any, sentences: Sequence[str], settings: EmbeddingSettings, device: torch.device) -> np.ndarray:
+def encode_sentences(
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    settings: EmbeddingSettings,
+    device: torch.device,
+) -> np.ndarray:
     """float32 embeddings, one row per sentence in input order. Batches are formed from sentences
     sorted by length (little padding); no gradients; bf16 autocast on GPU."""
     settings = settings.resolved(encoder.config.num_hidden_layers)
@@ -52,7 +60,9 @@ def encode_sentences(encoder: torch.nn.Module, tokenizer: Any, sentences: Sequen
     encoder.train(was_training)
     bad = ~np.isfinite(output).all(axis=1)
     if bad.any():
-        raise RunError(f"sentence embeddings from layer {settings.layer} hold NaN or infinity for {int(bad.sum())} of {len(output)} sentences; the encoder's weights are not finite")
+        raise RunError(
+            f"sentence embeddings from layer {settings.layer} hold NaN or infinity for {int(bad.sum())} of {len(output)} sentences; the encoder's weights are not finite"
+        )
     return output
 
 
@@ -121,7 +131,13 @@ class Candidate:
     target: str
 
 
-def mine_candidates(source_texts: Sequence[str], source_embeddings: np.ndarray, target_texts: Sequence[str], target_embeddings: np.ndarray, k: int = 4) -> list[Candidate]:
+def mine_candidates(
+    source_texts: Sequence[str],
+    source_embeddings: np.ndarray,
+    target_texts: Sequence[str],
+    target_embeddings: np.ndarray,
+    k: int = 4,
+) -> list[Candidate]:
     """Margin-based mining (ratio margin, k nearest neighbours both ways), best candidate per sentence
     from both directions, pooled, sorted by score, kept greedily one-to-one. Texts must be unique."""
     x2y_sim, x2y_ind = exact_knn(source_embeddings, target_embeddings, k)
@@ -133,7 +149,9 @@ def mine_candidates(source_texts: Sequence[str], source_embeddings: np.ndarray, 
     backward = y2x_sim / ((y_mean[:, None] + x_mean[y2x_ind]) / 2)
     forward_best = x2y_ind[np.arange(len(x2y_ind)), forward.argmax(axis=1)]
     backward_best = y2x_ind[np.arange(len(y2x_ind)), backward.argmax(axis=1)]
-    pairs = np.concatenate([np.stack([np.arange(len(x2y_ind)), forward_best], 1), np.stack([backward_best, np.arange(len(y2x_ind))], 1)])
+    pairs = np.concatenate(
+        [np.stack([np.arange(len(x2y_ind)), forward_best], 1), np.stack([backward_best, np.arange(len(y2x_ind))], 1)]
+    )
     scores = np.concatenate([forward.max(axis=1), backward.max(axis=1)])
     seen_source: set[int] = set()
     seen_target: set[int] = set()
@@ -147,7 +165,9 @@ def mine_candidates(source_texts: Sequence[str], source_embeddings: np.ndarray, 
     return kept
 
 
-def candidate_id_pairs(candidates: Sequence[Candidate], source_ids: dict[str, list[str]], target_ids: dict[str, list[str]]) -> list[tuple[float, tuple[str, str]]]:
+def candidate_id_pairs(
+    candidates: Sequence[Candidate], source_ids: dict[str, list[str]], target_ids: dict[str, list[str]]
+) -> list[tuple[float, tuple[str, str]]]:
     """Mined text pairs as (score, (source id, target id)), sorted by score. A sentence that occurs
     under several ids stands for all of them (the reference code kept only the last and then dropped
     the pair); deduplication itself happens before mining."""
@@ -171,7 +191,9 @@ def best_threshold(pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tup
     return pairs[best_index][0]
 
 
-def bucc_f1(pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tuple[str, str]], threshold: float) -> dict[str, float]:
+def bucc_f1(
+    pairs: Sequence[tuple[float, tuple[str, str]]], gold: set[tuple[str, str]], threshold: float
+) -> dict[str, float]:
     """Precision, recall and F1 (x100) of the id pairs at or above `threshold`."""
     predicted = {pair for score, pair in pairs if score >= threshold}
     return {**bucc_scores_from_pairs(predicted, gold), "threshold": threshold, "pairs": len(predicted)}
@@ -197,10 +219,14 @@ def check_embeddings(matrix: np.ndarray, name: str) -> np.ndarray:
     matrix = matrix.astype(np.float32, copy=False)
     bad = ~np.isfinite(matrix).all(axis=1)
     if bad.any():
-        raise XstiltsError(f"{name}: row {int(np.argmax(bad))} holds NaN or infinity ({int(bad.sum())} such rows of {len(matrix)})")
+        raise XstiltsError(
+            f"{name}: row {int(np.argmax(bad))} holds NaN or infinity ({int(bad.sum())} such rows of {len(matrix)})"
+        )
     zero = ~matrix.any(axis=1)
     if zero.any():
-        raise XstiltsError(f"{name}: row {int(np.argmax(zero))} is all zeros (no direction to compare by cosine; {int(zero.sum())} such rows)")
+        raise XstiltsError(
+            f"{name}: row {int(np.argmax(zero))} is all zeros (no direction to compare by cosine; {int(zero.sum())} such rows)"
+        )
     return matrix
 
 
@@ -209,7 +235,11 @@ def _load_matrix(path: Path) -> np.ndarray:
         raise XstiltsError(f"{path}: embeddings file not found")
     try:
         matrix = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:  # truncated, not .npy, or an object array (pickles are never loaded)
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+    ) as error:  # truncated, not .npy, or an object array (pickles are never loaded)
         raise DataError(path, f"not a readable .npy array ({error})") from None
     if not isinstance(matrix, np.ndarray):
         raise DataError(path, "expected one .npy array, found an archive")
@@ -218,7 +248,9 @@ def _load_matrix(path: Path) -> np.ndarray:
 
 def _same_width(first: tuple[str, np.ndarray], second: tuple[str, np.ndarray]) -> None:
     if first[1].shape[1] != second[1].shape[1]:
-        raise XstiltsError(f"{second[0]}: {second[1].shape[1]} dimensions, but {first[0]} has {first[1].shape[1]}; both sides must come from one encoder")
+        raise XstiltsError(
+            f"{second[0]}: {second[1].shape[1]} dimensions, but {first[0]} has {first[1].shape[1]}; both sides must come from one encoder"
+        )
 
 
 def _lines(path: Path) -> list[str]:
@@ -236,13 +268,21 @@ def tatoeba_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
         gold = []
         for number, text in read_lines(labels_path):
             if not text.strip().isdigit() or int(text) >= len(source):
-                raise DataError(labels_path, f"expected the index of a row of {source_path.name} (0..{len(source) - 1}), found {text!r}", number)
+                raise DataError(
+                    labels_path,
+                    f"expected the index of a row of {source_path.name} (0..{len(source) - 1}), found {text!r}",
+                    number,
+                )
             gold.append(int(text))
         if len(gold) != len(english):
-            raise XstiltsError(f"{labels_path}: {len(gold)} labels for {len(english)} English rows in {english_path.name}")
+            raise XstiltsError(
+                f"{labels_path}: {len(gold)} labels for {len(english)} English rows in {english_path.name}"
+            )
     else:
         if len(source) != len(english):
-            raise XstiltsError(f"{source_path}: {len(source)} rows but {english_path.name} has {len(english)}; without {labels_path.name}, row i must translate row i")
+            raise XstiltsError(
+                f"{source_path}: {len(source)} rows but {english_path.name} has {len(english)}; without {labels_path.name}, row i must translate row i"
+            )
         gold = list(range(len(english)))
     predictions = tatoeba_predictions(source, english)
     return {"accuracy": tatoeba_accuracy(predictions, gold), "examples": len(gold)}
@@ -260,7 +300,11 @@ def _bucc_side(directory: Path, stem: str) -> tuple[list[str], np.ndarray]:
         if not sentence_id.strip():
             raise DataError(ids_path, "empty id", number)
         if sentence_id in seen:
-            raise DataError(ids_path, f"id {sentence_id!r} appears twice (first at line {seen[sentence_id]}); each row is its own sentence", number)
+            raise DataError(
+                ids_path,
+                f"id {sentence_id!r} appears twice (first at line {seen[sentence_id]}); each row is its own sentence",
+                number,
+            )
         seen[sentence_id] = number
     return ids, matrix
 
@@ -277,7 +321,9 @@ def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
     for split in ("dev", "test"):
         if not (directory / f"{language}.{split}.src.npy").is_file():
             if split == "dev":
-                raise XstiltsError(f"{directory / f'{language}.dev.src.npy'}: the dev split chooses the threshold and is required")
+                raise XstiltsError(
+                    f"{directory / f'{language}.dev.src.npy'}: the dev split chooses the threshold and is required"
+                )
             continue
         source_ids, source = _bucc_side(directory, f"{language}.{split}.src")
         target_ids, target = _bucc_side(directory, f"{language}.{split}.en")
@@ -287,7 +333,11 @@ def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
         known_source, known_target = set(source_ids), set(target_ids)
         for number, (s, t) in enumerate(gold_pairs, start=1):
             if s not in known_source or t not in known_target:
-                side = f"{s!r} is not in {language}.{split}.src.ids" if s not in known_source else f"{t!r} is not in {language}.{split}.en.ids"
+                side = (
+                    f"{s!r} is not in {language}.{split}.src.ids"
+                    if s not in known_source
+                    else f"{t!r} is not in {language}.{split}.en.ids"
+                )
                 raise DataError(gold_path, f"gold id {side}", number)
         gold = set(gold_pairs)
         candidates = mine_candidates(source_ids, source, target_ids, target)
@@ -301,7 +351,15 @@ def bucc_from_embeddings(directory: Path, language: str) -> dict[str, Any]:
 # --- evaluation of an encoder on the task files (chains) -------------------------------------------
 
 
-def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokenizer: Any, settings: EmbeddingSettings, device: torch.device, encoder_identity: str) -> dict[str, Any]:
+def evaluate_encoder(
+    spec: Any,
+    language: str,
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    settings: EmbeddingSettings,
+    device: torch.device,
+    encoder_identity: str,
+) -> dict[str, Any]:
     """Tatoeba accuracy or BUCC F1 of one language, from the upstream files under the task's data dir.
 
     BUCC candidates are cached by encoder identity, embedding settings, language, split and the data
@@ -314,7 +372,11 @@ def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokeniz
         source_path = _task_files(spec, root, "test", language)[0]
         pairs = read_tatoeba_pair(source_path, source_path.with_suffix(".eng"))
         predictions = tatoeba_predictions(embed([p["source"] for p in pairs]), embed([p["target"] for p in pairs]))
-        return {"accuracy": tatoeba_accuracy(predictions, range(len(pairs))), "examples": len(pairs), "embedding": settings.model_dump()}
+        return {
+            "accuracy": tatoeba_accuracy(predictions, range(len(pairs))),
+            "examples": len(pairs),
+            "embedding": settings.model_dump(),
+        }
     if spec.name != "bucc2018":
         raise XstiltsError(f"{spec.name}: no retrieval evaluation is defined")
     by_split: dict[str, Any] = {}
@@ -327,9 +389,15 @@ def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokeniz
         gold_path = source_path.with_suffix(".gold")
         source_texts, source_ids = unique_texts(read_bucc_sentences(source_path))
         target_texts, target_ids = unique_texts(read_bucc_sentences(source_path.with_suffix(".en")))
-        key = {"encoder": encoder_identity, "embedding": settings.model_dump(), "language": language, "split": split,
-               "data": _files_digest([source_path, source_path.with_suffix(".en")])}
-        candidates = _cached_candidates(key, lambda: mine_candidates(source_texts, embed(source_texts), target_texts, embed(target_texts)))
+        key = {
+            "encoder": encoder_identity,
+            "embedding": settings.model_dump(),
+            "language": language,
+            "split": split,
+            "data": _files_digest([source_path, source_path.with_suffix(".en")]),
+        }
+        mine = functools.partial(_mine_texts, source_texts, target_texts, embed)
+        candidates = _cached_candidates(key, mine)
         pairs = candidate_id_pairs(candidates, source_ids, target_ids)
         if not gold_path.is_file():
             continue
@@ -340,7 +408,16 @@ def evaluate_encoder(spec: Any, language: str, encoder: torch.nn.Module, tokeniz
     final = by_split.get("test", by_split.get("dev"))
     if final is None:
         raise XstiltsError(f"bucc2018 {language}: no gold pairs found beside the dev files under {root}")
-    return {**final, "split": "test" if "test" in by_split else "dev", "by_split": by_split, "embedding": settings.model_dump()}
+    return {
+        **final,
+        "split": "test" if "test" in by_split else "dev",
+        "by_split": by_split,
+        "embedding": settings.model_dump(),
+    }
+
+
+def _mine_texts(source_texts: list[str], target_texts: list[str], embed: Any) -> list[Candidate]:
+    return mine_candidates(source_texts, embed(source_texts), target_texts, embed(target_texts))
 
 
 def _task_files(spec: Any, root: Path, split: str, language: str, required: bool = True) -> list[Path]:

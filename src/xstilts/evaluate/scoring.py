@@ -32,8 +32,8 @@ from xstilts.readers.retrieval import read_bucc_gold
 from xstilts.readers.squad import read_squad_json
 from xstilts.readers.tabular import read_rows
 from xstilts.readers.text import read_lines, read_text
-from xstilts.tasks.schema import validate_example
 from xstilts.tasks.registry import TaskSpec
+from xstilts.tasks.schema import validate_example
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,11 @@ def read_gold_labels(path: Path) -> list[tuple[int, str]]:
     labels = []
     for line, row in read_rows(path):
         if len(row) != 3:
-            raise DataError(path, f"expected 3 tab-separated fields (text_a, text_b, label) as on the first row, found {len(row)}", line)
+            raise DataError(
+                path,
+                f"expected 3 tab-separated fields (text_a, text_b, label) as on the first row, found {len(row)}",
+                line,
+            )
         labels.append((line, row[2]))
     return labels
 
@@ -82,8 +86,14 @@ def _check_labels(path: Path, labels: list[tuple[int, str]], spec: TaskSpec) -> 
 
 def _aligned(gold_path: Path, gold_count: int, predictions_path: Path, predicted_count: int, what: str) -> None:
     if gold_count != predicted_count:
-        difference = f"{gold_count - predicted_count} missing" if predicted_count < gold_count else f"{predicted_count - gold_count} extra"
-        raise XstiltsError(f"{predictions_path}: {predicted_count} {what} for {gold_count} in {gold_path} ({difference}); the files must be line-aligned")
+        difference = (
+            f"{gold_count - predicted_count} missing"
+            if predicted_count < gold_count
+            else f"{predicted_count - gold_count} extra"
+        )
+        raise XstiltsError(
+            f"{predictions_path}: {predicted_count} {what} for {gold_count} in {gold_path} ({difference}); the files must be line-aligned"
+        )
 
 
 def read_gold_tags(path: Path) -> list[list[str]]:
@@ -141,9 +151,21 @@ def _score_qa(spec: TaskSpec, language: str, gold_path: Path, predictions_path: 
             f"{predictions_path}: none of its {len(predictions)} question ids is a question of {gold_path} "
             f"(first prediction id {next(iter(predictions), None)!r}, first gold id {records[0]['id']!r}); is it the right file?"
         )
-    counts = {"gold": len(gold_ids), "predicted": len(predictions), "matched": len(matched), "missing": len(gold_ids - matched), "extra": len(predictions.keys() - gold_ids)}
+    counts = {
+        "gold": len(gold_ids),
+        "predicted": len(predictions),
+        "matched": len(matched),
+        "missing": len(gold_ids - matched),
+        "extra": len(predictions.keys() - gold_ids),
+    }
     if counts["missing"] or counts["extra"]:
-        log.warning("%s: %d of %d questions have no prediction (scored 0); %d predictions are for unknown ids (ignored)", predictions_path, counts["missing"], counts["gold"], counts["extra"])
+        log.warning(
+            "%s: %d of %d questions have no prediction (scored 0); %d predictions are for unknown ids (ignored)",
+            predictions_path,
+            counts["missing"],
+            counts["gold"],
+            counts["extra"],
+        )
     # Every gold question counts, looked up by id as the official scripts do (repeated ids share a prediction).
     answers = [predictions.get(r["id"]) for r in records]
     golds = [r["answers"]["text"] for r in records]
@@ -156,7 +178,9 @@ def _score_classification(spec: TaskSpec, gold_path: Path, predictions_path: Pat
     _check_labels(gold_path, golds, spec)
     _check_labels(predictions_path, predicted, spec)
     _aligned(gold_path, len(golds), predictions_path, len(predicted), "predictions")
-    return Scored(accuracy([p for _, p in predicted], [g for _, g in golds]), {"gold": len(golds), "predicted": len(predicted)})
+    return Scored(
+        accuracy([p for _, p in predicted], [g for _, g in golds]), {"gold": len(golds), "predicted": len(predicted)}
+    )
 
 
 def _score_tagging(spec: TaskSpec, gold_path: Path, predictions_path: Path) -> Scored:
@@ -188,7 +212,10 @@ def _score_tatoeba(gold_path: Path, predictions_path: Path) -> Scored:
 
 def _score_bucc(gold_path: Path, predictions_path: Path) -> Scored:
     gold, predicted = set(read_bucc_gold(gold_path)), set(read_bucc_gold(predictions_path))
-    return Scored(bucc_scores_from_pairs(predicted, gold), {"gold": len(gold), "predicted": len(predicted), "matched": len(gold & predicted)})
+    return Scored(
+        bucc_scores_from_pairs(predicted, gold),
+        {"gold": len(gold), "predicted": len(predicted), "matched": len(gold & predicted)},
+    )
 
 
 def check_and_score(spec: TaskSpec, language: str, gold_path: Path, predictions_path: Path) -> Scored:
@@ -215,7 +242,9 @@ def score_file(spec: TaskSpec, language: str, gold_path: Path, predictions_path:
 def _language_file(directory: Path, language: str) -> Path | None:
     matches = sorted(p for p in directory.glob(f"test-{language}.*") if p.is_file())
     if len(matches) > 1:
-        raise XstiltsError(f"{directory}: several files for {language} ({', '.join(p.name for p in matches)}); keep one test-{language}.* file")
+        raise XstiltsError(
+            f"{directory}: several files for {language} ({', '.join(p.name for p in matches)}); keep one test-{language}.* file"
+        )
     return matches[0] if matches else None
 
 
@@ -234,13 +263,29 @@ def score_directories(spec: TaskSpec, gold_dir: Path, predictions_dir: Path) -> 
             per_language[language], counts[language] = scored.metrics, scored.counts
         elif gold or predictions:
             missing.append(language)
-            log.warning("%s: %s file only in %s; not scored", spec.name, language, gold_dir if gold else predictions_dir)
+            log.warning(
+                "%s: %s file only in %s; not scored", spec.name, language, gold_dir if gold else predictions_dir
+            )
         else:
             missing.append(language)
     if not per_language:
         raise XstiltsError(f"no language of {spec.name} has test-LANG.* files in both {gold_dir} and {predictions_dir}")
     known = {f"test-{language}" for language in spec.languages}
-    ignored = sorted(p.name for directory in (gold_dir, predictions_dir) for p in Path(directory).glob("test-*.*") if p.name.split(".")[0] not in known)
+    ignored = sorted(
+        p.name
+        for directory in (gold_dir, predictions_dir)
+        for p in Path(directory).glob("test-*.*")
+        if p.name.split(".")[0] not in known
+    )
     if ignored:
-        log.warning("%s: files for languages %s does not have were ignored: %s", spec.name, spec.name, ", ".join(ignored))
-    return {"task": spec.name, "languages": per_language, "average": task_score(per_language, spec.metric), "missing_languages": missing, "predictions": counts, "ignored_files": ignored}
+        log.warning(
+            "%s: files for languages %s does not have were ignored: %s", spec.name, spec.name, ", ".join(ignored)
+        )
+    return {
+        "task": spec.name,
+        "languages": per_language,
+        "average": task_score(per_language, spec.metric),
+        "missing_languages": missing,
+        "predictions": counts,
+        "ignored_files": ignored,
+    }

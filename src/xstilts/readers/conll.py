@@ -10,8 +10,9 @@ words are (nearly) all "_" are dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xstilts.errors import DataError
 from xstilts.readers.text import read_lines
@@ -81,7 +82,9 @@ def _depth(word_id: int, words: dict[int, tuple[str, str, int]]) -> int:
     return depth
 
 
-def _fuse(words: dict[int, tuple[str, str, int]], multiword: list[tuple[int, int, str]], precedence: list[str]) -> tuple[list[str], list[str]]:
+def _fuse(
+    words: dict[int, tuple[str, str, int]], multiword: list[tuple[int, int, str]], precedence: list[str]
+) -> tuple[list[str], list[str]]:
     """Replace each multiword span by its surface form with the UPOS of its head word."""
     span_of = {i: (first, last, form) for first, last, form in multiword for i in range(first, last + 1)}
     tokens, tags = [], []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xstilts.errors import DataError
 from xstilts.files import atomic_writer, json_text
@@ -49,7 +50,11 @@ def read_nli_jsonl(path: str | Path) -> list[dict[str, Any]]:
             records.append({"text_a": record["context"], "text_b": record["hypothesis"], "label": label})
             continue
         if not {"sentence1", "sentence2", "gold_label"} <= record.keys():
-            raise DataError(path, "expected sentence1, sentence2 and gold_label (MNLI/SNLI) or context, hypothesis and label (ANLI)", line)
+            raise DataError(
+                path,
+                "expected sentence1, sentence2 and gold_label (MNLI/SNLI) or context, hypothesis and label (ANLI)",
+                line,
+            )
         if record["gold_label"] == "-":
             continue
         if record["gold_label"] not in NLI_LABELS:
@@ -65,7 +70,10 @@ def read_hellaswag_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(record.get("ctx_a"), str) or not isinstance(record.get("endings"), list):
             raise DataError(path, "expected 'ctx_a' and a list of 'endings'", line)
         prefix = record.get("ctx_b", "")
-        out: dict[str, Any] = {"context": record["ctx_a"], "choices": [f"{prefix} {ending}".strip() for ending in record["endings"]]}
+        out: dict[str, Any] = {
+            "context": record["ctx_a"],
+            "choices": [f"{prefix} {ending}".strip() for ending in record["endings"]],
+        }
         if "label" in record:
             out["label"] = int(record["label"])
         records.append(out)
@@ -83,10 +91,16 @@ def read_commonsenseqa_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(question, dict) or not isinstance(question.get("choices"), list):
             raise DataError(path, "expected 'question' with 'stem' and 'choices'", line)
         letters = [choice["label"] for choice in question["choices"]]
-        out: dict[str, Any] = {"id": record.get("id", str(line)), "context": question["stem"], "choices": [c["text"] for c in question["choices"]]}
+        out: dict[str, Any] = {
+            "id": record.get("id", str(line)),
+            "context": question["stem"],
+            "choices": [c["text"] for c in question["choices"]],
+        }
         if "answerKey" in record:
             if record["answerKey"] not in letters:
-                raise DataError(path, f"answerKey {record['answerKey']!r} is not one of the choice labels {letters}", line)
+                raise DataError(
+                    path, f"answerKey {record['answerKey']!r} is not one of the choice labels {letters}", line
+                )
             out["label"] = letters.index(record["answerKey"])
         records.append(out)
     return records

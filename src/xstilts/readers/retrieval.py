@@ -45,7 +45,10 @@ def read_bucc_sentences(path: str | Path) -> list[tuple[str, str]]:
         if len(fields) != 2:
             raise DataError(path, f"expected 'id<TAB>sentence', found {len(fields)} field(s)", number)
         if fields[0] in first_line:
-            warnings.warn(DataWarning(path, f"id {fields[0]!r} appears again (first at line {first_line[fields[0]]})", number), stacklevel=2)
+            warnings.warn(
+                DataWarning(path, f"id {fields[0]!r} appears again (first at line {first_line[fields[0]]})", number),
+                stacklevel=2,
+            )
         first_line.setdefault(fields[0], number)
         rows.append((fields[0], fields[1]))
     return rows
@@ -63,9 +66,22 @@ def read_bucc_gold(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def warn_unknown_gold_ids(gold_path: Path, gold: list[tuple[str, str]], source_ids: set[str], target_ids: set[str]) -> None:
+def warn_unknown_gold_ids(
+    gold_path: Path, gold: list[tuple[str, str]], source_ids: set[str], target_ids: set[str]
+) -> None:
     """Gold pairs naming a sentence that is not in the sentence files can never be mined: say so."""
-    unknown = [(number, pair) for number, pair in enumerate(gold, start=1) if pair[0] not in source_ids or pair[1] not in target_ids]
+    unknown = [
+        (number, pair)
+        for number, pair in enumerate(gold, start=1)
+        if pair[0] not in source_ids or pair[1] not in target_ids
+    ]
     if unknown:
         number, pair = unknown[0]
-        warnings.warn(DataWarning(gold_path, f"{len(unknown)} gold pair(s) name ids missing from the sentence files, first {pair[0]!r} -> {pair[1]!r}", number), stacklevel=2)
+        warnings.warn(
+            DataWarning(
+                gold_path,
+                f"{len(unknown)} gold pair(s) name ids missing from the sentence files, first {pair[0]!r} -> {pair[1]!r}",
+                number,
+            ),
+            stacklevel=2,
+        )

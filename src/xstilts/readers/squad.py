@@ -58,4 +58,9 @@ def _qa_record(path: Path, where: str, qa: Any, context: str) -> dict[str, Any]:
             raise DataError(path, f"{where}: answer_start {start} lies outside the context (0..{len(context)})")
         texts.append(answer["text"])
         starts.append(start)
-    return {"id": str(qa["id"]), "question": qa["question"], "context": context, "answers": {"text": texts, "answer_start": starts}}
+    return {
+        "id": str(qa["id"]),
+        "question": qa["question"],
+        "context": context,
+        "answers": {"text": texts, "answer_start": starts},
+    }

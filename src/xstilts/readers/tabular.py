@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from xstilts.errors import DataError, DataWarning
 from xstilts.readers.text import decoded_lines
@@ -17,7 +18,9 @@ from xstilts.readers.text import decoded_lines
 csv.field_size_limit(1 << 26)
 
 
-def read_rows(path: str | Path, delimiter: str = "\t", quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+def read_rows(
+    path: str | Path, delimiter: str = "\t", quoting: int = csv.QUOTE_MINIMAL
+) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for every non-empty row; the line number is where the row starts."""
     path = Path(path)
     reader = csv.reader(decoded_lines(path), delimiter=delimiter, quoting=quoting)
@@ -31,7 +34,9 @@ def read_rows(path: str | Path, delimiter: str = "\t", quoting: int = csv.QUOTE_
         raise DataError(path, f"malformed row ({error})", line) from None
 
 
-def read_header_rows(path: str | Path, required: Sequence[str], delimiter: str = "\t", quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, dict[str, str]]]:
+def read_header_rows(
+    path: str | Path, required: Sequence[str], delimiter: str = "\t", quoting: int = csv.QUOTE_MINIMAL
+) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of a file with a header line, as dicts; fails early if a required column is missing."""
     rows = read_rows(path, delimiter, quoting)
     try:
@@ -62,7 +67,14 @@ def read_xtreme_pairs(path: str | Path, labelled: bool = True) -> list[dict[str,
             record["label"] = row[2]
         records.append(record)
     if extra:
-        warnings.warn(DataWarning(path, f"more than {expected} tab-separated fields (first at this line); the extra fields are ignored", extra), stacklevel=2)
+        warnings.warn(
+            DataWarning(
+                path,
+                f"more than {expected} tab-separated fields (first at this line); the extra fields are ignored",
+                extra,
+            ),
+            stacklevel=2,
+        )
     return records
 
 
@@ -74,7 +86,9 @@ def read_xnli_release(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     by_language: dict[str, list[dict[str, Any]]] = {}
     for _, row in read_header_rows(path, ["language", "gold_label", "sentence1", "sentence2"], quoting=csv.QUOTE_NONE):
         label = "contradiction" if row["gold_label"] == "contradictory" else row["gold_label"]
-        by_language.setdefault(row["language"], []).append({"text_a": row["sentence1"], "text_b": row["sentence2"], "label": label})
+        by_language.setdefault(row["language"], []).append(
+            {"text_a": row["sentence1"], "text_b": row["sentence2"], "label": label}
+        )
     return by_language
 
 
@@ -96,7 +110,9 @@ def read_glue_nli(path: str | Path) -> list[dict[str, Any]]:
         if row["gold_label"] == "-":
             continue
         if row["gold_label"] not in NLI_LABELS:
-            raise DataError(path, f"unknown gold_label {row['gold_label']!r}; expected one of {list(NLI_LABELS)} or '-'", line)
+            raise DataError(
+                path, f"unknown gold_label {row['gold_label']!r}; expected one of {list(NLI_LABELS)} or '-'", line
+            )
         records.append({"text_a": row["sentence1"], "text_b": row["sentence2"], "label": row["gold_label"]})
     return records
 
@@ -110,7 +126,9 @@ def read_qqp(path: str | Path) -> list[dict[str, Any]]:
     for line, row in read_header_rows(path, ["question1", "question2", "is_duplicate"], quoting=csv.QUOTE_NONE):
         if row["is_duplicate"] not in ("0", "1"):
             raise DataError(path, f"is_duplicate must be 0 or 1, got {row['is_duplicate']!r}", line)
-        records.append({"text_a": row["question1"], "text_b": row["question2"], "label": QQP_LABELS[int(row["is_duplicate"])]})
+        records.append(
+            {"text_a": row["question1"], "text_b": row["question2"], "label": QQP_LABELS[int(row["is_duplicate"])]}
+        )
     return records
 
 
@@ -119,7 +137,12 @@ def read_cosmosqa_csv(path: str | Path) -> list[dict[str, Any]]:
     records = []
     columns = ["context", "question", "answer0", "answer1", "answer2", "answer3"]
     for line, row in read_header_rows(path, columns, delimiter=","):
-        record: dict[str, Any] = {"id": row.get("id", str(line)), "context": row["context"], "question": row["question"], "choices": [row[f"answer{i}"] for i in range(4)]}
+        record: dict[str, Any] = {
+            "id": row.get("id", str(line)),
+            "context": row["context"],
+            "question": row["question"],
+            "choices": [row[f"answer{i}"] for i in range(4)],
+        }
         if "label" in row:
             if row["label"] not in ("0", "1", "2", "3"):
                 raise DataError(path, f"label must be 0-3, got {row['label']!r}", line)

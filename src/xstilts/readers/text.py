@@ -7,8 +7,9 @@ field never splits a record.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xstilts.errors import DataError
 
@@ -26,7 +27,11 @@ def _decode(raw: bytes, path: Path, line: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(path, f"invalid UTF-8 (byte {error.object[error.start]:#04x} at column {error.start + 1}); files must be UTF-8 encoded", line) from None
+        raise DataError(
+            path,
+            f"invalid UTF-8 (byte {error.object[error.start]:#04x} at column {error.start + 1}); files must be UTF-8 encoded",
+            line,
+        ) from None
 
 
 def decoded_lines(path: str | Path) -> Iterator[str]:

@@ -9,10 +9,17 @@ score and its `partial` flag come from `xtreme_summary` alone.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from statistics import fmean, stdev
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from xstilts.evaluate.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
+from xstilts.evaluate.metrics.xtreme import (
+    XTREME_SCORE_LANGUAGES,
+    XTREME_TASK_ORDER,
+    headline,
+    task_score,
+    xtreme_score,
+)
 from xstilts.results.records import ResultRow
 
 Stats = tuple[float, float, int]  # mean, standard deviation (0 for n = 1), n
@@ -55,14 +62,24 @@ def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
     for row in sorted(rows, key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])):
         chain = chains.setdefault(
             row["chain_label"],
-            {"chain": row["chain"], "chain_length": row["chain_length"], "mode": row.get("mode", "full"), "seed": row.get("seed", 0), "targets": {}},
+            {
+                "chain": row["chain"],
+                "chain_length": row["chain_length"],
+                "mode": row.get("mode", "full"),
+                "seed": row.get("seed", 0),
+                "targets": {},
+            },
         )
-        target = chain["targets"].setdefault(row["target"], {"metric": row["metric"], "languages": {}, "english_dev": row.get("english_dev", {})})
+        target = chain["targets"].setdefault(
+            row["target"], {"metric": row["metric"], "languages": {}, "english_dev": row.get("english_dev", {})}
+        )
         target["languages"][row["language"]] = row["metrics"]
     for chain in chains.values():
         for target in chain["targets"].values():
             target["average"] = task_score(target["languages"], target["metric"])
-            target["scores"] = {lang: headline(metrics, target["metric"]) for lang, metrics in target["languages"].items()}
+            target["scores"] = {
+                lang: headline(metrics, target["metric"]) for lang, metrics in target["languages"].items()
+            }
         chain["average_over_targets"] = fmean(t["average"]["score"] for _, t in sorted(chain["targets"].items()))
         xtreme = xtreme_summary(chain["targets"])
         if xtreme is not None:
@@ -96,7 +113,13 @@ def by_chain_length(summary: Mapping[str, Any], missing: Iterable[Mapping[str, A
             for group, value in xtreme["groups"].items():
                 per_length[length][f"group: {group}"].append(value)
     return {
-        "scores": {length: {column: mean_std(v) for column, v in columns.items()} for length, columns in sorted(per_length.items())},
+        "scores": {
+            length: {column: mean_std(v) for column, v in columns.items()}
+            for length, columns in sorted(per_length.items())
+        },
         "languages": {key: mean_std(v) for key, v in per_language.items()},
-        "english_dev": {length: {t: mean_std(list(v.values())) for t, v in targets.items()} for length, targets in sorted(per_dev.items())},
+        "english_dev": {
+            length: {t: mean_std(list(v.values())) for t, v in targets.items()}
+            for length, targets in sorted(per_dev.items())
+        },
     }

@@ -131,20 +131,33 @@ class RunPlan:
     def expected(self) -> list[dict[str, Any]]:
         """Every (chain, target, language) result the run is to produce."""
         return [
-            {"chain_label": e.chain_label, "chain_length": e.chain_length, "chain": list(e.chain), "mode": e.mode, "seed": e.seed,
-             "target": e.target, "metric": e.metric, "language": language}
-            for e in self.evaluations for language in e.languages
+            {
+                "chain_label": e.chain_label,
+                "chain_length": e.chain_length,
+                "chain": list(e.chain),
+                "mode": e.mode,
+                "seed": e.seed,
+                "target": e.target,
+                "metric": e.metric,
+                "language": language,
+            }
+            for e in self.evaluations
+            for language in e.languages
         ]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "encoder": self.encoder, "provisional": self.provisional,
+            "name": self.name,
+            "encoder": self.encoder,
+            "provisional": self.provisional,
             "stages": [{**asdict(s), "chain": list(s.chain)} for s in self.stages],
-            "evaluations": [{**asdict(e), "chain": list(e.chain), "languages": list(e.languages)} for e in self.evaluations],
+            "evaluations": [
+                {**asdict(e), "chain": list(e.chain), "languages": list(e.languages)} for e in self.evaluations
+            ],
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunPlan":
+    def from_json(cls, data: dict[str, Any]) -> RunPlan:
         """Also reads the plan.json of older runs (only "expected" entries, no graph)."""
         if "evaluations" not in data:
             return cls(data.get("name", ""), evaluations=_evaluations_from_expected(data.get("expected", [])))
@@ -153,7 +166,10 @@ class RunPlan:
             encoder=data.get("encoder", ""),
             provisional=bool(data.get("provisional", False)),
             stages=[PlannedStage(**{**s, "chain": tuple(s["chain"])}) for s in data.get("stages", [])],
-            evaluations=[PlannedEvaluation(**{**e, "chain": tuple(e["chain"]), "languages": tuple(e["languages"])}) for e in data["evaluations"]],
+            evaluations=[
+                PlannedEvaluation(**{**e, "chain": tuple(e["chain"]), "languages": tuple(e["languages"])})
+                for e in data["evaluations"]
+            ],
         )
 
 
@@ -163,8 +179,18 @@ def _evaluations_from_expected(expected: list[dict[str, Any]]) -> list[PlannedEv
         key = (entry["chain_label"], entry["target"])
         planned = grouped.get(key)
         if planned is None:
-            grouped[key] = PlannedEvaluation(entry["chain_label"], tuple(entry.get("chain", ())), entry.get("mode", "full"), entry.get("seed", 0), "",
-                                             entry["target"], entry.get("metric", ""), (entry["language"],))
+            grouped[key] = PlannedEvaluation(
+                entry["chain_label"],
+                tuple(entry.get("chain", ())),
+                entry.get("mode", "full"),
+                entry.get("seed", 0),
+                "",
+                entry["target"],
+                entry.get("metric", ""),
+                (entry["language"],),
+            )
         else:
-            grouped[key] = PlannedEvaluation(**{**asdict(planned), "languages": planned.languages + (entry["language"],)})
+            grouped[key] = PlannedEvaluation(
+                **{**asdict(planned), "languages": planned.languages + (entry["language"],)}
+            )
     return list(grouped.values())

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, read_json_or_none, write_json_atomic, write_text_atomic
@@ -71,7 +72,14 @@ class RunDirectory:
     def result_rows(self) -> list[ResultRow]:
         """Every intact result row, in path order (a damaged file is skipped with a warning and counts as missing)."""
         directory = self.root / layout.RESULTS_DIR
-        rows = [read_json_or_none(path, "result (it is reported as missing)") for path in sorted(directory.rglob("*.json"))] if directory.is_dir() else []
+        rows = (
+            [
+                read_json_or_none(path, "result (it is reported as missing)")
+                for path in sorted(directory.rglob("*.json"))
+            ]
+            if directory.is_dir()
+            else []
+        )
         return [row for row in rows if is_result_row(row)]
 
     # --- summary.json ----------------------------------------------------------------------------------------
@@ -104,7 +112,10 @@ class RunDirectory:
 
     def retrieval_dir(self, prefix_identity: str, task: str, embedding: Mapping[str, Any]) -> Path:
         """Where the retrieval evaluations of the encoder after a prefix live (one per embedding setting)."""
-        return layout.inside(self.root, self.root / layout.RETRIEVAL_DIR / f"{prefix_identity}-{task}-{content_identity(dict(embedding))}")
+        return layout.inside(
+            self.root,
+            self.root / layout.RETRIEVAL_DIR / f"{prefix_identity}-{task}-{content_identity(dict(embedding))}",
+        )
 
     def relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()

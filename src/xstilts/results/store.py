@@ -27,10 +27,17 @@ from typing import Any, Literal
 from xstilts.errors import DataError, XstiltsError
 from xstilts.files import read_json, write_json_atomic
 from xstilts.names import name_problem
-from xstilts.results.layout import CHECKPOINTS_DIR, EVALUATIONS_DIR, PARTIAL_PREFIX, PREDICTIONS_DIR, RECORD_FILE, inside, remove_inside
+from xstilts.results.layout import (
+    CHECKPOINTS_DIR,
+    EVALUATIONS_DIR,
+    PARTIAL_PREFIX,
+    PREDICTIONS_DIR,
+    RECORD_FILE,
+    inside,
+    remove_inside,
+)
 
 log = logging.getLogger(__name__)
-
 
 
 def content_identity(payload: dict[str, Any]) -> str:
@@ -94,7 +101,11 @@ def inspect_stage_dir(directory: Path, full: bool = False, identity: str | None 
         record = read_json(path)
     except DataError as error:
         return StageState("damaged", problem=str(error))
-    if not isinstance(record, dict) or "identity" not in record or (identity is not None and record["identity"] != identity):
+    if (
+        not isinstance(record, dict)
+        or "identity" not in record
+        or (identity is not None and record["identity"] != identity)
+    ):
         return StageState("damaged", problem=f"{path} is not the completion record of this stage")
     problem = manifest_problem(Path(directory), record.get("files", {}), full)
     if problem:
@@ -156,13 +167,17 @@ class StageStore:
 
     def commit(self, scratch: Path, identity: str, task: str, record: dict[str, Any]) -> Path:
         """List the files in the record, write the record last, then move the directory into place in one rename."""
-        write_json_atomic(scratch / RECORD_FILE, {**record, "files": file_manifest(scratch)})  # hashed now: verified for free later
+        write_json_atomic(
+            scratch / RECORD_FILE, {**record, "files": file_manifest(scratch)}
+        )  # hashed now: verified for free later
         final = self.stage_dir(identity, task)
         remove_inside(self.root, final)  # a damaged stage, or an incomplete directory from a crash between rename steps
         os.replace(inside(self.root, scratch), final)
         return final
 
-    def prune(self, identity: str, task: str, keep: tuple[str, ...] = (RECORD_FILE, EVALUATIONS_DIR, PREDICTIONS_DIR)) -> int:
+    def prune(
+        self, identity: str, task: str, keep: tuple[str, ...] = (RECORD_FILE, EVALUATIONS_DIR, PREDICTIONS_DIR)
+    ) -> int:
         """Delete a finished stage's weights but keep its record (marked `pruned`) and evaluations; returns bytes freed.
 
         The record is updated first, so a kill midway leaves a stage that is known to need retraining.
@@ -177,7 +192,11 @@ class StageStore:
         for entry in directory.iterdir():
             if entry.name in keep:
                 continue
-            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() and not entry.is_symlink() else entry.lstat().st_size
+            freed += (
+                sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+                if entry.is_dir() and not entry.is_symlink()
+                else entry.lstat().st_size
+            )
             remove_inside(self.root, entry)
         return freed
 

@@ -18,8 +18,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xstilts.errors import RunError
 from xstilts.results.layout import LOCK_FILE
@@ -110,8 +111,11 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
 def _acquire(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {
-        "host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid()),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "process_start": _process_start(os.getpid()),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     for _ in range(50):
         try:

@@ -51,7 +51,9 @@ class Plan:
     """Distinct prefix nodes (parents before children) and, per chain, its prefixes k = 0..K."""
 
     nodes: dict[str, ChainPrefix] = field(default_factory=dict)
-    chains: list[tuple[int, tuple[str, ...], list[str]]] = field(default_factory=list)  # (seed, order, prefix identities)
+    chains: list[tuple[int, tuple[str, ...], list[str]]] = field(
+        default_factory=list
+    )  # (seed, order, prefix identities)
     provisional: bool = False  # some data was not on disk: identities will change when it is
 
     @property
@@ -84,7 +86,10 @@ MISSING_DATA = "missing"  # the data fingerprint of files not on disk (a provisi
 def _fingerprint(spec: TaskSpec, splits_languages: list[tuple[str, str]] | None = None) -> str:
     """Data fingerprint of a stage's files (default: train and dev in the training language), hashed once per
     file version (size, mtime) in a process; `MISSING_DATA` when a file is not on disk."""
-    splits_languages = splits_languages or [(spec.train_split, spec.train_language), (spec.dev_split, spec.train_language)]
+    splits_languages = splits_languages or [
+        (spec.train_split, spec.train_language),
+        (spec.dev_split, spec.train_language),
+    ]
     paths = [spec.data.path(split, language) for split, language in splits_languages]
     if not all(path.is_file() for path in paths):
         return MISSING_DATA
@@ -98,46 +103,133 @@ def _adapter_fields(parent: ChainPrefix, adapter: AdapterSettings | None) -> tup
     """(identity fields, request fields) of a stage that trains an adapter (none for full fine-tuning)."""
     if adapter is None:
         return {}, {"parent_recipe": parent.recipe}
-    return {"mode": parent.mode, "adapter": adapter.trained_adapter()}, {"parent_recipe": parent.recipe, "mode": parent.mode, "adapter": adapter}
+    return {"mode": parent.mode, "adapter": adapter.trained_adapter()}, {
+        "parent_recipe": parent.recipe,
+        "mode": parent.mode,
+        "adapter": adapter,
+    }
 
 
-def stage_request(role: str, spec: TaskSpec, settings_layers: list[Any], seed: int, parent: ChainPrefix, adapter: AdapterSettings | None = None, **extra: Any) -> StageRequest:
+def stage_request(
+    role: str,
+    spec: TaskSpec,
+    settings_layers: list[Any],
+    seed: int,
+    parent: ChainPrefix,
+    adapter: AdapterSettings | None = None,
+    **extra: Any,
+) -> StageRequest:
     """The request for one stage; its identity hashes everything that determines the trained model."""
     settings = resolve_settings(spec.kind, spec.training_defaults, *settings_layers)
     identity_fields, request_fields = _adapter_fields(parent, adapter)
     identity = content_identity(
-        {"role": role, "parent": parent.identity, "task": spec.fingerprint(), "data": _fingerprint(spec), "settings": settings.model_dump(), "seed": seed, **identity_fields}
+        {
+            "role": role,
+            "parent": parent.identity,
+            "task": spec.fingerprint(),
+            "data": _fingerprint(spec),
+            "settings": settings.model_dump(),
+            "seed": seed,
+            **identity_fields,
+        }
     )
-    return StageRequest(identity, role, spec, settings, seed, parent.recipe.base, parent.identity, parent.tasks, **request_fields, **extra)
+    return StageRequest(
+        identity,
+        role,
+        spec,
+        settings,
+        seed,
+        parent.recipe.base,
+        parent.identity,
+        parent.tasks,
+        **request_fields,
+        **extra,
+    )
 
 
-def mixture_request(role: str, name: str, config: ExperimentConfig, registry: TaskRegistry, stage_layers: list[Any], seed: int, parent: ChainPrefix, adapter: AdapterSettings | None = None, **extra: Any) -> StageRequest:
+def mixture_request(
+    role: str,
+    name: str,
+    config: ExperimentConfig,
+    registry: TaskRegistry,
+    stage_layers: list[Any],
+    seed: int,
+    parent: ChainPrefix,
+    adapter: AdapterSettings | None = None,
+    **extra: Any,
+) -> StageRequest:
     """The request for a multi-task stage: members with their own lengths, one identity for the whole mixture."""
     mixture_config = config.mixtures[name]
     layers = [config.training, mixture_config.training, *stage_layers]
     members = []
     for member in mixture_config.tasks:
         spec = registry.get(member.task)
-        members.append(MixtureMember(spec, resolve_settings(spec.kind, spec.training_defaults, *layers), member.head or spec.name, (spec.train_language,)))
+        members.append(
+            MixtureMember(
+                spec,
+                resolve_settings(spec.kind, spec.training_defaults, *layers),
+                member.head or spec.name,
+                (spec.train_language,),
+            )
+        )
     mlm = mixture_config.mlm
     if mlm is not None:
-        spec = TaskSpec(name="mlm", kind="mlm", languages=tuple(mlm.languages), data=LocalFiles(mlm.data_dir, "{language}.txt"), train_language=mlm.languages[0])
-        members.append(MixtureMember(spec, resolve_settings("mlm", *layers, {"max_length": mlm.max_length}), "mlm", tuple(mlm.languages), mlm.max_examples_per_language))
+        spec = TaskSpec(
+            name="mlm",
+            kind="mlm",
+            languages=tuple(mlm.languages),
+            data=LocalFiles(mlm.data_dir, "{language}.txt"),
+            train_language=mlm.languages[0],
+        )
+        members.append(
+            MixtureMember(
+                spec,
+                resolve_settings("mlm", *layers, {"max_length": mlm.max_length}),
+                "mlm",
+                tuple(mlm.languages),
+                mlm.max_examples_per_language,
+            )
+        )
     mixture = Mixture(name, tuple(members), mixture_config.sampler, mixture_config.temperature, mixture_config.cap)
     first = mixture.supervised[0].spec
     settings = resolve_settings(first.kind, *layers)
-    data = {m.spec.name: _fingerprint(m.spec, [("train", lang) for lang in m.languages] if m.spec.kind == "mlm" else None) for m in members}
+    data = {
+        m.spec.name: _fingerprint(m.spec, [("train", lang) for lang in m.languages] if m.spec.kind == "mlm" else None)
+        for m in members
+    }
     identity_fields, request_fields = _adapter_fields(parent, adapter)
     identity = content_identity(
-        {"role": role, "parent": parent.identity, "mixture": mixture.fingerprint(), "data": data, "settings": settings.model_dump(), "seed": seed, **identity_fields}
+        {
+            "role": role,
+            "parent": parent.identity,
+            "mixture": mixture.fingerprint(),
+            "data": data,
+            "settings": settings.model_dump(),
+            "seed": seed,
+            **identity_fields,
+        }
     )
-    return StageRequest(identity, role, first, settings, seed, parent.recipe.base, parent.identity, parent.tasks, mixture=mixture, **request_fields, **extra)
+    return StageRequest(
+        identity,
+        role,
+        first,
+        settings,
+        seed,
+        parent.recipe.base,
+        parent.identity,
+        parent.tasks,
+        mixture=mixture,
+        **request_fields,
+        **extra,
+    )
 
 
 def target_request(config: ExperimentConfig, registry: TaskRegistry, prefix: ChainPrefix, target: Any) -> StageRequest:
     """The fine-tune of `target` on `prefix` (with `prefix.seed`): all weights, or a fresh adapter in adapter modes."""
     adapter = config.adapters if config.adapters.tuning_for(prefix.mode) == "adapter" else None
-    return stage_request("target", registry.get(target.task), [config.training, target.training], prefix.seed, prefix, adapter)
+    return stage_request(
+        "target", registry.get(target.task), [config.training, target.training], prefix.seed, prefix, adapter
+    )
 
 
 def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]]]:
@@ -165,13 +257,43 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
             prefixes = [root]
             for stage in stages:
                 parent = prefixes[-1]
-                heads = store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE if stage.reuse_heads and parent.stage else None
+                heads = (
+                    store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE
+                    if stage.reuse_heads and parent.stage
+                    else None
+                )
                 if stage.task in config.mixtures:
-                    request = mixture_request("intermediate", stage.task, config, registry, [stage.training], seed, parent, adapter, parent_heads=heads)
+                    request = mixture_request(
+                        "intermediate",
+                        stage.task,
+                        config,
+                        registry,
+                        [stage.training],
+                        seed,
+                        parent,
+                        adapter,
+                        parent_heads=heads,
+                    )
                 else:
-                    request = stage_request("intermediate", registry.get(stage.task), [config.training, stage.training], seed, parent, adapter, parent_heads=heads)
+                    request = stage_request(
+                        "intermediate",
+                        registry.get(stage.task),
+                        [config.training, stage.training],
+                        seed,
+                        parent,
+                        adapter,
+                        parent_heads=heads,
+                    )
                 recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
-                node = ChainPrefix(parent.chain_length + 1, parent.tasks + (request.name,), request.identity, request, seed, mode, recipe)
+                node = ChainPrefix(
+                    parent.chain_length + 1,
+                    parent.tasks + (request.name,),
+                    request.identity,
+                    request,
+                    seed,
+                    mode,
+                    recipe,
+                )
                 prefixes.append(plan.nodes.setdefault(request.identity, node))
             plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
     plan.provisional = bool(missing_data(config))
@@ -187,8 +309,16 @@ def chain_label(prefix: ChainPrefix, config: ExperimentConfig) -> str:
 def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: RunDirectory) -> RunPlan:
     """plan.json: the stage graph and every evaluation, in the order the local executor runs them."""
     stages = [
-        PlannedStage(node.identity, node.stage.name, node.stage.parent_identity, node.tasks, node.seed, node.mode, node.label,
-                     content_identity(node.stage.settings.model_dump()))
+        PlannedStage(
+            node.identity,
+            node.stage.name,
+            node.stage.parent_identity,
+            node.tasks,
+            node.seed,
+            node.mode,
+            node.label,
+            content_identity(node.stage.settings.model_dump()),
+        )
         for node in plan.stages
     ]
     evaluations = []
@@ -197,9 +327,25 @@ def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: 
         for target in config.targets:
             spec = registry.get(target.task)
             stage = target_request(config, registry, prefix, target).identity if spec.trainable else None
-            retrieval = None if spec.trainable else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
-            evaluations.append(PlannedEvaluation(chain_label(prefix, config), prefix.tasks, prefix.mode, seed, identity, spec.name, spec.metric,
-                                                 tuple(config.target_languages(target, registry)), stage, retrieval))
+            retrieval = (
+                None
+                if spec.trainable
+                else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
+            )
+            evaluations.append(
+                PlannedEvaluation(
+                    chain_label(prefix, config),
+                    prefix.tasks,
+                    prefix.mode,
+                    seed,
+                    identity,
+                    spec.name,
+                    spec.metric,
+                    tuple(config.target_languages(target, registry)),
+                    stage,
+                    retrieval,
+                )
+            )
     return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional)
 
 
@@ -207,7 +353,9 @@ def format_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) ->
     """The graph as an indented tree and the counts `xstilts plan` prints."""
     lines = ["stage graph (identical prefixes are one node):"]
     if plan.provisional:
-        lines = ["stage graph (identical prefixes are one node; identities marked ? are provisional: some data is not on disk yet):"]
+        lines = [
+            "stage graph (identical prefixes are one node; identities marked ? are provisional: some data is not on disk yet):"
+        ]
     mark = "?" if plan.provisional else ""
     children: dict[str, list[ChainPrefix]] = {}
     for node in plan.stages:
@@ -220,7 +368,9 @@ def format_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) ->
 
     roots = [n for n in plan.nodes.values() if n.stage is None]
     for root in roots:
-        lines.append(f"{config.encoder}  [{root.identity}]" + ("" if root.mode == "full" else f"  ({root.mode} chains)"))
+        lines.append(
+            f"{config.encoder}  [{root.identity}]" + ("" if root.mode == "full" else f"  ({root.mode} chains)")
+        )
         walk(root.identity, 1)
     counts = count(plan, config, registry)
     lines += ["", *(f"{name:<34} {value}" for name, value in counts.items())]
@@ -236,8 +386,19 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
     evaluations = sum(len(config.target_languages(t, registry)) for t in config.targets) * len(evaluated)
     stage_examples = _total(_stage_example_epochs(node.stage) for node in plan.stages)
     target_examples = _total(
-        _times(len(evaluated), _example_epochs(settings, _train_examples(spec, [spec.train_language], settings.max_train_examples)))
-        for spec, settings in ((registry.get(t.task), resolve_settings(registry.get(t.task).kind, registry.get(t.task).training_defaults, config.training, t.training)) for t in trainable)
+        _times(
+            len(evaluated),
+            _example_epochs(settings, _train_examples(spec, [spec.train_language], settings.max_train_examples)),
+        )
+        for spec, settings in (
+            (
+                registry.get(t.task),
+                resolve_settings(
+                    registry.get(t.task).kind, registry.get(t.task).training_defaults, config.training, t.training
+                ),
+            )
+            for t in trainable
+        )
     )
     return {
         "chains": len(plan.chains),
@@ -248,7 +409,9 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
         "retrieval targets per prefix": len(retrieval),
         "evaluations (target x language)": evaluations,
         "examples x epochs, stages": "unknown (data missing)" if stage_examples is None else stage_examples,
-        "examples x epochs, target fine-tunes": "unknown (data missing)" if target_examples is None else target_examples,
+        "examples x epochs, target fine-tunes": "unknown (data missing)"
+        if target_examples is None
+        else target_examples,
     }
 
 
@@ -265,11 +428,13 @@ def _times(factor: int, value: int | None) -> int | None:
 def evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, int]]:
     """Distinct (prefix, seed) pairs the targets hang off (the seed matters for the fine-tunes)."""
     every = config.study is not None or config.evaluate_every_prefix
-    pairs = {(identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])}
+    pairs = {
+        (identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])
+    }
     return sorted(pairs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _count_lines(path: Path, stamp: int) -> int:
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
@@ -279,8 +444,13 @@ def _stage_example_epochs(request: StageRequest) -> int | None:
     """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler); None when unknown."""
     if request.mixture is None:
         spec = request.spec
-        return _example_epochs(request.settings, _train_examples(spec, [spec.train_language], request.settings.max_train_examples))
-    sizes = {m.spec.name: _train_examples(m.spec, m.languages, m.max_examples_per_language or m.settings.max_train_examples) for m in request.mixture.members}
+        return _example_epochs(
+            request.settings, _train_examples(spec, [spec.train_language], request.settings.max_train_examples)
+        )
+    sizes = {
+        m.spec.name: _train_examples(m.spec, m.languages, m.max_examples_per_language or m.settings.max_train_examples)
+        for m in request.mixture.members
+    }
     if any(size is None for size in sizes.values()):
         return _example_epochs(request.settings, None)
     return _example_epochs(request.settings, request.mixture.epoch_size(sizes))

@@ -30,29 +30,40 @@ def _train_stage(request: Any, store_root: str, checkpoint_every_steps: int | No
     """Ray task: one stage of the plan (its parents are passed only so that Ray orders the tasks)."""
     import torch
 
-    from xstilts.train.stage import run_stage
     from xstilts.results.store import StageStore
+    from xstilts.train.stage import run_stage
 
     torch.set_num_threads(threads)
     run_stage(request, StageStore(Path(store_root)), progress=False, checkpoint_every_steps=checkpoint_every_steps)
     return request.identity
 
 
-def _train_target(request: Any, store_root: str, checkpoint_every_steps: int | None, threads: int, languages: list[str], *parents: Any) -> str:
+def _train_target(
+    request: Any, store_root: str, checkpoint_every_steps: int | None, threads: int, languages: list[str], *parents: Any
+) -> str:
     """Ray task: a target fine-tune after a prefix, then its zero-shot evaluation in every language."""
     import torch
 
-    from xstilts.train.stage import evaluate_target, run_stage
     from xstilts.results.store import StageStore
+    from xstilts.train.stage import evaluate_target, run_stage
 
     torch.set_num_threads(threads)
     store = StageStore(Path(store_root))
     run_stage(request, store, progress=False, checkpoint_every_steps=checkpoint_every_steps)
-    evaluate_target(store.stage_dir(request.identity, request.spec.name), request.spec, languages, request.settings, progress=False)
+    evaluate_target(
+        store.stage_dir(request.identity, request.spec.name), request.spec, languages, request.settings, progress=False
+    )
     return request.identity
 
 
-def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: bool = True, gpus_per_stage: float | None = None, cpus_per_stage: int = 1, max_retries: int = 3) -> dict[str, Any]:
+def run_on_ray(
+    config: ExperimentConfig,
+    address: str | None = None,
+    progress: bool = True,
+    gpus_per_stage: float | None = None,
+    cpus_per_stage: int = 1,
+    max_retries: int = 3,
+) -> dict[str, Any]:
     """Run the plan's stages and target fine-tunes as Ray tasks, then assemble the run locally."""
     try:
         import ray  # noqa: F401
@@ -69,7 +80,15 @@ def run_on_ray(config: ExperimentConfig, address: str | None = None, progress: b
         return run_experiment(config, progress=progress)
 
 
-def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, progress: bool, gpus_per_stage: float | None, cpus_per_stage: int, max_retries: int) -> None:
+def _run_graph(
+    config: ExperimentConfig,
+    output_dir: Path,
+    address: str | None,
+    progress: bool,
+    gpus_per_stage: float | None,
+    cpus_per_stage: int,
+    max_retries: int,
+) -> None:
     """Submit every stage and target fine-tune of the plan as Ray tasks and wait for all of them."""
     import ray
 
@@ -82,9 +101,18 @@ def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, 
     env = {key: os.environ[key] for key in ("XSTILTS_CACHE", "HF_HOME", "HF_HUB_OFFLINE") if key in os.environ}
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False, include_dashboard=False)
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": env} if env else None,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
     try:
-        gpus = gpus_per_stage if gpus_per_stage is not None else (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
+        gpus = (
+            gpus_per_stage
+            if gpus_per_stage is not None
+            else (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
+        )
         options = {"num_cpus": cpus_per_stage, "num_gpus": gpus, "max_retries": max_retries}
         train_stage = ray.remote(_train_stage).options(**options)
         train_target = ray.remote(_train_target).options(**options)
@@ -93,7 +121,9 @@ def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, 
         names: dict[Any, str] = {}
         for node in plan.stages:  # parents first
             parent = refs.get(node.stage.parent_identity)
-            refs[node.identity] = train_stage.remote(node.stage, store_root, config.checkpoint_every_steps, cpus_per_stage, *([parent] if parent else []))
+            refs[node.identity] = train_stage.remote(
+                node.stage, store_root, config.checkpoint_every_steps, cpus_per_stage, *([parent] if parent else [])
+            )
             names[refs[node.identity]] = f"stage {node.label}"
         targets = []
         for identity, seed in evaluated_prefixes(plan, config):
@@ -103,11 +133,20 @@ def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, 
                     continue  # retrieval evaluations run in the assembly step (inference only)
                 request = target_request(config, registry, prefix, target)
                 parent = refs.get(identity)
-                ref = train_target.remote(request, store_root, config.checkpoint_every_steps, cpus_per_stage, config.target_languages(target, registry), *([parent] if parent else []))
+                ref = train_target.remote(
+                    request,
+                    store_root,
+                    config.checkpoint_every_steps,
+                    cpus_per_stage,
+                    config.target_languages(target, registry),
+                    *([parent] if parent else []),
+                )
                 names[ref] = f"target {target.task} after {prefix.label}"
                 targets.append(ref)
         pending = list(refs.values()) + targets
-        log.info("submitted %d stages and %d target fine-tunes to Ray (%s)", len(refs), len(targets), ray.cluster_resources())
+        log.info(
+            "submitted %d stages and %d target fine-tunes to Ray (%s)", len(refs), len(targets), ray.cluster_resources()
+        )
         began = time.perf_counter()
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -119,7 +158,10 @@ def _run_graph(config: ExperimentConfig, output_dir: Path, address: str | None, 
                     raise cause from None
                 raise
             if progress:
-                print(f"[{time.perf_counter() - began:7.1f} s] done: {names[done[0]]} ({len(refs) + len(targets) - len(pending)}/{len(refs) + len(targets)})", flush=True)
+                print(
+                    f"[{time.perf_counter() - began:7.1f} s] done: {names[done[0]]} ({len(refs) + len(targets) - len(pending)}/{len(refs) + len(targets)})",
+                    flush=True,
+                )
     finally:
         if started_here:
             ray.shutdown()

@@ -68,7 +68,9 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
             measure_run(run.root, config.latency, progress)
         wait_for_everyone()
     summary = summarize(config.name, rows)
-    summary["intermediate_stages"] = [_stage_summary(run.store.record(node.identity, node.stage.name)) for node in plan.stages]
+    summary["intermediate_stages"] = [
+        _stage_summary(run.store.record(node.identity, node.stage.name)) for node in plan.stages
+    ]
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     if config.keep == "needed":
         summary["bytes_pruned"] = executor.bytes_pruned
@@ -80,7 +82,15 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
 class Executor:
     """Runs plan nodes and the evaluations hanging off them; with `keep: needed` it deletes weights no longer needed."""
 
-    def __init__(self, config: ExperimentConfig, registry: TaskRegistry, run: RunDirectory, plan: Plan, evaluations: list[PlannedEvaluation], progress: bool):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        registry: TaskRegistry,
+        run: RunDirectory,
+        plan: Plan,
+        evaluations: list[PlannedEvaluation],
+        progress: bool,
+    ):
         self.config, self.registry, self.run, self.plan, self.progress = config, registry, run, plan, progress
         self.store = run.store
         self.targets: dict[str, TargetConfig] = {target.task: target for target in config.targets}
@@ -122,14 +132,20 @@ class Executor:
 
     def _needed(self, node: ChainPrefix) -> bool:
         """Does a child stage or an evaluation of this node still have to be trained from its weights?"""
-        if any(self.store.record(child.identity, child.stage.name) is None for child in self.children.get(node.identity, [])):
+        if any(
+            self.store.record(child.identity, child.stage.name) is None
+            for child in self.children.get(node.identity, [])
+        ):
             return True
         return any(not self._done(evaluation) for evaluation in self.by_prefix.get(node.identity, []))
 
     def _done(self, evaluation: PlannedEvaluation) -> bool:
         """Is every language of the evaluation on disk and intact (with its target stage's record)?"""
         if evaluation.stage is None:
-            return all(read_evaluation(self.run.root / evaluation.retrieval / f"{lang}.json") is not None for lang in evaluation.languages)
+            return all(
+                read_evaluation(self.run.root / evaluation.retrieval / f"{lang}.json") is not None
+                for lang in evaluation.languages
+            )
         if self.store.record(evaluation.stage, evaluation.target) is None:
             return False
         stage_dir = self.store.stage_dir(evaluation.stage, evaluation.target)
@@ -146,9 +162,15 @@ class Executor:
         if evaluation.stage is None:
             # Inference only: the main process computes, the others then read its files.
             directory = self.run.root / evaluation.retrieval
-            evaluations = _evaluate_retrieval(directory, prefix, spec, list(evaluation.languages), target) if is_main_process() else None
+            evaluations = (
+                _evaluate_retrieval(directory, prefix, spec, list(evaluation.languages), target)
+                if is_main_process()
+                else None
+            )
             wait_for_everyone()
-            evaluations = evaluations or _evaluate_retrieval(directory, prefix, spec, list(evaluation.languages), target)
+            evaluations = evaluations or _evaluate_retrieval(
+                directory, prefix, spec, list(evaluation.languages), target
+            )
             record: StageRecord = {"dev_metrics": {}, "identity": None}
         else:
             request = target_request(self.config, self.registry, prefix, target)
@@ -173,7 +195,9 @@ class Executor:
         candidates = [node] + ([self.plan.nodes[node.stage.parent_identity]] if node.stage else [])
         for candidate in candidates:
             if candidate.stage is not None and not self._needed(candidate):
-                self.bytes_pruned += self.store.prune(candidate.identity, candidate.stage.name) if is_main_process() else 0
+                self.bytes_pruned += (
+                    self.store.prune(candidate.identity, candidate.stage.name) if is_main_process() else 0
+                )
         wait_for_everyone()
 
     def prune_all(self) -> None:
@@ -181,7 +205,9 @@ class Executor:
             self.prune_finished(node)
 
 
-def _evaluate_retrieval(directory: Path, prefix: ChainPrefix, spec: Any, languages: list[str], target: TargetConfig) -> dict[str, Evaluation]:
+def _evaluate_retrieval(
+    directory: Path, prefix: ChainPrefix, spec: Any, languages: list[str], target: TargetConfig
+) -> dict[str, Evaluation]:
     """Retrieval targets use the prefix's encoder as it is; finished languages are read back."""
     from xstilts.evaluate.retrieval import evaluate_encoder
     from xstilts.train.adapters import build_encoder
@@ -200,9 +226,20 @@ def _evaluate_retrieval(directory: Path, prefix: ChainPrefix, spec: Any, languag
             device = get_accelerator().device
             encoder, tokenizer = build_encoder(prefix.recipe).to(device).eval(), load_tokenizer(prefix.recipe.base)
         metrics = evaluate_encoder(spec, language, encoder, tokenizer, target.embedding, device, prefix.identity)
-        results[language] = {"metrics": metrics, "examples": metrics.get("examples", metrics.get("pairs")), "language": language, "task": spec.name}
+        results[language] = {
+            "metrics": metrics,
+            "examples": metrics.get("examples", metrics.get("pairs")),
+            "language": language,
+            "task": spec.name,
+        }
         write_evaluation(path, results[language])
-        log.info("%s %s after %s: %s", spec.name, language, prefix.label, {k: v for k, v in metrics.items() if isinstance(v, float)})
+        log.info(
+            "%s %s after %s: %s",
+            spec.name,
+            language,
+            prefix.label,
+            {k: v for k, v in metrics.items() if isinstance(v, float)},
+        )
     return results
 
 

@@ -21,16 +21,22 @@ def run_status(run_dir: str | Path) -> str:
     plan = run.read_plan()
     if plan is None:
         if (run.root / PLAN_FILE).is_file():
-            raise XstiltsError(f"{run.root / PLAN_FILE} is damaged; `xstilts run` with the run's config writes it again")
+            raise XstiltsError(
+                f"{run.root / PLAN_FILE} is damaged; `xstilts run` with the run's config writes it again"
+            )
         raise XstiltsError(f"{run.root}: no {PLAN_FILE}; is this a run directory?")
     lines, counts = [], {"done": 0, "pruned": 0, "damaged": 0, "in progress": 0, "waiting": 0}
     for stage in plan.stages:
         state = run.store.inspect(stage.identity, stage.task)
-        progress = read_json_or_none(run.store.checkpoint_dir(stage.identity, stage.task) / CHECKPOINT_PROGRESS, "checkpoint")
+        progress = read_json_or_none(
+            run.store.checkpoint_dir(stage.identity, stage.task) / CHECKPOINT_PROGRESS, "checkpoint"
+        )
         if state.status in ("done", "pruned"):
             record = state.record
             score = record.get("dev_metrics", {}).get(record.get("primary_metric"))
-            detail = f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (f"{score:.2f}" if isinstance(score, (int, float)) else "?")
+            detail = f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (
+                f"{score:.2f}" if isinstance(score, (int, float)) else "?"
+            )
             status = state.status
         elif state.status == "damaged":
             status, detail = "damaged", f"{state.problem}; `xstilts run` retrains it"

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from xstilts.tasks.base import TaskKind
 
 
-@functools.lru_cache(maxsize=None)
-def kind_implementations() -> dict[str, "TaskKind"]:
+@functools.cache
+def kind_implementations() -> dict[str, TaskKind]:
     """Every kind implementation by name (imports torch on first use)."""
     from xstilts.tasks.classification import ClassificationKind
     from xstilts.tasks.mlm import MaskedLMKind
@@ -26,7 +26,10 @@ def kind_implementations() -> dict[str, "TaskKind"]:
     from xstilts.tasks.qa import QAKind
     from xstilts.tasks.tagging import TaggingKind
 
-    return {kind.name: kind for kind in (ClassificationKind(), MultipleChoiceKind(), QAKind(), TaggingKind(), MaskedLMKind())}
+    return {
+        kind.name: kind
+        for kind in (ClassificationKind(), MultipleChoiceKind(), QAKind(), TaggingKind(), MaskedLMKind())
+    }
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +63,9 @@ def load_plugin_tasks() -> list[str]:
         loaded = loaded() if callable(loaded) and not isinstance(loaded, TaskSpec) else loaded
         for spec in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
             if not isinstance(spec, TaskSpec):
-                raise TypeError(f"entry point {entry_point.name} ({entry_point.value}) must give TaskSpec objects, got {type(spec).__name__}")
+                raise TypeError(
+                    f"entry point {entry_point.name} ({entry_point.value}) must give TaskSpec objects, got {type(spec).__name__}"
+                )
             register_task(spec, replace=True)
             names.append(spec.name)
     return names
@@ -69,8 +74,18 @@ def load_plugin_tasks() -> list[str]:
 load_plugin_tasks()
 
 
-def kind_of(spec: TaskSpec) -> "TaskKind":
+def kind_of(spec: TaskSpec) -> TaskKind:
     return kind_implementations()[spec.kind]
 
 
-__all__ = ["KIND_IMPLEMENTATIONS", "LocalFiles", "load_plugin_tasks", "TaskKind", "TaskRegistry", "TaskSpec", "default_registry", "kind_of", "register_task"]
+__all__ = [
+    "KIND_IMPLEMENTATIONS",
+    "LocalFiles",
+    "load_plugin_tasks",
+    "TaskKind",
+    "TaskRegistry",
+    "TaskSpec",
+    "default_registry",
+    "kind_of",
+    "register_task",
+]

@@ -8,19 +8,19 @@ pure functions of their inputs so they can be tested without a model.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.train.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
 from xstilts.evaluate.metrics.classification import accuracy
-
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.tasks.schema import validate_example
+from xstilts.train.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
 
 Example = dict[str, Any]
 Feature = dict[str, Any]
@@ -66,12 +66,19 @@ class TaskKind:
         raise NotImplementedError
 
     def decode(
-        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+        self,
+        outputs: Sequence[Any],
+        features: Sequence[Feature],
+        examples: Sequence[Example],
+        spec: TaskSpec,
+        settings: TrainingSettings,
     ) -> list[Any]:
         """One prediction per example, in the form `score` and the prediction files use."""
         raise NotImplementedError
 
-    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+    def score(
+        self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str
+    ) -> dict[str, float]:
         raise NotImplementedError
 
     def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -95,14 +102,21 @@ class SingleLabelKind(TaskKind):
         return index
 
     def decode(
-        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+        self,
+        outputs: Sequence[Any],
+        features: Sequence[Feature],
+        examples: Sequence[Example],
+        spec: TaskSpec,
+        settings: TrainingSettings,
     ) -> list[Any]:
         predictions: list[Any] = [None] * len(examples)
         for output, feature in zip(outputs, features):
             predictions[feature["example_index"]] = self.label_of(int(output), spec)
         return predictions
 
-    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+    def score(
+        self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str
+    ) -> dict[str, float]:
         return accuracy(predictions, [e["label"] for e in examples])
 
 
@@ -141,12 +155,19 @@ class _FirstTokenLastLayer(nn.Module):
     def supports(cls, encoder: nn.Module, layers: Any) -> bool:
         config = encoder.config
         return (
-            type(encoder).__name__ in cls.SUPPORTED and layers is not None and len(layers) > 0
-            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager", CPU_DROPOUT_ATTENTION) and not getattr(config, "is_decoder", False)
-            and hasattr(layers[-1], "attention") and hasattr(layers[-1].attention, "self") and hasattr(layers[-1], "feed_forward_chunk")
+            type(encoder).__name__ in cls.SUPPORTED
+            and layers is not None
+            and len(layers) > 0
+            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager", CPU_DROPOUT_ATTENTION)
+            and not getattr(config, "is_decoder", False)
+            and hasattr(layers[-1], "attention")
+            and hasattr(layers[-1].attention, "self")
+            and hasattr(layers[-1], "feed_forward_chunk")
         )
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         layer = self.wrapped
         attention = layer.attention.self
         batch, length, _ = hidden_states.shape
@@ -155,11 +176,20 @@ class _FirstTokenLastLayer(nn.Module):
         def split_heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, x.shape[1], -1, attention.attention_head_size).transpose(1, 2)
 
-        query, key, value = split_heads(attention.query(first)), split_heads(attention.key(hidden_states)), split_heads(attention.value(hidden_states))
+        query, key, value = (
+            split_heads(attention.query(first)),
+            split_heads(attention.key(hidden_states)),
+            split_heads(attention.value(hidden_states)),
+        )
         if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
             attention_mask = attention_mask[:, :, :1, :]
         context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=attention.dropout.p if layer.training else 0.0, scale=attention.scaling
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=attention.dropout.p if layer.training else 0.0,
+            scale=attention.scaling,
         )
         context = context.transpose(1, 2).reshape(batch, 1, -1)
         return layer.feed_forward_chunk(layer.attention.output(context, first))
@@ -171,7 +201,9 @@ def feature_length(feature: Feature) -> int:
     return max(len(x) for x in ids) * len(ids) if isinstance(ids, list) else len(ids)
 
 
-def collate_padded(features: Sequence[Feature], pad_token_id: int, scalar_keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+def collate_padded(
+    features: Sequence[Feature], pad_token_id: int, scalar_keys: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (dynamic padding).
 
     A feature's sequence value is one 1-D array, or a list of them (multiple choice: one per

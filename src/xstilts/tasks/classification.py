@@ -5,7 +5,8 @@ Schema: {"text_a": str, "text_b": str (optional), "label": one of the task's lab
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -30,7 +31,11 @@ class ClassificationKind(SingleLabelKind):
         with_types = model_takes_token_types(tokenizer)
         features = []
         for i, example in enumerate(examples):
-            feature: Feature = {"input_ids": token_ids(encoding, i), "label": label_ids[example["label"]], "example_index": i}
+            feature: Feature = {
+                "input_ids": token_ids(encoding, i),
+                "label": label_ids[example["label"]],
+                "example_index": i,
+            }
             if with_types:
                 feature["token_type_ids"] = token_ids(encoding, i, "token_type_ids")
             features.append(feature)

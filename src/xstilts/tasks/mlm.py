@@ -10,7 +10,8 @@ rather than sharing a parameter, which keeps safetensors files free of shared st
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,12 @@ class MaskedLMKind(TaskKind):
     ) -> list[Feature]:
         if tokenizer.mask_token_id is None:
             raise ValueError(f"task {spec.name}: the tokenizer has no mask token, so it cannot train masked LM")
-        encoding = tokenizer([e["text"] for e in examples], truncation=True, max_length=settings.max_length, return_special_tokens_mask=True)
+        encoding = tokenizer(
+            [e["text"] for e in examples],
+            truncation=True,
+            max_length=settings.max_length,
+            return_special_tokens_mask=True,
+        )
         return [
             {
                 "input_ids": np.asarray(ids, dtype=np.int32),
@@ -60,14 +66,20 @@ class MaskedLMKind(TaskKind):
         ]
 
     def head_for(self, spec: TaskSpec, encoder_config: Any, dropout: float) -> nn.Module:
-        return MaskedLMHead(encoder_config.hidden_size, encoder_config.vocab_size, getattr(encoder_config, "layer_norm_eps", 1e-5))
+        return MaskedLMHead(
+            encoder_config.hidden_size, encoder_config.vocab_size, getattr(encoder_config, "layer_norm_eps", 1e-5)
+        )
 
     def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
         batch = collate_padded(features, pad_token_id)
         maskable = batch["attention_mask"].bool()
         for row, feature in enumerate(features):
-            maskable[row, : len(feature["special_tokens_mask"])] &= torch.from_numpy(feature["special_tokens_mask"] == 0)
-        input_ids, labels = mask_tokens(batch["input_ids"], maskable, features[0]["mask_token_id"], (0, features[0]["vocab_size"]))
+            maskable[row, : len(feature["special_tokens_mask"])] &= torch.from_numpy(
+                feature["special_tokens_mask"] == 0
+            )
+        input_ids, labels = mask_tokens(
+            batch["input_ids"], maskable, features[0]["mask_token_id"], (0, features[0]["vocab_size"])
+        )
         batch["input_ids"], batch["labels"] = input_ids, labels
         return batch
 
@@ -84,8 +96,12 @@ class MaskedLMKind(TaskKind):
 
 
 def mask_tokens(
-    input_ids: torch.Tensor, maskable: torch.Tensor, mask_token_id: int, random_tokens: tuple[int, int],
-    probability: float = MASK_PROBABILITY, generator: torch.Generator | None = None,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    mask_token_id: int,
+    random_tokens: tuple[int, int],
+    probability: float = MASK_PROBABILITY,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: returns (masked inputs, labels with -100 where nothing is predicted).
 

@@ -6,7 +6,8 @@ HellaSwag, Cosmos QA, CommonsenseQA. Schema: {"context": str, "question": str (o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +37,11 @@ class MultipleChoiceKind(SingleLabelKind):
         for i, example in enumerate(examples):
             count = len(example["choices"])
             rows = range(row, row + count)
-            feature: Feature = {"input_ids": [token_ids(encoding, r) for r in rows], "label": example["label"], "example_index": i}
+            feature: Feature = {
+                "input_ids": [token_ids(encoding, r) for r in rows],
+                "label": example["label"],
+                "example_index": i,
+            }
             if with_types:
                 feature["token_type_ids"] = [token_ids(encoding, r, "token_type_ids") for r in rows]
             features.append(feature)
@@ -48,5 +53,9 @@ class MultipleChoiceKind(SingleLabelKind):
 
     def logits(self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch_size, num_choices, length = batch["input_ids"].shape
-        flat = {key: batch[key].view(batch_size * num_choices, length) for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+        flat = {
+            key: batch[key].view(batch_size * num_choices, length)
+            for key in ("input_ids", "attention_mask", "token_type_ids")
+            if key in batch
+        }
         return super().logits(encoder, head, flat).view(batch_size, num_choices)

@@ -12,7 +12,8 @@ tokenizer's character offsets (n-best start/end pairs, `max_answer_length` token
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,10 @@ class QAKind(TaskKind):
         for i, example_index in enumerate(encoding["overflow_to_sample_mapping"]):
             sequence_ids = encoding.sequence_ids(i)
             offsets = np.array(
-                [offset if sequence_id == 1 else (-1, -1) for offset, sequence_id in zip(encoding["offset_mapping"][i], sequence_ids)],
+                [
+                    offset if sequence_id == 1 else (-1, -1)
+                    for offset, sequence_id in zip(encoding["offset_mapping"][i], sequence_ids)
+                ],
                 dtype=np.int32,
             )
             start, end = _answer_positions(examples[example_index]["answers"], offsets)
@@ -75,7 +79,9 @@ class QAKind(TaskKind):
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         start_logits, end_logits = logits.float().unbind(dim=-1)
-        return (F.cross_entropy(start_logits, batch["start_position"]) + F.cross_entropy(end_logits, batch["end_position"])) / 2
+        return (
+            F.cross_entropy(start_logits, batch["start_position"]) + F.cross_entropy(end_logits, batch["end_position"])
+        ) / 2
 
     def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[Any]:
         lengths = batch["attention_mask"].sum(dim=-1).tolist()
@@ -83,17 +89,29 @@ class QAKind(TaskKind):
         return [scores[i, :length] for i, length in enumerate(lengths)]
 
     def decode(
-        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+        self,
+        outputs: Sequence[Any],
+        features: Sequence[Feature],
+        examples: Sequence[Example],
+        spec: TaskSpec,
+        settings: TrainingSettings,
     ) -> list[Any]:
         by_example: list[list[int]] = [[] for _ in examples]
         for index, feature in enumerate(features):
             by_example[feature["example_index"]].append(index)
         return [
-            best_answer(example["context"], [(outputs[i], features[i]["offsets"]) for i in indices], spec.allow_no_answer, settings)
+            best_answer(
+                example["context"],
+                [(outputs[i], features[i]["offsets"]) for i in indices],
+                spec.allow_no_answer,
+                settings,
+            )
             for example, indices in zip(examples, by_example)
         ]
 
-    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+    def score(
+        self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str
+    ) -> dict[str, float]:
         golds = [e["answers"]["text"] for e in examples]
         if spec.metric == "mlqa":
             return mlqa_scores(predictions, golds, language)

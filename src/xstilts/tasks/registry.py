@@ -6,9 +6,10 @@ from Python with `register_task`), never editing a kind.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from xstilts.errors import XstiltsError
 from xstilts.names import name_problem
@@ -67,7 +68,11 @@ class TaskSpec:
     def __post_init__(self) -> None:
         languages = (*self.languages, self.train_language, *self.dev_languages)
         splits = (self.train_split, self.dev_split, self.eval_split)
-        for what, value in [("name", self.name), *(("language", v) for v in languages), *(("split", v) for v in splits)]:
+        for what, value in [
+            ("name", self.name),
+            *(("language", v) for v in languages),
+            *(("split", v) for v in splits),
+        ]:
             problem = name_problem(value)
             if problem:
                 raise XstiltsError(f"task {self.name!r}: {what}: {problem}")
@@ -78,7 +83,7 @@ class TaskSpec:
         if self.kind in ("classification", "tagging") and not self.labels and not self.open_label_set:
             raise XstiltsError(f"task {self.name}: a {self.kind} task needs its label list")
 
-    def with_data_dir(self, data_dir: Path) -> "TaskSpec":
+    def with_data_dir(self, data_dir: Path) -> TaskSpec:
         """This task reading its prepared files from `data_dir` (open label sets read `labels.txt` there)."""
         labels = self.labels
         labels_file = Path(data_dir) / "labels.txt"
@@ -91,7 +96,7 @@ class TaskSpec:
         if split == self.train_split:
             return (self.train_language,)
         if split == self.dev_split:
-            return (self.train_language, *[l for l in self.dev_languages if l != self.train_language])
+            return (self.train_language, *[lang for lang in self.dev_languages if lang != self.train_language])
         return self.languages
 
     @property
@@ -129,7 +134,9 @@ class TaskRegistry:
         try:
             return self._specs[name]
         except KeyError:
-            raise XstiltsError(f"unknown task {name!r}; known tasks: {', '.join(sorted(self._specs)) or 'none'}") from None
+            raise XstiltsError(
+                f"unknown task {name!r}; known tasks: {', '.join(sorted(self._specs)) or 'none'}"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
@@ -137,7 +144,7 @@ class TaskRegistry:
     def names(self) -> list[str]:
         return sorted(self._specs)
 
-    def copy(self) -> "TaskRegistry":
+    def copy(self) -> TaskRegistry:
         return TaskRegistry(self._specs.values())
 
 

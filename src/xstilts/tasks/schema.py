@@ -6,7 +6,8 @@ here, so a malformed example gets the same message everywhere and checking data 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from xstilts.tasks.registry import TaskSpec
 
@@ -48,8 +49,12 @@ def _qa(record: Record, spec: TaskSpec) -> str | None:
         if not isinstance(record.get(key), str):
             return f"expected a string field {key!r}"
     answers = record.get("answers")
-    if not isinstance(answers, dict) or not isinstance(answers.get("text"), list) or not isinstance(answers.get("answer_start"), list):
-        return "expected 'answers': {\"text\": [...], \"answer_start\": [...]}"
+    if (
+        not isinstance(answers, dict)
+        or not isinstance(answers.get("text"), list)
+        or not isinstance(answers.get("answer_start"), list)
+    ):
+        return 'expected \'answers\': {"text": [...], "answer_start": [...]}'
     if len(answers["text"]) != len(answers["answer_start"]):
         return "'answers' has different numbers of texts and starts"
     if not answers["text"] and not spec.allow_no_answer:

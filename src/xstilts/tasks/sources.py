@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 Records = list[dict[str, Any]]
 # (path, language) -> records of that language (a release file may hold several languages)
@@ -40,7 +41,9 @@ class LocalFile:
         found: list[Path] = []
         code = self.file_codes.get(language, language)
         for pattern in self.patterns:
-            matches = sorted(p for p in root.glob(pattern.format(split=split, language=language, code=code)) if p.is_file())
+            matches = sorted(
+                p for p in root.glob(pattern.format(split=split, language=language, code=code)) if p.is_file()
+            )
             if not matches and len(self.patterns) > 1:
                 return []
             found += matches
@@ -63,4 +66,4 @@ class Sources:
     """Per split ("train", "dev", "test"): the local layouts to try in order, and the hub copy by language."""
 
     local: Mapping[str, tuple[LocalFile, ...]] = field(default_factory=dict)
-    hub: Mapping[str, Callable[[str], "HubFile | list[HubFile]"]] = field(default_factory=dict)
+    hub: Mapping[str, Callable[[str], HubFile | list[HubFile]]] = field(default_factory=dict)

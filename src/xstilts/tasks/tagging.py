@@ -10,7 +10,8 @@ predictions always line up with words.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,10 @@ class TaggingKind(TaskKind):
         label_ids = {label: i for i, label in enumerate(spec.labels)}
         chunks = _word_chunks(examples, tokenizer, settings.max_length)
         encoding = tokenizer(
-            [examples[i]["tokens"][start:end] for i, start, end in chunks], is_split_into_words=True, truncation=True, max_length=settings.max_length
+            [examples[i]["tokens"][start:end] for i, start, end in chunks],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=settings.max_length,
         )
         with_types = model_takes_token_types(tokenizer)
         features = []
@@ -70,7 +74,13 @@ class TaggingKind(TaskKind):
                     labels[position] = label_ids[tags[word]]
                     word_token[word] = position
                 previous = word
-            feature: Feature = {"input_ids": token_ids(encoding, row), "labels": labels, "word_token": word_token, "example_index": example_index, "word_start": start}
+            feature: Feature = {
+                "input_ids": token_ids(encoding, row),
+                "labels": labels,
+                "word_token": word_token,
+                "example_index": example_index,
+                "word_start": start,
+            }
             if with_types:
                 feature["token_type_ids"] = token_ids(encoding, row, "token_type_ids")
             features.append(feature)
@@ -88,7 +98,12 @@ class TaggingKind(TaskKind):
         return [best[i, :length] for i, length in enumerate(lengths)]
 
     def decode(
-        self, outputs: Sequence[Any], features: Sequence[Feature], examples: Sequence[Example], spec: TaskSpec, settings: TrainingSettings
+        self,
+        outputs: Sequence[Any],
+        features: Sequence[Feature],
+        examples: Sequence[Example],
+        spec: TaskSpec,
+        settings: TrainingSettings,
     ) -> list[Any]:
         fallback = "O" if "O" in spec.labels else spec.labels[0]
         predictions: list[Any] = [[fallback] * len(e["tokens"]) for e in examples]
@@ -99,5 +114,7 @@ class TaggingKind(TaskKind):
                     words[feature["word_start"] + offset] = spec.labels[output[position]]
         return predictions
 
-    def score(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> dict[str, float]:
+    def score(
+        self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str
+    ) -> dict[str, float]:
         return seqeval_scores(predictions, [e["tags"] for e in examples])

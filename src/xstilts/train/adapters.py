@@ -28,7 +28,6 @@ from xstilts.settings import AdapterSettings
 from xstilts.train.request import EncoderRecipe
 
 
-
 def build_encoder(recipe: EncoderRecipe | str) -> nn.Module:
     """The encoder a recipe describes, with its adapters applied (frozen or not: the caller decides)."""
     from xstilts.train.modeling import load_encoder
@@ -57,7 +56,11 @@ def add_stage_adapter(encoder: nn.Module, mode: str, settings: AdapterSettings, 
     else:
         add_bottleneck(encoder, settings, name)
     for parameter_name, parameter in encoder.named_parameters():
-        parameter.requires_grad_(f".{name}." in parameter_name or parameter_name.startswith(f"{name}.") or f"xstilts_adapters.{name}." in parameter_name)
+        parameter.requires_grad_(
+            f".{name}." in parameter_name
+            or parameter_name.startswith(f"{name}.")
+            or f"xstilts_adapters.{name}." in parameter_name
+        )
     return encoder
 
 
@@ -72,7 +75,9 @@ def save_stage_adapter(encoder: nn.Module, mode: str, settings: AdapterSettings,
     else:
         state = {key: value for key, value in encoder.xstilts_adapters[name].state_dict().items()}
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / ADAPTER_WEIGHTS))
-    (directory / ADAPTER_CONFIG).write_text(json.dumps({"mode": mode, **settings.trained_adapter()}, indent=2), encoding="utf-8")
+    (directory / ADAPTER_CONFIG).write_text(
+        json.dumps({"mode": mode, **settings.trained_adapter()}, indent=2), encoding="utf-8"
+    )
     return directory
 
 
@@ -88,7 +93,12 @@ def add_lora(encoder: nn.Module, settings: AdapterSettings, name: str, weights_d
     """Add a LoRA named `name` (loaded from `weights_dir` if given) and activate it together with the ones already there."""
     from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 
-    config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, target_modules=list(settings.lora_targets))
+    config = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=list(settings.lora_targets),
+    )
     if isinstance(encoder, PeftModel):
         encoder.add_adapter(name, config)
     else:
@@ -144,7 +154,9 @@ def add_bottleneck(encoder: nn.Module, settings: AdapterSettings, name: str, wei
         for index, layer in enumerate(_layers(encoder)):
             layer.register_forward_hook(_stack_hook(encoder, index))
     hidden = encoder.config.hidden_size
-    encoder.xstilts_adapters[name] = nn.ModuleList(Bottleneck(hidden, settings.bottleneck_reduction) for _ in _layers(encoder))
+    encoder.xstilts_adapters[name] = nn.ModuleList(
+        Bottleneck(hidden, settings.bottleneck_reduction) for _ in _layers(encoder)
+    )
     if weights_dir is not None:
         encoder.xstilts_adapters[name].load_state_dict(load_file(str(weights_dir / ADAPTER_WEIGHTS)))
     device = next(encoder.parameters()).device

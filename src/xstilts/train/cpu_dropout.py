@@ -15,7 +15,7 @@ evaluation is bit-identical, and on GPU SDPA keeps its fused in-kernel dropout.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -28,7 +28,9 @@ ATTENTION = "xstilts_sdpa_cpu_dropout"
 
 def uniform_mask_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Inverted dropout: keep each element with probability 1 - p (a uniform draw >= p), scale by 1 / (1 - p)."""
-    scaled_keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # float 0 or 1/(1-p): no dtype conversion in the product
+    scaled_keep = (
+        torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+    )  # float 0 or 1/(1-p): no dtype conversion in the product
     return x * scaled_keep
 
 
@@ -41,20 +43,38 @@ class CPUDropout(nn.Dropout):
         return uniform_mask_dropout(x, self.p)
 
 
-def sdpa_with_cpu_dropout(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+def sdpa_with_cpu_dropout(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, except in CPU training with dropout, where it computes what SDPA's math
     path computes (softmax(q k^T * scale + mask), dropout, times v) with the uniform-draw mask."""
     plain = (
-        not module.training or dropout == 0 or query.device.type != "cpu" or getattr(module, "num_key_value_groups", 1) > 1
-        or kwargs.get("is_causal") or getattr(module, "is_causal", False) or kwargs.get("position_bias") is not None
+        not module.training
+        or dropout == 0
+        or query.device.type != "cpu"
+        or getattr(module, "num_key_value_groups", 1) > 1
+        or kwargs.get("is_causal")
+        or getattr(module, "is_causal", False)
+        or kwargs.get("position_bias") is not None
     )
     if plain:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     # Scale the (small) queries rather than the (large) scores, and mask in place: autograd needs neither
     # the scores nor their mask, and every fresh (batch x heads x length^2) tensor costs memory traffic.
     scores = torch.matmul(query * (query.size(-1) ** -0.5 if scaling is None else scaling), key.transpose(-1, -2))
     if attention_mask is not None:
-        scores.masked_fill_(attention_mask.logical_not(), float("-inf")) if attention_mask.dtype == torch.bool else scores.add_(attention_mask)
+        scores.masked_fill_(
+            attention_mask.logical_not(), float("-inf")
+        ) if attention_mask.dtype == torch.bool else scores.add_(attention_mask)
     probabilities = uniform_mask_dropout(scores.softmax(dim=-1), dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
@@ -78,7 +98,11 @@ def cpu_dropout(model: nn.Module) -> Iterator[None]:
                     swapped.append((parent, name, child))
         for module in model.modules():
             config = getattr(module, "config", None)
-            if isinstance(module, PreTrainedModel) and config._attn_implementation == "sdpa" and all(config is not seen for seen in configs):
+            if (
+                isinstance(module, PreTrainedModel)
+                and config._attn_implementation == "sdpa"
+                and all(config is not seen for seen in configs)
+            ):
                 config._attn_implementation = ATTENTION
                 configs.append(config)
         yield

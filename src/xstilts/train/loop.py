@@ -8,15 +8,16 @@ memory. accelerate places the model and handles mixed precision so multi-GPU nee
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 import functools
 import json
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,15 +27,21 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from xstilts.train.cpu_dropout import cpu_dropout
 from xstilts.errors import RunError
 from xstilts.files import json_text, writing
-from xstilts.train.mixture import task_schedule
-from xstilts.train.modeling import MultiTaskModel
+from xstilts.results.layout import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_PROGRESS,
+    CHECKPOINT_WEIGHTS,
+    remove_inside,
+)
 from xstilts.settings import StepPlan, TrainingSettings, plan_steps
 from xstilts.tasks import kind_of
-from xstilts.results.layout import CHECKPOINT_BEST, CHECKPOINT_OPTIMIZER, CHECKPOINT_PROGRESS, CHECKPOINT_WEIGHTS, remove_inside
 from xstilts.tasks.base import Feature, feature_length
+from xstilts.train.cpu_dropout import cpu_dropout
+from xstilts.train.mixture import task_schedule
+from xstilts.train.modeling import MultiTaskModel
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +59,41 @@ class Checkpointer:
         self.every_steps = every_steps
         self.root = Path(root)
 
-    def save(self, model: nn.Module, optimizer: Any, scheduler: Any, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+    def save(
+        self,
+        model: nn.Module,
+        optimizer: Any,
+        scheduler: Any,
+        state: dict[str, Any],
+        best_state: dict[str, torch.Tensor] | None,
+    ) -> None:
         with writing(self.directory):
             self._save(model, optimizer, scheduler, state, best_state)
 
-    def _save(self, model: nn.Module, optimizer: Any, scheduler: Any, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+    def _save(
+        self,
+        model: nn.Module,
+        optimizer: Any,
+        scheduler: Any,
+        state: dict[str, Any],
+        best_state: dict[str, torch.Tensor] | None,
+    ) -> None:
         scratch = self.directory.with_name(self.directory.name + ".tmp")
         remove_inside(self.root, scratch)
         scratch.mkdir(parents=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / CHECKPOINT_WEIGHTS))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / CHECKPOINT_WEIGHTS)
+        )
         if best_state is not None:
             save_file({k: v.contiguous() for k, v in best_state.items()}, str(scratch / CHECKPOINT_BEST))
-        rng = {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})}
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, scratch / CHECKPOINT_OPTIMIZER)
+        rng = {
+            "torch": torch.get_rng_state(),
+            **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
+        }
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+            scratch / CHECKPOINT_OPTIMIZER,
+        )
         with (scratch / CHECKPOINT_PROGRESS).open("w", encoding="utf-8") as handle:
             handle.write(json_text(state))
             handle.flush()
@@ -72,7 +101,9 @@ class Checkpointer:
         remove_inside(self.root, self.directory)
         os.replace(scratch, self.directory)
 
-    def load(self, model: nn.Module, optimizer: Any, scheduler: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    def load(
+        self, model: nn.Module, optimizer: Any, scheduler: Any
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
         """Restore everything into the given objects; returns (progress, best weights), or None without a
         checkpoint. A damaged checkpoint is read completely before anything is restored, so it is discarded
         with a warning (the stage starts over) and never half-applied."""
@@ -86,7 +117,12 @@ class Checkpointer:
             best = load_file(str(best_path)) if best_path.is_file() else None
             model.load_state_dict(weights)
         except Exception as error:  # safetensors, pickle, JSON and shape errors alike: the checkpoint is unusable
-            log.warning("checkpoint %s is damaged (%s: %s); the stage starts from its first step", self.directory, type(error).__name__, error)
+            log.warning(
+                "checkpoint %s is damaged (%s: %s); the stage starts from its first step",
+                self.directory,
+                type(error).__name__,
+                error,
+            )
             self.remove()
             return None
         optimizer.load_state_dict(saved["optimizer"])
@@ -113,7 +149,7 @@ class TrainResult:
     task_steps: dict[str, int] = field(default_factory=dict)  # optimizer steps per mixture member
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_accelerator() -> Accelerator:
     """One Accelerator per process (device placement, backward, distributed wrapping).
 
@@ -144,7 +180,9 @@ def autocast(settings: TrainingSettings, device: torch.device) -> contextlib.Abs
 
 
 def precision_name(settings: TrainingSettings, device: torch.device) -> str:
-    return "bf16" if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda") else "fp32"
+    return (
+        "bf16" if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda") else "fp32"
+    )
 
 
 def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.device) -> torch.optim.AdamW:
@@ -177,7 +215,9 @@ def _all_processes(count: int, accelerator: Accelerator) -> int:
     return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), "sum").item())
 
 
-def shuffled_batches(num_features: int, batch_size: int, seed: int | tuple[int, ...], lengths: Sequence[int] | None = None) -> Iterator[list[int]]:
+def shuffled_batches(
+    num_features: int, batch_size: int, seed: int | tuple[int, ...], lengths: Sequence[int] | None = None
+) -> Iterator[list[int]]:
     """Endless batches of feature indices (the trainer asks for one optimizer step's worth at a time);
     epoch e is a fresh permutation seeded by (seed, e).
 
@@ -233,10 +273,20 @@ def prefetched(batches: Iterator[Any], enabled: bool, depth: int = 2) -> Iterato
         yield item
 
 
-def _stop_if_diverged(running_loss: torch.Tensor, bad_gradients: torch.Tensor, step: int, total_steps: int, description: str, settings: TrainingSettings, accelerator: Accelerator) -> None:
+def _stop_if_diverged(
+    running_loss: torch.Tensor,
+    bad_gradients: torch.Tensor,
+    step: int,
+    total_steps: int,
+    description: str,
+    settings: TrainingSettings,
+    accelerator: Accelerator,
+) -> None:
     """Raise RunError when the loss (summed since the last log) or a gradient norm was NaN or infinite on any process."""
     flags = torch.stack([(~torch.isfinite(running_loss)).float(), bad_gradients.float()])
-    loss_bad, gradients_bad = (accelerator.reduce(flags, "sum") > 0).tolist() if accelerator.num_processes > 1 else (flags > 0).tolist()
+    loss_bad, gradients_bad = (
+        (accelerator.reduce(flags, "sum") > 0).tolist() if accelerator.num_processes > 1 else (flags > 0).tolist()
+    )
     if not (loss_bad or gradients_bad):
         return
     what = "the training loss" if loss_bad else "the gradient norm"
@@ -274,13 +324,20 @@ def train(
     optimizer = make_optimizer(model, settings, accelerator.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    lengths = {name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names}
+    lengths = {
+        name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names
+    }
     if len(names) == 1:
         schedule = names * plan.total_steps
-        batches = {names[0]: shuffled_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])}
+        batches = {
+            names[0]: shuffled_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])
+        }
     else:
         schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, plan.total_steps, seed)
-        batches = {name: shuffled_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name]) for i, name in enumerate(names)}
+        batches = {
+            name: shuffled_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name])
+            for i, name in enumerate(names)
+        }
     kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
     if settings.compile:
         accelerator.unwrap_model(model).encoder.compile(dynamic=True)
@@ -289,7 +346,9 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     evals_without_improvement = 0
     running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
-    bad_gradients = torch.zeros((), dtype=torch.bool, device=accelerator.device)  # any non-finite norm since the last check
+    bad_gradients = torch.zeros(
+        (), dtype=torch.bool, device=accelerator.device
+    )  # any non-finite norm since the last check
     loss_steps = 0
     first_step = 1
     restored = checkpointer.load(accelerator.unwrap_model(model), optimizer, scheduler) if checkpointer else None
@@ -298,7 +357,10 @@ def train(
         first_step = progress_state["step"] + 1
         result.best_step, result.best_metric = progress_state["best_step"], progress_state["best_metric"]
         # The checkpoint holds the tokens of all processes; the main process carries them on.
-        result.history, result.tokens = progress_state["history"], progress_state["tokens"] if accelerator.is_main_process else 0
+        result.history, result.tokens = (
+            progress_state["history"],
+            progress_state["tokens"] if accelerator.is_main_process else 0,
+        )
         evals_without_improvement = progress_state["evals_without_improvement"]
         running_loss += progress_state["running_loss"]
         loss_steps = progress_state["loss_steps"]
@@ -322,7 +384,14 @@ def train(
                 yield ({key: value.pin_memory() for key, value in batch.items()} if on_gpu else batch), tokens
 
     ready = prefetched(host_batches(), enabled=accelerator.device.type == "cuda")
-    bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=description, disable=not progress or not accelerator.is_main_process, dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=first_step - 1,
+        desc=description,
+        disable=not progress or not accelerator.is_main_process,
+        dynamic_ncols=True,
+        leave=False,
+    )
     started = time.perf_counter()
     model.train()
     with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
@@ -342,7 +411,9 @@ def train(
             if settings.max_grad_norm is not None:
                 norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 if norm is not None:
-                    bad_gradients |= ~torch.isfinite(norm)  # stays on the device: checked below, when the host syncs anyway
+                    bad_gradients |= ~torch.isfinite(
+                        norm
+                    )  # stays on the device: checked below, when the host syncs anyway
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -350,13 +421,19 @@ def train(
             result.steps = step
 
             evaluating = step % settings.eval_every_steps == 0 or step == plan.total_steps
-            checkpointing = checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps
+            checkpointing = (
+                checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps
+            )
             if evaluating or checkpointing or step % settings.log_every_steps == 0:
                 # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
-                _stop_if_diverged(running_loss, bad_gradients, step, plan.total_steps, description, settings, accelerator)
+                _stop_if_diverged(
+                    running_loss, bad_gradients, step, plan.total_steps, description, settings, accelerator
+                )
 
             if step % settings.log_every_steps == 0 or step == plan.total_steps:
-                mean_loss = accelerator.reduce(running_loss, "mean").item() / loss_steps  # host-device sync, once per log interval
+                mean_loss = (
+                    accelerator.reduce(running_loss, "mean").item() / loss_steps
+                )  # host-device sync, once per log interval
                 running_loss.zero_()
                 loss_steps = 0
                 elapsed = time.perf_counter() - started
@@ -369,7 +446,10 @@ def train(
                 result.history.append({"step": step, "dev": metric})
                 if result.best_metric is None or metric > result.best_metric:
                     result.best_metric, result.best_step = metric, step
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                    best_state = {
+                        k: v.detach().to("cpu", copy=True)
+                        for k, v in accelerator.unwrap_model(model).state_dict().items()
+                    }
                     evals_without_improvement = 0
                 else:
                     evals_without_improvement += 1
@@ -379,9 +459,14 @@ def train(
 
             if checkpointing:
                 state = {
-                    "step": step, "best_step": result.best_step, "best_metric": result.best_metric, "history": result.history,
-                    "tokens": _all_processes(result.tokens, accelerator), "evals_without_improvement": evals_without_improvement,
-                    "running_loss": running_loss.item(), "loss_steps": loss_steps,
+                    "step": step,
+                    "best_step": result.best_step,
+                    "best_metric": result.best_metric,
+                    "history": result.history,
+                    "tokens": _all_processes(result.tokens, accelerator),
+                    "evals_without_improvement": evals_without_improvement,
+                    "running_loss": running_loss.item(),
+                    "loss_steps": loss_steps,
                 }
                 if accelerator.is_main_process:
                     checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)

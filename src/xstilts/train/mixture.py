@@ -13,8 +13,9 @@ own heads unless they share one by name; masked LM on multilingual text can be a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -66,13 +67,21 @@ class Mixture:
             "temperature": self.temperature if self.sampler == "temperature" else None,
             "cap": self.cap if self.sampler == "capped" else None,
             "members": [
-                {"task": m.spec.fingerprint(), "settings": m.settings.model_dump(), "head": m.head, "languages": list(m.languages), "max_examples_per_language": m.max_examples_per_language}
+                {
+                    "task": m.spec.fingerprint(),
+                    "settings": m.settings.model_dump(),
+                    "head": m.head,
+                    "languages": list(m.languages),
+                    "max_examples_per_language": m.max_examples_per_language,
+                }
                 for m in self.members
             ],
         }
 
 
-def sampling_probabilities(sizes: Mapping[str, int], sampler: str, temperature: float = 2.0, cap: int | None = None) -> dict[str, float]:
+def sampling_probabilities(
+    sizes: Mapping[str, int], sampler: str, temperature: float = 2.0, cap: int | None = None
+) -> dict[str, float]:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
     names = list(sizes)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,7 +22,6 @@ from xstilts.errors import XstiltsError
 from xstilts.results.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
-
 
 
 class MultiTaskModel(nn.Module):
@@ -64,7 +64,9 @@ def load_tokenizer(source: str | Path) -> Any:
     with _loading(source, "tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     if not getattr(tokenizer, "is_fast", False):
-        raise XstiltsError(f"{source}: xstilts needs a fast (Rust) tokenizer for character offsets; none could be loaded")
+        raise XstiltsError(
+            f"{source}: xstilts needs a fast (Rust) tokenizer for character offsets; none could be loaded"
+        )
     return tokenizer
 
 
@@ -92,8 +94,15 @@ def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path) -> Path
 
 def save_heads(model: MultiTaskModel, stage_dir: Path) -> Path:
     """Every head's weights in one safetensors file, keys `task.parameter`, with each head's kind as metadata."""
-    tensors = {f"{task}.{name}": value.detach().cpu().contiguous() for task, head in model.heads.items() for name, value in head.state_dict().items()}
-    metadata = {"kinds": json.dumps({model.head_of[task]: spec.kind for task, spec in model.specs.items()}), "head_of": json.dumps(model.head_of)}
+    tensors = {
+        f"{task}.{name}": value.detach().cpu().contiguous()
+        for task, head in model.heads.items()
+        for name, value in head.state_dict().items()
+    }
+    metadata = {
+        "kinds": json.dumps({model.head_of[task]: spec.kind for task, spec in model.specs.items()}),
+        "head_of": json.dumps(model.head_of),
+    }
     path = stage_dir / HEADS_FILE
     save_file(tensors, str(path), metadata=metadata)
     return path

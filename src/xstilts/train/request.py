@@ -27,7 +27,7 @@ class EncoderRecipe:
     mode: str = "full"
     adapters: tuple[str, ...] = ()
 
-    def then(self, adapter_dir: str | Path) -> "EncoderRecipe":
+    def then(self, adapter_dir: str | Path) -> EncoderRecipe:
         return EncoderRecipe(self.base, self.mode, self.adapters + (str(adapter_dir),))
 
     def to_json(self, store_root: Path | None = None) -> dict[str, Any]:
@@ -36,7 +36,7 @@ class EncoderRecipe:
         return {"base": recorded(self.base), "mode": self.mode, "adapters": [recorded(a) for a in self.adapters]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], store_root: Path | None = None) -> "EncoderRecipe":
+    def from_json(cls, data: dict[str, Any], store_root: Path | None = None) -> EncoderRecipe:
         located = (lambda path: from_root(path, store_root)) if store_root is not None else str
         return cls(located(data["base"]), data.get("mode", "full"), tuple(located(a) for a in data.get("adapters", ())))
 

@@ -16,16 +16,24 @@ from typing import Any
 
 import torch
 import transformers
-from transformers.utils import SAFE_WEIGHTS_NAME
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.data.examples import build_features, load_examples
 from xstilts.errors import RunError, XstiltsError
 from xstilts.evaluate.evaluation import evaluate
 from xstilts.files import read_json, writing
 from xstilts.readers.jsonl import write_jsonl
-from xstilts.results.layout import ADAPTER_DIR, ENCODER_DIR, HEADS_FILE, RECORD_FILE, evaluation_file, predictions_file, relative_to_root
+from xstilts.results.layout import (
+    ADAPTER_DIR,
+    ENCODER_DIR,
+    HEADS_FILE,
+    RECORD_FILE,
+    evaluation_file,
+    predictions_file,
+    relative_to_root,
+)
 from xstilts.results.runs import read_evaluation, write_evaluation
 from xstilts.results.store import StageStore, inspect_stage_dir
 from xstilts.settings import TrainingSettings
@@ -34,10 +42,18 @@ from xstilts.tasks.registry import TaskSpec
 from xstilts.train.adapters import add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.train.loop import Checkpointer, get_accelerator, precision_name, train
 from xstilts.train.mixture import MixtureMember
-from xstilts.train.modeling import MultiTaskModel, count_parameters, load_heads, load_tokenizer, save_encoder, save_heads
+from xstilts.train.modeling import (
+    MultiTaskModel,
+    count_parameters,
+    load_heads,
+    load_tokenizer,
+    save_encoder,
+    save_heads,
+)
 from xstilts.train.request import EncoderRecipe, StageRequest
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class _MemberData:
@@ -56,7 +72,9 @@ class _MemberData:
         return examples, [f for f in self.dev_features if f["example_index"] < len(examples)]
 
 
-def run_stage(request: StageRequest, store: StageStore, progress: bool = True, checkpoint_every_steps: int | None = None) -> dict[str, Any]:
+def run_stage(
+    request: StageRequest, store: StageStore, progress: bool = True, checkpoint_every_steps: int | None = None
+) -> dict[str, Any]:
     """Train the stage unless its completion record exists; returns the record.
 
     With `checkpoint_every_steps`, a killed stage resumes from its last checkpoint (kept under
@@ -94,22 +112,60 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         for item in supervised:
             examples, features = item.validation()
             spec = item.member.spec
-            metrics = evaluate(current, spec, examples, features, item.member.settings, accelerator, tokenizer.pad_token_id, spec.train_language).metrics
+            metrics = evaluate(
+                current,
+                spec,
+                examples,
+                features,
+                item.member.settings,
+                accelerator,
+                tokenizer.pad_token_id,
+                spec.train_language,
+            ).metrics
             values.append(metrics[kind_of(spec).primary_metric])
         return sum(values) / len(values)
 
     label = request.label
-    log.info("training %s: %s", label, ", ".join(f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()))
+    log.info(
+        "training %s: %s",
+        label,
+        ", ".join(
+            f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()
+        ),
+    )
     started = time.perf_counter()
-    checkpointer = Checkpointer(store.checkpoint_dir(request.identity, request.name), checkpoint_every_steps, store.root) if checkpoint_every_steps else None
+    checkpointer = (
+        Checkpointer(store.checkpoint_dir(request.identity, request.name), checkpoint_every_steps, store.root)
+        if checkpoint_every_steps
+        else None
+    )
     sizes = {name: len(d.train_features) for name, d in data.items()}
     probabilities = request.mixture.probabilities(sizes) if request.mixture else None
     result = train(
-        model, {name: d.train_features for name, d in data.items()}, settings, accelerator, tokenizer.pad_token_id, validate, request.seed,
-        label, progress, checkpointer, probabilities=probabilities, epoch_size=request.mixture.epoch_size(sizes) if request.mixture else None,
+        model,
+        {name: d.train_features for name, d in data.items()},
+        settings,
+        accelerator,
+        tokenizer.pad_token_id,
+        validate,
+        request.seed,
+        label,
+        progress,
+        checkpointer,
+        probabilities=probabilities,
+        epoch_size=request.mixture.epoch_size(sizes) if request.mixture else None,
     )
-    dev_metrics, primary = _final_dev_metrics(model, supervised, request.mixture is not None, accelerator, tokenizer.pad_token_id)
-    log.info("%s: English dev %s = %.2f (best step %d of %d)", label, primary, dev_metrics[primary], result.best_step, result.steps)
+    dev_metrics, primary = _final_dev_metrics(
+        model, supervised, request.mixture is not None, accelerator, tokenizer.pad_token_id
+    )
+    log.info(
+        "%s: English dev %s = %.2f (best step %d of %d)",
+        label,
+        primary,
+        dev_metrics[primary],
+        result.best_step,
+        result.steps,
+    )
 
     record = {
         "identity": request.identity,
@@ -137,12 +193,23 @@ def run_stage(request: StageRequest, store: StageStore, progress: bool = True, c
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "mode": request.mode,
         "encoder_recipe": request.output_recipe(store.stage_dir(request.identity, request.name)).to_json(store.root),
-        "environment": {**environment(accelerator, precision_name(settings, accelerator.device)), "attention": getattr(model.encoder.config, "_attn_implementation", None)},
+        "environment": {
+            **environment(accelerator, precision_name(settings, accelerator.device)),
+            "attention": getattr(model.encoder.config, "_attn_implementation", None),
+        },
     }
     if request.mixture is not None:
         record["mixture"] = {
             "sampler": request.mixture.sampler,
-            "members": {name: {"train_features": len(d.train_features), "probability": probabilities[name], "steps": result.task_steps.get(name, 0), "head": d.member.head} for name, d in data.items()},
+            "members": {
+                name: {
+                    "train_features": len(d.train_features),
+                    "probability": probabilities[name],
+                    "steps": result.task_steps.get(name, 0),
+                    "head": d.member.head,
+                }
+                for name, d in data.items()
+            },
             "mlm_head": mlm_head,
         }
     if accelerator.is_main_process:  # one writer; the other processes read the committed record
@@ -174,13 +241,19 @@ def check_recipe(recipe: EncoderRecipe, store_root: Path, user: str) -> None:
         state = inspect_stage_dir(stage_dir, full=True)
         if state.status in ("damaged", "pruned", "missing"):
             problem = state.problem or f"its weights are {'pruned' if state.status == 'pruned' else 'missing'}"
-            raise RunError(f"{user}: the stage it is built on, {stage_dir.name}, is not usable ({problem}); run the command again to retrain it")
+            raise RunError(
+                f"{user}: the stage it is built on, {stage_dir.name}, is not usable ({problem}); run the command again to retrain it"
+            )
 
 
 def _check_lengths(request: StageRequest, encoder_config: Any) -> None:
     """Inputs longer than the encoder's position table would fail deep inside the model: say which setting to lower."""
     positions = getattr(encoder_config, "max_position_embeddings", None)
-    usable = positions - 2 if positions and getattr(encoder_config, "model_type", "") in ("xlm-roberta", "roberta", "camembert") else positions
+    usable = (
+        positions - 2
+        if positions and getattr(encoder_config, "model_type", "") in ("xlm-roberta", "roberta", "camembert")
+        else positions
+    )
     for member in request.members:
         if usable and member.settings.max_length > usable:
             raise XstiltsError(
@@ -195,20 +268,33 @@ def _member_data(member: MixtureMember, tokenizer: Any) -> _MemberData:
     for language in member.languages:
         limit = member.max_examples_per_language or settings.max_train_examples
         train_examples += load_examples(spec, spec.train_split, language, limit)
-    data = _MemberData(member, len(train_examples), build_features(spec, train_examples, tokenizer, settings, training=True))
+    data = _MemberData(
+        member, len(train_examples), build_features(spec, train_examples, tokenizer, settings, training=True)
+    )
     if spec.kind != "mlm":
         data.dev_examples = load_examples(spec, spec.dev_split, spec.train_language, settings.max_eval_examples)
         data.dev_features = build_features(spec, data.dev_examples, tokenizer, settings, training=False)
     return data
 
 
-def _final_dev_metrics(model: MultiTaskModel, supervised: list[_MemberData], mixture: bool, accelerator: Accelerator, pad_token_id: int) -> tuple[dict[str, float], str]:
+def _final_dev_metrics(
+    model: MultiTaskModel, supervised: list[_MemberData], mixture: bool, accelerator: Accelerator, pad_token_id: int
+) -> tuple[dict[str, float], str]:
     """English dev metrics of the kept weights; a mixture reports each member's, prefixed, and their mean primary metric."""
     metrics: dict[str, float] = {}
     primaries = []
     for item in supervised:
         spec = item.member.spec
-        member_metrics = evaluate(model, spec, item.dev_examples, item.dev_features, item.member.settings, accelerator, pad_token_id, spec.train_language).metrics
+        member_metrics = evaluate(
+            model,
+            spec,
+            item.dev_examples,
+            item.dev_features,
+            item.member.settings,
+            accelerator,
+            pad_token_id,
+            spec.train_language,
+        ).metrics
         if not mixture:
             return member_metrics, kind_of(spec).primary_metric
         metrics.update({f"{spec.name} {name}": value for name, value in member_metrics.items()})
@@ -227,14 +313,20 @@ def _initial_mlm_head(model: MultiTaskModel, parent: str) -> str:
         with safe_open(str(weights), framework="pt") as handle:
             keys = {key for key in handle.keys() if key.startswith("lm_head.")}
             state = {key[len("lm_head.") :]: handle.get_tensor(key) for key in keys}
-        state = {key: value for key, value in state.items() if key in head.state_dict() and value.shape == head.state_dict()[key].shape}
+        state = {
+            key: value
+            for key, value in state.items()
+            if key in head.state_dict() and value.shape == head.state_dict()[key].shape
+        }
         if len(state) == len(head.state_dict()):
             head.load_state_dict(state)
             return "pretrained lm_head"
     return "fresh"
 
 
-def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], settings: TrainingSettings, progress: bool = True) -> dict[str, dict[str, Any]]:
+def evaluate_target(
+    stage_dir: Path, spec: TaskSpec, languages: list[str], settings: TrainingSettings, progress: bool = True
+) -> dict[str, dict[str, Any]]:
     """Zero-shot evaluation of a trained target stage in each language, one file per language.
 
     Languages already evaluated are read back, not recomputed; the model is loaded only if needed.
@@ -274,8 +366,12 @@ def evaluate_target(stage_dir: Path, spec: TaskSpec, languages: list[str], setti
 def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
     """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
     record = read_json(stage_dir / RECORD_FILE)
-    recipe = EncoderRecipe.from_json(record.get("encoder_recipe") or {"base": str(stage_dir / ENCODER_DIR)}, stage_dir.parent)
-    check_recipe(recipe, stage_dir.parent, f"target {spec.name}")  # its own directory included: the recipe loads from it
+    recipe = EncoderRecipe.from_json(
+        record.get("encoder_recipe") or {"base": str(stage_dir / ENCODER_DIR)}, stage_dir.parent
+    )
+    check_recipe(
+        recipe, stage_dir.parent, f"target {spec.name}"
+    )  # its own directory included: the recipe loads from it
     model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
     load_heads(model, stage_dir / HEADS_FILE, [spec.name])
     return model.eval(), load_tokenizer(recipe.base)
@@ -283,7 +379,10 @@ def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, 
 
 def _write_predictions(path: Path, examples: list[dict[str, Any]], predictions: list[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": example.get("id", index), "prediction": prediction} for index, (example, prediction) in enumerate(zip(examples, predictions))]
+    rows = [
+        {"id": example.get("id", index), "prediction": prediction}
+        for index, (example, prediction) in enumerate(zip(examples, predictions))
+    ]
     write_jsonl(path, rows)
 
 

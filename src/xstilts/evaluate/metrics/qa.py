@@ -12,7 +12,7 @@ import re
 import string
 import sys
 import unicodedata
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 _ASCII_PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -79,7 +79,9 @@ def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequ
 
 # --- MLQA (mlqa_evaluation_v1.py) --------------------------------------------------------------------
 
-MLQA_PUNCTUATION = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")} | set(string.punctuation)
+MLQA_PUNCTUATION = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")} | set(
+    string.punctuation
+)
 _MLQA_ARTICLES = {
     "en": re.compile(r"\b(a|an|the)\b"),
     "es": re.compile(r"\b(un|una|unos|unas|el|la|los|las)\b"),

@@ -8,7 +8,7 @@ seqeval 0.0.12 does. Unlike seqeval, misaligned input is refused with an error n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 Chunk = tuple[str, int, int]
 

@@ -6,9 +6,8 @@ Sums run in a fixed order (XTREME's own script sums over a set, so its last digi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from statistics import fmean
-from typing import Mapping
-
 
 
 def headline(metrics: Mapping[str, float], metric_family: str) -> float:
@@ -26,7 +25,11 @@ def task_score(per_language: Mapping[str, Mapping[str, float]], metric_family: s
     if not languages:
         raise ValueError("no languages to average")
     names = sorted(set.intersection(*(set(per_language[lang]) for lang in languages)))
-    means = {name: fmean(per_language[lang][name] for lang in languages) for name in names if isinstance(per_language[languages[0]][name], (int, float))}
+    means = {
+        name: fmean(per_language[lang][name] for lang in languages)
+        for name in names
+        if isinstance(per_language[languages[0]][name], (int, float))
+    }
     means["score"] = fmean(headline(per_language[lang], metric_family) for lang in languages)
     return means
 
