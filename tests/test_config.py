@@ -11,7 +11,7 @@ import pytest
 
 from xstilts.config import load_config
 from xstilts.errors import ConfigError
-from xstilts.settings import TrainingSettings, plan_steps, resolve_settings
+from xstilts.settings import TrainingSettings, count_steps, resolve_settings
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -149,7 +149,7 @@ def test_settings_layers_and_derived_steps():
         2,
         3e-5,
     )
-    plan = plan_steps(TrainingSettings(batch_size=32, micro_batch_size=8, epochs=2), num_train_features=100)
+    plan = count_steps(TrainingSettings(batch_size=32, micro_batch_size=8, epochs=2), num_train_features=100)
     assert (
         plan.accumulation_steps,
         plan.micro_batches_per_epoch,
@@ -157,7 +157,7 @@ def test_settings_layers_and_derived_steps():
         plan.total_steps,
         plan.warmup_steps,
     ) == (4, 13, 4, 8, 0)
-    assert plan_steps(TrainingSettings(max_steps=7), 10_000).total_steps == 7
+    assert count_steps(TrainingSettings(max_steps=7), 10_000).total_steps == 7
     with pytest.raises(ValueError, match=r"doc_stride \(64\) must be smaller than max_length \(64\) for QA windows"):
         resolve_settings("qa", {"max_length": 64, "doc_stride": 64})
     assert resolve_settings("tagging", {"max_length": 64}).max_length == 64, "the stride matters for QA only"

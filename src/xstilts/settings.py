@@ -170,8 +170,8 @@ def resolve_settings(kind: str, *layers: dict[str, Any] | BaseModel | None) -> T
 
 
 @dataclass(frozen=True)
-class StepPlan:
-    """Numbers derived from settings and data size, computed once (see `plan_steps`)."""
+class StepCounts:
+    """Numbers derived from settings and data size, computed once (see `count_steps`)."""
 
     micro_batch_size: int
     accumulation_steps: int
@@ -181,7 +181,7 @@ class StepPlan:
     warmup_steps: int
 
 
-def plan_steps(settings: TrainingSettings, num_train_features: int, num_processes: int = 1) -> StepPlan:
+def count_steps(settings: TrainingSettings, num_train_features: int, num_processes: int = 1) -> StepCounts:
     """Optimizer steps, accumulation and warm-up for a training set of `num_train_features`."""
     micro = settings.micro_batch_size or settings.batch_size
     per_step = micro * num_processes
@@ -193,7 +193,7 @@ def plan_steps(settings: TrainingSettings, num_train_features: int, num_processe
     micro_batches_per_epoch = max(1, math.ceil(num_train_features / per_step))
     steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / accumulation))
     total = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
-    return StepPlan(
+    return StepCounts(
         micro_batch_size=micro,
         accumulation_steps=accumulation,
         micro_batches_per_epoch=micro_batches_per_epoch,

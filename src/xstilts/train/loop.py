@@ -36,7 +36,7 @@ from xstilts.results.layout import (
     CHECKPOINT_WEIGHTS,
     remove_inside,
 )
-from xstilts.settings import StepPlan, TrainingSettings, plan_steps
+from xstilts.settings import StepCounts, TrainingSettings, count_steps
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Feature, feature_length
 from xstilts.train.cpu_dropout import cpu_dropout
@@ -145,7 +145,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     tokens: int = 0
-    plan: StepPlan | None = None
+    counts: StepCounts | None = None
     task_steps: dict[str, int] = field(default_factory=dict)  # optimizer steps per mixture member
 
 
@@ -320,20 +320,20 @@ def train(
     mixture's task schedule a function of the seed, so the position is the number of steps done.
     """
     names = list(task_features)
-    plan = plan_steps(settings, epoch_size or sum(len(f) for f in task_features.values()), accelerator.num_processes)
+    counts = count_steps(settings, epoch_size or sum(len(f) for f in task_features.values()), accelerator.num_processes)
     optimizer = make_optimizer(model, settings, accelerator.device)
-    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, counts.warmup_steps, counts.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     lengths = {
         name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names
     }
     if len(names) == 1:
-        schedule = names * plan.total_steps
+        schedule = names * counts.total_steps
         batches = {
             names[0]: shuffled_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])
         }
     else:
-        schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, plan.total_steps, seed)
+        schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, counts.total_steps, seed)
         batches = {
             name: shuffled_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name])
             for i, name in enumerate(names)
@@ -342,7 +342,7 @@ def train(
     if settings.compile:
         accelerator.unwrap_model(model).encoder.compile(dynamic=True)
 
-    result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, plan=plan)
+    result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, counts=counts)
     best_state: dict[str, torch.Tensor] | None = None
     evals_without_improvement = 0
     running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
@@ -376,8 +376,8 @@ def train(
             # process r trains part a * processes + r, so the step sees the same examples however the
             # work is split (a part left empty by a tiny tail repeats the step's last example).
             step_batch = next(batches[step_task])
-            parts = np.array_split(step_batch, plan.accumulation_steps * processes)
-            for micro_step in range(plan.accumulation_steps):
+            parts = np.array_split(step_batch, counts.accumulation_steps * processes)
+            for micro_step in range(counts.accumulation_steps):
                 shard = [int(i) for i in parts[micro_step * processes + rank]] or step_batch[-1:]
                 batch = kinds[step_task].collate([task_features[step_task][i] for i in shard], pad_token_id)
                 tokens = int(batch["attention_mask"].sum())
@@ -385,7 +385,7 @@ def train(
 
     ready = prefetched(host_batches(), enabled=accelerator.device.type == "cuda")
     bar = tqdm(
-        total=plan.total_steps,
+        total=counts.total_steps,
         initial=first_step - 1,
         desc=description,
         disable=not progress or not accelerator.is_main_process,
@@ -395,17 +395,17 @@ def train(
     started = time.perf_counter()
     model.train()
     with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
-        for step in range(first_step, plan.total_steps + 1):
+        for step in range(first_step, counts.total_steps + 1):
             step_task = schedule[step - 1]
             kind = kinds[step_task]
-            for micro_step in range(plan.accumulation_steps):
+            for micro_step in range(counts.accumulation_steps):
                 batch, tokens = next(ready)
                 result.tokens += tokens
                 batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
-                last_micro_step = micro_step == plan.accumulation_steps - 1
+                last_micro_step = micro_step == counts.accumulation_steps - 1
                 sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
                 with sync, autocast(settings, accelerator.device):
-                    loss = kind.loss(model(step_task, batch), batch) / plan.accumulation_steps
+                    loss = kind.loss(model(step_task, batch), batch) / counts.accumulation_steps
                     accelerator.backward(loss)
                 running_loss += loss.detach()
             if settings.max_grad_norm is not None:
@@ -420,17 +420,17 @@ def train(
             loss_steps += 1
             result.steps = step
 
-            evaluating = step % settings.eval_every_steps == 0 or step == plan.total_steps
+            evaluating = step % settings.eval_every_steps == 0 or step == counts.total_steps
             checkpointing = (
-                checkpointer is not None and step % checkpointer.every_steps == 0 and step < plan.total_steps
+                checkpointer is not None and step % checkpointer.every_steps == 0 and step < counts.total_steps
             )
             if evaluating or checkpointing or step % settings.log_every_steps == 0:
                 # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
                 _stop_if_diverged(
-                    running_loss, bad_gradients, step, plan.total_steps, description, settings, accelerator
+                    running_loss, bad_gradients, step, counts.total_steps, description, settings, accelerator
                 )
 
-            if step % settings.log_every_steps == 0 or step == plan.total_steps:
+            if step % settings.log_every_steps == 0 or step == counts.total_steps:
                 mean_loss = (
                     accelerator.reduce(running_loss, "mean").item() / loss_steps
                 )  # host-device sync, once per log interval
