@@ -178,7 +178,7 @@ def test_readers_work_on_a_copied_run_from_another_directory_without_torch(tmp_p
     assert (
         "intermediate stages: 1 done" in status.stdout
         and "target fine-tunes done: 2 of 2" in status.stdout
-        and "results: 4 of 4" in status.stdout
+        and "results: 8 of 8" in status.stdout  # dev and test
     )
     stage_record = json.loads(next(copied.glob("stages/*-demo_nli/stage.json")).read_text())
     assert not Path(stage_record["encoder_recipe"]["base"]).is_absolute(), (
@@ -231,6 +231,7 @@ def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(
             "metrics": metrics,
             "score": headline(metrics, metric),
             "examples": 10,
+            "split": "test",
             "english_dev": {},
             "target_stage": None,
         }

@@ -9,8 +9,10 @@ import pytest
 from xstilts.config import builtin_registry
 from xstilts.data.examples import load_examples
 from xstilts.data.prepare import check, map_hub_records, prepare
+from xstilts.errors import DataError
 from xstilts.tasks import default_registry, kind_of
 from xstilts.tasks.catalogue import INTERMEDIATE_TASKS, XTREME_TASKS
+from xstilts.tasks.registry import UNKNOWN_TAG
 
 
 def test_every_task_of_the_study_is_registered_with_the_protocol_languages():
@@ -279,15 +281,56 @@ def test_prepare_from_upstream_files_round_trips_into_a_run(tmp_path):
     } and not unrecognised
 
 
-def test_ccg_labels_come_from_the_data(tmp_path):
+def _ccg_source(tmp_path):
     source = tmp_path / "src"
     (source / "ccg").mkdir(parents=True)
     (source / "ccg" / "train.tsv").write_text("Pierre\tN/N\nVinken\tN\n\nHe\tNP\n", encoding="utf-8")
-    (source / "ccg" / "dev.tsv").write_text("It\tNP\n", encoding="utf-8")
-    prepare(default_registry(), ["ccg"], tmp_path / "data", source_dir=source)
+    (source / "ccg" / "dev.tsv").write_text("It\tNP\nworks\tS[dcl]\\NP\n.\t.\n", encoding="utf-8")
+    return source
+
+
+def test_ccg_inventory_is_the_training_tags_plus_one_unknown_class(tmp_path):
+    """Dev tags never enter the label set: the two dev-only tags become <unk>, counted per file."""
+    reports = prepare(default_registry(), ["ccg"], tmp_path / "data", source_dir=_ccg_source(tmp_path))
     spec = builtin_registry(tmp_path / "data").get("ccg")
-    assert spec.labels == ("N", "N/N", "NP")
+    assert spec.labels == ("N", "N/N", "NP", UNKNOWN_TAG)
     assert len(load_examples(spec, "train", "en")) == 2
+    assert load_examples(spec, "dev", "en") == [
+        {"tokens": ["It", "works", "."], "tags": ["NP", UNKNOWN_TAG, UNKNOWN_TAG]}
+    ]
+    assert {r.split: r.unknown_tags for r in reports} == {"train": 0, "dev": 2}
+    manifest = json.loads((tmp_path / "data" / "ccg" / "manifest.json").read_text())
+    assert [f["unknown_tags"] for f in manifest["files"]] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("tags.txt", "NP\nS[dcl]\\NP\nN\n"),
+        ("tags_to_id.json", json.dumps({"N": 2, "NP": 0, "S[dcl]\\NP": 1})),  # jiant's file: ordered by id
+    ],
+)
+def test_ccg_fixed_inventory_from_a_file(tmp_path, name, text):
+    inventory = tmp_path / name
+    inventory.write_text(text, encoding="utf-8")
+    reports = prepare(
+        default_registry(), ["ccg"], tmp_path / "data", source_dir=_ccg_source(tmp_path), tag_inventory=inventory
+    )
+    assert builtin_registry(tmp_path / "data").get("ccg").labels == ("NP", "S[dcl]\\NP", "N", UNKNOWN_TAG)
+    assert {r.split: r.unknown_tags for r in reports} == {"train": 1, "dev": 1}  # N/N and "."
+
+
+def test_ccg_inventory_file_errors_name_the_file(tmp_path):
+    source = _ccg_source(tmp_path)
+    empty = tmp_path / "tags.txt"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(DataError, match="tags.txt.*one tag per line"):
+        prepare(default_registry(), ["ccg"], tmp_path / "data", source_dir=source, tag_inventory=empty)
+    listed = tmp_path / "tags.json"
+    listed.write_text('["NP"]', encoding="utf-8")
+    with pytest.raises(DataError, match="tags.json.*JSON object"):
+        prepare(default_registry(), ["ccg"], tmp_path / "data", source_dir=source, tag_inventory=listed)
+    assert not (tmp_path / "data").exists()
 
 
 def test_ccgbank_auto_format(tmp_path):

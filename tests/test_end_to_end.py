@@ -57,13 +57,17 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     }
     for label in labels:
         for target, languages in expected_languages.items():
-            for language in languages:
-                row = json.loads((run_dir / "results" / label / target / f"{language}.json").read_text())
-                assert row["chain_label"] == label and row["target"] == target and row["language"] == language
-                assert row["examples"] == 12
-            entry = summary["chains"][label]["targets"][target]
-            assert sorted(entry["scores"]) == sorted(languages)
-            assert entry["average"]["score"] == pytest.approx(sum(entry["scores"].values()) / len(languages))
+            for split in ("dev", "test"):  # every target is evaluated on dev and test in each of its languages
+                for language in languages:
+                    row = json.loads((run_dir / "results" / label / target / f"{split}-{language}.json").read_text())
+                    assert row["chain_label"] == label and row["target"] == target and row["language"] == language
+                    assert row["split"] == split and row["examples"] == 12
+            for entry in (
+                summary["chains"][label]["targets"][target],
+                summary["dev"]["chains"][label]["targets"][target],
+            ):
+                assert sorted(entry["scores"]) == sorted(languages)
+                assert entry["average"]["score"] == pytest.approx(sum(entry["scores"].values()) / len(languages))
     assert summary["chains"]["k2-demo_paraphrase+demo_squad2"]["chain"] == ["demo_paraphrase", "demo_squad2"]
     assert xstilts.read_results(run_dir)["chains"].keys() == summary["chains"].keys()
 
@@ -87,8 +91,8 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     assert "| k | en | x-lex | x-scr |" in text and "missing" not in text
     assert "| demo_paraphrase → demo_squad2 | qa | exact_match" in text, "intermediate stages with their own dev scores"
     rows = json.loads((run_dir / "results.json").read_text())
-    assert len(rows) == 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith(
-        "mode,chain_label,chain_length,chain,seed,target,language,metric,value,score"
+    assert len(rows) == 2 * 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith(
+        "mode,chain_label,chain_length,chain,seed,target,language,metric,value,score,split"
     )
     assert (
         "<table>" in (run_dir / "report.html").read_text()
@@ -96,7 +100,7 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     )
 
     # A result that is missing (a failed or unfinished node) is reported as missing, not dropped.
-    lost = run_dir / "results" / "k1-demo_paraphrase" / "demo_qa" / "x-ord.json"
+    lost = run_dir / "results" / "k1-demo_paraphrase" / "demo_qa" / "test-x-ord.json"
     kept = lost.read_text()
     lost.unlink()
     partial = xstilts.write_report(run_dir).read_text()
@@ -198,13 +202,21 @@ def test_retrieval_targets_are_evaluated_on_every_prefix_encoder(tmp_path, tiny_
     config_path.write_text(yaml.safe_dump(raw))
     config = xstilts.load_config(config_path)
     summary = xstilts.run(config, progress=False)
-    assert sorted(summary["chains"]) == ["k0-pretrained", "k1-demo_paraphrase", "k2-demo_paraphrase+demo_squad2"]
-    for chain in summary["chains"].values():
-        tatoeba = chain["targets"]["tatoeba"]["languages"]["de"]
+    labels = ["k0-pretrained", "k1-demo_paraphrase", "k2-demo_paraphrase+demo_squad2"]
+    assert sorted(summary["chains"]) == labels and sorted(summary["dev"]["chains"]) == labels
+    for label in labels:
+        tatoeba = summary["chains"][label]["targets"]["tatoeba"]["languages"]["de"]
         assert 0 <= tatoeba["accuracy"] <= 100 and tatoeba["examples"] == 4 and tatoeba["embedding"]["layer"] == 1
-        bucc = chain["targets"]["bucc2018"]["languages"]["de"]
-        assert bucc["split"] == "dev" and bucc["embedding"]["layer"] == 1, "default layer: 14/24 of 2 layers"
-        assert chain["xtreme"]["partial"] is True and set(chain["xtreme"]["tasks"]) == {"bucc2018", "tatoeba"}
+        assert "tatoeba" not in summary["dev"]["chains"][label]["targets"], "Tatoeba has no dev split"
+        # Only BUCC's dev (sample) files are here: it is evaluated on dev, and absent from the test view.
+        bucc = summary["dev"]["chains"][label]["targets"]["bucc2018"]["languages"]["de"]
+        assert bucc["embedding"]["layer"] == 1 and bucc["embedding"]["pooling"] == "mean", (
+            "default layer: 14/24 of 2 layers"
+        )
+        assert "bucc2018" not in summary["chains"][label]["targets"]
+        assert summary["chains"][label]["xtreme"]["partial"] is True and set(
+            summary["chains"][label]["xtreme"]["tasks"]
+        ) == {"tatoeba"}
     run_dir = tmp_path / "run"
     stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "retrieval").rglob("*.json")}
     assert len(stamps) == 6

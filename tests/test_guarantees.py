@@ -307,7 +307,7 @@ def test_damaged_stages_are_found_and_retrained_bit_identically(tmp_path, tiny_e
     (stage_dir_of(run_dir, "demo_squad2") / "stage.json").write_text('{"identity": "trunc', encoding="utf-8")
     target = sorted(p.parent for p in (run_dir / "stages").glob("*-demo_nli/stage.json"))[0]
     (target / "heads.safetensors").write_bytes(b"")
-    evaluation = sorted((run_dir / "stages").glob("*-demo_nli/evaluations/x-lex.json"))[-1]
+    evaluation = sorted((run_dir / "stages").glob("*-demo_nli/evaluations/test-x-lex.json"))[-1]
     evaluation.write_text("{not json", encoding="utf-8")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -325,7 +325,7 @@ def test_damaged_run_files_are_skipped_by_report_and_status(tmp_path, tiny_encod
     config = xstilts.load_config(chain_config(tmp_path, tiny_encoder_dir, demo_tasks, chain=["demo_paraphrase"]))
     run_dir = tmp_path / "run"
     xstilts.run(config, progress=False)
-    lost = run_dir / "results" / "k1-demo_paraphrase" / "demo_nli" / "x-lex.json"
+    lost = run_dir / "results" / "k1-demo_paraphrase" / "demo_nli" / "test-x-lex.json"
     lost.write_text("{", encoding="utf-8")
     (run_dir / "summary.json").write_bytes(b"\xff\xfe")
     (run_dir / "latency.json").write_text("[1, 2", encoding="utf-8")

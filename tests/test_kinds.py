@@ -70,7 +70,8 @@ def test_qa_windows_map_every_gold_answer_back_to_its_exact_text(tiny_tokenizer)
 def test_qa_decoding_returns_exact_text_and_respects_no_answer(tiny_tokenizer):
     kind, task = KIND_IMPLEMENTATIONS["qa"], spec("qa", allow_no_answer=True)
     example = qa_example("green map")
-    settings = TrainingSettings(max_length=40, doc_stride=16)
+    # Hugging Face windows (doc_stride = overlap): every answer lies inside a window with room around it.
+    settings = TrainingSettings(max_length=40, doc_stride=16, qa_windows="huggingface")
     features = kind.build_features([example], tiny_tokenizer, task, settings, training=True)
     outputs = []
     for feature in features:
@@ -152,6 +153,18 @@ def test_multiple_choice_shapes(tiny_encoder_dir, tiny_tokenizer):
     logits = model(task.name, batch)
     assert logits.shape == (2, 3)
     assert kind.loss(logits, batch).ndim == 0
+
+
+def test_multiple_choice_pairs_context_and_question_against_each_answer(tiny_tokenizer):
+    """As jiant (Cosmos QA): the question belongs to the prompt segment; the answer is the second segment."""
+    kind, task = KIND_IMPLEMENTATIONS["multiple_choice"], spec("multiple_choice", num_choices=2)
+    example = {"context": "Tom drives", "question": "what ?", "choices": ["the bus .", "soup ."], "label": 0}
+    (feature,) = kind.build_features([example], tiny_tokenizer, task, TrainingSettings(), training=False)
+    for ids, choice in zip(feature["input_ids"], example["choices"]):
+        assert list(ids) == tiny_tokenizer("Tom drives what ?", choice)["input_ids"]
+    without = {key: value for key, value in example.items() if key != "question"}
+    (plain,) = kind.build_features([without], tiny_tokenizer, task, TrainingSettings(), training=False)
+    assert list(plain["input_ids"][1]) == tiny_tokenizer("Tom drives", "soup .")["input_ids"]
 
 
 def test_classification_dynamic_padding_and_decode(tiny_tokenizer):
@@ -256,3 +269,29 @@ def test_first_token_last_layer_gives_the_same_first_token_states(tiny_encoder_d
     states = encode(encoder, batch, first_token_only=True)
     (states * torch.randn_like(states)).sum().backward()
     assert encoder.encoder.layer[-1].output.dense.weight.grad.abs().sum() > 0
+
+
+def test_xtreme_windows_decode_only_from_the_window_with_the_most_context(tiny_tokenizer):
+    """With XTREME's windows a span may start only where its window gives the token its most context: a high
+    score at the same token in a window where it sits at the edge is ignored."""
+    kind, task = KIND_IMPLEMENTATIONS["qa"], spec("qa")
+    example = qa_example("green map")
+    settings = TrainingSettings(max_length=40, doc_stride=4)  # windows advance 4 tokens: much overlap
+    features = kind.build_features([example], tiny_tokenizer, task, settings, training=True)
+    holding = [f for f in features if f["start_position"]]
+    assert len(holding) > 1, "the answer lies in several windows"
+    best = [f for f in holding if f["max_context"][f["start_position"]]]
+    edge = [f for f in holding if not f["max_context"][f["start_position"]]]
+    assert len(best) == 1 and edge, "exactly one window is the answer's max-context window"
+    outputs = []
+    for feature in features:
+        scores = np.zeros((len(feature["input_ids"]), 2), dtype=np.float32)
+        if feature is best[0]:
+            scores[feature["start_position"], 0] = scores[feature["end_position"], 1] = 5.0
+        outputs.append(scores)
+    assert kind.decode(outputs, features, [example], task, settings) == ["green map"]
+    for feature, scores in zip(features, outputs):
+        if feature is edge[0]:  # a higher score at a token outside its max-context window loses
+            elsewhere = np.flatnonzero((feature["offsets"][:, 0] >= 0) & (feature["max_context"] == 0))
+            scores[elsewhere[0], 0] = scores[elsewhere[0], 1] = 50.0
+    assert kind.decode(outputs, features, [example], task, settings) == ["green map"]

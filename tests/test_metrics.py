@@ -141,9 +141,9 @@ def test_run_summary_marks_xtreme_partial_by_task_and_language():
     chain = summarize("t", rows)["chains"]["k0-pretrained"]
     xtreme = chain["xtreme"]
     assert xtreme["tasks"] == {"xnli": 75.0, "xquad": 70.0}, "XQuAD ro is not part of the XTREME score"
-    assert chain["targets"]["xquad"]["average"]["score"] == 42.5, (
-        "the task table still averages every evaluated language"
-    )
+    xquad = chain["targets"]["xquad"]
+    assert xquad["average"]["score"] == 70.0 and xquad["extra_languages"] == ["ro"], "ro is kept apart, not averaged in"
+    assert xquad["average_all_languages"]["score"] == 42.5 and xquad["scores"]["ro"] == 15.0
     assert (
         xtreme["partial"] is True
         and len(xtreme["missing_languages"]["xnli"]) == 13

@@ -155,5 +155,5 @@ def test_ray_executor_with_a_killed_worker_matches_the_local_executor(
     assert status.returncode == 0, status.stderr
     assert (
         "intermediate stages: 3 done, 0 pruned, 0 in progress, 0 waiting" in status.stdout
-        and "results: 8 of 8" in status.stdout
+        and "results: 16 of 16" in status.stdout  # 4 prefixes x 2 languages x dev and test
     )

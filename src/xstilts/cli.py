@@ -155,11 +155,23 @@ def demo(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run's output directory.")) -> None:
-    """Write report.md and the plot for a finished run."""
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="A run's output directory, or several to merge into one report."),
+    output_dir: Path = typer.Option(
+        None, "--output-dir", "-o", help="Where a merged report goes (default: the one run directory)."
+    ),
+    selection: Literal["dev", "dev-en"] = typer.Option(
+        None, help="How choices are made (default: the run's `selection`)."
+    ),
+) -> None:
+    """Write report.md, report.html, results.csv/json and the plots for a run (finished or not), or for several runs
+    merged (the same stage in two runs is one result; the same cell from different models is an error).
+
+    Example: xstilts report runs/singles runs/mixture -o runs/paper
+    """
     from xstilts.analysis.report import write_report
 
-    typer.echo(f"report: {write_report(run_dir)}")
+    typer.echo(f"report: {write_report(run_dirs if len(run_dirs) > 1 else run_dirs[0], output_dir, selection)}")
 
 
 @app.command()
@@ -221,13 +233,27 @@ def score(
     predictions: Path = typer.Option(None, "--predictions", help="Predictions in the XTREME leaderboard format."),
     gold_dir: Path = typer.Option(None, "--gold-dir", help="Directory of test-LANG.* gold files."),
     predictions_dir: Path = typer.Option(None, "--predictions-dir", help="Directory of test-LANG.* prediction files."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="An experiment config (or the resolved config in a run directory) whose own tasks to know too.",
+    ),
 ) -> None:
-    """Score predictions made anywhere, printing the metrics as JSON."""
+    """Score predictions made anywhere, printing the metrics as JSON.
+
+    Example: xstilts score --task panx --gold-dir data/panx --predictions-dir submission/panx
+    """
     from xstilts.evaluate.scoring import check_and_score, score_directories
     from xstilts.files import json_text
     from xstilts.tasks import default_registry
 
-    spec = default_registry().get(task)
+    if config is not None:
+        from xstilts.config import load_config
+
+        registry = load_config(config, require_data=False).registry()
+    else:
+        registry = default_registry()
+    spec = registry.get(task)
     if gold_dir and predictions_dir:
         result = score_directories(spec, gold_dir, predictions_dir)
     elif gold and predictions and lang:
@@ -240,6 +266,27 @@ def score(
     else:
         raise _usage_error("score", "give --lang, --gold and --predictions, or --gold-dir and --predictions-dir")
     typer.echo(json_text(result))
+
+
+@app.command("export-predictions")
+def export_predictions(
+    run_dir: Path = typer.Argument(..., help="A run's output directory."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where the submission folders go."),
+    selection: Literal["dev", "dev-en"] = typer.Option(
+        None, help="How the model per target is chosen (default: the run's)."
+    ),
+) -> None:
+    """Write the test predictions of the model chosen on dev for each target, in XTREME's submission layout
+    (OUT/<task>/test-<lang>.*), and say which chain each comes from.
+
+    Example: xstilts export-predictions runs/paper -o submission
+    """
+    from xstilts.analysis.submission import export_predictions as export
+
+    for target, exported in export(run_dir, output_dir, selection).items():
+        how = "the other targets' dev scores" if exported["by_other_targets"] else "its dev score"
+        typer.echo(f"{target:<14} {exported['chain']:<50} (chosen by {how})  {len(exported['files'])} files")
+    typer.echo(f"predictions: {output_dir}")
 
 
 @app.command("retrieval-eval")
@@ -273,6 +320,12 @@ def data_prepare(
     from_hub: bool = typer.Option(
         False, "--from-hub", help="Load the public Hugging Face hub copies (needs network once)."
     ),
+    tag_inventory: Path = typer.Option(
+        None,
+        "--tag-inventory",
+        help="CCG's fixed supertag inventory (one tag per line, or jiant's tags_to_id.json); "
+        "default: the training split's tags. Tags outside it become one unknown class.",
+    ),
 ) -> None:
     """Write a validated local copy of the tasks' data that runs use offline."""
     _setup(True)
@@ -287,10 +340,12 @@ def data_prepare(
     )
     for name in names:
         registry.get(name)
-    reports = prepare(registry, names, out, source, from_hub)
+    reports = prepare(registry, names, out, source, from_hub, tag_inventory)
     for report in reports:
+        unknown = f"  ({report.unknown_tags} unknown tags)" if report.unknown_tags else ""
         typer.echo(
-            f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  <- {', '.join(report.files)}"
+            f"{report.task:<14} {report.split:<5} {report.language:<4} {report.examples:>8}  "
+            f"<- {', '.join(report.files)}{unknown}"
         )
     missing = sorted(set(names) - {r.task for r in reports})
     if missing:

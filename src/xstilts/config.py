@@ -61,6 +61,10 @@ class TaskDefinition(Settings):
     allow_no_answer: bool = Field(False, description="QA: SQuAD v2.0-style unanswerable questions.")
     metric: Optional[str] = None
     train_language: Name = "en"
+    dev_languages: list[Name] = Field(
+        default_factory=list,
+        description="Languages with a labelled dev file besides train_language (dev-<lang>.jsonl).",
+    )
     eval_split: Name = "test"
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     description: str = ""
@@ -77,6 +81,7 @@ class TaskDefinition(Settings):
             metric=self.metric or "",
             train_language=self.train_language,
             eval_split=self.eval_split,
+            dev_languages=tuple(self.dev_languages),
             training_defaults=self.training.model_dump(exclude_none=True),
             description=self.description,
         )
@@ -204,6 +209,12 @@ class ExperimentConfig(Settings):
     targets: list[TargetConfig] = Field(min_length=1)
     training: TrainingOverrides = Field(
         default_factory=TrainingOverrides, description="Overrides for every stage and target."
+    )
+    selection: Literal["dev", "dev-en"] = Field(
+        "dev",
+        description="How the report chooses (best chain length, intermediate task, model per target): on the mean over "
+        "each target's dev languages (dev, as the paper), or on English dev only (dev-en, strictly zero-shot). Choices "
+        "never read test results; they are reported on test.",
     )
     evaluate_every_prefix: bool = Field(
         False,

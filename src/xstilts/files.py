@@ -49,17 +49,15 @@ def writing(path: Path) -> Iterator[None]:
             raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
     except Exception as error:  # safetensors reports I/O failures as SafetensorError("... Os { code: 28, ...")
-        code = next((number for number, text in _SYSTEM_ERRORS.items() if text in str(error)), None)
+        code = next((number for number, texts in _SYSTEM_ERRORS.items() if any(t in str(error) for t in texts)), None)
         if code is None:
             raise
         raise OSError(code, os.strerror(code), str(path)) from error
 
 
+# How safetensors' Rust I/O errors spell the system's error numbers ("Os { code: 28, ...}", "(os error 28)").
 _SYSTEM_ERRORS = {
-    errno.ENOSPC: "code: 28",
-    errno.EDQUOT: "code: 122",
-    errno.EROFS: "code: 30",
-    errno.EACCES: "code: 13",
+    code: (f"code: {code}", f"os error {code}") for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 }
 
 

@@ -77,7 +77,16 @@ class TrainingSettings(Settings):
     eval_batch_size: int = Field(64, gt=0, le=65536)
     max_length: int = Field(256, ge=16, le=1_000_000, description="Maximum tokens per feature (a QA window).")
     doc_stride: int = Field(
-        128, gt=0, le=1_000_000, description="QA: tokens shared by neighbouring windows of a long context."
+        128,
+        gt=0,
+        le=1_000_000,
+        description="QA: how far each window of a long context advances, in context tokens (with qa_windows: "
+        "huggingface, the tokens neighbouring windows share).",
+    )
+    qa_windows: Literal["xtreme", "huggingface"] = Field(
+        "xtreme",
+        description="QA windows as XTREME and jiant build them (doc_stride = advance, question cut to 64 tokens, "
+        "max-context rule), or as a Hugging Face fast tokenizer's stride= does (doc_stride = overlap).",
     )
     epochs: float = Field(3.0, gt=0, le=10_000)
     max_steps: Optional[int] = Field(
@@ -229,25 +238,37 @@ class AdapterSettings(Settings):
 
 
 class EmbeddingSettings(Settings):
-    """Sentence representations for retrieval targets (protocol.md 4.6), recorded with every retrieval result."""
+    """Sentence representations for retrieval targets (protocol.md 4.6), recorded with every retrieval result.
 
+    Presets name the two code bases: `jiant` (which ran X-STILTs; the default) mean-pools hidden layer 14 of 24
+    for BUCC and Tatoeba; `xtreme` (XTREME's scripts) does the same for Tatoeba but takes BUCC's first-token
+    (CLS) vector of layer 20 of 24 (`--pool_type cls --specific_layer 7` among the last 12 layers). Layers scale
+    to the encoder's depth; an explicit `layer` or `pooling` overrides the preset.
+    """
+
+    preset: Literal["jiant", "xtreme"] = "jiant"
     layer: Optional[int] = Field(
-        None, ge=0, description="hidden_states index; default: 14 of 24 scaled to the encoder's depth."
+        None, ge=0, description="hidden_states index (0: the embedding output); default: the preset's."
     )
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Optional[Literal["mean", "cls"]] = Field(None, description="default: the preset's.")
     max_length: int = Field(512, ge=8, le=1_000_000)
     batch_size: int = Field(64, gt=0, le=65536)
 
-    def resolved(self, num_hidden_layers: int) -> EmbeddingSettings:
-        """These settings with the layer fixed for an encoder of `num_hidden_layers` layers."""
+    def resolved(self, num_hidden_layers: int, task: str = "") -> EmbeddingSettings:
+        """These settings with the layer and pooling fixed for `task` and an encoder of `num_hidden_layers` layers."""
         from xstilts.errors import XstiltsError
 
-        layer = self.layer if self.layer is not None else default_embedding_layer(num_hidden_layers)
+        xtreme_bucc = self.preset == "xtreme" and task == "bucc2018"
+        default_layer = (
+            max(1, round(20 * num_hidden_layers / 24)) if xtreme_bucc else default_embedding_layer(num_hidden_layers)
+        )
+        layer = self.layer if self.layer is not None else default_layer
+        pooling = self.pooling or ("cls" if xtreme_bucc else "mean")
         if not 0 <= layer <= num_hidden_layers:
             raise XstiltsError(
                 f"embedding layer {layer} does not exist: the encoder has hidden states 0..{num_hidden_layers}"
             )
-        return self.model_copy(update={"layer": layer})
+        return self.model_copy(update={"layer": layer, "pooling": pooling})
 
 
 def default_embedding_layer(num_hidden_layers: int) -> int:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import csv
 import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from xstilts.errors import XstiltsError
+from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER, xtreme_score
 from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
-from xstilts.results.aggregate import Stats, by_chain_length, summarize
+from xstilts.results import selection as choice_scores
+from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summarize
 from xstilts.results.layout import (
     HTML_FILE,
     LATENCY_PLOT,
@@ -28,58 +33,119 @@ from xstilts.results.layout import (
 )
 from xstilts.results.records import ResultRow, StageRecord
 from xstilts.results.runs import RunDirectory
+from xstilts.results.selection import RULES, choose
+from xstilts.tasks.registry import DEV, TEST
+
+PRETRAINED = "pretrained"
 
 MISSING = "missing"
+NO_RESULT = "-"  # a cell the run has no result for by design (no dev split, not chosen)
 
 
-def collect(run: RunDirectory) -> tuple[str, list[ResultRow], list[dict[str, Any]], list[StageRecord]]:
-    """(name, result rows found, expected entries without a result, records of the intermediate stages)."""
-    rows = run.result_rows()
-    plan = run.read_plan()
-    if not rows and plan is None:
-        raise XstiltsError(f"{run.root}: no results and no {PLAN_FILE}; is this a run directory?")
-    expected = plan.expected() if plan is not None else []
-    found = {(r["chain_label"], r["target"], r["language"]) for r in rows}
-    missing = [e for e in expected if (e["chain_label"], e["target"], e["language"]) not in found]
-    stages = [
-        record
-        for stage in (plan.stages if plan is not None else [])
-        if (record := run.store.record(stage.identity, stage.task)) is not None
-    ]
-    return (plan.name if plan is not None else run.root.name), rows, missing, stages
+@dataclass
+class Collected:
+    """Everything the report reads, from one run directory or merged from several."""
+
+    name: str
+    rows: list[ResultRow]
+    missing: list[dict[str, Any]]
+    stages: list[StageRecord]
+    selection: str
 
 
-def _cell(stats: Stats | None) -> str:
+def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Collected:
+    """The result rows, the planned results still missing and the intermediate stages' records of `runs`.
+
+    Several runs merge into one set: the same (mode, chain, target, split, language) from two runs must come
+    from the same target stage (identities are content hashes, so the same stage is the same result);
+    anything else is an error naming both runs.
+    """
+    rows: dict[tuple, tuple[ResultRow, RunDirectory]] = {}
+    plans, stages, names = [], {}, []
+    for run in runs:
+        plan = run.read_plan()
+        found = run.result_rows()
+        if not found and plan is None:
+            raise XstiltsError(f"{run.root}: no results and no {PLAN_FILE}; is this a run directory?")
+        for row in found:
+            key = (row.get("mode", "full"), row["chain_label"], row["target"], row["split"], row["language"])
+            if key in rows and not _same_result(rows[key][0], row):
+                raise XstiltsError(
+                    f"{run.root} and {rows[key][1].root} both hold {'/'.join(map(str, key[1:]))} from different models "
+                    f"(target stages {rows[key][0].get('target_stage')} and {row.get('target_stage')}); merge runs of "
+                    "different settings under different chain labels, or report them apart"
+                )
+            rows.setdefault(key, (row, run))
+        if plan is not None:
+            plans.append(plan)
+            names.append(plan.name)
+            for stage in plan.stages:
+                record = run.store.record(stage.identity, stage.task)
+                if record is not None:
+                    stages.setdefault(stage.identity, record)
+        else:
+            names.append(run.root.name)
+    merged = [row for row, _ in rows.values()]
+    found_keys = {(r.get("mode", "full"), r["chain_label"], r["target"], r["split"], r["language"]) for r in merged}
+    expected = {
+        (e.get("mode", "full"), e["chain_label"], e["target"], e["split"], e["language"]): e
+        for plan in plans
+        for e in plan.expected()
+    }
+    missing = [entry for key, entry in expected.items() if key not in found_keys]
+    rule = selection or next((plan.selection for plan in plans), "dev")
+    return Collected(" + ".join(dict.fromkeys(names)), merged, missing, list(stages.values()), rule)
+
+
+def _same_result(first: ResultRow, second: ResultRow) -> bool:
+    if first.get("target_stage") or second.get("target_stage"):
+        return first.get("target_stage") == second.get("target_stage")
+    return first["metrics"] == second["metrics"]  # retrieval: the same encoder gives the same numbers
+
+
+def _cell(stats: Stats | None, empty: str = MISSING) -> str:
     if stats is None:
-        return MISSING
+        return empty
     mean, std, n = stats
     return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f} (n={n})"
 
 
+def _number(value: float | None, sign: bool = False) -> str:
+    return NO_RESULT if value is None else (f"{value:+.1f}" if sign else f"{value:.1f}")
+
+
 def aggregate(name: str, rows: list[ResultRow], missing: list[dict[str, Any]]) -> dict[str, Any]:
-    """The per-chain summary (as summary.json holds it) and its aggregation by chain length."""
+    """The per-chain summary (as summary.json holds it) and its aggregation by chain length, per split."""
     summary = summarize(name, rows)
-    return {**by_chain_length(summary, missing), "chains": summary["chains"]}
+    return {
+        "summary": summary,
+        TEST: by_chain_length(summary, missing, TEST),
+        DEV: by_chain_length(summary, missing, DEV),
+        "chains": {**split_chains(summary, DEV), **summary["chains"]},
+    }
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[list[str]]:
     return [header, *rows]
 
 
-def build_tables(aggregated: dict[str, Any], missing: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
-    by_length = aggregated["scores"]
-    lengths = sorted(by_length)
-    columns = sorted(
+def _columns(by_length: Mapping[int, Mapping[str, Any]]) -> list[str]:
+    return sorted(
         {c for targets in by_length.values() for c in targets},
         key=lambda c: (c.startswith("group"), c.startswith("XTREME"), c),
     )
+
+
+def _length_tables(aggregated: dict[str, Any], split: str) -> list[tuple[str, list[list[str]]]]:
+    by_length = aggregated[split]["scores"]
+    if not by_length:
+        return []
+    lengths, columns = sorted(by_length), _columns(by_length)
+    title = f"Score against chain length ({split}; mean ± std over orders and seeds)"
     tables = [
-        (
-            "Score against chain length (mean ± std over orders and seeds)",
-            _table(["k", *columns], [[str(k), *(_cell(by_length[k].get(c)) for c in columns)] for k in lengths]),
-        )
+        (title, _table(["k", *columns], [[str(k), *(_cell(by_length[k].get(c)) for c in columns)] for k in lengths]))
     ]
-    if 0 in by_length and len(lengths) > 1:
+    if split == TEST and 0 in by_length and len(lengths) > 1:
         gains = [
             [
                 str(k),
@@ -93,17 +159,216 @@ def build_tables(aggregated: dict[str, Any], missing: list[dict[str, Any]]) -> l
             for k in lengths
             if k
         ]
-        tables.append(("Gain over k = 0", _table(["k", *columns], gains)))
-        best = []
-        for c in columns:
-            scored = [(by_length[k][c][0], k) for k in lengths if c in by_length[k]]
-            if scored:
-                value, k = max(scored)
-                best.append(
-                    [c, str(k), f"{value:.1f}", f"{value - by_length[0][c][0]:+.1f}" if c in by_length[0] else MISSING]
-                )
-        tables.append(("Best chain length per target", _table(["target", "best k", "score", "gain over k = 0"], best)))
-    dev = aggregated["english_dev"]
+        tables.append((f"Gain over k = 0 ({split})", _table(["k", *columns], gains)))
+    return tables
+
+
+def _best_length_table(aggregated: dict[str, Any], selection: str) -> list[tuple[str, list[list[str]]]]:
+    """The best chain length per target, chosen on dev and reported on test, with what test would have chosen."""
+    dev, test = choice_scores.by_length(aggregated[DEV], aggregated[TEST], selection)
+    if len(set(dev) | set(test)) < 2 or 0 not in test:
+        return []
+    targets = sorted({t for scores in test.values() for t in scores})
+    title = f"Best chain length per target (chosen on dev by {RULES[selection]}; reported on test)"
+    if not dev:
+        return [
+            (title, [["target", "best k"], ["all", "none chosen: the run has no dev results (never chosen on test)"]])
+        ]
+    choices = choose(targets, dev, test)
+    rows = []
+    for target in targets:
+        choice = choices.get(target)
+        if choice is None:
+            continue
+        baseline = test[0].get(target)
+        gain = None if choice.test is None or baseline is None else choice.test - baseline
+        rows.append(
+            [
+                target,
+                str(choice.chosen),
+                _number(choice.dev) if not choice.by_other_targets else "by the other targets",
+                _number(choice.test),
+                _number(gain, sign=True),
+                str(choice.test_choice),
+                _number(choice.test_choice_score),
+                _number(choice.optimism, sign=True),
+            ]
+        )
+    header = [
+        "target",
+        "best k",
+        "dev score",
+        "test score",
+        "test gain over k = 0",
+        "k chosen on test",
+        "its test score",
+        "optimism of choosing on test",
+    ]
+    return [(title, _table(header, rows))]
+
+
+def _paper_rows(chains: Mapping[str, Any], score: Any) -> dict[str, dict[str, float]]:
+    """Rows of the paper's layout from chains of length 0 and 1: "pretrained" and each intermediate task (or
+    mixture), with each target's score (`score(entry)`) averaged over seeds."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for chain in chains.values():
+        if chain["chain_length"] > 1:
+            continue
+        name = chain["chain"][0] if chain["chain"] else PRETRAINED
+        for target, entry in chain["targets"].items():
+            value = score(entry)
+            if value is not None:
+                rows.setdefault(name, {}).setdefault(target, []).append(value)
+    return {name: {t: fmean(v) for t, v in targets.items()} for name, targets in rows.items()}
+
+
+def _overall(cells: Mapping[str, float]) -> tuple[str, float | None]:
+    """("XTREME" or "average", value) of one row: the XTREME score over its XTREME targets, else the mean."""
+    xtreme = {t: v for t, v in cells.items() if t in XTREME_TASK_ORDER}
+    if xtreme:
+        result = xtreme_score(xtreme)
+        return ("XTREME" + (" (partial)" if result["partial"] else "")), result["score"]
+    return "average", (fmean(cells.values()) if cells else None)
+
+
+def _paper_tables(aggregated: dict[str, Any], selection: str) -> list[tuple[str, list[list[str]]]]:
+    """The paper's tables: the pretrained encoder and each intermediate task (and mixture) against every target,
+    dev and test, each cell with its change against the pretrained encoder; on test, the best intermediate model
+    per target chosen on dev and its XTREME score (the paper's +5.4 claim)."""
+    summary = aggregated["summary"]
+    tables: list[tuple[str, list[list[str]]]] = []
+    by_split = {
+        split: _paper_rows(split_chains(summary, split), lambda e: e["average"]["score"]) for split in (DEV, TEST)
+    }
+    if len([name for name in by_split[TEST] if name != PRETRAINED]) < 2:
+        return []
+    english = selection == "dev-en"
+    selecting = _paper_rows(
+        split_chains(summary, DEV), (lambda e: e["scores"].get("en")) if english else (lambda e: e["average"]["score"])
+    )
+    for split in (DEV, TEST):
+        rows = by_split[split]
+        if not rows:
+            continue
+        targets = sorted(
+            {t for cells in rows.values() for t in cells},
+            key=lambda t: (t not in XTREME_TASK_ORDER, XTREME_TASK_ORDER.index(t) if t in XTREME_TASK_ORDER else 0, t),
+        )
+        base = rows.get(PRETRAINED, {})
+        overall_name, base_overall = _overall(base)
+        names = (
+            [PRETRAINED, *sorted(name for name in rows if name != PRETRAINED)] if PRETRAINED in rows else sorted(rows)
+        )
+        lines = []
+        for name in names:
+            cells = rows[name]
+            label, value = _overall(cells)
+            overall_name = label if name != PRETRAINED else overall_name
+            lines.append(
+                [
+                    name,
+                    *(_with_gain(cells.get(t), base.get(t), name) for t in targets),
+                    _with_gain(value, base_overall, name),
+                ]
+            )
+        if split == TEST:
+            intermediate = [name for name in names if name != PRETRAINED]
+            choices = choose(
+                targets, {n: selecting.get(n, {}) for n in intermediate}, {n: rows[n] for n in intermediate}
+            )
+            chosen = {t: rows[c.chosen][t] for t, c in choices.items() if t in rows.get(c.chosen, {})}
+            _, best_overall = _overall(chosen)
+            lines.append(
+                [
+                    f"best intermediate model per target (chosen on dev by {RULES[selection]})",
+                    *(
+                        _with_gain(chosen.get(t), base.get(t), "") + (f" [{choices[t].chosen}]" if t in choices else "")
+                        for t in targets
+                    ),
+                    _with_gain(best_overall, base_overall, ""),
+                ]
+            )
+        tables.append(
+            (
+                f"Intermediate tasks ({split}; the paper's layout, change against the pretrained encoder)",
+                _table(["model", *targets, overall_name], lines),
+            )
+        )
+    for target in sorted({t for cells in by_split[TEST].values() for t in cells}):
+        for split in (DEV, TEST):
+            languages = _paper_languages(split_chains(summary, split), target)
+            if not languages:
+                continue
+            rows = [[name, *(_number(value) for value in values)] for name, values in languages.items()]
+            header = sorted(
+                {
+                    lang
+                    for chain in split_chains(summary, split).values()
+                    if target in chain["targets"]
+                    for lang in chain["targets"][target]["scores"]
+                },
+                key=lambda lang: (lang != "en", lang),
+            )
+            tables.append((f"{target} per intermediate task, by language ({split})", _table(["model", *header], rows)))
+    return tables
+
+
+def _paper_languages(chains: Mapping[str, Any], target: str) -> dict[str, list[float | None]]:
+    """Model -> the target's score in each language (sorted, English first), averaged over seeds."""
+    languages = sorted(
+        {
+            lang
+            for chain in chains.values()
+            if target in chain["targets"]
+            for lang in chain["targets"][target]["scores"]
+        },
+        key=lambda lang: (lang != "en", lang),
+    )
+    per_model: dict[str, dict[str, list[float]]] = {}
+    for chain in chains.values():
+        if chain["chain_length"] > 1 or target not in chain["targets"]:
+            continue
+        name = chain["chain"][0] if chain["chain"] else PRETRAINED
+        for lang, value in chain["targets"][target]["scores"].items():
+            per_model.setdefault(name, {}).setdefault(lang, []).append(value)
+    order = (
+        [PRETRAINED, *sorted(n for n in per_model if n != PRETRAINED)] if PRETRAINED in per_model else sorted(per_model)
+    )
+    return {
+        name: [fmean(per_model[name][lang]) if lang in per_model[name] else None for lang in languages]
+        for name in order
+    }
+
+
+def _with_gain(value: float | None, base: float | None, name: str) -> str:
+    if value is None:
+        return NO_RESULT
+    if name == PRETRAINED or base is None:
+        return f"{value:.1f}"
+    return f"{value:.1f} ({value - base:+.1f})"
+
+
+def _language_notes(summary: Mapping[str, Any]) -> list[str]:
+    """Which languages a target's average leaves out (those outside XTREME's set: shown in its by-language table)."""
+    extra: dict[str, set[str]] = {}
+    for chains in (split_chains(summary, TEST), split_chains(summary, DEV)):
+        for chain in chains.values():
+            for target, entry in chain["targets"].items():
+                extra.setdefault(target, set()).update(entry.get("extra_languages", []))
+    return [
+        f"{target}: the average leaves out {', '.join(sorted(langs))} (not part of XTREME; shown in the by-language tables)"
+        for target, langs in sorted(extra.items())
+        if langs
+    ]
+
+
+def build_tables(
+    aggregated: dict[str, Any], missing: list[dict[str, Any]], selection: str = "dev"
+) -> list[tuple[str, list[list[str]]]]:
+    tables = _length_tables(aggregated, TEST)
+    tables += _best_length_table(aggregated, selection)
+    tables += _length_tables(aggregated, DEV)
+    dev = aggregated[TEST]["english_dev"]
     if dev:
         dev_targets = sorted({t for targets in dev.values() for t in targets})
         tables.append(
@@ -114,17 +379,18 @@ def build_tables(aggregated: dict[str, Any], missing: list[dict[str, Any]]) -> l
                 ),
             )
         )
-    targets = sorted({t for (_, t, _) in aggregated["languages"]})
-    for target in targets:
-        languages = sorted(
-            {lang for (_, t, lang) in aggregated["languages"] if t == target}
-            | {m["language"] for m in missing if m["target"] == target},
-            key=lambda lang: (lang != "en", lang),
-        )
-        rows = [
-            [str(k), *(_cell(aggregated["languages"].get((k, target, lang))) for lang in languages)] for k in lengths
-        ]
-        tables.append((f"{target} by language", _table(["k", *languages], rows)))
+    tables += _paper_tables(aggregated, selection)
+    for split in (TEST, DEV):
+        by_language = aggregated[split]["languages"]
+        lengths = sorted(aggregated[split]["scores"]) or sorted({k for (k, _, _) in by_language})
+        for target in sorted({t for (_, t, _) in by_language}):
+            languages = sorted(
+                {lang for (_, t, lang) in by_language if t == target}
+                | {m["language"] for m in missing if m["target"] == target and m.get("split", TEST) == split},
+                key=lambda lang: (lang != "en", lang),
+            )
+            rows = [[str(k), *(_cell(by_language.get((k, target, lang))) for lang in languages)] for k in lengths]
+            tables.append((f"{target} by language ({split})", _table(["k", *languages], rows)))
     stages = aggregated.get("intermediate_stages", [])
     if stages:
         rows = [
@@ -158,8 +424,8 @@ def build_tables(aggregated: dict[str, Any], missing: list[dict[str, Any]]) -> l
         )
     )
     if missing:
-        rows = [[m["chain_label"], m["target"], m["language"]] for m in missing]
-        tables.append((f"Missing results ({len(missing)})", _table(["chain", "target", "language"], rows)))
+        rows = [[m["chain_label"], m["target"], m["language"], m.get("split", TEST)] for m in missing]
+        tables.append((f"Missing results ({len(missing)})", _table(["chain", "target", "language", "split"], rows)))
     return tables
 
 
@@ -303,7 +569,19 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow]) -> None:
     with atomic_writer(run.file(RESULTS_CSV)) as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["mode", "chain_label", "chain_length", "chain", "seed", "target", "language", "metric", "value", "score"]
+            [
+                "mode",
+                "chain_label",
+                "chain_length",
+                "chain",
+                "seed",
+                "target",
+                "language",
+                "metric",
+                "value",
+                "score",
+                "split",
+            ]
         )
         for row in rows:
             for metric, value in row["metrics"].items():
@@ -320,16 +598,31 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow]) -> None:
                             metric,
                             value,
                             row["score"],
+                            row.get("split", TEST),
                         ]
                     )
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write report.md, report.html, results.csv/json and the plot into `run_dir`; returns report.md."""
-    run = RunDirectory(run_dir)
-    name, rows, missing, records = collect(run)
+def write_report(
+    run_dir: str | Path | Sequence[str | Path], output_dir: str | Path | None = None, selection: str | None = None
+) -> Path:
+    """Write report.md, report.html, results.csv/json and the plots; returns report.md.
+
+    `run_dir` is one run directory, or several to merge into one report (written to `output_dir`, which
+    defaults to the single run directory). `selection` overrides the rule the run's plan names.
+    """
+    run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    if not run_dirs:
+        raise XstiltsError("no run directory to report")
+    if output_dir is None and len(run_dirs) > 1:
+        raise XstiltsError("several run directories: name the directory the merged report goes to (-o/--output-dir)")
+    runs = [RunDirectory(path) for path in run_dirs]
+    run = RunDirectory(output_dir) if output_dir is not None else runs[0]
+    run.root.mkdir(parents=True, exist_ok=True)
+    collected = collect(runs, selection)
+    name, rows, missing, records = collected.name, collected.rows, collected.missing, collected.stages
     modes = sorted({r.get("mode", "full") for r in rows} | {m.get("mode", "full") for m in missing}) or ["full"]
-    by_mode, tables = {}, []
+    by_mode, tables, notes = {}, [], []
     for mode in modes:
         aggregated = aggregate(
             name,
@@ -338,14 +631,17 @@ def write_report(run_dir: str | Path) -> Path:
         )
         stages = (r for r in records if r["role"] == "intermediate" and r.get("mode", "full") == mode)
         aggregated["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
-        by_mode[mode] = aggregated
-        mode_tables = build_tables(aggregated, [m for m in missing if m.get("mode", "full") == mode])
+        by_mode[mode] = aggregated[TEST] if aggregated[TEST]["scores"] else aggregated[DEV]
+        mode_tables = build_tables(
+            aggregated, [m for m in missing if m.get("mode", "full") == mode], collected.selection
+        )
         tables += [(f"{title} [{mode}]" if len(modes) > 1 else title, table) for title, table in mode_tables]
+        notes += [note for note in _language_notes(aggregated["summary"]) if note not in notes]
     write_results_tables(run, rows)
     if any(s["scores"] for s in by_mode.values()):
         plot(by_mode, run.file(SCORE_PLOT), name)
     verdicts: list[str] = []
-    latency = run.read_latency()
+    latency = next((latency for source in runs if (latency := source.read_latency()) is not None), None)
     if latency is not None:
         latency_table_list, verdicts = latency_tables(latency)
         tables += latency_table_list
@@ -355,7 +651,9 @@ def write_report(run_dir: str | Path) -> Path:
         "Zero-shot scores of each target after a chain of k English intermediate tasks (k = 0: the pretrained "
         "encoder), averaged over the chain orders and seeds of each length. A target's score is the unweighted mean "
         "over its languages (QA: (EM + F1) / 2); the XTREME score is marked partial unless all nine tasks and their "
-        "languages are present."
+        "languages are present. Each table names its split: test is the default view; every choice (best chain "
+        f"length, intermediate task, model per target) is made on dev, by {RULES[collected.selection]}, and reported "
+        "on test, next to what choosing on test would have given."
     )
     languages = sorted({r["language"] for r in rows})
     named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
@@ -372,7 +670,8 @@ def write_report(run_dir: str | Path) -> Path:
         md += [f"- {line}" for line in verdicts] + ["", f"![latency against chain length]({LATENCY_PLOT})", ""]
     for title, table in tables:
         md += [f"## {title}", "", _markdown(table), ""]
-    md += ["## Languages", "", named, ""] + ([f"Run wall time: {wall:.0f} s.", ""] if wall is not None else [])
+    md += ["## Languages", "", named, ""] + [f"- {note}" for note in notes] + ([""] if notes else [])
+    md += [f"Run wall time: {wall:.0f} s.", ""] if wall is not None else []
     path = run.file(REPORT_FILE)
     write_text_atomic(path, "\n".join(md))
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(table)}" for t, table in tables)

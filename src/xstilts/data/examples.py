@@ -25,7 +25,7 @@ Example = dict[str, Any]
 Feature = dict[str, Any]
 
 # Bump when a kind's feature conversion changes, so cached features from older code are not reused.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 4
 
 
 def load_examples(spec: TaskSpec, split: str, language: str, limit: int | None = None) -> list[Example]:
@@ -58,7 +58,7 @@ def build_features(
     key = {
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "task": spec.fingerprint(),
-        "lengths": [settings.max_length, settings.doc_stride if spec.kind == "qa" else None],
+        "lengths": [settings.max_length, *((settings.doc_stride, settings.qa_windows) if spec.kind == "qa" else ())],
         "training": training,
         "examples": hashlib.sha256(json.dumps(examples, sort_keys=True, ensure_ascii=False).encode()).hexdigest(),
         "version": FEATURES_VERSION,

@@ -16,7 +16,7 @@ from typing import Any
 from xstilts.errors import DataError, DataWarning, XstiltsError
 from xstilts.files import write_json_atomic
 from xstilts.readers.jsonl import read_jsonl, write_jsonl
-from xstilts.tasks.registry import TaskRegistry, TaskSpec
+from xstilts.tasks.registry import UNKNOWN_TAG, TaskRegistry, TaskSpec
 from xstilts.tasks.schema import validate_example
 from xstilts.tasks.sources import HubFile
 
@@ -35,6 +35,7 @@ class FileReport:
     examples: int
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # legal but suspicious input (DataWarning from the readers)
+    unknown_tags: int = 0  # tags outside an open label set's inventory, mapped to UNKNOWN_TAG
 
 
 def blank(paths: list[Path]) -> bool:
@@ -111,17 +112,74 @@ def map_hub_records(hub: HubFile, rows: Iterable[dict[str, Any]], features: Any 
     return mapped
 
 
+def read_tag_inventory(path: Path) -> tuple[str, ...]:
+    """A fixed tag inventory: one tag per line, or a JSON object tag -> id (jiant's `tags_to_id.json`)."""
+    from xstilts.files import read_json
+    from xstilts.readers.text import read_lines
+
+    if path.suffix == ".json":
+        mapping = read_json(path)
+        if not isinstance(mapping, dict) or not mapping:
+            raise DataError(path, "expected a JSON object mapping each tag to its id")
+        return tuple(sorted(mapping, key=lambda tag: int(mapping[tag])))
+    tags = tuple(line.strip() for _, line in read_lines(path) if line.strip())
+    if not tags:
+        raise DataError(path, "expected one tag per line; the file has none")
+    return tags
+
+
+def _fix_inventory(
+    spec: TaskSpec, pending: list[tuple[FileReport, list[dict[str, Any]]]], inventory: tuple[str, ...] | None
+) -> TaskSpec:
+    """An open label set (CCG supertags) gets a fixed inventory: the one given, else the training split's
+    tags, plus one unknown class. Tags outside it (rare dev tags) become UNKNOWN_TAG and are counted, so
+    the classifier's output layer never depends on what dev or test hold."""
+
+    def tag_lists(records: list[dict[str, Any]]) -> Iterable[list[Any]]:
+        return (record["tags"] for record in records if isinstance(record.get("tags"), list))  # the rest: _validate
+
+    if inventory is None:
+        train = [tags for report, records in pending if report.split == "train" for tags in tag_lists(records)]
+        inventory = tuple(sorted({tag for tags in train for tag in tags}))
+    inventory = (*[tag for tag in inventory if tag != UNKNOWN_TAG], UNKNOWN_TAG)
+    known = set(inventory)
+    for report, records in pending:
+        for tags in tag_lists(records):
+            outside = [i for i, tag in enumerate(tags) if tag not in known]
+            for i in outside:
+                tags[i] = UNKNOWN_TAG
+            report.unknown_tags += len(outside)
+        if report.unknown_tags:
+            log.warning(
+                "%s %s-%s: %d tags outside the %d-tag inventory mapped to %s",
+                spec.name,
+                report.split,
+                report.language,
+                report.unknown_tags,
+                len(inventory),
+                UNKNOWN_TAG,
+            )
+    return replace(spec, labels=inventory)
+
+
 def prepare(
-    registry: TaskRegistry, tasks: list[str], out_dir: Path, source_dir: Path | None = None, from_hub: bool = False
+    registry: TaskRegistry,
+    tasks: list[str],
+    out_dir: Path,
+    source_dir: Path | None = None,
+    from_hub: bool = False,
+    tag_inventory: Path | None = None,
 ) -> list[FileReport]:
     """Write validated local copies of `tasks` under `out_dir`; returns what was written.
 
     Each split and language is taken from `source_dir` (upstream layouts) or the hub. What cannot be
     found is reported and skipped; invalid records stop the task before anything of it is written.
+    `tag_inventory` fixes the label set of open-label-set tasks (CCG: the original runs' supertags).
     """
     if (source_dir is None) == (not from_hub):
         raise XstiltsError("give exactly one of --from DIR and --from-hub")
     reports: list[FileReport] = []
+    inventory = read_tag_inventory(Path(tag_inventory)) if tag_inventory is not None else None
     for name in tasks:
         spec = registry.get(name)
         if spec.kind == "retrieval":
@@ -130,7 +188,6 @@ def prepare(
             )
         task_dir = out_dir / name
         pending: list[tuple[FileReport, list[dict[str, Any]]]] = []
-        labels: set[str] = set()
         for split in SPLITS:
             for language in spec.split_languages(split):
                 if from_hub:
@@ -143,12 +200,10 @@ def prepare(
                     if found is None or not (found[0] or blank(found[1])):
                         continue  # not there, or a release file of all languages that lacks this one
                     records, files = found[0], [str(p) for p in found[1]]
-                if spec.open_label_set:
-                    labels.update(tag for record in records for tag in record["tags"])
                 report = FileReport(name, split, language, files, len(records))
                 pending.append((report, records))
         if spec.open_label_set:
-            spec = replace(spec, labels=tuple(sorted(labels)))
+            spec = _fix_inventory(spec, pending, inventory)
         for report, records in pending:
             report.problems = _validate(
                 spec,

@@ -38,7 +38,7 @@ from xstilts.demo.languages import (
 )
 from xstilts.readers.jsonl import write_jsonl
 
-BENCHMARK_VERSION = 5
+BENCHMARK_VERSION = 6
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 PARAPHRASE_LABELS = ["paraphrase", "different"]
 QUESTION_KINDS = ("who", "what", "where")
@@ -218,8 +218,8 @@ def _examples(task: str, language: Language, count: int, seed: int) -> list[dict
 def write_benchmark(data_dir: Path, train_size: int = 2000, eval_size: int = 300) -> dict[str, dict[str, Any]]:
     """Write every task's files under `data_dir/<task>/`; returns the config `tasks:` block for them.
 
-    English train and dev for every task; for targets, a test file per language. Different splits
-    use different seeds, so no example is shared between train and test.
+    English train and dev for every task; for targets, a dev and a test file per language (dev to choose
+    models on, test to report). Different splits use different seeds, so no example is shared between them.
     """
     languages = make_languages()
     definitions: dict[str, dict[str, Any]] = {}
@@ -234,7 +234,11 @@ def write_benchmark(data_dir: Path, train_size: int = 2000, eval_size: int = 300
             write_jsonl(task_dir / "dev-en.jsonl", _examples(task, languages["en"], eval_size, seed=2))
             for code in task_languages:
                 write_jsonl(task_dir / f"test-{code}.jsonl", _examples(task, languages[code], eval_size, seed=3))
+                if code != "en":
+                    write_jsonl(task_dir / f"dev-{code}.jsonl", _examples(task, languages[code], eval_size, seed=2))
         definition: dict[str, Any] = {"kind": info["kind"], "languages": task_languages, "data_dir": str(task_dir)}
+        if info["target"]:
+            definition["dev_languages"] = [code for code in task_languages if code != "en"]
         for key in ("labels", "num_choices", "allow_no_answer"):
             if key in info:
                 definition[key] = info[key]

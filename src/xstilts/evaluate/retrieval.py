@@ -359,34 +359,33 @@ def evaluate_encoder(
     settings: EmbeddingSettings,
     device: torch.device,
     encoder_identity: str,
-) -> dict[str, Any]:
-    """Tatoeba accuracy or BUCC F1 of one language, from the upstream files under the task's data dir.
+) -> dict[str, dict[str, Any]]:
+    """Tatoeba accuracy or BUCC F1 of one language, per split present under the task's data dir:
+    {split: {"metrics", "examples", "predictions"}}. Predictions are Tatoeba's predicted index per English
+    sentence, or BUCC's mined (source id, target id) pairs at or above the threshold chosen on dev.
 
     BUCC candidates are cached by encoder identity, embedding settings, language, split and the data
     files' content (the reference code's cache ignored the split).
     """
-    settings = settings.resolved(encoder.config.num_hidden_layers)
+    settings = settings.resolved(encoder.config.num_hidden_layers, spec.name)
     embed = lambda texts: encode_sentences(encoder, tokenizer, texts, settings, device)  # noqa: E731
     root = Path(spec.data.data_dir)
     if spec.name == "tatoeba":
         source_path = _task_files(spec, root, "test", language)[0]
         pairs = read_tatoeba_pair(source_path, source_path.with_suffix(".eng"))
         predictions = tatoeba_predictions(embed([p["source"] for p in pairs]), embed([p["target"] for p in pairs]))
-        return {
-            "accuracy": tatoeba_accuracy(predictions, range(len(pairs))),
-            "examples": len(pairs),
-            "embedding": settings.model_dump(),
-        }
+        accuracy = tatoeba_accuracy(predictions, range(len(pairs)))
+        metrics = {"accuracy": accuracy, "examples": len(pairs), "embedding": settings.model_dump()}
+        return {"test": {"metrics": metrics, "examples": len(pairs), "predictions": [int(p) for p in predictions]}}
     if spec.name != "bucc2018":
         raise XstiltsError(f"{spec.name}: no retrieval evaluation is defined")
-    by_split: dict[str, Any] = {}
+    by_split: dict[str, dict[str, Any]] = {}
     threshold = None
-    for split in ("dev", "test"):
+    for split in ("dev", "test"):  # dev first: it chooses the threshold
         files = _task_files(spec, root, split, language, required=split == "dev")
-        if not files:
+        if not files or not files[0].with_suffix(".gold").is_file():
             continue
         source_path = files[0]
-        gold_path = source_path.with_suffix(".gold")
         source_texts, source_ids = unique_texts(read_bucc_sentences(source_path))
         target_texts, target_ids = unique_texts(read_bucc_sentences(source_path.with_suffix(".en")))
         key = {
@@ -397,23 +396,16 @@ def evaluate_encoder(
             "data": _files_digest([source_path, source_path.with_suffix(".en")]),
         }
         mine = functools.partial(_mine_texts, source_texts, target_texts, embed)
-        candidates = _cached_candidates(key, mine)
-        pairs = candidate_id_pairs(candidates, source_ids, target_ids)
-        if not gold_path.is_file():
-            continue
-        gold = set(read_bucc_gold(gold_path))
+        pairs = candidate_id_pairs(_cached_candidates(key, mine), source_ids, target_ids)
+        gold = set(read_bucc_gold(source_path.with_suffix(".gold")))
         if threshold is None:
             threshold = best_threshold(pairs, gold)
-        by_split[split] = bucc_f1(pairs, gold, threshold)
-    final = by_split.get("test", by_split.get("dev"))
-    if final is None:
+        metrics = {**bucc_f1(pairs, gold, threshold), "embedding": settings.model_dump()}
+        predicted = sorted({pair for score, pair in pairs if score >= threshold})
+        by_split[split] = {"metrics": metrics, "examples": len(gold), "predictions": [list(pair) for pair in predicted]}
+    if not by_split:
         raise XstiltsError(f"bucc2018 {language}: no gold pairs found beside the dev files under {root}")
-    return {
-        **final,
-        "split": "test" if "test" in by_split else "dev",
-        "by_split": by_split,
-        "embedding": settings.model_dump(),
-    }
+    return by_split
 
 
 def _mine_texts(source_texts: list[str], target_texts: list[str], embed: Any) -> list[Candidate]:

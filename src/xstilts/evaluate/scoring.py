@@ -1,7 +1,7 @@
 """`xstilts score`: score predictions made anywhere against gold files, the way XTREME's scorers do.
 
-Gold: the task's usual data file (SQuAD/MLQA JSON, XTREME TSV, word<TAB>tag, BUCC gold pairs) or an
-XTREME label file (one label per line; one tag per line with a blank line between sentences; one
+Gold: the task's usual data file (SQuAD/MLQA JSON, XTREME TSV, word<TAB>tag, BUCC gold pairs), the prepared
+`test-LANG.jsonl` a run reads, or an XTREME label file (one label per line; one tag per line with a blank line between sentences; one
 index per line for Tatoeba). Predictions: XTREME's leaderboard formats ({"question id": "answer"}
 JSON for QA; one label per line; one tag per line with blank lines between sentences; one index per
 line for Tatoeba; `src_id<TAB>trg_id` pairs for BUCC).
@@ -28,6 +28,7 @@ from xstilts.evaluate.metrics.retrieval import bucc_scores_from_pairs, tatoeba_a
 from xstilts.evaluate.metrics.tagging import seqeval_scores
 from xstilts.evaluate.metrics.xtreme import task_score
 from xstilts.readers.conll import read_word_tag
+from xstilts.readers.jsonl import read_jsonl
 from xstilts.readers.retrieval import read_bucc_gold
 from xstilts.readers.squad import read_squad_json
 from xstilts.readers.tabular import read_rows
@@ -59,11 +60,24 @@ def _label_lines(path: Path, what: str) -> list[tuple[int, str]]:
     return lines
 
 
-def read_gold_labels(path: Path) -> list[tuple[int, str]]:
-    """(line, label) from an XTREME TSV (text_a, text_b, label on every row) or a one-label-per-line file.
+def _prepared_records(path: Path, spec: TaskSpec) -> list[tuple[int, dict[str, Any]]]:
+    """(line, record) of a prepared `{split}-{lang}.jsonl` file (the layout runs read), each record validated."""
+    records = list(read_jsonl(path))
+    if not records:
+        raise DataError(path, "no examples in the file")
+    for line, record in records:
+        problem = validate_example(record, spec)
+        if problem:
+            raise DataError(path, problem, line)
+    return records
 
-    The format is decided by the first row and every row must follow it.
+
+def read_gold_labels(path: Path, spec: TaskSpec | None = None) -> list[tuple[int, str]]:
+    """(line, label) from a prepared JSONL file, an XTREME TSV (text_a, text_b, label on every row) or a
+    one-label-per-line file. The format is decided by the suffix and the first row, and every row must follow it.
     """
+    if path.suffix == ".jsonl" and spec is not None:
+        return [(line, str(record["label"])) for line, record in _prepared_records(path, spec)]
     if "\t" not in _label_lines(path, "labels")[0][1]:
         return _label_lines(path, "labels")
     labels = []
@@ -96,8 +110,10 @@ def _aligned(gold_path: Path, gold_count: int, predictions_path: Path, predicted
         )
 
 
-def read_gold_tags(path: Path) -> list[list[str]]:
-    """Gold tags from word<TAB>tag files or a tag-per-line file (blank line between sentences)."""
+def read_gold_tags(path: Path, spec: TaskSpec | None = None) -> list[list[str]]:
+    """Gold tags from a prepared JSONL file, word<TAB>tag files or a tag-per-line file (blank line between sentences)."""
+    if path.suffix == ".jsonl" and spec is not None:
+        return [record["tags"] for _, record in _prepared_records(path, spec)]
     first = next((line for _, line in read_lines(path) if line.strip()), None)
     if first is None:
         raise DataError(path, "no sentences in the file")
@@ -138,7 +154,11 @@ def read_qa_predictions(path: Path) -> dict[str, str]:
 
 
 def _score_qa(spec: TaskSpec, language: str, gold_path: Path, predictions_path: Path) -> Scored:
-    records = read_squad_json(gold_path)
+    records = (
+        [record for _, record in _prepared_records(gold_path, spec)]
+        if gold_path.suffix == ".jsonl"
+        else read_squad_json(gold_path)
+    )
     for record in records:
         problem = validate_example(record, spec)
         if problem:
@@ -174,7 +194,7 @@ def _score_qa(spec: TaskSpec, language: str, gold_path: Path, predictions_path: 
 
 
 def _score_classification(spec: TaskSpec, gold_path: Path, predictions_path: Path) -> Scored:
-    golds, predicted = read_gold_labels(gold_path), _label_lines(predictions_path, "labels")
+    golds, predicted = read_gold_labels(gold_path, spec), _label_lines(predictions_path, "labels")
     _check_labels(gold_path, golds, spec)
     _check_labels(predictions_path, predicted, spec)
     _aligned(gold_path, len(golds), predictions_path, len(predicted), "predictions")
@@ -184,7 +204,7 @@ def _score_classification(spec: TaskSpec, gold_path: Path, predictions_path: Pat
 
 
 def _score_tagging(spec: TaskSpec, gold_path: Path, predictions_path: Path) -> Scored:
-    golds, predicted = read_gold_tags(gold_path), read_prediction_tags(predictions_path)
+    golds, predicted = read_gold_tags(gold_path, spec), read_prediction_tags(predictions_path)
     _check_tags(gold_path, golds, spec)
     _check_tags(predictions_path, predicted, spec)
     _aligned(gold_path, len(golds), predictions_path, len(predicted), "predicted sentences")

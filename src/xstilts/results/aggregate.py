@@ -21,6 +21,7 @@ from xstilts.evaluate.metrics.xtreme import (
     xtreme_score,
 )
 from xstilts.results.records import ResultRow
+from xstilts.tasks.registry import DEV, TEST
 
 Stats = tuple[float, float, int]  # mean, standard deviation (0 for n = 1), n
 
@@ -56,8 +57,25 @@ def xtreme_summary(targets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] |
 
 
 def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
-    """Per chain: each target's metrics and headline score per language, its average over languages the
-    XTREME way, the mean over targets, and the XTREME score when XTREME tasks are among the targets."""
+    """summary.json: the test results per chain (`chains`, the default view) and the dev results (`dev.chains`).
+
+    Per chain: each target's metrics and headline score per language, its average over languages the XTREME
+    way, the mean over targets, and the XTREME score when XTREME tasks are among the targets."""
+    rows = list(rows)
+    return {
+        "name": name,
+        "chains": summarize_chains(r for r in rows if r.get("split", TEST) == TEST),
+        DEV: {"chains": summarize_chains(r for r in rows if r.get("split") == DEV)},
+    }
+
+
+def split_chains(summary: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """The per-chain summary of one split."""
+    return summary["chains"] if split == TEST else summary.get(split, {}).get("chains", {})
+
+
+def summarize_chains(rows: Iterable[ResultRow]) -> dict[str, Any]:
+    """The per-chain summary of rows of one split."""
     chains: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])):
         chain = chains.setdefault(
@@ -75,8 +93,8 @@ def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
         )
         target["languages"][row["language"]] = row["metrics"]
     for chain in chains.values():
-        for target in chain["targets"].values():
-            target["average"] = task_score(target["languages"], target["metric"])
+        for task, target in chain["targets"].items():
+            _average(task, target)
             target["scores"] = {
                 lang: headline(metrics, target["metric"]) for lang, metrics in target["languages"].items()
             }
@@ -84,21 +102,37 @@ def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
         xtreme = xtreme_summary(chain["targets"])
         if xtreme is not None:
             chain["xtreme"] = xtreme
-    return {"name": name, "chains": chains}
+    return chains
+
+
+def _average(task: str, target: dict[str, Any]) -> None:
+    """The target's score over its languages the XTREME way. For an XTREME task, languages outside XTREME's set
+    (XQuAD ro, Tatoeba's XTREME-R additions) are kept apart: `average` leaves them out, `average_all_languages`
+    includes them, `extra_languages` names them."""
+    languages, metric = target["languages"], target["metric"]
+    extra = sorted(lang for lang in languages if task in XTREME_TASK_ORDER and lang not in xtreme_languages(task))
+    if extra and len(extra) < len(languages):
+        target["average"] = task_score({k: v for k, v in languages.items() if k not in extra}, metric)
+        target["average_all_languages"] = task_score(languages, metric)
+        target["extra_languages"] = extra
+    else:
+        target["average"] = task_score(languages, metric)
 
 
 def mean_std(values: list[float]) -> Stats:
     return fmean(values), (stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
-def by_chain_length(summary: Mapping[str, Any], missing: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """Over the chains of each length (orders x seeds): each target's score (targets with every planned
+def by_chain_length(
+    summary: Mapping[str, Any], missing: Iterable[Mapping[str, Any]] = (), split: str = TEST
+) -> dict[str, Any]:
+    """Over the chains of each length (orders x seeds), on `split`: each target's score (targets with every planned
     language only), the XTREME and group scores, each language's score, and the English dev scores."""
-    incomplete = {(m["chain_label"], m["target"]) for m in missing}
+    incomplete = {(m["chain_label"], m["target"]) for m in missing if m.get("split", TEST) == split}
     per_length: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_language: dict[tuple[int, str, str], list[float]] = defaultdict(list)
     per_dev: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
-    for label, chain in summary["chains"].items():
+    for label, chain in split_chains(summary, split).items():
         length = chain["chain_length"]
         for target, entry in chain["targets"].items():
             for language, score in entry["scores"].items():

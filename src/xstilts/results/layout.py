@@ -3,10 +3,10 @@
     RUN_DIR/
       config.resolved.yaml  plan.json  summary.json  .xstilts.lock
       stages/<identity>-<task>/            stage.json, encoder/ or adapter/, heads.safetensors,
-                                           evaluations/<lang>.json, predictions/<lang>.jsonl
+                                           evaluations/<split>-<lang>.json, predictions/<split>-<lang>.jsonl
       stages/.checkpoints/<identity>-<task>/   model.safetensors, best.safetensors, optimizer.pt, progress.json
-      retrieval/<prefix identity>-<task>-<embedding hash>/<lang>.json
-      results/<chain label>/<target>/<lang>.json
+      retrieval/<prefix identity>-<task>-<embedding hash>/<split>-<lang>.json (and .predictions.jsonl)
+      results/<chain label>/<target>/<split>-<lang>.json
       report.md  report.html  results.csv  results.json  score_vs_chain_length.png
       latency.json  latency_vs_chain_length.png
 
@@ -55,14 +55,24 @@ CHECKPOINT_OPTIMIZER = "optimizer.pt"
 CHECKPOINT_PROGRESS = "progress.json"
 
 
-def evaluation_file(stage_dir: Path, language: str) -> Path:
-    """A target stage's zero-shot evaluation in one language."""
-    return Path(stage_dir) / EVALUATIONS_DIR / f"{language}.json"
+def evaluation_file(stage_dir: Path, split: str, language: str) -> Path:
+    """A target stage's zero-shot evaluation of one split ("dev", "test") in one language."""
+    return Path(stage_dir) / EVALUATIONS_DIR / f"{split}-{language}.json"
 
 
-def predictions_file(stage_dir: Path, language: str) -> Path:
-    """A target stage's predictions in one language, one JSON object per example."""
-    return Path(stage_dir) / PREDICTIONS_DIR / f"{language}.jsonl"
+def predictions_file(stage_dir: Path, split: str, language: str) -> Path:
+    """A target stage's predictions on one split in one language, one JSON object per example."""
+    return Path(stage_dir) / PREDICTIONS_DIR / f"{split}-{language}.jsonl"
+
+
+def retrieval_evaluation_file(directory: Path, split: str, language: str) -> Path:
+    """A retrieval target's evaluation of one split in one language (in its retrieval directory)."""
+    return Path(directory) / f"{split}-{language}.json"
+
+
+def retrieval_predictions_file(directory: Path, split: str, language: str) -> Path:
+    """A retrieval target's predictions (Tatoeba: the index per English sentence; BUCC: the mined id pairs)."""
+    return Path(directory) / f"{split}-{language}.predictions.jsonl"
 
 
 def inside(root: Path, path: Path) -> Path:

@@ -26,6 +26,7 @@ class StageRecord(TypedDict, total=False):
     reused_heads: list[str]
     train_examples: int
     train_features: int
+    unknown_tags: dict[str, int]  # per open-label-set task (CCG): training tags mapped to the unknown class
     steps: int
     best_step: int
     stopped_early: bool
@@ -48,7 +49,7 @@ class StageRecord(TypedDict, total=False):
 class Evaluation(TypedDict, total=False):
     task: str
     language: str
-    split: str
+    split: str  # "dev" or "test"
     examples: int
     metrics: dict[str, Any]
 
@@ -61,6 +62,7 @@ class ResultRow(TypedDict, total=False):
     seed: int
     target: str
     language: str
+    split: str  # "dev" or "test"; rows of runs from before dev evaluation have none and are test
     metric: str  # the metric family: accuracy, seqeval, squad, mlqa, bucc_f1, tatoeba_accuracy
     metrics: dict[str, Any]
     score: float  # the language's headline value (xstilts.evaluate.metrics.xtreme.headline)
@@ -112,6 +114,7 @@ class PlannedEvaluation:
     languages: tuple[str, ...]
     stage: str | None = None  # identity of the target's fine-tuned stage (None: retrieval, evaluated on the encoder)
     retrieval: str | None = None  # retrieval results directory, relative to the run directory
+    split: str = "test"  # "dev" or "test" (the plans of runs from before dev evaluation hold test only)
 
     @property
     def chain_length(self) -> int:
@@ -127,9 +130,10 @@ class RunPlan:
     stages: list[PlannedStage] = field(default_factory=list)
     evaluations: list[PlannedEvaluation] = field(default_factory=list)
     provisional: bool = False  # data was missing when the plan was made: identities may change
+    selection: str = "dev"  # how the report chooses models: "dev" (every dev language) or "dev-en"
 
     def expected(self) -> list[dict[str, Any]]:
-        """Every (chain, target, language) result the run is to produce."""
+        """Every (chain, target, split, language) result the run is to produce."""
         return [
             {
                 "chain_label": e.chain_label,
@@ -139,6 +143,7 @@ class RunPlan:
                 "seed": e.seed,
                 "target": e.target,
                 "metric": e.metric,
+                "split": e.split,
                 "language": language,
             }
             for e in self.evaluations
@@ -150,6 +155,7 @@ class RunPlan:
             "name": self.name,
             "encoder": self.encoder,
             "provisional": self.provisional,
+            "selection": self.selection,
             "stages": [{**asdict(s), "chain": list(s.chain)} for s in self.stages],
             "evaluations": [
                 {**asdict(e), "chain": list(e.chain), "languages": list(e.languages)} for e in self.evaluations
@@ -165,6 +171,7 @@ class RunPlan:
             name=data.get("name", ""),
             encoder=data.get("encoder", ""),
             provisional=bool(data.get("provisional", False)),
+            selection=data.get("selection", "dev"),
             stages=[PlannedStage(**{**s, "chain": tuple(s["chain"])}) for s in data.get("stages", [])],
             evaluations=[
                 PlannedEvaluation(**{**e, "chain": tuple(e["chain"]), "languages": tuple(e["languages"])})

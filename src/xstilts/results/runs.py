@@ -19,6 +19,7 @@ from xstilts.files import read_json, read_json_or_none, write_json_atomic, write
 from xstilts.results import layout
 from xstilts.results.records import Evaluation, ResultRow, RunPlan, is_evaluation, is_result_row
 from xstilts.results.store import StageStore, content_identity
+from xstilts.tasks.registry import TEST
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,13 @@ class RunDirectory:
 
     # --- results/<chain>/<target>/<lang>.json --------------------------------------------------------------
 
-    def result_file(self, chain_label: str, target: str, language: str) -> Path:
-        return layout.inside(self.root, self.root / layout.RESULTS_DIR / chain_label / target / f"{language}.json")
+    def result_file(self, chain_label: str, target: str, split: str, language: str) -> Path:
+        return layout.inside(
+            self.root, self.root / layout.RESULTS_DIR / chain_label / target / f"{split}-{language}.json"
+        )
 
     def write_result(self, row: ResultRow) -> None:
-        write_json_atomic(self.result_file(row["chain_label"], row["target"], row["language"]), row)
+        write_json_atomic(self.result_file(row["chain_label"], row["target"], row["split"], row["language"]), row)
 
     def result_rows(self) -> list[ResultRow]:
         """Every intact result row, in path order (a damaged file is skipped with a warning and counts as missing)."""
@@ -80,7 +83,7 @@ class RunDirectory:
             if directory.is_dir()
             else []
         )
-        return [row for row in rows if is_result_row(row)]
+        return [{**row, "split": row.get("split", TEST)} for row in rows if is_result_row(row)]  # older runs: test
 
     # --- summary.json ----------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from xstilts.results.records import PlannedEvaluation, PlannedStage, RunPlan
 from xstilts.results.runs import RunDirectory
 from xstilts.results.store import StageStore, content_identity
 from xstilts.settings import AdapterSettings, resolve_settings
-from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
+from xstilts.tasks.registry import EVALUATION_SPLITS, TEST, LocalFiles, TaskRegistry, TaskSpec
 from xstilts.train.mixture import Mixture, MixtureMember
 from xstilts.train.request import EncoderRecipe, StageRequest
 
@@ -332,21 +332,43 @@ def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: 
                 if spec.trainable
                 else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
             )
-            evaluations.append(
-                PlannedEvaluation(
-                    chain_label(prefix, config),
-                    prefix.tasks,
-                    prefix.mode,
-                    seed,
-                    identity,
-                    spec.name,
-                    spec.metric,
-                    tuple(config.target_languages(target, registry)),
-                    stage,
-                    retrieval,
-                )
-            )
-    return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional)
+            for split in EVALUATION_SPLITS:
+                languages = evaluation_languages(spec, split, config.target_languages(target, registry))
+                if languages:
+                    label = chain_label(prefix, config)
+                    evaluations.append(
+                        PlannedEvaluation(
+                            label,
+                            prefix.tasks,
+                            prefix.mode,
+                            seed,
+                            identity,
+                            spec.name,
+                            spec.metric,
+                            languages,
+                            stage,
+                            retrieval,
+                            split,
+                        )
+                    )
+    return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional, config.selection)
+
+
+def evaluation_languages(spec: TaskSpec, split: str, requested: list[str]) -> tuple[str, ...]:
+    """The requested languages `split` is evaluated in: every test language of a trained target (the config check
+    ensures its files); otherwise those whose files are on disk (some tasks have dev sets for some languages only;
+    BUCC's test files are optional)."""
+    languages = [lang for lang in requested if lang in spec.evaluation_languages(split)]
+    if split == TEST and spec.trainable:
+        return tuple(languages)
+    return tuple(lang for lang in languages if _has_file(spec, spec.file_split(split), lang))
+
+
+def _has_file(spec: TaskSpec, split: str, language: str) -> bool:
+    if spec.trainable:
+        return spec.data.path(split, language).is_file()
+    layouts = spec.sources.local.get(split, ()) if spec.sources else ()
+    return any(layout.paths(Path(spec.data.data_dir), split, language) for layout in layouts)
 
 
 def format_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> str:

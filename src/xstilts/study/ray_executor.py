@@ -39,9 +39,14 @@ def _train_stage(request: Any, store_root: str, checkpoint_every_steps: int | No
 
 
 def _train_target(
-    request: Any, store_root: str, checkpoint_every_steps: int | None, threads: int, languages: list[str], *parents: Any
+    request: Any,
+    store_root: str,
+    checkpoint_every_steps: int | None,
+    threads: int,
+    splits: dict[str, tuple[str, ...]],
+    *parents: Any,
 ) -> str:
-    """Ray task: a target fine-tune after a prefix, then its zero-shot evaluation in every language."""
+    """Ray task: a target fine-tune after a prefix, then its zero-shot evaluation ({split: languages})."""
     import torch
 
     from xstilts.results.store import StageStore
@@ -50,9 +55,9 @@ def _train_target(
     torch.set_num_threads(threads)
     store = StageStore(Path(store_root))
     run_stage(request, store, progress=False, checkpoint_every_steps=checkpoint_every_steps)
-    evaluate_target(
-        store.stage_dir(request.identity, request.spec.name), request.spec, languages, request.settings, progress=False
-    )
+    stage_dir = store.stage_dir(request.identity, request.spec.name)
+    for split, languages in splits.items():
+        evaluate_target(stage_dir, request.spec, split, list(languages), request.settings, progress=False)
     return request.identity
 
 
@@ -93,7 +98,8 @@ def _run_graph(
     import ray
 
     from xstilts.results.runs import RunDirectory
-    from xstilts.study.plan import build_plan, evaluated_prefixes, target_request
+    from xstilts.study.plan import build_plan, evaluated_prefixes, evaluation_languages, target_request
+    from xstilts.tasks.registry import EVALUATION_SPLITS
 
     registry = config.registry()
     store = RunDirectory(output_dir).store
@@ -129,16 +135,19 @@ def _run_graph(
         for identity, seed in evaluated_prefixes(plan, config):
             prefix = replace(plan.nodes[identity], seed=seed)
             for target in config.targets:
-                if not registry.get(target.task).trainable:
+                spec = registry.get(target.task)
+                if not spec.trainable:
                     continue  # retrieval evaluations run in the assembly step (inference only)
                 request = target_request(config, registry, prefix, target)
                 parent = refs.get(identity)
+                requested = config.target_languages(target, registry)
+                splits = {split: evaluation_languages(spec, split, requested) for split in EVALUATION_SPLITS}
                 ref = train_target.remote(
                     request,
                     store_root,
                     config.checkpoint_every_steps,
                     cpus_per_stage,
-                    config.target_languages(target, registry),
+                    {split: languages for split, languages in splits.items() if languages},
                     *([parent] if parent else []),
                 )
                 names[ref] = f"target {target.task} after {prefix.label}"

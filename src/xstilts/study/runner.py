@@ -17,8 +17,9 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig, TargetConfig, config_to_yaml
 from xstilts.evaluate.metrics.xtreme import headline
+from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
-from xstilts.results.layout import evaluation_file
+from xstilts.results.layout import evaluation_file, retrieval_evaluation_file, retrieval_predictions_file
 from xstilts.results.records import Evaluation, PlannedEvaluation, ResultRow, StageRecord
 from xstilts.results.runs import RunDirectory, read_evaluation, write_evaluation
 from xstilts.study.lock import run_lock
@@ -95,8 +96,10 @@ class Executor:
         self.store = run.store
         self.targets: dict[str, TargetConfig] = {target.task: target for target in config.targets}
         self.by_prefix: dict[str, list[PlannedEvaluation]] = defaultdict(list)
+        self.by_stage: dict[str | None, list[PlannedEvaluation]] = defaultdict(list)  # a target stage's evaluations
         for evaluation in evaluations:
             self.by_prefix[evaluation.prefix].append(evaluation)
+            self.by_stage[evaluation.stage].append(evaluation)
         self.children: dict[str, list[ChainPrefix]] = {}
         for node in plan.stages:
             self.children.setdefault(node.stage.parent_identity, []).append(node)
@@ -142,14 +145,18 @@ class Executor:
     def _done(self, evaluation: PlannedEvaluation) -> bool:
         """Is every language of the evaluation on disk and intact (with its target stage's record)?"""
         if evaluation.stage is None:
+            directory = self.run.root / evaluation.retrieval
             return all(
-                read_evaluation(self.run.root / evaluation.retrieval / f"{lang}.json") is not None
+                read_evaluation(retrieval_evaluation_file(directory, evaluation.split, lang)) is not None
                 for lang in evaluation.languages
             )
         if self.store.record(evaluation.stage, evaluation.target) is None:
             return False
         stage_dir = self.store.stage_dir(evaluation.stage, evaluation.target)
-        return all(read_evaluation(evaluation_file(stage_dir, lang)) is not None for lang in evaluation.languages)
+        return all(
+            read_evaluation(evaluation_file(stage_dir, evaluation.split, lang)) is not None
+            for lang in evaluation.languages
+        )
 
     def run_evaluation(self, evaluation: PlannedEvaluation) -> list[ResultRow]:
         """Fine-tune and evaluate one target on its prefix (a retrieval target: evaluate the encoder as it is)."""
@@ -162,14 +169,15 @@ class Executor:
         if evaluation.stage is None:
             # Inference only: the main process computes, the others then read its files.
             directory = self.run.root / evaluation.retrieval
+            languages = list(evaluation.languages)
             evaluations = (
-                _evaluate_retrieval(directory, prefix, spec, list(evaluation.languages), target)
+                _evaluate_retrieval(directory, prefix, spec, evaluation.split, languages, target)
                 if is_main_process()
                 else None
             )
             wait_for_everyone()
             evaluations = evaluations or _evaluate_retrieval(
-                directory, prefix, spec, list(evaluation.languages), target
+                directory, prefix, spec, evaluation.split, languages, target
             )
             record: StageRecord = {"dev_metrics": {}, "identity": None}
         else:
@@ -180,8 +188,11 @@ class Executor:
                     self._discard(request.identity, spec.name)
             record = run_stage(request, self.store, self.progress, self.config.checkpoint_every_steps)
             stage_dir = self.store.stage_dir(request.identity, spec.name)
-            evaluations = evaluate_target(stage_dir, spec, list(evaluation.languages), request.settings, self.progress)
-            if self.config.keep == "needed":
+            evaluations = evaluate_target(
+                stage_dir, spec, evaluation.split, list(evaluation.languages), request.settings, self.progress
+            )
+            if self.config.keep == "needed" and all(self._done(e) for e in self.by_stage[request.identity]):
+                # every split of this fine-tune is evaluated: its weights are no longer needed
                 self.bytes_pruned += self.store.prune(request.identity, spec.name) if is_main_process() else 0
                 wait_for_everyone()
         rows = [_result_row(evaluation, language, result, record) for language, result in evaluations.items()]
@@ -206,9 +217,10 @@ class Executor:
 
 
 def _evaluate_retrieval(
-    directory: Path, prefix: ChainPrefix, spec: Any, languages: list[str], target: TargetConfig
+    directory: Path, prefix: ChainPrefix, spec: Any, split: str, languages: list[str], target: TargetConfig
 ) -> dict[str, Evaluation]:
-    """Retrieval targets use the prefix's encoder as it is; finished languages are read back."""
+    """Retrieval targets use the prefix's encoder as it is; finished languages are read back. One computation gives
+    every split of a language (BUCC's dev chooses the threshold its test uses), and each is written with its predictions."""
     from xstilts.evaluate.retrieval import evaluate_encoder
     from xstilts.train.adapters import build_encoder
     from xstilts.train.loop import get_accelerator
@@ -217,25 +229,34 @@ def _evaluate_retrieval(
     results: dict[str, Evaluation] = {}
     encoder = tokenizer = None
     for language in languages:
-        path = directory / f"{language}.json"
-        evaluation = read_evaluation(path)
+        evaluation = read_evaluation(retrieval_evaluation_file(directory, split, language))
         if evaluation is not None:
             results[language] = evaluation
             continue
         if encoder is None:
             device = get_accelerator().device
             encoder, tokenizer = build_encoder(prefix.recipe).to(device).eval(), load_tokenizer(prefix.recipe.base)
-        metrics = evaluate_encoder(spec, language, encoder, tokenizer, target.embedding, device, prefix.identity)
-        results[language] = {
-            "metrics": metrics,
-            "examples": metrics.get("examples", metrics.get("pairs")),
-            "language": language,
-            "task": spec.name,
-        }
-        write_evaluation(path, results[language])
+        by_split = evaluate_encoder(spec, language, encoder, tokenizer, target.embedding, device, prefix.identity)
+        for computed, outcome in by_split.items():
+            record: Evaluation = {
+                "task": spec.name,
+                "language": language,
+                "split": computed,
+                "examples": outcome["examples"],
+                "metrics": outcome["metrics"],
+            }
+            write_jsonl(
+                retrieval_predictions_file(directory, computed, language),
+                [{"prediction": p} for p in outcome["predictions"]],
+            )
+            write_evaluation(retrieval_evaluation_file(directory, computed, language), record)
+            if computed == split:
+                results[language] = record
+        metrics = results[language]["metrics"]
         log.info(
-            "%s %s after %s: %s",
+            "%s %s %s after %s: %s",
             spec.name,
+            split,
             language,
             prefix.label,
             {k: v for k, v in metrics.items() if isinstance(v, float)},
@@ -252,6 +273,7 @@ def _result_row(evaluation: PlannedEvaluation, language: str, result: Evaluation
         "seed": evaluation.seed,
         "target": evaluation.target,
         "language": language,
+        "split": evaluation.split,
         "metric": evaluation.metric,
         "metrics": result["metrics"],
         "score": headline(result["metrics"], evaluation.metric),

@@ -486,14 +486,19 @@ CATALOGUE: tuple[TaskSpec, ...] = (
         metric="squad",
         data=LocalFiles("data/tydiqa"),
         training_defaults={"epochs": 2},
-        description="TyDiQA-GoldP: English GoldP train, GoldP dev per language (the English dev also selects models)",
+        dev_languages=TYDIQA_LANGUAGES,
+        dev_is_test=True,
+        description="TyDiQA-GoldP: English GoldP train; XTREME's evaluation set is the GoldP dev set, so dev and test "
+        "are the same files (choices for it are made on the other targets' dev scores)",
         sources=Sources(
             local={
                 "train": (
                     LocalFile(("**/tydiqa.goldp.en.train.json",), _all(squad.read_squad_json), "XTREME TyDiQA-GoldP"),
                 ),
                 "dev": (
-                    LocalFile(("**/tydiqa.goldp.en.dev.json",), _all(squad.read_squad_json), "XTREME TyDiQA-GoldP"),
+                    LocalFile(
+                        ("**/tydiqa.goldp.{language}.dev.json",), _all(squad.read_squad_json), "XTREME TyDiQA-GoldP"
+                    ),
                 ),
                 "test": (
                     LocalFile(
@@ -514,7 +519,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
                     "secondary_task",
                     "validation",
                     _hub_squad,
-                    lambda r: r["id"].startswith("english-"),
+                    lambda r, n=TYDIQA_NAMES[lang]: r["id"].startswith(n + "-"),
                 ),
                 "test": lambda lang: HubFile(
                     "google-research-datasets/tydiqa",
@@ -532,6 +537,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
         languages=BUCC_LANGUAGES,
         metric="bucc_f1",
         data=LocalFiles("data/bucc2018"),
+        dev_languages=BUCC_LANGUAGES,
         description="BUCC 2018 bitext mining against English; the sample set is dev, the training set is XTREME's test",
         sources=Sources(
             local={
@@ -553,6 +559,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
         languages=tuple(TATOEBA_ISO3),
         metric="tatoeba_accuracy",
         data=LocalFiles("data/tatoeba"),
+        has_dev=False,
         description="Tatoeba (LASER v1) sentence retrieval against English",
         sources=Sources(
             local={

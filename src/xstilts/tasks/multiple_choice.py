@@ -1,7 +1,8 @@
 """Multiple choice: N candidates per example, each scored by the same one-output head.
 
 HellaSwag, Cosmos QA, CommonsenseQA. Schema: {"context": str, "question": str (optional),
-"choices": [str, ...], "label": int}. Each candidate is encoded as the pair (context, question + choice).
+"choices": [str, ...], "label": int}. Each candidate is encoded as the pair (context + question, choice),
+as jiant (which ran X-STILTs) builds them: the question belongs to the prompt, the answer stands alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from xstilts.tasks.registry import TaskSpec
 
 
 class MultipleChoiceKind(SingleLabelKind):
-    """One head scores each (context, question + choice) pair; softmax over the candidates."""
+    """One head scores each (context + question, choice) pair; softmax over the candidates."""
 
     name = "multiple_choice"
 
@@ -27,10 +28,10 @@ class MultipleChoiceKind(SingleLabelKind):
     ) -> list[Feature]:
         firsts, seconds = [], []
         for example in examples:
-            question = example.get("question") or ""
+            prompt = f"{example['context']} {example.get('question') or ''}".strip()
             for choice in example["choices"]:
-                firsts.append(example["context"])
-                seconds.append(f"{question} {choice}".strip())
+                firsts.append(prompt)
+                seconds.append(choice)
         encoding = tokenizer(firsts, seconds, truncation=True, max_length=settings.max_length)
         with_types = model_takes_token_types(tokenizer)
         features, row = [], 0

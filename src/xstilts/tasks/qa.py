@@ -4,15 +4,23 @@ Schema (the Hugging Face `squad` layout): {"id": str, "question": str, "context"
 "answers": {"text": [str, ...], "answer_start": [int, ...]}}; empty answer lists mean "no answer"
 and are allowed only for tasks with `allow_no_answer`.
 
-Long contexts are split into windows of `max_length` tokens overlapping by `doc_stride`. A window
-that does not contain the (first) gold answer is trained to point at the first token, as in the
-Hugging Face example scripts. Predictions are decoded back to the exact original text through the
-tokenizer's character offsets (n-best start/end pairs, `max_answer_length` tokens at most).
+Long contexts are split into windows as XTREME's and jiant's SQuAD feature builder does (`qa_windows: xtreme`,
+the default): the question is cut to 64 tokens, each window holds `max_length` minus the question and the
+special tokens, and successive windows start `doc_stride` context tokens apart. A token that several windows
+share may give an answer span only from the window where it has the most context (the reference's
+max-context rule). `qa_windows: huggingface` instead gives `doc_stride` the meaning of a Hugging Face fast
+tokenizer's `stride=` (the overlap between windows) and has no max-context rule. One deliberate difference
+from the reference: when max_length - doc_stride leaves less than 64 tokens for the question (short windows),
+the question is cut shorter, so that successive windows never skip context tokens (the reference would). A window that does not
+contain the (first) gold answer is trained to point at the first token. Predictions are decoded back to the
+exact original text through the tokenizer's character offsets (n-best start/end pairs, `max_answer_length`
+tokens at most).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +45,8 @@ class QAKind(TaskKind):
     def build_features(
         self, examples: Sequence[Example], tokenizer: Any, spec: TaskSpec, settings: TrainingSettings, training: bool
     ) -> list[Feature]:
+        if settings.qa_windows == "xtreme":
+            return _xtreme_features(examples, tokenizer, settings)
         question_limit = _question_token_limit(tokenizer, settings)
         questions = [_truncate_question(e["question"].lstrip(), tokenizer, question_limit) for e in examples]
         encoding = tokenizer(
@@ -102,7 +112,7 @@ class QAKind(TaskKind):
         return [
             best_answer(
                 example["context"],
-                [(outputs[i], features[i]["offsets"]) for i in indices],
+                [(outputs[i], features[i]["offsets"], features[i].get("max_context")) for i in indices],
                 spec.allow_no_answer,
                 settings,
             )
@@ -116,6 +126,121 @@ class QAKind(TaskKind):
         if spec.metric == "mlqa":
             return mlqa_scores(predictions, golds, language)
         return score_answers(predictions, golds)
+
+
+def xtreme_windows(
+    doc_length: int, question_length: int, max_length: int, doc_stride: int, special_tokens: int
+) -> list[tuple[int, int]]:
+    """(start, length) of each window over `doc_length` context tokens, as the reference feature builder makes
+    them: window i starts at i * doc_stride and holds up to max_length - question - special tokens; the last
+    window is the first that reaches the end of the context."""
+    room = max_length - question_length - special_tokens
+    windows: list[tuple[int, int]] = []
+    while len(windows) * doc_stride < doc_length or not windows:
+        start = len(windows) * doc_stride
+        windows.append((start, min(doc_length - start, room)))
+        if start + room >= doc_length:
+            break
+    return windows
+
+
+def is_max_context(windows: Sequence[tuple[int, int]], window: int, position: int) -> bool:
+    """Does `window` give context token `position` its most context (the reference's `_new_check_is_max_context`)?"""
+    return int(max_context_owner(windows, position + 1)[position]) == window
+
+
+def max_context_owner(windows: Sequence[tuple[int, int]], doc_length: int) -> np.ndarray:
+    """For every context token, the window that gives it the most context: the score is min(left, right
+    context) + 0.01 x window length, and the first window with the best score wins (as in the reference)."""
+    best = np.full(doc_length, -np.inf)
+    owner = np.full(doc_length, -1, dtype=np.int64)
+    for index, (start, length) in enumerate(windows):
+        positions = np.arange(start, min(start + length, doc_length))
+        score = np.minimum(positions - start, start + length - 1 - positions) + 0.01 * length
+        better = score > best[positions]
+        best[positions[better]] = score[better]
+        owner[positions[better]] = index
+    return owner
+
+
+def _xtreme_features(examples: Sequence[Example], tokenizer: Any, settings: TrainingSettings) -> list[Feature]:
+    """Windows as XTREME and jiant build them (see the module doc), one feature per window, with character
+    offsets of the context tokens (-1 elsewhere) and each token's max-context flag."""
+    limit = _question_token_limit(tokenizer, settings)
+    template = PairTemplate.of(tokenizer)
+    questions = tokenizer([e["question"].lstrip() for e in examples], add_special_tokens=False)["input_ids"]
+    unique = list(dict.fromkeys(e["context"] for e in examples))  # questions share paragraphs: tokenise each once
+    encoded = tokenizer(unique, add_special_tokens=False, return_offsets_mapping=True)
+    contexts = {
+        text: (ids, np.asarray(offsets, dtype=np.int32).reshape(-1, 2))
+        for text, ids, offsets in zip(unique, encoded["input_ids"], encoded["offset_mapping"])
+    }
+    with_types = model_takes_token_types(tokenizer)
+    features = []
+    for example_index, example in enumerate(examples):
+        question = questions[example_index][:limit]
+        doc, doc_offsets = contexts[example["context"]]
+        windows = xtreme_windows(
+            len(doc), len(question), settings.max_length, settings.doc_stride, template.special_tokens
+        )
+        owner = max_context_owner(windows, len(doc))
+        for window, (start, length) in enumerate(windows):
+            input_ids, token_types, context_at = template.build(question, doc[start : start + length])
+            offsets = np.full((len(input_ids), 2), -1, dtype=np.int32)
+            max_context = np.zeros(len(input_ids), dtype=np.int8)
+            offsets[context_at : context_at + length] = doc_offsets[start : start + length]
+            max_context[context_at : context_at + length] = owner[start : start + length] == window
+            first, last = _answer_positions(example["answers"], offsets)
+            feature: Feature = {
+                "input_ids": np.asarray(input_ids, dtype=np.int32),
+                "offsets": offsets,
+                "max_context": max_context,
+                "example_index": example_index,
+                "start_position": first,
+                "end_position": last,
+            }
+            if with_types:
+                feature["token_type_ids"] = np.asarray(token_types, dtype=np.int32)
+            features.append(feature)
+    return features
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """How the tokenizer frames a (question, context) pair: the special tokens before, between and after the two
+    segments and each region's token type, read once from the tokenizer's own encoding of a pair."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    types: tuple[int, int, int, int, int]  # prefix, question, middle, context, suffix
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> PairTemplate:
+        encoding = tokenizer("a", "b", add_special_tokens=True, return_token_type_ids=True)
+        ids, sequence = encoding["input_ids"], encoding.sequence_ids(0)
+        types = encoding.get("token_type_ids") or [0] * len(ids)
+        first = [i for i, s in enumerate(sequence) if s == 0]
+        second = [i for i, s in enumerate(sequence) if s == 1]
+        regions = [range(first[0]), first, range(first[-1] + 1, second[0]), second, range(second[-1] + 1, len(ids))]
+        region_types = [types[r[0]] if len(r) else types[first[0]] for r in regions]
+        return cls(
+            tuple(ids[i] for i in regions[0]),
+            tuple(ids[i] for i in regions[2]),
+            tuple(ids[i] for i in regions[4]),
+            tuple(region_types),
+        )
+
+    @property
+    def special_tokens(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def build(self, question: Sequence[int], context: Sequence[int]) -> tuple[list[int], list[int], int]:
+        """(input ids, token type ids, position of the first context token)."""
+        parts = [self.prefix, question, self.middle, context, self.suffix]
+        ids = [token for part in parts for token in part]
+        token_types = [kind for part, kind in zip(parts, self.types) for _ in part]
+        return ids, token_types, len(self.prefix) + len(question) + len(self.middle)
 
 
 def _question_token_limit(tokenizer: Any, settings: TrainingSettings) -> int:
@@ -158,23 +283,25 @@ def _answer_positions(answers: dict[str, list], offsets: np.ndarray) -> tuple[in
 
 
 def best_answer(
-    context: str, windows: Sequence[tuple[np.ndarray, np.ndarray]], allow_no_answer: bool, settings: TrainingSettings
+    context: str, windows: Sequence[tuple[Any, ...]], allow_no_answer: bool, settings: TrainingSettings
 ) -> str:
     """The highest-scoring span over all windows of one example, as exact text of `context`.
 
     `windows` holds (scores of shape (length, 2) for start and end, character offsets with -1 for
-    tokens outside the context). With `allow_no_answer`, the empty answer wins when the smallest
+    tokens outside the context, and optionally max-context flags: a span may start only at a token whose
+    window gives it the most context). With `allow_no_answer`, the empty answer wins when the smallest
     window "null" score (first-token start + end) beats every span, as in SQuAD v2.0 decoding.
     """
     best_score, best_span = -np.inf, None
     null_score = np.inf
-    for scores, offsets in windows:
+    for scores, offsets, *rest in windows:
+        max_context = rest[0] if rest and rest[0] is not None else None
         start_scores, end_scores = scores[:, 0], scores[:, 1]
         null_score = min(null_score, float(start_scores[0] + end_scores[0]))
         top_starts = np.argsort(start_scores)[::-1][: settings.n_best_size]
         top_ends = np.argsort(end_scores)[::-1][: settings.n_best_size]
         for start in top_starts:
-            if offsets[start, 0] < 0:
+            if offsets[start, 0] < 0 or (max_context is not None and not max_context[start]):
                 continue
             for end in top_ends:
                 if end < start or end - start + 1 > settings.max_answer_length or offsets[end, 0] < 0:

@@ -16,6 +16,8 @@ from xstilts.names import name_problem
 from xstilts.readers.text import read_lines
 
 KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm")
+DEV, TEST = "dev", "test"
+EVALUATION_SPLITS = (DEV, TEST)  # every target is evaluated on both, where it has them; test is the default view
 
 # The metric each kind reports by default and the one used for model selection ("primary").
 DEFAULT_METRIC = {
@@ -26,6 +28,10 @@ DEFAULT_METRIC = {
     "retrieval": "retrieval",
     "mlm": "loss",
 }
+
+
+# The one class of an open label set (CCG) that every tag outside its fixed inventory is mapped to.
+UNKNOWN_TAG = "<unk>"
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,10 @@ class LocalFiles:
 class TaskSpec:
     """Everything that defines a task apart from its kind's code.
 
-    Training and model selection use `train_language` (English for every task of the study);
-    zero-shot evaluation uses `eval_split` in each of `languages`.
+    Training and model selection use `train_language` (English for every task of the study). Zero-shot
+    evaluation reports two splits (`EVALUATION_SPLITS`): "test" is `eval_split` in each of `languages`,
+    "dev" is `dev_split` in the training language and `dev_languages` (only `dev_languages` for retrieval
+    tasks, which have no training language; none when `has_dev` is false, as for Tatoeba).
     """
 
     name: str
@@ -63,7 +71,9 @@ class TaskSpec:
     description: str = ""
     dev_languages: tuple[str, ...] = ()  # languages with a labelled dev split besides train_language
     sources: Any = None  # xstilts.tasks.sources.Sources for built-in tasks
-    open_label_set: bool = False  # labels come from the data (CCG supertags): `labels.txt` beside the files
+    open_label_set: bool = False  # labels fixed at prepare time (CCG supertags): `labels.txt` beside the files
+    has_dev: bool = True  # a labelled dev split to evaluate (and to choose models on)
+    dev_is_test: bool = False  # dev and test read the same files (TyDiQA-GoldP): dev must not choose its model
 
     def __post_init__(self) -> None:
         languages = (*self.languages, self.train_language, *self.dev_languages)
@@ -98,6 +108,18 @@ class TaskSpec:
         if split == self.dev_split:
             return (self.train_language, *[lang for lang in self.dev_languages if lang != self.train_language])
         return self.languages
+
+    def evaluation_languages(self, split: str) -> tuple[str, ...]:
+        """The languages `split` ("dev" or "test") is evaluated in; () when the task has no such split."""
+        if split == TEST:
+            return self.languages
+        if split != DEV or not self.has_dev:
+            return ()
+        return self.dev_languages if self.kind == "retrieval" else self.split_languages(self.dev_split)
+
+    def file_split(self, split: str) -> str:
+        """The name of an evaluation split ("dev", "test") in this task's file names."""
+        return {DEV: self.dev_split, TEST: self.eval_split}[split]
 
     @property
     def trainable(self) -> bool:

@@ -38,7 +38,7 @@ from xstilts.results.runs import read_evaluation, write_evaluation
 from xstilts.results.store import StageStore, inspect_stage_dir
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
-from xstilts.tasks.registry import TaskSpec
+from xstilts.tasks.registry import UNKNOWN_TAG, TaskSpec
 from xstilts.train.adapters import add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.train.loop import Checkpointer, get_accelerator, precision_name, train
 from xstilts.train.mixture import MixtureMember
@@ -62,6 +62,7 @@ class _MemberData:
     member: MixtureMember
     train_examples: int
     train_features: list[Any]
+    unknown_tags: int  # training tags in an open label set's unknown class (CCG supertags outside the inventory)
     dev_examples: list[Any] = field(default_factory=list)
     dev_features: list[Any] = field(default_factory=list)
 
@@ -180,6 +181,7 @@ def run_stage(
         "reused_heads": reused,
         "train_examples": sum(d.train_examples for d in data.values()),
         "train_features": sum(len(d.train_features) for d in data.values()),
+        "unknown_tags": {name: d.unknown_tags for name, d in data.items() if d.member.spec.open_label_set},
         "steps": result.steps,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
@@ -268,8 +270,11 @@ def _member_data(member: MixtureMember, tokenizer: Any) -> _MemberData:
     for language in member.languages:
         limit = member.max_examples_per_language or settings.max_train_examples
         train_examples += load_examples(spec, spec.train_split, language, limit)
+    unknown = (
+        sum(tag == UNKNOWN_TAG for example in train_examples for tag in example["tags"]) if spec.open_label_set else 0
+    )
     data = _MemberData(
-        member, len(train_examples), build_features(spec, train_examples, tokenizer, settings, training=True)
+        member, len(train_examples), build_features(spec, train_examples, tokenizer, settings, training=True), unknown
     )
     if spec.kind != "mlm":
         data.dev_examples = load_examples(spec, spec.dev_split, spec.train_language, settings.max_eval_examples)
@@ -325,18 +330,17 @@ def _initial_mlm_head(model: MultiTaskModel, parent: str) -> str:
 
 
 def evaluate_target(
-    stage_dir: Path, spec: TaskSpec, languages: list[str], settings: TrainingSettings, progress: bool = True
+    stage_dir: Path, spec: TaskSpec, split: str, languages: list[str], settings: TrainingSettings, progress: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """Zero-shot evaluation of a trained target stage in each language, one file per language.
-
-    Languages already evaluated are read back, not recomputed; the model is loaded only if needed.
+    """Zero-shot evaluation of a trained target stage on `split` ("dev" or "test") in each language, one file per
+    language. Languages already evaluated are read back, not recomputed; the model is loaded only if needed.
     """
     results: dict[str, dict[str, Any]] = {}
     missing = []
     accelerator = get_accelerator()
     accelerator.wait_for_everyone()  # every process decides what is missing from the same files
     for language in languages:
-        evaluation = read_evaluation(evaluation_file(stage_dir, language))
+        evaluation = read_evaluation(evaluation_file(stage_dir, split, language))
         if evaluation is not None:
             results[language] = evaluation
         else:
@@ -346,20 +350,22 @@ def evaluate_target(
     model, tokenizer = load_target_model(stage_dir, spec)
     model.to(accelerator.device)
     for language in missing:
-        examples = load_examples(spec, spec.eval_split, language, settings.max_eval_examples)
+        examples = load_examples(spec, spec.file_split(split), language, settings.max_eval_examples)
         features = build_features(spec, examples, tokenizer, settings, training=False)
         evaluation = evaluate(model, spec, examples, features, settings, accelerator, tokenizer.pad_token_id, language)
         results[language] = {
             "task": spec.name,
             "language": language,
-            "split": spec.eval_split,
+            "split": split,
             "examples": len(examples),
             "metrics": evaluation.metrics,
         }
         if accelerator.is_main_process:
-            _write_predictions(predictions_file(stage_dir, language), examples, evaluation.predictions)
-            write_evaluation(evaluation_file(stage_dir, language), results[language])
-        log.info("%s %s: %s", spec.name, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items()))
+            _write_predictions(predictions_file(stage_dir, split, language), examples, evaluation.predictions)
+            write_evaluation(evaluation_file(stage_dir, split, language), results[language])
+        log.info(
+            "%s %s %s: %s", spec.name, split, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items())
+        )
     return results
 
 
