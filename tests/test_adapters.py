@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from xstilts.analysis.latency import bootstrap_ratio, slope_per_task, verdict
+from xstilts.analysis.latency import verdict
+from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
 from xstilts.train.adapters import (
     AdapterSettings,
     Bottleneck,
@@ -104,10 +105,10 @@ def test_bootstrap_ratio_and_verdicts():
     rng = np.random.default_rng(0)
     base = rng.normal(10.0, 0.1, 200)
     slower = rng.normal(12.0, 0.1, 200)
-    ratio, low, high = bootstrap_ratio(slower, base, 1000, rng)
+    ratio, low, high = ratio_of_medians(slower, base, 1000, rng)
     assert ratio == pytest.approx(1.2, abs=0.01) and low < ratio < high and high - low < 0.02
     samples = [rng.normal(10.0 * (1 + 0.05 * k), 0.1, 100) for k in range(4)]
-    slope, low, high = slope_per_task(list(range(4)), samples, samples[0], 300, rng)
+    slope, low, high = slope_of_median_ratios(list(range(4)), samples, samples[0], 300, rng)
     assert slope == pytest.approx(0.05, abs=0.005) and low < slope < high
     group = {
         "slope_per_task": [slope, low, high],

@@ -29,6 +29,7 @@ from xstilts.errors import XstiltsError
 from xstilts.files import read_json
 from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
 from xstilts.results.runs import RunDirectory
+from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
 from xstilts.results.store import inspect_stage_dir
 from xstilts.settings import LatencySettings
 from xstilts.train.request import EncoderRecipe
@@ -47,37 +48,6 @@ class TimedModel:
 
 def percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q))
-
-
-def bootstrap_ratio(
-    numerator: np.ndarray, denominator: np.ndarray, resamples: int, rng: np.random.Generator
-) -> tuple[float, float, float]:
-    """Ratio of medians with a percentile-bootstrap 95% interval (both samples resampled independently)."""
-    point = float(np.median(numerator) / np.median(denominator))
-    a = rng.choice(numerator, size=(resamples, len(numerator)), replace=True)
-    b = rng.choice(denominator, size=(resamples, len(denominator)), replace=True)
-    ratios = np.median(a, axis=1) / np.median(b, axis=1)
-    return point, float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
-
-
-def slope_per_task(
-    lengths: list[int], samples: list[np.ndarray], baseline: np.ndarray, resamples: int, rng: np.random.Generator
-) -> tuple[float, float, float]:
-    """Least-squares slope of (median latency / median at k = 0) over k, with a bootstrap 95% interval."""
-    x = np.asarray(lengths, dtype=np.float64)
-    if len(set(lengths)) < 2:
-        return 0.0, 0.0, 0.0
-
-    def slope(medians: np.ndarray, base: float) -> float:
-        return float(np.polyfit(x, medians / base, 1)[0])
-
-    point = slope(np.array([np.median(s) for s in samples]), float(np.median(baseline)))
-    draws = []
-    for _ in range(resamples):
-        base = float(np.median(rng.choice(baseline, size=len(baseline))))
-        medians = np.array([np.median(rng.choice(s, size=len(s))) for s in samples])
-        draws.append(slope(medians, base))
-    return point, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
 def fixed_inputs(
@@ -166,7 +136,7 @@ def summarize_models(
     rows = []
     for timed in models:
         values = np.asarray(timed.seconds)
-        ratio, low, high = bootstrap_ratio(values, baseline, settings.bootstrap, rng)
+        ratio, low, high = ratio_of_medians(values, baseline, settings.bootstrap, rng)
         median = float(np.median(values))
         rows.append(
             {
@@ -184,7 +154,7 @@ def summarize_models(
     twin = next(r for r in rows if r["name"].endswith("(twin)"))
     measured = [m for m in models if not m.name.endswith("(twin)")]
     lengths = [m.chain_length for m in measured]
-    slope, slope_low, slope_high = slope_per_task(
+    slope, slope_low, slope_high = slope_of_median_ratios(
         lengths, [np.asarray(m.seconds) for m in measured], baseline, min(settings.bootstrap, 500), rng
     )
     return {

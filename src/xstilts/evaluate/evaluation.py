@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from xstilts.evaluate.units import Units
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature, feature_length
@@ -21,6 +22,7 @@ from xstilts.train.modeling import MultiTaskModel
 class Evaluation:
     predictions: list[Any]
     metrics: dict[str, float]
+    units: Units | None = None  # per-unit statistics, for intervals (zero-shot evaluations only)
 
 
 def predict_outputs(
@@ -69,8 +71,10 @@ def evaluate(
     accelerator: Accelerator,
     pad_token_id: int,
     language: str,
+    with_units: bool = False,
 ) -> Evaluation:
     kind = kind_of(spec)
     outputs = predict_outputs(model, spec.name, features, settings, accelerator, pad_token_id)
     predictions = kind.decode(outputs, features, examples, spec, settings)
-    return Evaluation(predictions, kind.score(predictions, examples, spec, language))
+    units = kind.units(predictions, examples, spec, language) if with_units else None
+    return Evaluation(predictions, kind.score(predictions, examples, spec, language), units)

@@ -22,7 +22,8 @@ import torch
 
 from xstilts.data.cache import cache_root
 from xstilts.errors import DataError, RunError, XstiltsError
-from xstilts.evaluate.metrics.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
+from xstilts.evaluate.metrics.retrieval import bucc_counts_per_source, bucc_scores_from_pairs, tatoeba_accuracy
+from xstilts.evaluate.units import Units
 from xstilts.files import read_json_or_none, write_json_atomic
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
 from xstilts.readers.text import read_lines
@@ -376,7 +377,15 @@ def evaluate_encoder(
         predictions = tatoeba_predictions(embed([p["source"] for p in pairs]), embed([p["target"] for p in pairs]))
         accuracy = tatoeba_accuracy(predictions, range(len(pairs)))
         metrics = {"accuracy": accuracy, "examples": len(pairs), "embedding": settings.model_dump()}
-        return {"test": {"metrics": metrics, "examples": len(pairs), "predictions": [int(p) for p in predictions]}}
+        units = Units("mean", np.asarray(predictions) == np.arange(len(pairs)))  # one unit per English query
+        return {
+            "test": {
+                "metrics": metrics,
+                "examples": len(pairs),
+                "predictions": [int(p) for p in predictions],
+                "units": units,
+            }
+        }
     if spec.name != "bucc2018":
         raise XstiltsError(f"{spec.name}: no retrieval evaluation is defined")
     by_split: dict[str, dict[str, Any]] = {}
@@ -386,7 +395,8 @@ def evaluate_encoder(
         if not files or not files[0].with_suffix(".gold").is_file():
             continue
         source_path = files[0]
-        source_texts, source_ids = unique_texts(read_bucc_sentences(source_path))
+        source_rows = read_bucc_sentences(source_path)
+        source_texts, source_ids = unique_texts(source_rows)
         target_texts, target_ids = unique_texts(read_bucc_sentences(source_path.with_suffix(".en")))
         key = {
             "encoder": encoder_identity,
@@ -402,7 +412,14 @@ def evaluate_encoder(
             threshold = best_threshold(pairs, gold)
         metrics = {**bucc_f1(pairs, gold, threshold), "embedding": settings.model_dump()}
         predicted = sorted({pair for score, pair in pairs if score >= threshold})
-        by_split[split] = {"metrics": metrics, "examples": len(gold), "predictions": [list(pair) for pair in predicted]}
+        sources = list(dict.fromkeys([i for i, _ in source_rows] + [s for s, _ in sorted(gold)]))
+        units = Units("f1", bucc_counts_per_source(sources, set(predicted), gold))  # one unit per source sentence
+        by_split[split] = {
+            "metrics": metrics,
+            "examples": len(gold),
+            "predictions": [list(pair) for pair in predicted],
+            "units": units,
+        }
     if not by_split:
         raise XstiltsError(f"bucc2018 {language}: no gold pairs found beside the dev files under {root}")
     return by_split

@@ -52,6 +52,7 @@ class Evaluation(TypedDict, total=False):
     split: str  # "dev" or "test"
     examples: int
     metrics: dict[str, Any]
+    units: dict[str, Any]  # {"statistic", "n"} of the units file beside it (xstilts.evaluate.units)
 
 
 class ResultRow(TypedDict, total=False):
@@ -69,6 +70,7 @@ class ResultRow(TypedDict, total=False):
     examples: int
     english_dev: dict[str, float]  # the target's English dev metrics (model selection)
     target_stage: str | None  # identity of the fine-tuned target stage (None for retrieval)
+    units: dict[str, Any]  # {"statistic", "n", "file"}: per-unit statistics for intervals (file relative to the run)
 
 
 RESULT_KEYS = ("chain", "chain_length", "chain_label", "target", "language", "metric", "metrics", "score")

@@ -17,6 +17,7 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig, TargetConfig, config_to_yaml
 from xstilts.evaluate.metrics.xtreme import headline
+from xstilts.evaluate.units import units_file, write_units
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
 from xstilts.results.layout import evaluation_file, retrieval_evaluation_file, retrieval_predictions_file
@@ -195,11 +196,23 @@ class Executor:
                 # every split of this fine-tune is evaluated: its weights are no longer needed
                 self.bytes_pruned += self.store.prune(request.identity, spec.name) if is_main_process() else 0
                 wait_for_everyone()
-        rows = [_result_row(evaluation, language, result, record) for language, result in evaluations.items()]
+        rows = [
+            _result_row(evaluation, language, result, record, self._units_path(evaluation, language, record))
+            for language, result in evaluations.items()
+        ]
         if is_main_process():
             for row in rows:
                 self.run.write_result(row)
         return rows
+
+    def _units_path(self, evaluation: PlannedEvaluation, language: str, record: StageRecord) -> str:
+        """Where the evaluation's units are, relative to the run directory (the result row points there)."""
+        if evaluation.stage is None:
+            path = retrieval_evaluation_file(self.run.root / evaluation.retrieval, evaluation.split, language)
+        else:
+            stage_dir = self.store.stage_dir(record["identity"], self.targets[evaluation.target].task)
+            path = evaluation_file(stage_dir, evaluation.split, language)
+        return self.run.relative(units_file(path))
 
     def prune_finished(self, node: ChainPrefix) -> None:
         """Prune the node's parent and the node itself when nothing still to run needs their weights."""
@@ -244,12 +257,15 @@ def _evaluate_retrieval(
                 "split": computed,
                 "examples": outcome["examples"],
                 "metrics": outcome["metrics"],
+                "units": outcome["units"].describe(),
             }
             write_jsonl(
                 retrieval_predictions_file(directory, computed, language),
                 [{"prediction": p} for p in outcome["predictions"]],
             )
-            write_evaluation(retrieval_evaluation_file(directory, computed, language), record)
+            path = retrieval_evaluation_file(directory, computed, language)
+            write_units(units_file(path), outcome["units"])
+            write_evaluation(path, record)
             if computed == split:
                 results[language] = record
         metrics = results[language]["metrics"]
@@ -264,7 +280,10 @@ def _evaluate_retrieval(
     return results
 
 
-def _result_row(evaluation: PlannedEvaluation, language: str, result: Evaluation, record: StageRecord) -> ResultRow:
+def _result_row(
+    evaluation: PlannedEvaluation, language: str, result: Evaluation, record: StageRecord, units_path: str
+) -> ResultRow:
+    units = {**result["units"], "file": units_path} if "units" in result else None  # evaluations from older runs: none
     return {
         "chain": list(evaluation.chain),
         "chain_length": evaluation.chain_length,
@@ -280,6 +299,7 @@ def _result_row(evaluation: PlannedEvaluation, language: str, result: Evaluation
         "examples": result["examples"],
         "english_dev": record["dev_metrics"],
         "target_stage": record["identity"],
+        **({"units": units} if units else {}),
     }
 
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.evaluate.metrics.classification import accuracy
+from xstilts.evaluate.metrics.classification import accuracy, correct_per_example
+from xstilts.evaluate.units import Units
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.tasks.schema import validate_example
@@ -81,6 +82,10 @@ class TaskKind:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def units(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> Units:
+        """Per-unit statistics whose sums give the headline score (`xstilts.evaluate.units`): what resampling draws."""
+        raise NotImplementedError
+
     def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
         return collate_padded(features, pad_token_id, self.scalar_keys)
 
@@ -118,6 +123,9 @@ class SingleLabelKind(TaskKind):
         self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str
     ) -> dict[str, float]:
         return accuracy(predictions, [e["label"] for e in examples])
+
+    def units(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> Units:
+        return Units("mean", correct_per_example(predictions, [e["label"] for e in examples]))
 
 
 def encode(encoder: nn.Module, batch: dict[str, torch.Tensor], first_token_only: bool = False) -> torch.Tensor:

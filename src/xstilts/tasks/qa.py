@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from xstilts.errors import XstiltsError
-from xstilts.evaluate.metrics.qa import mlqa_scores, score_answers
+from xstilts.evaluate.metrics.qa import answer_scores, mlqa_measures, mlqa_scores, score_answers
+from xstilts.evaluate.units import Units
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec
@@ -126,6 +127,12 @@ class QAKind(TaskKind):
         if spec.metric == "mlqa":
             return mlqa_scores(predictions, golds, language)
         return score_answers(predictions, golds)
+
+    def units(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> Units:
+        """(EM + F1) / 2 per question: their mean is the headline (EM + F1) / 2."""
+        golds = [e["answers"]["text"] for e in examples]
+        measures = mlqa_measures(language) if spec.metric == "mlqa" else ()
+        return Units("mean", [(em + f1) / 2 for em, f1 in answer_scores(predictions, golds, *measures)])
 
 
 def xtreme_windows(

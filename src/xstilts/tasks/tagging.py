@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.evaluate.metrics.tagging import seqeval_scores
+from xstilts.evaluate.metrics.tagging import chunk_counts_per_sentence, seqeval_scores
+from xstilts.evaluate.units import Units
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec
@@ -118,3 +119,6 @@ class TaggingKind(TaskKind):
         self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str
     ) -> dict[str, float]:
         return seqeval_scores(predictions, [e["tags"] for e in examples])
+
+    def units(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> Units:
+        return Units("f1", chunk_counts_per_sentence(predictions, [e["tags"] for e in examples]))

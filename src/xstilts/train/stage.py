@@ -23,6 +23,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from xstilts.data.examples import build_features, load_examples
 from xstilts.errors import RunError, XstiltsError
 from xstilts.evaluate.evaluation import evaluate
+from xstilts.evaluate.units import units_file, write_units
 from xstilts.files import read_json, writing
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.layout import (
@@ -352,17 +353,22 @@ def evaluate_target(
     for language in missing:
         examples = load_examples(spec, spec.file_split(split), language, settings.max_eval_examples)
         features = build_features(spec, examples, tokenizer, settings, training=False)
-        evaluation = evaluate(model, spec, examples, features, settings, accelerator, tokenizer.pad_token_id, language)
+        evaluation = evaluate(
+            model, spec, examples, features, settings, accelerator, tokenizer.pad_token_id, language, with_units=True
+        )
         results[language] = {
             "task": spec.name,
             "language": language,
             "split": split,
             "examples": len(examples),
             "metrics": evaluation.metrics,
+            "units": evaluation.units.describe(),
         }
         if accelerator.is_main_process:
             _write_predictions(predictions_file(stage_dir, split, language), examples, evaluation.predictions)
-            write_evaluation(evaluation_file(stage_dir, split, language), results[language])
+            path = evaluation_file(stage_dir, split, language)
+            write_units(units_file(path), evaluation.units)  # before the record: a record means both are there
+            write_evaluation(path, results[language])
         log.info(
             "%s %s %s: %s", spec.name, split, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items())
         )

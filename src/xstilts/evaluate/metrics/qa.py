@@ -43,32 +43,52 @@ def f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def score_answers(
+def answer_scores(
     predictions: Sequence[str | None],
     golds: Sequence[Sequence[str]],
     em: Callable[[str, str], float] = exact_match,
     token_f1: Callable[[str, str], float] = f1,
-) -> dict[str, float]:
-    """EM and F1 x100, the prediction for question i scored against its gold answer texts.
+) -> list[tuple[float, float]]:
+    """(EM, F1) in 0..1 of each question's prediction against its gold answer texts.
 
     A missing prediction (None) scores 0. A question whose gold list is empty is unanswerable
     (SQuAD v2.0): it scores 1 when the prediction is empty and 0 otherwise.
     """
     if len(predictions) != len(golds):
         raise ValueError(f"{len(predictions)} predictions for {len(golds)} questions")
+    scores = []
+    for prediction, answers in zip(predictions, golds):
+        if prediction is None:
+            scores.append((0.0, 0.0))
+        elif not answers:
+            scores.append((float(prediction == ""), float(prediction == "")))
+        else:
+            scores.append(
+                (max(em(prediction, gold) for gold in answers), max(token_f1(prediction, gold) for gold in answers))
+            )
+    return scores
+
+
+def score_answers(
+    predictions: Sequence[str | None],
+    golds: Sequence[Sequence[str]],
+    em: Callable[[str, str], float] = exact_match,
+    token_f1: Callable[[str, str], float] = f1,
+) -> dict[str, float]:
+    """EM and F1 x100 over the questions (`answer_scores` per question)."""
+    scores = answer_scores(predictions, golds, em, token_f1)
     if not golds:
         raise ValueError("QA scores of an empty evaluation set are undefined")
     total_em = total_f1 = 0.0
-    for prediction, answers in zip(predictions, golds):
-        if prediction is None:
-            continue
-        if not answers:
-            total_em += float(prediction == "")
-            total_f1 += float(prediction == "")
-            continue
-        total_em += max(em(prediction, gold) for gold in answers)
-        total_f1 += max(token_f1(prediction, gold) for gold in answers)
+    for question_em, question_f1 in scores:  # summed in order, as the official script
+        total_em += question_em
+        total_f1 += question_f1
     return {"exact_match": 100.0 * total_em / len(golds), "f1": 100.0 * total_f1 / len(golds)}
+
+
+def mlqa_measures(language: str) -> tuple[Callable[[str, str], float], Callable[[str, str], float]]:
+    """MLQA's EM and F1 for contexts and questions in `language`."""
+    return (lambda p, g: mlqa_exact_match(p, g, language), lambda p, g: mlqa_f1(p, g, language))
 
 
 def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
@@ -135,6 +155,4 @@ def mlqa_f1(prediction: str, gold: str, language: str) -> float:
 
 def mlqa_scores(predictions: Sequence[str | None], golds: Sequence[Sequence[str]], language: str) -> dict[str, float]:
     """MLQA EM and F1 x100; `language` is that of the context and question."""
-    return score_answers(
-        predictions, golds, lambda p, g: mlqa_exact_match(p, g, language), lambda p, g: mlqa_f1(p, g, language)
-    )
+    return score_answers(predictions, golds, *mlqa_measures(language))

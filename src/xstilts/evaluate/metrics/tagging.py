@@ -69,3 +69,16 @@ def seqeval_scores(predictions: Sequence[Sequence[str]], golds: Sequence[Sequenc
         "recall": 100.0 * recall,
         "token_accuracy": 100.0 * correct_tokens / num_tokens if num_tokens else 0.0,
     }
+
+
+def chunk_counts_per_sentence(
+    predictions: Sequence[Sequence[str]], golds: Sequence[Sequence[str]]
+) -> list[tuple[int, int, int]]:
+    """(correct, predicted, gold) chunks of each sentence: the units of micro chunk F1. Chunks never cross
+    sentences (seqeval 0.0.12 puts an "O" between them), so the sums over sentences give `seqeval_scores`."""
+    check_aligned(predictions, golds)
+    counts = []
+    for predicted, gold in zip(predictions, golds):
+        predicted_chunks, gold_chunks = set(get_entities([predicted])), set(get_entities([gold]))
+        counts.append((len(predicted_chunks & gold_chunks), len(predicted_chunks), len(gold_chunks)))
+    return counts
