@@ -121,7 +121,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, dropout_fr
         a = json.loads(next((tmp_path / "one" / "results").rglob(f"k1-*/demo_nli/test-{language}.json")).read_text())
         b = json.loads(next((tmp_path / "two" / "results").rglob(f"k1-*/demo_nli/test-{language}.json")).read_text())
         assert a["examples"] == b["examples"] == 12 and a["metrics"] == pytest.approx(b["metrics"], abs=1e-6)
-    assert double.stdout.count("report:") == 1, "one process reports"
+    assert double.stdout.count("\nwritten:\n") == 1, "one process reports"
     assert not list((tmp_path / "two" / "stages").glob(".partial-*")) and not list(
         (tmp_path / "two" / "stages").glob("*.tmp*")
     )

@@ -79,7 +79,10 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
 
     report = xstilts.write_report(run_dir)
     text = report.read_text()
-    assert (run_dir / "score_vs_chain_length.png").stat().st_size > 1000
+    assert (run_dir / "gain_vs_chain_length.png").stat().st_size > 1000 and (
+        run_dir / "gain_vs_chain_length.svg"
+    ).is_file()
+    assert text.index("## Transfer against chain length (test)") < text.index("## Score against chain length")
     for target in expected_languages:
         assert f"## {target} by language" in text
     assert (
@@ -92,7 +95,8 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     assert "| demo_paraphrase → demo_squad2 | qa | exact_match" in text, "intermediate stages with their own dev scores"
     rows = json.loads((run_dir / "results.json").read_text())
     assert len(rows) == 2 * 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith(
-        "mode,chain_label,chain_length,chain,seed,target,language,metric,value,score,split"
+        "mode,chain_label,chain_length,chain,seed,target,language,metric,value,score,score_lower,score_upper,"
+        "gain_over_k0,gain_lower,gain_upper,interval_examples,interval_method,control,split"
     )
     assert (
         "<table>" in (run_dir / "report.html").read_text()
@@ -133,7 +137,9 @@ def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert "k2-demo_paraphrase+demo_squad2" in result.stdout and "demo_nli" in result.stdout
+    assert "## Transfer against chain length (test)" in result.stdout and "| demo_nli | " in result.stdout
+    assert "| target | k = 2 | per added task | verdict |" in result.stdout, "no k = 0: the score at k = 2"
+    assert f"written:\n  {tmp_path / 'run' / 'report.md'}" in result.stdout
     assert (tmp_path / "run" / "report.md").is_file()
     assert not (tmp_path / "run" / "results" / "k0-pretrained").exists(), "only the full chain is evaluated"
     report = subprocess.run(
@@ -159,7 +165,7 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     tiny = PretrainSettings(
         sentences_per_language=100, vocab_size=500, hidden_size=32, num_layers=1, intermediate_size=64, steps=3
     )
-    report = run_demo(tmp_path / "demo", progress=False, pretrain=tiny, train_size=16)
+    report = run_demo(tmp_path / "demo", progress=False, pretrain=tiny, train_size=16).path
     text = report.read_text()
     for target in DEMO_TARGETS:
         section = text.split(f"## {target} by language")[1].split("##")[0]
@@ -168,7 +174,7 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
             len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()])
             == len(DEMO_CHAIN) + 1
         )
-    assert (tmp_path / "demo" / "score_vs_chain_length.png").is_file()
+    assert (tmp_path / "demo" / "gain_vs_chain_length.png").is_file()
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
 
 
@@ -385,5 +391,8 @@ def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_enco
     report = tmp_path / "run" / "report.md"
     xstilts.write_report(tmp_path / "run")
     text = report.read_text()
-    assert "## Latency verdicts" in text and "lora-stacked: latency changes by" in text and "[lora-merged]" in text
-    assert (tmp_path / "run" / "latency_vs_chain_length.png").is_file()
+    latency_section = text.split("\n## Latency\n")[1].split("\n## ")[0]
+    assert "lora-stacked: latency changes by" in latency_section and "[lora-merged]" in text
+    assert "Transfer against chain length (test, lora-stacked chains)" in text, "one answer table per chain mode"
+    for plot in ("latency_vs_chain_length", "transfer_vs_latency", "gain_vs_chain_length"):
+        assert (tmp_path / "run" / f"{plot}.png").is_file() and (tmp_path / "run" / f"{plot}.svg").is_file()

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 
@@ -87,20 +87,18 @@ def run(
 
     experiment = load_config(config)  # validation happens before anything is written
     _setup(not quiet)
-    from xstilts.analysis.report import write_report
+    from xstilts.analysis.report import write_report_files
     from xstilts.study.runner import run_experiment
     from xstilts.train.loop import is_main_process
 
     if executor == "ray":
         from xstilts.study.ray_executor import run_on_ray
 
-        summary = run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage)
+        run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage)
     else:
-        summary = run_experiment(experiment, progress=progress)
+        run_experiment(experiment, progress=progress)
     if is_main_process():  # under `accelerate launch` / torchrun every process runs this; one reports
-        report = write_report(experiment.output_dir)
-        _print_summary(summary)
-        typer.echo(f"report: {report}")
+        _print_report(write_report_files(experiment.output_dir))
 
 
 @app.command()
@@ -146,12 +144,10 @@ def demo(
         raise _usage_error("--modes", f"expected distinct chain modes from {', '.join(CHAIN_MODES)}, got {modes!r}")
     _setup(not quiet)
     from xstilts.demo import run_demo
-    from xstilts.results.runs import read_summary
 
     started = time.perf_counter()
-    report = run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency)
-    _print_summary(read_summary(output_dir))
-    typer.echo(f"report: {report}  ({time.perf_counter() - started:.0f} s)")
+    _print_report(run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency))
+    typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
 @app.command()
@@ -383,12 +379,13 @@ def data_check(directory: Path = typer.Argument(..., help="A directory of upstre
         raise typer.Exit(1)
 
 
-def _print_summary(summary: dict) -> None:
-    """One line per (chain, target): mean over languages and the English dev score."""
-    for label, chain in sorted(summary["chains"].items(), key=lambda item: item[1]["chain_length"]):
-        for target, entry in sorted(chain["targets"].items()):
-            scores = " ".join(f"{lang}={value:.1f}" for lang, value in sorted(entry["scores"].items()))
-            typer.echo(f"{label:<50} {target:<16} avg={entry['average']['score']:.1f}  {scores}")
+def _print_report(written: Any) -> None:
+    """The end of a run: the answer (the report's headline) and the files written."""
+    typer.echo(written.headline.split("\n", 2)[-1].strip())  # without the report's title
+    typer.echo("\nwritten:")
+    for path in written.files:
+        if path.is_file():
+            typer.echo(f"  {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -174,6 +174,25 @@ class OrdersConfig(Settings):
     singles: bool = Field(False, description="Every pool task alone (chains of length 1).")
 
 
+class PositiveControl(Settings):
+    """A chain built to help one target (for example lots of English data of the target's own kind): its gain over
+    k = 0 must come out above zero beyond its interval, or the study cannot detect an effect of that size."""
+
+    task: Name = Field(description="The intermediate task (or mixture) of the one-task control chain.")
+    targets: list[Name] = Field(min_length=1, description="The targets it is built to help.")
+
+
+class ControlsConfig(Settings):
+    """Known-answer checks reported beside the study, never averaged into it."""
+
+    a_a: bool = Field(
+        False,
+        description="Fine-tune every trainable target on the pretrained encoder again under another seed (seed + "
+        f"{1000}) and report its 'gain' over k = 0: it must come out inside its interval.",
+    )
+    positive: list[PositiveControl] = Field(default_factory=list)
+
+
 class StudyConfig(Settings):
     """The sequential-scaling study: chains of k = 0..max_chain_length tasks from a pool, over orders and seeds."""
 
@@ -215,6 +234,9 @@ class ExperimentConfig(Settings):
         description="How the report chooses (best chain length, intermediate task, model per target): on the mean over "
         "each target's dev languages (dev, as the paper), or on English dev only (dev-en, strictly zero-shot). Choices "
         "never read test results; they are reported on test.",
+    )
+    controls: ControlsConfig = Field(
+        default_factory=ControlsConfig, description="A/A and positive controls (reported apart from the study)."
     )
     evaluate_every_prefix: bool = Field(
         False,
@@ -473,6 +495,25 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         )
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
+    problems += _control_problems(config, registry)
+    return problems
+
+
+def _control_problems(config: ExperimentConfig, registry: TaskRegistry) -> list[tuple[Loc, str]]:
+    """A positive control names a trainable intermediate task (or a mixture) and targets of this config."""
+    problems: list[tuple[Loc, str]] = []
+    targets = [t.task for t in config.targets]
+    for i, control in enumerate(config.controls.positive):
+        where = ("controls", "positive", i)
+        if control.task not in config.mixtures:
+            spec = _known_task(registry, control.task, (*where, "task"), problems)
+            if spec is not None and not spec.trainable:
+                problems.append(((*where, "task"), f"{spec.name} is a {spec.kind} task with no training data"))
+            elif spec is not None:
+                problems += _missing_files(spec, [spec.train_split, spec.dev_split], [spec.train_language], where)
+        for j, target in enumerate(control.targets):
+            if target not in targets:
+                problems.append(((*where, "targets", j), _unknown("target of this config", target, targets)))
     return problems
 
 

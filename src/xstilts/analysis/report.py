@@ -11,25 +11,30 @@ from __future__ import annotations
 import csv
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from xstilts.analysis import plots
+from xstilts.analysis.headline import build_headline
 from xstilts.errors import XstiltsError
 from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER, xtreme_score
 from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
 from xstilts.results import selection as choice_scores
 from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summarize
+from xstilts.results.effects import analyse, units_loader
 from xstilts.results.layout import (
+    GAIN_PLOT,
+    HEATMAP_PLOT,
     HTML_FILE,
     LATENCY_PLOT,
     PLAN_FILE,
     REPORT_FILE,
     RESULTS_CSV,
     RESULTS_JSON,
-    SCORE_PLOT,
+    TRADEOFF_PLOT,
 )
 from xstilts.results.records import ResultRow, StageRecord
 from xstilts.results.runs import RunDirectory
@@ -68,6 +73,8 @@ def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Colle
         if not found and plan is None:
             raise XstiltsError(f"{run.root}: no results and no {PLAN_FILE}; is this a run directory?")
         for row in found:
+            if isinstance(row.get("units"), dict) and "file" in row["units"]:  # read from this run's directory
+                row = {**row, "units": {**row["units"], "path": str(run.root / row["units"]["file"])}}
             key = (row.get("mode", "full"), row["chain_label"], row["target"], row["split"], row["language"])
             if key in rows and not _same_result(rows[key][0], row):
                 raise XstiltsError(
@@ -141,7 +148,9 @@ def _length_tables(aggregated: dict[str, Any], split: str) -> list[tuple[str, li
     if not by_length:
         return []
     lengths, columns = sorted(by_length), _columns(by_length)
-    title = f"Score against chain length ({split}; mean ± std over orders and seeds)"
+    several = any(stats[2] > 1 for columns in by_length.values() for stats in columns.values())
+    spread = "mean ± standard deviation over orders and seeds (n)" if several else "one run per length: n = 1"
+    title = f"Score against chain length ({split}; {spread})"
     tables = [
         (title, _table(["k", *columns], [[str(k), *(_cell(by_length[k].get(c)) for c in columns)] for k in lengths]))
     ]
@@ -440,44 +449,6 @@ def _html_table(table: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def plot(by_mode: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    """Score against chain length, one line per target (and per chain mode when there are several)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    styles = ["-", "--", ":", "-."]
-    lengths: set[int] = set()
-    for index, (mode, aggregated) in enumerate(sorted(by_mode.items())):
-        by_length = aggregated["scores"]
-        lengths |= set(by_length)
-        series = sorted({c for targets in by_length.values() for c in targets if not c.startswith("group")})
-        for name in series:
-            points = [(k, *by_length[k][name][:2]) for k in sorted(by_length) if name in by_length[k]]
-            label = name if len(by_mode) == 1 else f"{name} [{mode}]"
-            ax.errorbar(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                yerr=[p[2] for p in points],
-                marker="o",
-                capsize=3,
-                label=label,
-                linestyle=styles[index % len(styles)],
-                linewidth=2.5 if name.startswith("XTREME") else 1.5,
-            )
-    ax.set_xlabel("number of intermediate tasks (chain length k)")
-    ax.set_ylabel("zero-shot score, mean over languages")
-    ax.set_xticks(sorted(lengths))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def latency_tables(latency: dict[str, Any]) -> tuple[list[tuple[str, list[list[str]]]], list[str]]:
     """One table per (mode, target, batch, length) and the verdict lines."""
     tables, verdicts = [], []
@@ -520,39 +491,6 @@ def latency_tables(latency: dict[str, Any]) -> tuple[list[tuple[str, list[list[s
     return tables, verdicts
 
 
-def plot_latency(latency: dict[str, Any], path: Path) -> None:
-    """Latency ratio to k = 0 against chain length, one panel per shape, one line per mode and target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shapes = sorted({(g["batch_size"], g["length"]) for g in latency["groups"]})
-    fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.8), dpi=120, squeeze=False)
-    for ax, shape in zip(axes[0], shapes):
-        for group in (g for g in latency["groups"] if (g["batch_size"], g["length"]) == shape):
-            models = sorted(
-                (m for m in group["models"] if not m["name"].endswith("(twin)")), key=lambda m: m["chain_length"]
-            )
-            lengths = [m["chain_length"] for m in models]
-            ratios = [m["ratio_to_k0"] for m in models]
-            errors = [
-                [r - m["ratio_ci95"][0] for r, m in zip(ratios, models)],
-                [m["ratio_ci95"][1] - r for r, m in zip(ratios, models)],
-            ]
-            ax.errorbar(lengths, ratios, yerr=errors, marker="o", capsize=3, label=f"{group['mode']} {group['target']}")
-            low, high = group["noise_floor"]["ci95"]
-            ax.axhspan(min(low, 1), max(high, 1), color="grey", alpha=0.15)
-        ax.set_title(f"batch {shape[0]} x {shape[1]} tokens ({latency['device']})", fontsize="small")
-        ax.set_xlabel("chain length k")
-        ax.set_ylabel("latency / latency at k = 0")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def _embedded(path: Path, alt: str | None = None) -> str:
     import base64
 
@@ -563,27 +501,55 @@ def _embedded(path: Path, alt: str | None = None) -> str:
     )
 
 
-def write_results_tables(run: RunDirectory, rows: list[ResultRow]) -> None:
-    """results.json (the rows as they are) and results.csv (one row per chain, target, language, metric)."""
-    write_json_atomic(run.file(RESULTS_JSON), rows)
+CSV_COLUMNS = [
+    "mode",
+    "chain_label",
+    "chain_length",
+    "chain",
+    "seed",
+    "target",
+    "language",
+    "metric",
+    "value",
+    "score",
+    "score_lower",
+    "score_upper",
+    "gain_over_k0",
+    "gain_lower",
+    "gain_upper",
+    "interval_examples",
+    "interval_method",
+    "control",
+    "split",
+]
+
+
+def write_results_tables(run: RunDirectory, rows: list[ResultRow], effects: Mapping[str, Any]) -> None:
+    """results.json (the rows, each with its intervals) and results.csv (one line per chain, target, language and
+    metric; the headline score's 95% interval and its gain over k = 0 with interval beside it)."""
+    with_intervals = []
+    for row in rows:
+        found = effects.get(row.get("mode", "full"), {}).get(row.get("split", TEST), {}).get("rows", {})
+        intervals = found.get(f"{row['chain_label']}/{row['target']}/{row['language']}", {})
+        public = {key: value for key, value in row.items() if key != "units"}
+        if "units" in row:
+            public["units"] = {key: value for key, value in row["units"].items() if key != "path"}
+        with_intervals.append({**public, "intervals": intervals})
+    write_json_atomic(run.file(RESULTS_JSON), with_intervals)
     with atomic_writer(run.file(RESULTS_CSV)) as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "mode",
-                "chain_label",
-                "chain_length",
-                "chain",
-                "seed",
-                "target",
-                "language",
-                "metric",
-                "value",
-                "score",
-                "split",
+        writer.writerow(CSV_COLUMNS)
+        for row in with_intervals:
+            score, gain = row["intervals"].get("score") or {}, row["intervals"].get("gain") or {}
+            interval = [
+                score.get("lower"),
+                score.get("upper"),
+                gain.get("estimate"),
+                gain.get("lower"),
+                gain.get("upper"),
+                row["intervals"].get("examples"),
+                score.get("method") or gain.get("method") or "",
             ]
-        )
-        for row in rows:
             for metric, value in row["metrics"].items():
                 if isinstance(value, (int, float)):
                     writer.writerow(
@@ -598,9 +564,31 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow]) -> None:
                             metric,
                             value,
                             row["score"],
+                            *("" if v is None else v for v in interval),
+                            row.get("control", ""),
                             row.get("split", TEST),
                         ]
                     )
+
+
+@dataclass
+class Section:
+    """One heading of the report, rendered the same way to markdown and HTML."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+    table: list[list[str]] | None = None
+    images: list[tuple[str, str]] = field(default_factory=list)  # (alt text, file name in the run directory)
+
+
+@dataclass
+class WrittenReport:
+    """What `write_report_files` wrote: report.md, the headline as markdown (the terminal summary), every file."""
+
+    path: Path
+    headline: str
+    files: list[Path]
 
 
 def write_report(
@@ -611,6 +599,13 @@ def write_report(
     `run_dir` is one run directory, or several to merge into one report (written to `output_dir`, which
     defaults to the single run directory). `selection` overrides the rule the run's plan names.
     """
+    return write_report_files(run_dir, output_dir, selection).path
+
+
+def write_report_files(
+    run_dir: str | Path | Sequence[str | Path], output_dir: str | Path | None = None, selection: str | None = None
+) -> WrittenReport:
+    """`write_report`, also returning the headline and the list of files written."""
     run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     if not run_dirs:
         raise XstiltsError("no run directory to report")
@@ -620,76 +615,174 @@ def write_report(
     run = RunDirectory(output_dir) if output_dir is not None else runs[0]
     run.root.mkdir(parents=True, exist_ok=True)
     collected = collect(runs, selection)
-    name, rows, missing, records = collected.name, collected.rows, collected.missing, collected.stages
+    name, rows = collected.name, collected.rows
+    effects = analyse(rows, units_loader())
+    latency = next((latency for source in runs if (latency := source.read_latency()) is not None), None)
+    aggregated_by_mode, tables, notes = _aggregate_modes(collected)
+    best = {mode: _dev_best_lengths(aggregated, collected.selection) for mode, aggregated in aggregated_by_mode.items()}
+    latency_lines = _latency_verdicts(latency)
+    headline = build_headline(effects, best, latency_lines)
+    write_results_tables(run, rows, effects)
+
+    images = _plots(run, effects, aggregated_by_mode, latency)
+    sections = [
+        Section(
+            headline.tables[0][0] if headline.tables else "Transfer against chain length",
+            headline.notes,
+            table=headline.tables[0][1] if headline.tables else None,
+            images=[i for i in images if i[1] in (GAIN_PLOT, TRADEOFF_PLOT)],
+        ),
+        *(Section(title, table=table) for title, table in headline.tables[1:]),
+        *(_block_section(title, block) for title, block in headline.blocks),
+    ]
+    if latency is not None:
+        device = latency
+        sections.append(
+            Section(
+                "Latency measurement",
+                [
+                    f"Measured on {device['device']} ({device['precision']}, {device['threads']} threads); each verdict "
+                    "compares the slope with the noise floor (the k = 0 model timed twice as two models)."
+                ],
+                images=[i for i in images if i[1] == LATENCY_PLOT],
+            )
+        )
+        sections += [Section(title, table=table) for title, table in latency_tables(latency)[0]]
+    heatmap = [i for i in images if i[1] == HEATMAP_PLOT]
+    sections += [Section(title, table=table) for title, table in tables]
+    if heatmap:
+        sections.append(Section("Gain over k = 0 by language", images=heatmap))
+    languages = sorted({r["language"] for r in rows})
+    named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
+    sections.append(Section("Languages", [named], bullets=notes))
+    intro = (
+        "Zero-shot scores of each target after a chain of k English intermediate tasks (k = 0: the pretrained "
+        "encoder). A target's score is the unweighted mean over its languages (QA: (EM + F1) / 2); the XTREME score "
+        "is marked partial unless all nine tasks and their languages are present. Each table names its split: test is "
+        "the default view; every choice (best chain length, intermediate task, model per target) is made on dev, by "
+        f"{RULES[collected.selection]}, and reported on test, next to what choosing on test would have given."
+    )
+    wall = run.wall_seconds()
+    footer = f"Run wall time: {wall:.0f} s." if wall is not None else None
+    path = run.file(REPORT_FILE)
+    write_text_atomic(path, _render_markdown(name, intro, sections, footer))
+    write_text_atomic(run.file(HTML_FILE), _render_html(run, name, intro, sections, footer))
+    answer = [s for s in sections if s.title.startswith("Transfer against chain length") or s.title in _HEADLINE_BLOCKS]
+    written = [path, run.file(HTML_FILE), run.file(RESULTS_CSV), run.file(RESULTS_JSON)]
+    written += [run.file(image).with_suffix(suffix) for _, image in images for suffix in (".png", ".svg")]
+    return WrittenReport(path, _render_markdown(name, "", [replace(s, images=[]) for s in answer], None), written)
+
+
+_HEADLINE_BLOCKS = (
+    "Verdicts",
+    "Best chain length (chosen on dev, reported on test)",
+    "Controls (known answers)",
+    "Latency",
+)
+
+
+def _block_section(title: str, block: list[list[str]] | list[str]) -> Section:
+    if block and isinstance(block[0], list):
+        return Section(title, table=block)
+    return Section(title, bullets=list(block))
+
+
+def _aggregate_modes(
+    collected: Collected,
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, list[list[str]]]], list[str]]:
+    """Per chain mode: the aggregation, its tables (titled by mode when there are several) and the language notes."""
+    rows, missing = collected.rows, collected.missing
     modes = sorted({r.get("mode", "full") for r in rows} | {m.get("mode", "full") for m in missing}) or ["full"]
     by_mode, tables, notes = {}, [], []
     for mode in modes:
-        aggregated = aggregate(
-            name,
-            [r for r in rows if r.get("mode", "full") == mode],
-            [m for m in missing if m.get("mode", "full") == mode],
-        )
-        stages = (r for r in records if r["role"] == "intermediate" and r.get("mode", "full") == mode)
+        mode_missing = [m for m in missing if m.get("mode", "full") == mode]
+        aggregated = aggregate(collected.name, [r for r in rows if r.get("mode", "full") == mode], mode_missing)
+        stages = (r for r in collected.stages if r["role"] == "intermediate" and r.get("mode", "full") == mode)
         aggregated["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
-        by_mode[mode] = aggregated[TEST] if aggregated[TEST]["scores"] else aggregated[DEV]
-        mode_tables = build_tables(
-            aggregated, [m for m in missing if m.get("mode", "full") == mode], collected.selection
-        )
+        by_mode[mode] = aggregated
+        mode_tables = build_tables(aggregated, mode_missing, collected.selection)
         tables += [(f"{title} [{mode}]" if len(modes) > 1 else title, table) for title, table in mode_tables]
         notes += [note for note in _language_notes(aggregated["summary"]) if note not in notes]
-    write_results_tables(run, rows)
-    if any(s["scores"] for s in by_mode.values()):
-        plot(by_mode, run.file(SCORE_PLOT), name)
-    verdicts: list[str] = []
-    latency = next((latency for source in runs if (latency := source.read_latency()) is not None), None)
-    if latency is not None:
-        latency_table_list, verdicts = latency_tables(latency)
-        tables += latency_table_list
-        if latency["groups"]:
-            plot_latency(latency, run.file(LATENCY_PLOT))
-    intro = (
-        "Zero-shot scores of each target after a chain of k English intermediate tasks (k = 0: the pretrained "
-        "encoder), averaged over the chain orders and seeds of each length. A target's score is the unweighted mean "
-        "over its languages (QA: (EM + F1) / 2); the XTREME score is marked partial unless all nine tasks and their "
-        "languages are present. Each table names its split: test is the default view; every choice (best chain "
-        f"length, intermediate task, model per target) is made on dev, by {RULES[collected.selection]}, and reported "
-        "on test, next to what choosing on test would have given."
-    )
-    languages = sorted({r["language"] for r in rows})
-    named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
-    wall = run.wall_seconds()
-    md = [f"# xstilts report: {name}", "", intro, "", f"![score against chain length]({SCORE_PLOT})", ""]
-    if verdicts:
-        device = latency
-        md += [
-            "## Latency verdicts",
-            "",
-            f"Measured on {device['device']} ({device['precision']}, {device['threads']} threads); each verdict compares the slope with the noise floor (the k = 0 model timed twice as two models).",
-            "",
-        ]
-        md += [f"- {line}" for line in verdicts] + ["", f"![latency against chain length]({LATENCY_PLOT})", ""]
-    for title, table in tables:
-        md += [f"## {title}", "", _markdown(table), ""]
-    md += ["## Languages", "", named, ""] + [f"- {note}" for note in notes] + ([""] if notes else [])
-    md += [f"Run wall time: {wall:.0f} s.", ""] if wall is not None else []
-    path = run.file(REPORT_FILE)
-    write_text_atomic(path, "\n".join(md))
-    body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(table)}" for t, table in tables)
-    if verdicts:
-        body = (
-            "<h2>Latency verdicts</h2><ul>"
-            + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts)
-            + "</ul>"
-            + _embedded(run.file(LATENCY_PLOT))
-            + body
+    return by_mode, tables, notes
+
+
+def _dev_best_lengths(aggregated: dict[str, Any], selection: str) -> dict[str, int]:
+    """The chain length each target (and the average over targets) would be chosen at, on dev only."""
+    dev, test = choice_scores.by_length(aggregated[DEV], aggregated[TEST], selection)
+    if not dev:
+        return {}
+    targets = sorted({t for scores in dev.values() for t in scores})
+    chosen = {target: choice.chosen for target, choice in choose(targets, dev, test).items()}
+    complete = {k: fmean(scores[t] for t in targets) for k, scores in dev.items() if all(t in scores for t in targets)}
+    if complete and len(targets) > 1:
+        best = max(complete, key=lambda k: complete[k])
+        for name in ("XTREME", "average"):
+            chosen[name] = best
+    return chosen
+
+
+def _latency_verdicts(latency: dict[str, Any] | None) -> dict[str, list[str]]:
+    lines: dict[str, list[str]] = {}
+    for group in (latency or {}).get("groups", []):
+        lines.setdefault(group["mode"], []).append(
+            f"{group['target']}, batch {group['batch_size']} x {group['length']}: {group['verdict']}"
         )
-    image = ""
-    if run.file(SCORE_PLOT).is_file():
-        image = _embedded(run.file(SCORE_PLOT), "score against chain length")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    write_text_atomic(
-        run.file(HTML_FILE),
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title><style>{style}</style></head><body>"
-        f"<h1>xstilts report: {html.escape(name)}</h1><p>{html.escape(intro)}</p>{image}{body}<h2>Languages</h2><p>{html.escape(named)}</p></body></html>",
+    return lines
+
+
+def _plots(
+    run: RunDirectory, effects: dict[str, Any], by_mode: dict[str, dict[str, Any]], latency: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """Draw every figure there is data for; (alt text, PNG name) of each (an SVG of the same name beside it)."""
+    images = []
+    if plots.gain_panels(effects, run.file(GAIN_PLOT)):
+        images.append(("gain over k = 0 against chain length, one panel per target", GAIN_PLOT))
+    languages = next((a[TEST]["languages"] for a in by_mode.values() if a[TEST]["languages"]), None)
+    if languages and plots.gain_heatmap(languages, run.file(HEATMAP_PLOT)):
+        images.append(("gain over k = 0 by language and chain length", HEATMAP_PLOT))
+    if latency is not None and latency["groups"] and plots.latency_panels(latency, run.file(LATENCY_PLOT)):
+        images.append(("latency against chain length", LATENCY_PLOT))
+    if plots.tradeoff(effects, latency, run.file(TRADEOFF_PLOT)):
+        images.append(("gain against latency ratio, one point per chain mode and length", TRADEOFF_PLOT))
+    return images
+
+
+def _render_markdown(name: str, intro: str, sections: list[Section], footer: str | None) -> str:
+    md = [f"# xstilts report: {name}", "", intro, ""]
+    for section in sections:
+        md += [f"## {section.title}", ""]
+        for paragraph in section.paragraphs:
+            md += [paragraph, ""]
+        if section.table:
+            md += [_markdown(section.table), ""]
+        if section.bullets:
+            md += [f"- {line}" for line in section.bullets] + [""]
+        for alt, image in section.images:
+            md += [f"![{alt}]({image})", ""]
+    md += [footer, ""] if footer else []
+    return "\n".join(md)
+
+
+def _render_html(run: RunDirectory, name: str, intro: str, sections: list[Section], footer: str | None) -> str:
+    """A self-contained page (images embedded); images scale to the window."""
+    body = []
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        if section.table:
+            body.append(_html_table(section.table))
+        if section.bullets:
+            body.append("<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in section.bullets) + "</ul>")
+        body += [_embedded(run.file(image), alt) for alt, image in section.images]
+    if footer:
+        body.append(f"<p>{html.escape(footer)}</p>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "img{max-width:100%;height:auto}"
     )
-    return path
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>{html.escape(name)}</title><style>{style}</style></head><body>"
+        f"<h1>xstilts report: {html.escape(name)}</h1><p>{html.escape(intro)}</p>{''.join(body)}</body></html>"
+    )

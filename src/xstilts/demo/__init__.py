@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from xstilts.analysis.report import write_report
+from xstilts.analysis.report import WrittenReport, write_report_files
 from xstilts.config import load_config
 from xstilts.demo.benchmark import write_benchmark
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
@@ -70,8 +70,8 @@ def run_demo(
     train_size: int = 2000,
     modes: tuple[str, ...] = ("full",),
     latency: bool = False,
-) -> Path:
-    """Run the demo study (in each chain mode given, optionally timing the targets); returns the path of its report."""
+) -> WrittenReport:
+    """Run the demo study (in each chain mode given, optionally timing the targets); returns what its report wrote."""
     output_dir = Path(output_dir)
     encoder_dir = pretrain_encoder(pretrain, progress=progress)
     tasks = write_benchmark(output_dir / "data", train_size=train_size)
@@ -80,4 +80,4 @@ def run_demo(
         yaml.safe_dump(demo_config(output_dir, encoder_dir, tasks, modes, latency), sort_keys=False), encoding="utf-8"
     )
     run_experiment(load_config(config_path), progress=progress)
-    return write_report(output_dir)
+    return write_report_files(output_dir)

@@ -61,7 +61,7 @@ def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
 
     Per chain: each target's metrics and headline score per language, its average over languages the XTREME
     way, the mean over targets, and the XTREME score when XTREME tasks are among the targets."""
-    rows = list(rows)
+    rows = [row for row in rows if not row.get("control")]  # controls are checks, reported apart (effects)
     return {
         "name": name,
         "chains": summarize_chains(r for r in rows if r.get("split", TEST) == TEST),

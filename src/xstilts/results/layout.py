@@ -3,12 +3,13 @@
     RUN_DIR/
       config.resolved.yaml  plan.json  summary.json  .xstilts.lock
       stages/<identity>-<task>/            stage.json, encoder/ or adapter/, heads.safetensors,
-                                           evaluations/<split>-<lang>.json, predictions/<split>-<lang>.jsonl
+                                           evaluations/<split>-<lang>.json (+ .units.npy), predictions/<split>-<lang>.jsonl
       stages/.checkpoints/<identity>-<task>/   model.safetensors, best.safetensors, optimizer.pt, progress.json
-      retrieval/<prefix identity>-<task>-<embedding hash>/<split>-<lang>.json (and .predictions.jsonl)
+      retrieval/<prefix identity>-<task>-<embedding hash>/<split>-<lang>.json (and .units.npy, .predictions.jsonl)
       results/<chain label>/<target>/<split>-<lang>.json
-      report.md  report.html  results.csv  results.json  score_vs_chain_length.png
-      latency.json  latency_vs_chain_length.png
+      report.md  report.html  results.csv  results.json
+      gain_vs_chain_length.{png,svg}  gain_by_language.{png,svg}  transfer_vs_latency.{png,svg}
+      latency.json  latency_vs_chain_length.{png,svg}
 
 Code outside `xstilts.results` uses these names (or `RunDirectory`), never the strings themselves.
 """
@@ -32,7 +33,9 @@ REPORT_FILE = "report.md"
 HTML_FILE = "report.html"
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
-SCORE_PLOT = "score_vs_chain_length.png"
+GAIN_PLOT = "gain_vs_chain_length.png"  # each plot is also written as .svg
+HEATMAP_PLOT = "gain_by_language.png"
+TRADEOFF_PLOT = "transfer_vs_latency.png"
 LATENCY_FILE = "latency.json"
 LATENCY_PLOT = "latency_vs_chain_length.png"
 

@@ -70,6 +70,7 @@ class ResultRow(TypedDict, total=False):
     examples: int
     english_dev: dict[str, float]  # the target's English dev metrics (model selection)
     target_stage: str | None  # identity of the fine-tuned target stage (None for retrieval)
+    control: str  # "aa" or "positive" on the rows of controls (absent on the study's own rows)
     units: dict[str, Any]  # {"statistic", "n", "file"}: per-unit statistics for intervals (file relative to the run)
 
 
@@ -117,6 +118,7 @@ class PlannedEvaluation:
     stage: str | None = None  # identity of the target's fine-tuned stage (None: retrieval, evaluated on the encoder)
     retrieval: str | None = None  # retrieval results directory, relative to the run directory
     split: str = "test"  # "dev" or "test" (the plans of runs from before dev evaluation hold test only)
+    control: str | None = None  # "aa" or "positive": a known-answer check, reported apart from the study
 
     @property
     def chain_length(self) -> int:
@@ -147,6 +149,7 @@ class RunPlan:
                 "metric": e.metric,
                 "split": e.split,
                 "language": language,
+                **({"control": e.control} if e.control else {}),
             }
             for e in self.evaluations
             for language in e.languages

@@ -32,6 +32,7 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 ALPHA = 0.05
 NO_INTERVAL = "n = 1"  # printed instead of an interval where nothing could be resampled
+PAIRED = "paired bootstrap over examples"
 BATCH_ELEMENTS = 20_000_000  # bound on the floats one bootstrap batch holds
 
 
@@ -184,15 +185,38 @@ class ModelScores:
         return None
 
 
+class LanguageDraws:
+    """The paired replicates of every model evaluated on one (target, split, language), computed once: the
+    study's models, the controls and the per-row intervals all read the same draws."""
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        load_units: Callable[[Mapping[str, Any]], Units | None],
+        resamples: int = RESAMPLES,
+        key: tuple = (),
+    ):
+        loaded = {row["chain_label"]: load_units(row) for row in rows}
+        sizes = [len(u) for u in loaded.values() if u is not None]
+        n = max(set(sizes), key=sizes.count) if sizes else 0  # models on other units cannot be paired with these
+        self.labels = sorted(label for label, u in loaded.items() if u is not None and len(u) == n)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.examples = n
+        units = [loaded[label] for label in self.labels]
+        self.replicates = paired_replicates(units, resamples, seeded(*key)) if units else np.zeros((0, resamples))
+
+    def of(self, labels: Sequence[str]) -> np.ndarray | None:
+        """(len(labels), resamples), or None when one of them has no units."""
+        if any(label not in self.index for label in labels):
+            return None
+        return self.replicates[[self.index[label] for label in labels]]
+
+
 def target_scores(
-    rows: Sequence[Mapping[str, Any]],
-    languages: Sequence[str],
-    load_units: Callable[[Mapping[str, Any]], Units | None],
-    resamples: int = RESAMPLES,
-    key: tuple = (),
+    rows: Sequence[Mapping[str, Any]], languages: Sequence[str], draws: Mapping[str, LanguageDraws]
 ) -> ModelScores:
-    """Scores of every model (chain label) over `languages` (their mean, as the target's score), with paired
-    replicates when every evaluation has its units."""
+    """Scores of every model (chain label) with all `languages`: their mean, as the target's score, with paired
+    replicates when every one of those evaluations has its units."""
     by_model: dict[str, dict[str, Mapping[str, Any]]] = {}
     for row in rows:
         by_model.setdefault(row["chain_label"], {})[row["language"]] = row
@@ -202,23 +226,16 @@ def target_scores(
     )
     first = [next(iter(by_model[label].values())) for label in labels]
     points = np.array([np.mean([by_model[label][lang]["score"] for lang in languages]) for label in labels])
-    per_language, examples = [], {}
-    for language in languages:
-        units = [load_units(by_model[label][language]) for label in labels]
-        if not labels or any(u is None for u in units) or len({len(u) for u in units}) != 1:
-            per_language = None
-            break
-        examples[language] = len(units[0])
-        per_language.append(paired_replicates(units, resamples, seeded(*key, language)))
-    replicates = np.mean(per_language, axis=0) if per_language else None
+    per_language = [draws[lang].of(labels) if lang in draws else None for lang in languages]
+    complete = bool(labels) and all(r is not None for r in per_language)
     return ModelScores(
         labels,
         [tuple(r["chain"]) for r in first],
         [int(r.get("seed", 0)) for r in first],
         points,
-        replicates,
+        np.mean(per_language, axis=0) if complete else None,
         list(languages),
-        examples,
+        {lang: draws[lang].examples for lang in languages if lang in draws},
     )
 
 
@@ -276,7 +293,7 @@ def effects(models: ModelScores, key: tuple = ()) -> Effects:
 
 
 def _method(models: ModelScores) -> str:
-    return "paired bootstrap over examples" if models.replicates is not None else NO_INTERVAL
+    return PAIRED if models.replicates is not None else NO_INTERVAL
 
 
 def _reference(models: ModelScores, index: int, against: str) -> int | None:
@@ -356,7 +373,8 @@ def variance_shares(models: ModelScores) -> dict[str, float] | None:
     and from the seed (the rest): sums of squares of nested groups, k > order > seed."""
     values, lengths = models.points, models.lengths
     total = float(((values - values.mean()) ** 2).sum())
-    if len(values) < 3 or total == 0:
+    repeated = any((lengths == k).sum() > 1 for k in set(lengths.tolist()))  # runs to compare within a length
+    if len(values) < 3 or total == 0 or not repeated:
         return None
     between_lengths = sum(
         (lengths == k).sum() * (values[lengths == k].mean() - values.mean()) ** 2 for k in set(lengths.tolist())

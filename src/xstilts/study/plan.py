@@ -55,6 +55,9 @@ class Plan:
         default_factory=list
     )  # (seed, order, prefix identities)
     provisional: bool = False  # some data was not on disk: identities will change when it is
+    controls: list[tuple[str, str, int, tuple[str, ...]]] = field(
+        default_factory=list
+    )  # (kind, prefix identity, seed, targets): the A/A refits of k = 0 and the positive-control chains
 
     @property
     def stages(self) -> list[ChainPrefix]:
@@ -296,8 +299,35 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
                 )
                 prefixes.append(plan.nodes.setdefault(request.identity, node))
             plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
+    _plan_controls(plan, config, registry, store)
     plan.provisional = bool(missing_data(config))
     return plan
+
+
+def _plan_controls(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> None:
+    """Controls hang off the first chain mode's pretrained encoder, with the first seed: the A/A refits of every
+    trainable target at k = 0 (under seed + A_A_SEED_OFFSET) and one one-task chain per positive control."""
+    seed = config.study.seeds[0] if config.study else config.seed
+    root = next(n for n in plan.nodes.values() if n.stage is None)
+    adapter = None if root.mode == "full" else config.adapters
+    if config.controls.a_a:
+        trainable = tuple(t.task for t in config.targets if registry.get(t.task).trainable)
+        plan.controls.append(("aa", root.identity, seed + A_A_SEED_OFFSET, trainable))
+    for control in config.controls.positive:
+        parent = replace(root, seed=seed)
+        if control.task in config.mixtures:
+            request = mixture_request("intermediate", control.task, config, registry, [], seed, parent, adapter)
+        else:
+            request = stage_request(
+                "intermediate", registry.get(control.task), [config.training], seed, parent, adapter
+            )
+        recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
+        node = ChainPrefix(1, (request.name,), request.identity, request, seed, root.mode, recipe)
+        plan.nodes.setdefault(request.identity, node)
+        plan.controls.append(("positive", request.identity, seed, tuple(control.targets)))
+
+
+A_A_SEED_OFFSET = 1000  # the A/A control refits k = 0 under seed + this
 
 
 def chain_label(prefix: ChainPrefix, config: ExperimentConfig) -> str:
@@ -349,6 +379,37 @@ def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: 
                             stage,
                             retrieval,
                             split,
+                        )
+                    )
+    for kind, identity, seed, targets in plan.controls:
+        prefix = replace(plan.nodes[identity], seed=seed)
+        for target in (t for t in config.targets if t.task in targets):
+            spec = registry.get(target.task)
+            if not spec.trainable and kind == "aa":
+                continue
+            stage = target_request(config, registry, prefix, target).identity if spec.trainable else None
+            retrieval = (
+                None
+                if spec.trainable
+                else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
+            )
+            for split in EVALUATION_SPLITS:
+                languages = evaluation_languages(spec, split, config.target_languages(target, registry))
+                if languages:
+                    evaluations.append(
+                        PlannedEvaluation(
+                            f"control-{kind}-{prefix.label}",
+                            prefix.tasks,
+                            prefix.mode,
+                            seed,
+                            identity,
+                            spec.name,
+                            spec.metric,
+                            languages,
+                            stage,
+                            retrieval,
+                            split,
+                            kind,
                         )
                     )
     return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional, config.selection)

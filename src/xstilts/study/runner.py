@@ -20,6 +20,7 @@ from xstilts.evaluate.metrics.xtreme import headline
 from xstilts.evaluate.units import units_file, write_units
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
+from xstilts.results.effects import analyse, units_loader
 from xstilts.results.layout import evaluation_file, retrieval_evaluation_file, retrieval_predictions_file
 from xstilts.results.records import Evaluation, PlannedEvaluation, ResultRow, StageRecord
 from xstilts.results.runs import RunDirectory, read_evaluation, write_evaluation
@@ -70,6 +71,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
             measure_run(run.root, config.latency, progress)
         wait_for_everyone()
     summary = summarize(config.name, rows)
+    summary["effects"] = analyse(rows, units_loader(run.root))
     summary["intermediate_stages"] = [
         _stage_summary(run.store.record(node.identity, node.stage.name)) for node in plan.stages
     ]
@@ -300,6 +302,7 @@ def _result_row(
         "english_dev": record["dev_metrics"],
         "target_stage": record["identity"],
         **({"units": units} if units else {}),
+        **({"control": evaluation.control} if evaluation.control else {}),
     }
 
 
