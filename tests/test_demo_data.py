@@ -15,7 +15,7 @@ def test_every_generated_file_is_valid_for_its_kind(demo_registry, demo_tasks):
     assert kinds == {"classification", "multiple_choice", "qa", "tagging"}
     for name in TASKS:
         spec = demo_registry.get(name)
-        assert len(load_examples(spec, "train", "en")) == 48
+        assert len(load_examples(spec, "train", "en")) == 48 * TASKS[name].get("train_size_factor", 1)
         for language in spec.languages:
             assert len(load_examples(spec, "test", language)) == 12
     assert demo_registry.get("demo_nli").languages == ("en", "x-lex", "x-ord", "x-scr")

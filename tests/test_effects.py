@@ -62,10 +62,10 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     )
     assert found["comparisons"] == 3, "the slope and the gains at k = 1 and k = 2"
     controls = found["controls"]
-    assert (
-        controls["control-aa-k0-pretrained"]["kind"] == "aa" and controls["control-aa-k0-pretrained"]["gain"]["n"] == 1
-    )
-    positive = controls["control-positive-k1-demo_paraphrase"]
+    aa = controls["control-aa-k0-pretrained/demo_nli"]
+    assert aa["kind"] == "aa" and aa["gain"]["n"] == 1 and aa["seed_sd"] is not None
+    assert "between-seed variance" in aa["gain"]["method"], "two single runs: the seed noise is part of the interval"
+    positive = controls["control-positive-k1-demo_paraphrase/demo_nli"]
     assert positive["chain"] == ["demo_paraphrase"] and positive["passed"] in (True, False)
     # Controls never enter the study's aggregation.
     assert not any(label.startswith("control-") for label in summary["chains"])

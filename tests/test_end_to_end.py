@@ -157,7 +157,7 @@ def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
 
 def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     """The demo's own pipeline (pretraining, benchmark, config, study, report) at a size that takes seconds."""
-    from xstilts.demo import DEMO_CHAIN, DEMO_TARGETS, run_demo
+    from xstilts.demo import DEMO_MAX_LENGTH, DEMO_TARGETS, run_demo
     from xstilts.demo.pretrain import PretrainSettings
 
     monkeypatch.setenv("XSTILTS_CACHE", str(tmp_path / "cache"))
@@ -172,9 +172,17 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
         assert "| k | en | x-lex | x-ord | x-scr |" in section
         assert (
             len([line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()])
-            == len(DEMO_CHAIN) + 1
+            == DEMO_MAX_LENGTH + 1
         )
     assert (tmp_path / "demo" / "gain_vs_chain_length.png").is_file()
+    assert text.startswith("# xstilts report") and text.index("## Transfer against chain length (test)") < text.index(
+        "## Controls (known answers)"
+    )
+    assert "(A/A: k = 0 refitted under another seed)" in text and "(positive: demo_squad)" in text
+    assert (
+        "batch 32 x 64: full: latency changes by" in text and (tmp_path / "demo" / "transfer_vs_latency.svg").is_file()
+    )
+    assert "runs per chain length (orders x seeds): k = 0: 2, k = 1: 6, k = 2: 6" in text
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
 
 

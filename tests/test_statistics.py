@@ -143,3 +143,14 @@ def test_order_permutation_test():
     sentences = [[Units("f1", [[1, 1, 1]] * 50), Units("f1", [[0, 1, 1]] * 50)]]  # chunk counts permute as wholes
     statistic, p = order_permutation_test(sentences, 199, np.random.default_rng(0))
     assert statistic == pytest.approx(np.var([100.0, 0.0])) and p <= 0.01
+
+
+def test_between_seed_spread_is_pooled_over_chains_run_under_several_seeds():
+    from xstilts.results.statistics import seed_spread, with_seed_noise
+
+    points = [50, 52, 55, 51, 53, 60, 62, 65, 61, 63]  # every chain is 10 points higher under seed 1
+    spread, freedom = seed_spread(study(points))
+    assert freedom == 5 and spread == pytest.approx(np.sqrt(50.0))  # each pair: (10 / 2)^2 * 2 = 50
+    assert seed_spread(ModelScores(["a"], [()], [0], np.array([1.0]), None)) is None
+    widened = with_seed_noise(np.zeros(20000), 2.0, np.random.default_rng(0))
+    assert np.std(widened) == pytest.approx(2.0 * np.sqrt(2.0), rel=0.03)

@@ -133,7 +133,9 @@ def demo(
     modes: str = typer.Option(
         "full", help="Comma-separated chain modes: full, lora-merged, lora-stacked, adapter-stacked."
     ),
-    latency: bool = typer.Option(False, "--latency", help="Time every target model against chain length at the end."),
+    latency: bool = typer.Option(
+        True, "--latency/--no-latency", help="Time every target model against chain length at the end."
+    ),
 ) -> None:
     """A complete small study offline: tiny self-pretrained encoder, generated languages, chains of 0-3 tasks."""
     from xstilts.config import CHAIN_MODES

@@ -14,7 +14,7 @@ import difflib
 import os
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
@@ -180,15 +180,16 @@ class PositiveControl(Settings):
 
     task: Name = Field(description="The intermediate task (or mixture) of the one-task control chain.")
     targets: list[Name] = Field(min_length=1, description="The targets it is built to help.")
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Overrides for this stage.")
 
 
 class ControlsConfig(Settings):
     """Known-answer checks reported beside the study, never averaged into it."""
 
-    a_a: bool = Field(
+    a_a: Union[bool, list[Name]] = Field(
         False,
-        description="Fine-tune every trainable target on the pretrained encoder again under another seed (seed + "
-        f"{1000}) and report its 'gain' over k = 0: it must come out inside its interval.",
+        description="Fine-tune the target(s) on the pretrained encoder again under another seed (seed + 1000) and report "
+        "the 'gain' over k = 0: it must come out inside its interval. true: every trainable target; or a list of targets.",
     )
     positive: list[PositiveControl] = Field(default_factory=list)
 
@@ -503,6 +504,9 @@ def _control_problems(config: ExperimentConfig, registry: TaskRegistry) -> list[
     """A positive control names a trainable intermediate task (or a mixture) and targets of this config."""
     problems: list[tuple[Loc, str]] = []
     targets = [t.task for t in config.targets]
+    for j, target in enumerate(config.controls.a_a if isinstance(config.controls.a_a, list) else []):
+        if target not in targets:
+            problems.append((("controls", "a_a", j), _unknown("target of this config", target, targets)))
     for i, control in enumerate(config.controls.positive):
         where = ("controls", "positive", i)
         if control.task not in config.mixtures:

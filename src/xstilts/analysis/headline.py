@@ -94,6 +94,13 @@ def build_headline(
         f"A change is called only when its Holm-adjusted p < {ALPHA} over the {comparisons} comparisons this report "
         "makes (every slope and every gain over k = 0)."
     )
+    single = [m for m in modes for t in effects[m][TEST]["targets"].values() if any(n == 1 for n in t["runs"].values())]
+    if single:
+        headline.notes.append(
+            "With one run per chain length (one order, one seed) an interval covers the test sample only, not the "
+            "randomness of training; run several seeds (study.seeds) and an A/A control (controls.a_a) to see how large "
+            "that is."
+        )
     return headline
 
 
@@ -144,15 +151,17 @@ def _best_lines(found: Mapping[str, Any], chosen: Mapping[str, Any]) -> list[str
 
 def _control_lines(controls: Mapping[str, Any]) -> list[str]:
     lines = []
-    for _, control in sorted(controls.items()):
+    for _, control in sorted(controls.items(), key=lambda item: (item[1]["kind"] != "aa", item[0])):
         what = (
             "A/A: k = 0 refitted under another seed"
             if control["kind"] == "aa"
             else f"positive: {' → '.join(control['chain'])}"
         )
         status = {True: "as expected", False: "NOT as expected", None: "no interval (n = 1)"}[control["passed"]]
+        seed = f" (with the between-seed sd {control['seed_sd']:.1f})" if control.get("seed_sd") is not None else ""
         lines.append(
-            f"{control['target']} ({what}): gain {interval_cell(control['gain'], signed=True)}; expected {control['expected']}: {status}"
+            f"{control['target']} ({what}): gain {interval_cell(control['gain'], signed=True)}{seed}; "
+            f"expected {control['expected']}: {status}"
         )
     return lines
 

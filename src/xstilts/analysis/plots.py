@@ -75,6 +75,7 @@ def gain_panels(effects: Mapping[str, Any], path: Path) -> list[Path]:
                 highs = [0.0, *(v["upper"] for _, v in gains)]
                 ax.fill_between(ks, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(_pyplot().MaxNLocator(integer=True))
         ax.set_title(name, fontsize="small", fontweight="bold" if name == average else None)
         ax.set_xlabel("chain length k", fontsize="small")
         ax.set_ylabel("gain over k = 0", fontsize="small")

@@ -213,15 +213,22 @@ def _controls(
         gain = float(np.mean([by_language[lang]["score"] - base_scores[lang] for lang in languages]))
         pairs = [draws[lang].of([label, base]) for lang in languages]
         replicates = None if any(p is None for p in pairs) else np.mean([p[0] - p[1] for p in pairs], axis=0)[None]
-        interval = st.two_level(np.array([gain]), replicates, st.seeded("control", mode, split, label), st.PAIRED)
+        rng = st.seeded("control", mode, split, label)
+        method = st.PAIRED
+        spread = st.seed_spread(study) if languages == study.languages else None
+        if replicates is not None and spread is not None:
+            replicates = st.with_seed_noise(replicates, spread[0], rng)
+            method = f"{st.PAIRED}, plus the between-seed variance ({spread[1]} degrees of freedom)"
+        interval = st.two_level(np.array([gain]), replicates, rng, method)
         expected = "inside its interval" if kind == "aa" else "above zero beyond its interval"
         passed = (not interval.excludes_zero()) if kind == "aa" else (interval.has_interval and interval.lower > 0)
-        out[label] = {
+        out[f"{label}/{target}"] = {
             "kind": kind,
             "target": target,
             "chain": list(by_language[languages[0]]["chain"]),
             "languages": languages,
             "gain": interval.to_json(),
+            "seed_sd": spread[0] if spread else None,
             "expected": expected,
             "passed": bool(passed) if interval.has_interval else None,
         }

@@ -349,6 +349,24 @@ def _has_child(models: ModelScores, index: int) -> bool:
     )
 
 
+def seed_spread(models: ModelScores) -> tuple[float, int] | None:
+    """The standard deviation of a score between training seeds, pooled over every chain the study ran under
+    several seeds, and its degrees of freedom; None without such chains. A comparison of two single runs (an
+    A/A refit, a control) varies by this much more than its test sample alone says."""
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for chain, point in zip(models.chains, models.points):
+        groups.setdefault(chain, []).append(float(point))
+    squares = sum(((np.asarray(v) - np.mean(v)) ** 2).sum() for v in groups.values() if len(v) > 1)
+    freedom = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
+    return (float(np.sqrt(squares / freedom)), freedom) if freedom else None
+
+
+def with_seed_noise(replicates: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
+    """Replicates of a difference between two single training runs, widened by the between-seed variance of both
+    runs (each contributes spread**2), drawn as normal noise around the example-level replicates."""
+    return replicates + rng.normal(0.0, spread * np.sqrt(2.0), size=replicates.shape)
+
+
 # --- verdicts -------------------------------------------------------------------------------------------
 
 

@@ -311,16 +311,18 @@ def _plan_controls(plan: Plan, config: ExperimentConfig, registry: TaskRegistry,
     root = next(n for n in plan.nodes.values() if n.stage is None)
     adapter = None if root.mode == "full" else config.adapters
     if config.controls.a_a:
-        trainable = tuple(t.task for t in config.targets if registry.get(t.task).trainable)
+        chosen = config.controls.a_a if isinstance(config.controls.a_a, list) else [t.task for t in config.targets]
+        trainable = tuple(t for t in chosen if registry.get(t).trainable)
         plan.controls.append(("aa", root.identity, seed + A_A_SEED_OFFSET, trainable))
     for control in config.controls.positive:
         parent = replace(root, seed=seed)
         if control.task in config.mixtures:
-            request = mixture_request("intermediate", control.task, config, registry, [], seed, parent, adapter)
-        else:
-            request = stage_request(
-                "intermediate", registry.get(control.task), [config.training], seed, parent, adapter
+            request = mixture_request(
+                "intermediate", control.task, config, registry, [control.training], seed, parent, adapter
             )
+        else:
+            layers = [config.training, control.training]
+            request = stage_request("intermediate", registry.get(control.task), layers, seed, parent, adapter)
         recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
         node = ChainPrefix(1, (request.name,), request.identity, request, seed, root.mode, recipe)
         plan.nodes.setdefault(request.identity, node)
