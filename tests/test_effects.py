@@ -72,6 +72,7 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
 
     text = xstilts.write_report(run).read_text()
     assert text.index("## Transfer against chain length (test)") < text.index("## Score against chain length")
+    assert "| target | k = 1 vs 0 | k = 2 vs 1 |" in text, "diminishing returns: each chain against its prefix"
     for heading in ("Controls (known answers)", "Where the variance between runs comes from", "Does the order"):
         assert f"## {heading}" in text
     assert "demo_nli (A/A: k = 0 refitted under another seed): gain" in text

@@ -64,6 +64,9 @@ def build_headline(
         title = "Transfer against chain length (test" + (f", {mode} chains)" if len(modes) > 1 else ")")
         headline.tables.append((title, _table(found)))
         headline.blocks.append((f"Verdicts{suffix}", [found["targets"][name]["verdict"] for name in _ordered(found)]))
+        steps = _steps_table(found)
+        if steps:
+            headline.blocks.append((f"Gain of each added task: k against k - 1 (test){suffix}", steps))
         if best_lengths is not None:
             best = _best_lines(found, best_lengths.get(mode, {}))
             headline.blocks.append((f"Best chain length (chosen on dev, reported on test){suffix}", best))
@@ -127,6 +130,18 @@ def _table(found: Mapping[str, Any]) -> Table:
         slope = interval_cell(target["slope"], signed=True) if target["slope"] else "-"
         rows.append([name, *cells, slope, _short_verdict(target)])
     return [["target", *columns, "per added task", "verdict"], *rows]
+
+
+def _steps_table(found: Mapping[str, Any]) -> Table:
+    """Diminishing returns: each chain against its own prefix one task shorter, paired, averaged over runs."""
+    lengths = sorted({int(k) for t in found["targets"].values() for k in t["steps"]})
+    if len(lengths) < 2:  # at k = 1 the step is the gain over k = 0, already shown
+        return []
+    rows = []
+    for name in _ordered(found):
+        steps = {int(k): v for k, v in found["targets"][name]["steps"].items()}
+        rows.append([name, *(interval_cell(steps.get(k), signed=True) for k in lengths)])
+    return [["target", *(f"k = {k} vs {k - 1}" for k in lengths)], *rows]
 
 
 def _best_lines(found: Mapping[str, Any], chosen: Mapping[str, Any]) -> list[str]:
