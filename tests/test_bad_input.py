@@ -678,10 +678,15 @@ def test_data_prepare_refuses_bad_files_and_writes_nothing(cli, sandbox):
     (root / "pawsx" / "dev-de.tsv").write_bytes(b"a\tb\t1\n\xffc\td\t0\n")
     out = sandbox / "work" / "prepared"
     refused(
-        cli("data", "prepare", "--tasks", "pawsx", "--out", out, "--from", root), 2, "dev-de.tsv:2:", "invalid UTF-8"
+        cli("data", "prepare", "--tasks", "pawsx", "--output-dir", out, "--from", root),
+        2,
+        "dev-de.tsv:2:",
+        "invalid UTF-8",
     )
     assert not out.exists()
-    refused(cli("data", "prepare", "--tasks", "pawsx,nope", "--out", out, "--from", root), 2, "unknown task 'nope'")
+    refused(
+        cli("data", "prepare", "--tasks", "pawsx,nope", "--output-dir", out, "--from", root), 2, "unknown task 'nope'"
+    )
     refused(cli("data", "check", root / "missing"), 2, "missing: not a directory")
 
 

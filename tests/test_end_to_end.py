@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,13 +131,22 @@ def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
     data = yaml.safe_load(path.read_text())
     data["evaluate_every_prefix"] = False
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run(
-        [sys.executable, "-m", "xstilts", "run", str(path), "--no-progress", "-q"],
+    result = subprocess.run(  # not a terminal: no progress bars whatever --progress says, progress lines instead
+        [sys.executable, "-m", "xstilts", "run", str(path), "training.learning_rate=2e-3"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "fontManager" not in result.stderr, "no bar frames, no library chatter"
+    log_text = (tmp_path / "run" / "run.log").read_text()
+    for lines in (result.stderr, log_text):
+        assert re.search(
+            r"stage 1/3 intermediate demo_paraphrase: step \d+/\d+ loss [\d.]+, lr [\d.e+-]+, \d+ tok/s", lines
+        )
+        assert re.search(r"stage 3/3 target demo_nli after demo_paraphrase\+demo_squad2: step 3/\d+ English dev", lines)
+        assert "stage 3/3 target demo_nli after demo_paraphrase+demo_squad2: test x-lex accuracy=" in lines
+    assert yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())["training"]["learning_rate"] == 2e-3
     assert "## Transfer against chain length (test)" in result.stdout and "| demo_nli | " in result.stdout
     assert "| target | k = 2 | per added task | verdict |" in result.stdout, "no k = 0: the score at k = 2"
     assert f"written:\n  {tmp_path / 'run' / 'report.md'}" in result.stdout

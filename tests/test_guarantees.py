@@ -249,7 +249,7 @@ def test_a_nan_loss_stops_the_stage_and_keeps_nothing_of_it(tmp_path, tiny_encod
     path = chain_config(tmp_path, broken, demo_tasks, checkpoint_every_steps=1)
     assert main(["run", "--no-progress", "-q", str(path)]) == 1
     err = capsys.readouterr().err
-    assert "error: target demo_nli: training diverged by step 1 of 2: the training loss is not finite" in err
+    assert "error: stage 1/5 target demo_nli: training diverged by step 1 of 2: the training loss is not finite" in err
     assert "Try a lower learning_rate (now 0.001)" in err and "precision: fp32" in err and "Traceback" not in err
     stages = tmp_path / "run" / "stages"
     assert not list(stages.glob("*/stage.json")), "no record of a diverged stage"

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from xstilts.config import ExperimentConfig
+from xstilts.config import load_config
 from xstilts.tasks import default_registry
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+REPOSITORY = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPOSITORY / "configs").rglob("*.yaml"))
 
 
 def test_all_shipped_configs_parse_and_name_known_tasks():
     assert len(CONFIGS) == 2, [str(p) for p in CONFIGS]
     registry = default_registry()
     for path in CONFIGS:
-        config = ExperimentConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        config = load_config(path, require_data=False)
+        # relative paths start from the config file: these point at the repository's data/ and runs/
+        assert config.data_dir == REPOSITORY / "data" and REPOSITORY / "runs" in config.output_dir.parents, path
         tasks = (
             [stage.task for stage in config.chain if stage.task not in config.mixtures]
             + [m.task for mix in config.mixtures.values() for m in mix.tasks]

@@ -7,7 +7,6 @@ traceback unless `--debug` or XSTILTS_DEBUG=1 asks for one.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -18,21 +17,34 @@ from typing import Any, Literal
 import typer
 
 from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
+from xstilts.results.layout import RUN_LOG
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Cross-lingual intermediate-task training (X-STILTs).",
 )
 DEBUG_VARIABLE = "XSTILTS_DEBUG"
 _debug = {"on": False}  # set by --debug for the command being run
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from xstilts import __version__
+
+        typer.echo(f"xstilts {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     debug: bool = typer.Option(
         False, "--debug", help=f"Show the full traceback of an error (also: {DEBUG_VARIABLE}=1)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     _debug["on"] = debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
@@ -47,11 +59,23 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _setup(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
-    )
-    _quiet_libraries()
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVEL_HELP = (
+    f"Messages shown on stderr: debug, info (default), warning or error. RUN_DIR/{RUN_LOG} always gets info."
+)
+
+
+def _setup(log_level: str | None = None, verbose: bool = False, quiet: bool = False, training: bool = True) -> None:
+    """Logging at the level the options ask for (`--log-level` wins over -v / -q), the libraries kept quiet
+    (with `training`, transformers too: commands that only read files never import it).
+    """
+    from xstilts.logs import setup_logging
+
+    if verbose and quiet:
+        raise _usage_error("--verbose/--quiet", "give one of them, not both")
+    setup_logging(log_level or ("debug" if verbose else "warning" if quiet else "info"))
+    if training:
+        _quiet_libraries()
 
 
 def _usage_error(option: str, message: str) -> XstiltsError:
@@ -65,11 +89,40 @@ def _int_list(option: str, text: str) -> list[int]:
         raise _usage_error(option, f"expected comma-separated whole numbers, got {text!r}") from None
 
 
+OVERRIDES_HELP = (
+    "Settings that replace the file's, as KEY.PATH=VALUE (VALUE is YAML; list items by index: targets.0.task=xnli). "
+    "Paths given here are relative to the working directory."
+)
+LOG_LEVEL = typer.Option(None, "--log-level", help=LOG_LEVEL_HELP)
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Debug messages too (--log-level debug).")
+QUIET = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr (--log-level warning).")
+PROGRESS = typer.Option(
+    True,
+    "--progress/--no-progress",
+    help="Progress bars; shown only on a terminal (a batch job's log gets progress lines instead).",
+)
+
+
+def _load_with_overrides(
+    config: Path, overrides: list[str] | None, output_dir: Path | None, seed: int | None, require_data: bool = True
+) -> Any:
+    """The config with the command line's settings applied (`--output-dir` and `--seed` after the KEY=VALUE ones)."""
+    from xstilts.config import load_config
+
+    given = list(overrides or []) + ([f"output_dir={output_dir}"] if output_dir is not None else [])
+    return load_config(config, require_data=require_data, overrides=given, seed=seed)
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    overrides: list[str] = typer.Argument(None, metavar="KEY.PATH=VALUE", help=OVERRIDES_HELP),
+    output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Where the run writes (replaces output_dir)."),
+    seed: int = typer.Option(None, "--seed", help="The run's seed (a study: study.seeds = [SEED])."),
+    progress: bool = PROGRESS,
+    log_level: LogLevel = LOG_LEVEL,
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
     executor: Literal["local", "ray"] = typer.Option(
         "local",
         help="local: this process (or the processes of accelerate launch / torchrun); ray: the plan's nodes as Ray tasks.",
@@ -82,11 +135,19 @@ def run(
     ),
     cpus_per_stage: int = typer.Option(1, help="Ray executor: CPUs per stage task (also its torch threads)."),
 ) -> None:
-    """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language."""
-    from xstilts.config import load_config
+    """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language.
 
-    experiment = load_config(config)  # validation happens before anything is written
-    _setup(not quiet)
+    A killed run resumes where it stopped when started again with the same config. Everything logged also
+    goes to OUTPUT_DIR/run.log.
+
+    \b
+    Examples:
+      xstilts run exp.yaml
+      xstilts run exp.yaml training.learning_rate=2e-5 seed=3 -o runs/lr2e-5
+      xstilts run exp.yaml --executor ray --address auto --no-progress
+    """
+    _setup(log_level, verbose, quiet)
+    experiment = _load_with_overrides(config, overrides, output_dir, seed)  # validated before anything is written
     from xstilts.analysis.report import write_report_files
     from xstilts.study.runner import run_experiment
     from xstilts.train.loop import is_main_process
@@ -96,22 +157,35 @@ def run(
 
         run_on_ray(experiment, address, progress, gpus_per_stage, cpus_per_stage)
     else:
-        run_experiment(experiment, progress=progress)
+        run_experiment(experiment, progress=progress)  # logs to OUTPUT_DIR/run.log once it holds the run
     if is_main_process():  # under `accelerate launch` / torchrun every process runs this; one reports
         _print_report(write_report_files(experiment.output_dir))
 
 
 @app.command()
-def plan(config: Path = typer.Argument(..., help="Experiment or study YAML file.")) -> None:
+def plan(
+    config: Path = typer.Argument(..., help="Experiment or study YAML file."),
+    overrides: list[str] = typer.Argument(None, metavar="KEY.PATH=VALUE", help=OVERRIDES_HELP),
+    output_dir: Path = typer.Option(
+        None, "--output-dir", "-o", help="The run directory whose finished stages count as done (replaces output_dir)."
+    ),
+    seed: int = typer.Option(None, "--seed", help="The run's seed (a study: study.seeds = [SEED])."),
+) -> None:
     """Print the stage graph (shared prefixes once) and what the run would train and evaluate.
 
     Works before the data is downloaded: identities are then marked provisional and the missing data is listed.
+
+    \b
+    Examples:
+      xstilts plan configs/scaling/xlmr-large-9-tasks-3-orders.yaml
+      xstilts plan exp.yaml study.max_chain_length=2
     """
-    from xstilts.config import load_config, missing_data
+    from xstilts.config import missing_data
     from xstilts.results.runs import RunDirectory
     from xstilts.study.plan import build_plan, format_plan
 
-    experiment = load_config(config, require_data=False)
+    _setup(training=False)
+    experiment = _load_with_overrides(config, overrides, output_dir, seed, require_data=False)
     registry = experiment.registry()
     study_plan = build_plan(experiment, registry, RunDirectory(experiment.output_dir).store)
     typer.echo(format_plan(study_plan, experiment, registry))
@@ -128,8 +202,10 @@ def demo(
     output_dir: Path = typer.Option(
         Path("runs/demo"), "--output-dir", "-o", help="Where the demo writes its data, stages and report."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    progress: bool = PROGRESS,
+    log_level: LogLevel = LOG_LEVEL,
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
     modes: str = typer.Option(
         "full", help="Comma-separated chain modes: full, lora-merged, lora-stacked, adapter-stacked."
     ),
@@ -137,18 +213,27 @@ def demo(
         True, "--latency/--no-latency", help="Time every target model against chain length at the end."
     ),
 ) -> None:
-    """A complete small study offline: tiny self-pretrained encoder, generated languages, chains of 0-3 tasks."""
+    """A complete small study offline: a tiny self-pretrained encoder, generated languages, chains of up to two
+    tasks in three orders and two seeds, controls, latency and the report (about 4 minutes on 2 CPU cores).
+
+    \b
+    Examples:
+      xstilts demo
+      xstilts demo -o /tmp/demo --modes full,lora-merged --no-latency
+    """
     from xstilts.config import CHAIN_MODES
 
     chain_modes = tuple(mode.strip() for mode in modes.split(","))
     unknown = [mode for mode in chain_modes if mode not in CHAIN_MODES]
     if unknown or len(set(chain_modes)) != len(chain_modes):
         raise _usage_error("--modes", f"expected distinct chain modes from {', '.join(CHAIN_MODES)}, got {modes!r}")
-    _setup(not quiet)
+    _setup(log_level, verbose, quiet)
     from xstilts.demo import run_demo
+    from xstilts.logs import run_log
 
     started = time.perf_counter()
-    _print_report(run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency))
+    with run_log(output_dir):
+        _print_report(run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency))
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
@@ -165,7 +250,10 @@ def report(
     """Write report.md, report.html, results.csv/json and the plots for a run (finished or not), or for several runs
     merged (the same stage in two runs is one result; the same cell from different models is an error).
 
-    Example: xstilts report runs/singles runs/mixture -o runs/paper
+    \b
+    Examples:
+      xstilts report runs/demo
+      xstilts report runs/singles runs/mixture -o runs/paper
     """
     from xstilts.analysis.report import write_report
 
@@ -174,7 +262,12 @@ def report(
 
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="A run's output directory (running or finished).")) -> None:
-    """What a run has done: stages done, in progress (last checkpoint) or waiting, and results found."""
+    """What a run has done: stages done, in progress (last checkpoint) or waiting, and results found.
+
+    \b
+    Example:
+      xstilts status runs/demo
+    """
     from xstilts.study.status import run_status
 
     typer.echo(run_status(run_dir))
@@ -190,9 +283,17 @@ def latency(
     precision: Literal["auto", "fp32", "bf16"] = typer.Option(
         "auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = PROGRESS,
+    log_level: LogLevel = LOG_LEVEL,
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Time every trained target model of a run against chain length; adds latency to the report."""
+    """Time every trained target model of a run against chain length; adds latency to the report.
+
+    \b
+    Example:
+      xstilts latency runs/demo --batch-sizes 1,32 --lengths 128 --precision bf16
+    """
     from pydantic import ValidationError
 
     from xstilts.settings import LatencySettings
@@ -209,14 +310,15 @@ def latency(
     except ValidationError as error:
         first = error.errors()[0]
         raise _usage_error("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from None
-    _setup(False)
+    _setup(log_level, verbose, quiet)
     from xstilts.analysis.latency import measure_run
     from xstilts.analysis.report import write_report
+    from xstilts.logs import run_log
     from xstilts.study.lock import run_lock
 
     if not Path(run_dir).is_dir():
         raise XstiltsError(f"{run_dir}: not a run directory")
-    with run_lock(run_dir):
+    with run_lock(run_dir), run_log(run_dir):
         result = measure_run(run_dir, settings, progress)
     for group in result["groups"]:
         typer.echo(f"{group['target']} batch {group['batch_size']} x {group['length']}: {group['verdict']}")
@@ -239,7 +341,10 @@ def score(
 ) -> None:
     """Score predictions made anywhere, printing the metrics as JSON.
 
-    Example: xstilts score --task panx --gold-dir data/panx --predictions-dir submission/panx
+    \b
+    Examples:
+      xstilts score --task panx --gold-dir data/panx --predictions-dir submission/panx
+      xstilts score --task xnli --lang de --gold test-de.tsv --predictions pred-de.tsv
     """
     from xstilts.evaluate.scoring import check_and_score, score_directories
     from xstilts.files import json_text
@@ -277,7 +382,9 @@ def export_predictions(
     """Write the test predictions of the model chosen on dev for each target, in XTREME's submission layout
     (OUT/<task>/test-<lang>.*), and say which chain each comes from.
 
-    Example: xstilts export-predictions runs/paper -o submission
+    \b
+    Example:
+      xstilts export-predictions runs/paper -o submission
     """
     from xstilts.analysis.submission import export_predictions as export
 
@@ -285,6 +392,41 @@ def export_predictions(
         how = "the other targets' dev scores" if exported["by_other_targets"] else "its dev score"
         typer.echo(f"{target:<14} {exported['chain']:<50} (chosen by {how})  {len(exported['files'])} files")
     typer.echo(f"predictions: {output_dir}")
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="A run's output directory."),
+    chain: str = typer.Option(
+        ...,
+        "--chain",
+        help="The chain label, as in results/ and by-chain/ (e.g. k2-mnli+squad_v2, lora-merged-k1-mnli, k1-mnli-seed2).",
+    ),
+    target: str = typer.Option(..., "--target", help="The target task fine-tuned after that chain."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="The Hugging Face model directory to write."),
+    push_to_hub: str = typer.Option(
+        None, "--push-to-hub", help="Also upload to this hub repository (user/name; needs a token)."
+    ),
+) -> None:
+    """Write a fine-tuned target as a Hugging Face model: AutoModelFor... with the standard head and label names,
+    its tokenizer and a model card with the chain, settings and dev/test scores per language. The export is
+    checked to compute xstilts' own logits before it is written.
+
+    \b
+    Examples:
+      xstilts export runs/demo --chain k1-demo_swag --target demo_ner -o models/ner
+      xstilts export runs/paper --chain k1-mnli --target xnli -o xnli-mnli --push-to-hub me/xlmr-mnli-xnli
+    """
+    _setup(quiet=True)
+    from xstilts.export import export_model
+
+    exported = export_model(run_dir, chain, target, output_dir, push_to_hub)
+    typer.echo(
+        f"exported {exported.target} after {exported.chain_label} ({exported.kind}) to {exported.directory} "
+        f"(largest logit difference from xstilts' model on sample inputs: {exported.max_logit_difference:.1e})"
+    )
+    if push_to_hub:
+        typer.echo(f"pushed to https://huggingface.co/{push_to_hub}")
 
 
 @app.command("retrieval-eval")
@@ -295,7 +437,12 @@ def retrieval_eval(
     ),
     lang: str = typer.Option(..., "--lang", help="The non-English language."),
 ) -> None:
-    """Score sentence embeddings made by any model on Tatoeba or BUCC, printing JSON."""
+    """Score sentence embeddings made by any model on Tatoeba or BUCC, printing JSON.
+
+    \b
+    Example:
+      xstilts retrieval-eval --task tatoeba --embeddings emb/ --lang de
+    """
     from xstilts.evaluate.retrieval import bucc_from_embeddings, tatoeba_from_embeddings
     from xstilts.files import json_text
 
@@ -313,7 +460,9 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     tasks: str = typer.Option(..., "--tasks", help="Comma-separated task names, or 'all'."),
-    out: Path = typer.Option(..., "--out", help="Directory for the prepared copy (a config's data_dir)."),
+    output_dir: Path = typer.Option(
+        ..., "--output-dir", "-o", help="Directory for the prepared copy (a config's data_dir)."
+    ),
     source: Path = typer.Option(None, "--from", help="Directory with files in the upstream or XTREME layouts."),
     from_hub: bool = typer.Option(
         False, "--from-hub", help="Load the public Hugging Face hub copies (needs network once)."
@@ -324,9 +473,18 @@ def data_prepare(
         help="CCG's fixed supertag inventory (one tag per line, or jiant's tags_to_id.json); "
         "default: the training split's tags. Tags outside it become one unknown class.",
     ),
+    log_level: LogLevel = LOG_LEVEL,
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
-    """Write a validated local copy of the tasks' data that runs use offline."""
-    _setup(True)
+    """Write a validated local copy of the tasks' data that runs use offline.
+
+    \b
+    Examples:
+      xstilts data prepare --tasks xnli,pawsx,squad_v1 -o data --from-hub
+      xstilts data prepare --tasks all -o data --from ~/xtreme/download
+    """
+    _setup(log_level, verbose, quiet)
     from xstilts.data.prepare import prepare
     from xstilts.tasks import default_registry
 
@@ -338,7 +496,7 @@ def data_prepare(
     )
     for name in names:
         registry.get(name)
-    reports = prepare(registry, names, out, source, from_hub, tag_inventory)
+    reports = prepare(registry, names, output_dir, source, from_hub, tag_inventory)
     for report in reports:
         unknown = f"  ({report.unknown_tags} unknown tags)" if report.unknown_tags else ""
         typer.echo(
@@ -353,7 +511,12 @@ def data_prepare(
 
 @data_app.command("check")
 def data_check(directory: Path = typer.Argument(..., help="A directory of upstream files or a prepared copy.")) -> None:
-    """Count examples per task, split and language, and report every problem found."""
+    """Count examples per task, split and language, and report every problem found.
+
+    \b
+    Example:
+      xstilts data check ~/xtreme/download
+    """
     from xstilts.data.prepare import check
     from xstilts.tasks import default_registry
 

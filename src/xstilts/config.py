@@ -2,8 +2,9 @@
 
 Each problem is one line `FILE:LINE: key.path: what is wrong (what was expected)`. Validation reads
 files (encoder directory, task data) but never writes: a bad config leaves the disk untouched.
-Relative paths are resolved against the current working directory. Numbers must be finite and in
-range, seeds fit numpy's seeding (0 <= seed < 2**32), and names that become paths are identifiers
+Relative paths are resolved against the directory of the config file (a config and its data travel
+together); command-line overrides (`KEY.PATH=VALUE`, `apply_overrides`) against the working directory.
+Numbers must be finite and in range, seeds fit numpy's seeding (0 <= seed < 2**32), and names that become paths are identifiers
 (`xstilts.names`).
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from xstilts.errors import ConfigError, DataError
 from xstilts.names import Name, name_problem
@@ -32,16 +34,51 @@ from xstilts.settings import (
 )
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
 
+log = logging.getLogger(__name__)
 Loc = tuple[Any, ...]
-# Relative paths are resolved against the working directory once, when the config is read, so that the
-# resolved config saved in the run (and everything read from it later) works from any directory.
-AbsolutePath = Annotated[Path, AfterValidator(lambda path: path.expanduser().absolute())]
 
 
-def _absolute_if_local(encoder: str) -> str:
-    """A local encoder directory as an absolute path; a hub id (or a path that does not exist) as written."""
-    path = Path(encoder).expanduser()
-    return str(path.absolute()) if path.exists() else encoder
+def _base_dir(info: ValidationInfo) -> Path | None:
+    """The directory relative paths start from: the config file's (validation context), else the working directory."""
+    base = (info.context or {}).get("base_dir")
+    return Path(base) if base is not None else None
+
+
+def _absolute(path: Path, info: ValidationInfo) -> Path:
+    """Resolved once, when the config is read, so that the resolved config saved in the run works from anywhere.
+
+    An input that exists only relative to the working directory (configs written before paths were
+    config-relative) is still found there, with a warning.
+    """
+    path = path.expanduser()
+    base = _base_dir(info)
+    if path.is_absolute() or base is None:
+        return path.absolute()
+    beside_config = Path(os.path.normpath((base / path).absolute()))  # runs/../data reads as data
+    legacy = path.absolute()
+    if not beside_config.exists() and legacy.exists() and legacy != beside_config and info.field_name != "output_dir":
+        log.warning(
+            "%s: %s is not there relative to the config file (%s) but is relative to the working directory; "
+            "using it. Relative paths in a config are read from the config file's directory: write %s",
+            info.field_name,
+            path,
+            base,
+            os.path.relpath(legacy, base),
+        )
+        return legacy
+    return beside_config
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+
+
+def _absolute_if_local(encoder: str, info: ValidationInfo) -> str:
+    """A local encoder directory as an absolute path (relative ones as data paths are); a hub id as written."""
+    if not encoder.startswith((".", "/", "~")) and not any(
+        (base / encoder).exists() for base in (_base_dir(info) or Path.cwd(), Path.cwd())
+    ):
+        return encoder  # a hub id such as xlm-roberta-large
+    return str(_absolute(Path(encoder), info))
 
 
 ChainMode = Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]
@@ -214,7 +251,7 @@ class ExperimentConfig(Settings):
     data_dir: AbsolutePath = Field(
         Path("data"),
         validate_default=True,
-        description="Prepared data of the built-in tasks (`xstilts data prepare --out`): <data_dir>/<task>/.",
+        description="Prepared data of the built-in tasks (`xstilts data prepare --output-dir`): <data_dir>/<task>/.",
     )
     seed: Seed = 0
     tasks: dict[Name, TaskDefinition] = Field(default_factory=dict, description="Tasks defined by this config.")
@@ -665,31 +702,95 @@ def _missing_files(spec: TaskSpec, splits: list[str], languages: list[str], loc:
 
 
 def parse_config(
-    data: Any, source: str = "<config>", root: yaml.Node | None = None, require_data: bool = True
+    data: Any,
+    source: str = "<config>",
+    root: yaml.Node | None = None,
+    require_data: bool = True,
+    base_dir: Path | None = None,
+    overridden: dict[Loc, str] | None = None,
 ) -> ExperimentConfig:
     """Validate already-loaded YAML data; raises ConfigError listing every problem with its key path.
 
     With `require_data=False`, data files that are not on disk yet are not problems (`xstilts plan` sizes a
-    study before its data is downloaded; `missing_data` lists them).
+    study before its data is downloaded; `missing_data` lists them). Relative paths start from `base_dir`
+    (default: the working directory); `overridden` (from `apply_overrides`) names the command-line override
+    behind a problem instead of a line of the file.
     """
     if not isinstance(data, dict):
         raise ConfigError(
             [f"{source}:1: (top level): expected a mapping of keys (encoder, output_dir, chain, targets, ...)"]
         )
     try:
-        config = ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data, context={"base_dir": base_dir})
         problems = [p for p in _semantic_problems(config) if require_data or not isinstance(p, _MissingData)]
     except ValidationError as error:
         problems = [_describe_pydantic_error(e, ExperimentConfig) for e in error.errors()]
     if problems:
-        raise ConfigError([_format_problem(source, root, loc, message) for loc, message in problems])
+        raise ConfigError([_format_problem(source, root, loc, message, overridden or {}) for loc, message in problems])
     return config
 
 
-def _format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str) -> str:
+def _format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str, overridden: dict[Loc, str]) -> str:
+    override = next(
+        (text for key, text in overridden.items() if loc[: len(key)] == key or key[: len(loc)] == loc), None
+    )
+    if override is not None and loc:
+        return f"override {override}: {format_loc(loc)}: {message}"
     line = _line_of(root, loc)
     where = f"{source}:{line}" if line else source
     return f"{where}: {format_loc(loc)}: {message}"
+
+
+# Keys whose override values are paths: relative ones start from the working directory, as on any command line.
+_PATH_KEYS = ("output_dir", "data_dir", "encoder")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[Loc, str]:
+    """Set each `KEY.PATH=VALUE` in the loaded YAML `data` (VALUE read as YAML: 2e-5, [0, 1], null, true).
+
+    A list item is addressed by its index (`targets.0.task=xnli`). Returns each overridden key path with the
+    override's text, for error messages; a malformed override raises ConfigError naming it.
+    """
+    overridden: dict[Loc, str] = {}
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        if not equals or not key or any(not part for part in key.split(".")):
+            raise ConfigError([f"override {text!r}: expected KEY.PATH=VALUE, e.g. training.learning_rate=2e-5"])
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError as error:
+            raise ConfigError([f"override {text}: the value is not valid YAML ({error})"]) from None
+        loc = tuple(int(part) if part.isdigit() else part for part in key.split("."))
+        if loc[-1] in _PATH_KEYS and isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            if not path.is_absolute() and (loc[-1] != "encoder" or path.exists()):
+                value = str(path.absolute())
+        _set_at(data, loc, value, text)
+        overridden[loc] = text
+    return overridden
+
+
+def _set_at(data: Any, loc: Loc, value: Any, text: str) -> None:
+    container = data
+    for depth, part in enumerate(loc[:-1]):
+        here = format_loc(loc[: depth + 1])
+        if isinstance(container, dict):
+            if not isinstance(container.get(part), (dict, list)):
+                container[part] = {}
+            container = container[part]
+        elif isinstance(container, list) and isinstance(part, int) and part < len(container):
+            if isinstance(container[part], str):  # a chain stage or target given by name only: `- mnli`
+                container[part] = _task_shorthand(container[part])
+            container = container[part]
+        else:
+            raise ConfigError([f"override {text}: {here}: no such item (a list is indexed 0..{len(container) - 1})"])
+    last = loc[-1]
+    if isinstance(container, list):
+        if not isinstance(last, int) or last >= len(container):
+            raise ConfigError([f"override {text}: {format_loc(loc)}: no such item in a list of {len(container)}"])
+    elif not isinstance(container, dict):
+        raise ConfigError([f"override {text}: {format_loc(loc[:-1])} is not a mapping"])
+    container[last] = value
 
 
 def missing_data(config: ExperimentConfig) -> list[str]:
@@ -701,8 +802,16 @@ def missing_data(config: ExperimentConfig) -> list[str]:
     ]
 
 
-def load_config(path: str | Path, require_data: bool = True) -> ExperimentConfig:
-    """Read and validate an experiment YAML file (yaml.safe_load; no code is executed)."""
+def load_config(
+    path: str | Path,
+    require_data: bool = True,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+) -> ExperimentConfig:
+    """Read and validate an experiment YAML file (yaml.safe_load; no code is executed), with command-line
+    `overrides` (`KEY.PATH=VALUE`) applied first; relative paths in the file start from its directory.
+    `seed` is the run's seed: `study.seeds: [seed]` for a study, `seed` otherwise.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: config file not found"])
@@ -726,7 +835,10 @@ def load_config(path: str | Path, require_data: bool = True) -> ExperimentConfig
                 for loc, line, first in repeated
             ]
         )
-    return parse_config(data, str(path), root, require_data)
+    if seed is not None and isinstance(data, dict):
+        overrides = [*overrides, f"study.seeds=[{seed}]" if isinstance(data.get("study"), dict) else f"seed={seed}"]
+    overridden = apply_overrides(data, overrides) if isinstance(data, dict) else {}
+    return parse_config(data, str(path), root, require_data, path.parent.absolute(), overridden)
 
 
 def _repeated_keys(node: yaml.Node | None, loc: Loc) -> list[tuple[Loc, int, int]]:

@@ -109,7 +109,9 @@ class TrainingSettings(Settings):
     n_best_size: int = Field(20, gt=0, le=10_000, description="QA: start and end candidates considered per window.")
     max_answer_length: int = Field(30, gt=0, le=1_000_000, description="QA: longest answer span in tokens.")
     log_every_steps: int = Field(
-        20, gt=0, description="Progress-bar loss refresh; each refresh is one host-device sync."
+        20,
+        gt=0,
+        description="Record the mean loss (stage history, progress line, bar) every N optimizer steps; one host-device sync each.",
     )
     group_by_length: bool = Field(
         True,

@@ -16,6 +16,7 @@ with the change per added task (least-squares slope of the median ratio over k, 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +24,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json
+from xstilts.logs import progress_bar
 from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
 from xstilts.results.runs import RunDirectory
 from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
 from xstilts.results.store import inspect_stage_dir
 from xstilts.settings import LatencySettings
 from xstilts.train.request import EncoderRecipe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,7 +112,7 @@ def time_interleaved(
         timed.seconds = []
         for _ in range(settings.warmup):
             _time_once(timed.model, task, inputs, device, dtype)
-    for repetition in tqdm(range(settings.repetitions), desc="latency", disable=not progress, leave=False):
+    for repetition in progress_bar(progress, iterable=range(settings.repetitions), desc="latency", leave=False):
         shift = repetition % len(models)
         for timed in models[shift:] + models[:shift]:
             timed.seconds.append(_time_once(timed.model, task, inputs, device, dtype))
@@ -258,6 +261,7 @@ def measure_run(
                     )
                 group.update(mode=mode, target=target, verdict=verdict(mode, group))
                 result["groups"].append(group)
+                log.info("latency %s (%s chains) batch %d x %d: %s", target, mode, batch_size, length, group["verdict"])
         del models
     run.write_latency(result)
     return result

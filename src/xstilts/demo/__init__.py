@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,16 @@ def demo_config(
     modes: tuple[str, ...] = ("full",),
     latency: bool = True,
 ) -> dict[str, Any]:
+    """The demo study's config, written as `output_dir/demo.yaml`: paths relative to it, so the run directory can move."""
+    local_tasks = {
+        name: {**task, "data_dir": os.path.relpath(task["data_dir"], output_dir)} for name, task in tasks.items()
+    }
     config = {
         "name": "xstilts demo: 3 orders x 2 seeds of up to 2 English intermediate tasks",
         "encoder": str(encoder_dir),
-        "output_dir": str(output_dir),
+        "output_dir": ".",
         "seed": 0,
-        "tasks": tasks,
+        "tasks": local_tasks,
         "study": {
             "pool": DEMO_POOL,
             "orders": {"explicit": DEMO_ORDERS},
@@ -93,7 +98,7 @@ def run_demo(
     latency: bool = True,
 ) -> WrittenReport:
     """Run the demo study (in each chain mode given, optionally timing the targets); returns what its report wrote."""
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).absolute()
     encoder_dir = pretrain_encoder(pretrain, progress=progress)
     tasks = write_benchmark(output_dir / "data", train_size=train_size, eval_size=DEMO_EVAL_SIZE)
     config_path = output_dir / "demo.yaml"

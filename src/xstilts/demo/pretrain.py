@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 from transformers import (
     PreTrainedTokenizerFast,
     XLMRobertaConfig,
@@ -29,6 +28,7 @@ from transformers import (
 from xstilts.data.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
 from xstilts.files import write_json_atomic
+from xstilts.logs import ProgressLines, progress_bar
 from xstilts.results.store import content_identity
 from xstilts.tasks.mlm import mask_tokens
 
@@ -113,9 +113,9 @@ def pretrain_encoder(
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.steps // 10, settings.steps)
     generator = torch.Generator().manual_seed(settings.seed)
     model.train()
-    bar = tqdm(
-        range(settings.steps), desc="pretraining the demo encoder (masked LM)", disable=not progress, leave=False
-    )
+    name = "pretraining the demo encoder (masked LM)"
+    bar = progress_bar(progress, iterable=range(settings.steps), desc=name, leave=False)
+    lines = ProgressLines(name, settings.steps)
     losses = []
     for step in bar:
         indices = torch.randint(len(encoded), (settings.batch_size,), generator=generator).tolist()
@@ -142,6 +142,8 @@ def pretrain_encoder(
         if step % 50 == 0 or step == settings.steps - 1:
             losses.append((step, loss.item()))
             bar.set_postfix(loss=f"{losses[-1][1]:.3f}")
+        if lines.due(step + 1, step % 50 == 0):
+            log.info(lines.line(step + 1, f"loss {loss.item():.3f}"))
     scratch = root / f".building-demo-encoder-{identity}-{os.getpid()}"
     if scratch.exists():
         shutil.rmtree(scratch)

@@ -1,12 +1,13 @@
 """Every file and folder name under a run directory, defined once, and the rule that no path leaves it.
 
     RUN_DIR/
-      config.resolved.yaml  plan.json  summary.json  .xstilts.lock
+      config.resolved.yaml  plan.json  summary.json  .xstilts.lock  run.log
       stages/<identity>-<task>/            stage.json, encoder/ or adapter/, heads.safetensors,
                                            evaluations/<split>-<lang>.json (+ .units.npy), predictions/<split>-<lang>.jsonl
       stages/.checkpoints/<identity>-<task>/   model.safetensors, best.safetensors, optimizer.pt, progress.json
       retrieval/<prefix identity>-<task>-<embedding hash>/<split>-<lang>.json (and .units.npy, .predictions.jsonl)
       results/<chain label>/<target>/<split>-<lang>.json
+      by-chain/<chain label>/<target> and /encoder   links to the hash-named stage directories
       report.md  report.html  results.csv  results.json
       gain_vs_chain_length.{png,svg}  gain_by_language.{png,svg}  transfer_vs_latency.{png,svg}
       latency.json  latency_vs_chain_length.{png,svg}
@@ -26,6 +27,8 @@ CONFIG_FILE = "config.resolved.yaml"
 PLAN_FILE = "plan.json"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".xstilts.lock"
+BY_CHAIN_DIR = "by-chain"  # by-chain/<chain label>/<target or "encoder"> -> stages/<identity>-<task> (links)
+RUN_LOG = "run.log"  # every INFO line of every command that worked on the run, appended
 STAGES_DIR = "stages"
 RETRIEVAL_DIR = "retrieval"
 RESULTS_DIR = "results"

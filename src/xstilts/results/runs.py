@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,34 @@ class RunDirectory:
             else []
         )
         return [{**row, "split": row.get("split", TEST)} for row in rows if is_result_row(row)]  # older runs: test
+
+    def write_chain_links(self, rows: list[ResultRow]) -> None:
+        """Readable names for the hash-named stage folders, rebuilt from the result rows:
+        `by-chain/<chain label>/<target>` is the target's fine-tuned stage and `by-chain/<chain label>/encoder`
+        the last intermediate stage of the chain (relative links, so a moved run keeps them).
+        """
+        links: dict[Path, Path] = {}
+        for row in rows:
+            if not row.get("target_stage"):
+                continue
+            folder = Path(row["chain_label"])  # a label names the chain mode and seed when the run has several
+            stage_dir = self.store.stage_dir(row["target_stage"], row["target"])
+            links[folder / row["target"]] = stage_dir
+            record = self.store.record(row["target_stage"], row["target"])
+            parent = (self.store.root / record["parent"]) if record and record.get("parent") else None
+            if parent is not None and parent.resolve().is_relative_to(self.store.root.resolve()):
+                relative = parent.resolve().relative_to(self.store.root.resolve())
+                links[folder / "encoder"] = self.store.root / relative.parts[0]
+        top = layout.inside(self.root, self.root / layout.BY_CHAIN_DIR)
+        if top.is_dir() and not top.is_symlink():
+            shutil.rmtree(top)  # links and the folders holding them only: rmtree never follows a link
+        try:
+            for name, target in sorted(links.items()):
+                link = layout.inside(self.root, top / name)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        except OSError as error:  # a file system without symbolic links: the run is complete without them
+            log.warning("%s: cannot link stages by chain (%s); stages/ holds them by identity", top, error)
 
     # --- summary.json ----------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig
 from xstilts.errors import XstiltsError
+from xstilts.logs import run_log
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def _train_stage(request: Any, store_root: str, checkpoint_every_steps: int | No
     from xstilts.train.stage import run_stage
 
     torch.set_num_threads(threads)
-    run_stage(request, StageStore(Path(store_root)), progress=False, checkpoint_every_steps=checkpoint_every_steps)
+    with run_log(Path(store_root).parent):  # the worker's lines join the driver's in RUN_DIR/run.log
+        run_stage(request, StageStore(Path(store_root)), progress=False, checkpoint_every_steps=checkpoint_every_steps)
     return request.identity
 
 
@@ -54,10 +56,13 @@ def _train_target(
 
     torch.set_num_threads(threads)
     store = StageStore(Path(store_root))
-    run_stage(request, store, progress=False, checkpoint_every_steps=checkpoint_every_steps)
-    stage_dir = store.stage_dir(request.identity, request.spec.name)
-    for split, languages in splits.items():
-        evaluate_target(stage_dir, request.spec, split, list(languages), request.settings, progress=False)
+    with run_log(Path(store_root).parent):
+        run_stage(request, store, progress=False, checkpoint_every_steps=checkpoint_every_steps)
+        stage_dir = store.stage_dir(request.identity, request.spec.name)
+        for split, languages in splits.items():
+            evaluate_target(
+                stage_dir, request.spec, split, list(languages), request.settings, progress=False, label=request.label
+            )
     return request.identity
 
 
@@ -80,7 +85,10 @@ def run_on_ray(
     output_dir = Path(config.output_dir).resolve()
     config = config.model_copy(update={"output_dir": output_dir})
     output_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(output_dir):  # the driver holds it for the whole job; the final assembly re-enters it
+    with (
+        run_lock(output_dir),
+        run_log(output_dir),
+    ):  # the driver holds it for the whole job; the final assembly re-enters it
         _run_graph(config, output_dir, address, progress, gpus_per_stage, cpus_per_stage, max_retries)
         return run_experiment(config, progress=progress)
 

@@ -8,6 +8,7 @@ one result row per (chain, target, language) and, at the end, summary.json, all 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ from typing import Any
 from xstilts.config import ExperimentConfig, TargetConfig, config_to_yaml
 from xstilts.evaluate.metrics.xtreme import headline
 from xstilts.evaluate.units import units_file, write_units
+from xstilts.logs import run_log
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
 from xstilts.results.effects import analyse, units_loader
@@ -40,7 +42,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     """
     run = RunDirectory(config.output_dir)
     run.root.mkdir(parents=True, exist_ok=True)
-    with run_lock(run.root):
+    # The log only once the run is ours (a refused run writes nothing), and from one process.
+    with run_lock(run.root), run_log(run.root) if is_main_process() else contextlib.nullcontext():
         return _run_locked(config, run, progress)
 
 
@@ -80,6 +83,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
         summary["bytes_pruned"] = executor.bytes_pruned
     if is_main_process():
         run.write_summary(summary)
+        run.write_chain_links(run.result_rows())
     return summary
 
 
@@ -107,6 +111,14 @@ class Executor:
         for node in plan.stages:
             self.children.setdefault(node.stage.parent_identity, []).append(node)
         self.bytes_pruned = 0
+        target_stages = {e.stage for e in evaluations if e.stage is not None}
+        self.stage_count = len(plan.stages) + len(target_stages)
+        self.stage_numbers: dict[str, int] = {}  # identity -> its place in this run's order, for log lines
+
+    def position(self, identity: str) -> str:
+        """ "stage 3/14": where a stage stands in the run (done stages count too, so numbers hold across resumes)."""
+        number = self.stage_numbers.setdefault(identity, len(self.stage_numbers) + 1)
+        return f"stage {number}/{self.stage_count}"
 
     def evaluations_after(self, identity: str) -> list[PlannedEvaluation]:
         """The evaluations hanging off a prefix: seed by seed, targets in config order."""
@@ -119,6 +131,7 @@ class Executor:
         """
         if node.stage is None:
             return
+        self.position(node.identity)  # numbered in plan order, trained now or not
         record = self.store.record(node.identity, node.stage.name, full=verify)
         if record is not None and not record.get("pruned"):
             return
@@ -128,7 +141,9 @@ class Executor:
             log.info("stage %s was pruned and is needed again: retraining it", node.label)
         self._discard(node.identity, node.stage.name)  # pruned or damaged: trained afresh
         self.ensure_trained(self.plan.nodes[node.stage.parent_identity], verify=True)
-        run_stage(node.stage, self.store, self.progress, self.config.checkpoint_every_steps)
+        run_stage(
+            node.stage, self.store, self.progress, self.config.checkpoint_every_steps, self.position(node.identity)
+        )
 
     def _discard(self, identity: str, name: str) -> None:
         """Remove what is left of a stage that must be trained again (nothing happens when there is nothing)."""
@@ -189,10 +204,22 @@ class Executor:
                 existing = self.store.record(request.identity, spec.name, full=True)
                 if existing is None or existing.get("pruned"):
                     self._discard(request.identity, spec.name)
-            record = run_stage(request, self.store, self.progress, self.config.checkpoint_every_steps)
+            record = run_stage(
+                request,
+                self.store,
+                self.progress,
+                self.config.checkpoint_every_steps,
+                self.position(request.identity),
+            )
             stage_dir = self.store.stage_dir(request.identity, spec.name)
             evaluations = evaluate_target(
-                stage_dir, spec, evaluation.split, list(evaluation.languages), request.settings, self.progress
+                stage_dir,
+                spec,
+                evaluation.split,
+                list(evaluation.languages),
+                request.settings,
+                self.progress,
+                self.position(request.identity) + " " + request.label,
             )
             if self.config.keep == "needed" and all(self._done(e) for e in self.by_stage[request.identity]):
                 # every split of this fine-tune is evaluated: its weights are no longer needed

@@ -24,11 +24,11 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from xstilts.errors import RunError
 from xstilts.files import json_text, writing
+from xstilts.logs import ProgressLines, progress_bar
 from xstilts.results.layout import (
     CHECKPOINT_BEST,
     CHECKPOINT_OPTIMIZER,
@@ -384,14 +384,14 @@ def train(
                 yield ({key: value.pin_memory() for key, value in batch.items()} if on_gpu else batch), tokens
 
     ready = prefetched(host_batches(), enabled=accelerator.device.type == "cuda")
-    bar = tqdm(
+    bar = progress_bar(
+        progress and accelerator.is_main_process,
         total=counts.total_steps,
         initial=first_step - 1,
         desc=description,
-        disable=not progress or not accelerator.is_main_process,
-        dynamic_ncols=True,
         leave=False,
     )
+    lines = ProgressLines(description, counts.total_steps, first_step)
     started = time.perf_counter()
     model.train()
     with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
@@ -430,21 +430,42 @@ def train(
                     running_loss, bad_gradients, step, counts.total_steps, description, settings, accelerator
                 )
 
-            if step % settings.log_every_steps == 0 or step == counts.total_steps:
+            at_interval = step % settings.log_every_steps == 0 or step == counts.total_steps
+            line_due = accelerator.is_main_process and lines.due(step, at_interval)
+            if at_interval:
                 mean_loss = (
                     accelerator.reduce(running_loss, "mean").item() / loss_steps
-                )  # host-device sync, once per log interval
+                )  # host-device sync, once per log interval (every process takes part)
                 running_loss.zero_()
                 loss_steps = 0
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
-                result.history.append({"step": step, "loss": mean_loss})
+                result.history.append({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+            elif line_due:  # a slow interval: this process's own running loss, no collective call
+                mean_loss = running_loss.item() / max(loss_steps, 1)
+            if line_due:
+                elapsed = time.perf_counter() - started
+                log.info(
+                    lines.line(
+                        step,
+                        f"loss {mean_loss:.4f}, lr {scheduler.get_last_lr()[0]:.2e}, {result.tokens / elapsed:.0f} tok/s",
+                    )
+                )
             bar.update(1)
 
             if evaluating:
                 metric = validate(accelerator.unwrap_model(model))
                 result.history.append({"step": step, "dev": metric})
-                if result.best_metric is None or metric > result.best_metric:
+                improved = result.best_metric is None or metric > result.best_metric
+                log.info(
+                    "%s: step %d/%d English dev %.2f%s",
+                    description,
+                    step,
+                    counts.total_steps,
+                    metric,
+                    " (best so far)" if improved else f" (best {result.best_metric:.2f} at step {result.best_step})",
+                )
+                if improved:
                     result.best_metric, result.best_step = metric, step
                     best_state = {
                         k: v.detach().to("cpu", copy=True)

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.errors import XstiltsError
 from xstilts.results.layout import ENCODER_DIR, HEADS_FILE
@@ -84,12 +85,62 @@ def load_encoder(source: str | Path, trust_remote_code: bool = False) -> nn.Modu
         return AutoModel.from_pretrained(str(source), config=config, trust_remote_code=trust_remote_code, **kwargs)
 
 
-def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path) -> Path:
-    """Encoder and tokenizer in Hugging Face format (safetensors) under `stage_dir/encoder`."""
+def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path, parent: str | Path | None = None) -> Path:
+    """Encoder and tokenizer in Hugging Face format (safetensors) under `stage_dir/encoder`, loadable by
+    `AutoModel.from_pretrained` with no missing weights (the pooler, see `_with_pooler`) and a tokenizer
+    config without the options of the load that made it.
+    """
+    from xstilts.export import save_clean_tokenizer
+
     encoder_dir = stage_dir / ENCODER_DIR
-    model.encoder.save_pretrained(encoder_dir, safe_serialization=True)
-    tokenizer.save_pretrained(encoder_dir)
+    with _with_pooler(model.encoder, parent):
+        model.encoder.save_pretrained(encoder_dir, safe_serialization=True)
+    save_clean_tokenizer(tokenizer, encoder_dir)
     return encoder_dir
+
+
+@contextlib.contextmanager
+def _with_pooler(encoder: nn.Module, parent: str | Path | None) -> Iterator[None]:
+    """Save a pooler with an encoder loaded without one (`load_encoder`), so `AutoModel` finds every weight.
+
+    xstilts never trains the pooler: it carries the parent checkpoint's (pretrained BERT's, trained by its
+    next-sentence task) or, when the parent has none (XLM-R), a deterministic fresh initialisation.
+    """
+    module = inspect.getmodule(type(encoder))
+    pooler_class = getattr(module, type(encoder).__name__.replace("Model", "Pooler"), None)
+    if getattr(encoder, "pooler", False) is not None or pooler_class is None:
+        yield  # has its pooler, or an architecture without one
+        return
+    pooler = pooler_class(encoder.config)
+    saved = _parent_pooler(parent, pooler) if parent is not None else None
+    if saved is not None:
+        pooler.load_state_dict(saved)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            encoder._init_weights(pooler.dense)
+    encoder.pooler = pooler.to(next(encoder.parameters()).device)
+    try:
+        yield
+    finally:
+        encoder.pooler = None
+
+
+def _parent_pooler(parent: str | Path, pooler: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The pooler weights of the parent checkpoint (any prefix: `pooler.` or `bert.pooler.`), if it has them."""
+    from safetensors import safe_open
+
+    path = Path(parent) / SAFE_WEIGHTS_NAME
+    if not path.is_file():
+        return None
+    wanted = set(pooler.state_dict())
+    with safe_open(str(path), framework="pt") as handle:
+        found = {key.split("pooler.", 1)[1]: key for key in handle.keys() if "pooler." in key}
+        if set(found) != wanted:
+            return None
+        state = {name: handle.get_tensor(key) for name, key in found.items()}
+    shapes_fit = all(state[name].shape == value.shape for name, value in pooler.state_dict().items())
+    return state if shapes_fit else None
 
 
 def save_heads(model: MultiTaskModel, stage_dir: Path) -> Path:

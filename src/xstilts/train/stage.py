@@ -75,16 +75,22 @@ class _MemberData:
 
 
 def run_stage(
-    request: StageRequest, store: StageStore, progress: bool = True, checkpoint_every_steps: int | None = None
+    request: StageRequest,
+    store: StageStore,
+    progress: bool = True,
+    checkpoint_every_steps: int | None = None,
+    position: str = "",
 ) -> dict[str, Any]:
     """Train the stage unless its completion record exists; returns the record.
 
     With `checkpoint_every_steps`, a killed stage resumes from its last checkpoint (kept under
-    `<store>/.checkpoints/` until the stage is committed) and ends with the same weights.
+    `<store>/.checkpoints/` until the stage is committed) and ends with the same weights. `position`
+    ("stage 3/14") starts the stage's log lines.
     """
+    label = f"{position} {request.label}".strip()
     done = store.record(request.identity, request.name)
     if done is not None:
-        log.info("stage %s (%s) is done, skipping", request.name, request.identity)
+        log.debug("%s: already trained (%s)", label, request.identity)
         return done
     set_seed(request.seed)
     settings = request.settings
@@ -127,9 +133,8 @@ def run_stage(
             values.append(metrics[kind_of(spec).primary_metric])
         return sum(values) / len(values)
 
-    label = request.label
     log.info(
-        "training %s: %s",
+        "%s: training on %s",
         label,
         ", ".join(
             f"{name} {d.train_examples} examples -> {len(d.train_features)} features" for name, d in data.items()
@@ -219,7 +224,7 @@ def run_stage(
         scratch = store.begin(request.identity, request.name)
         with writing(scratch):
             if request.adapter is None:
-                save_encoder(model, tokenizer, scratch)
+                save_encoder(model, tokenizer, scratch, request.parent)
             else:
                 save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
             save_heads(model, scratch)
@@ -331,10 +336,17 @@ def _initial_mlm_head(model: MultiTaskModel, parent: str) -> str:
 
 
 def evaluate_target(
-    stage_dir: Path, spec: TaskSpec, split: str, languages: list[str], settings: TrainingSettings, progress: bool = True
+    stage_dir: Path,
+    spec: TaskSpec,
+    split: str,
+    languages: list[str],
+    settings: TrainingSettings,
+    progress: bool = True,
+    label: str = "",
 ) -> dict[str, dict[str, Any]]:
     """Zero-shot evaluation of a trained target stage on `split` ("dev" or "test") in each language, one file per
     language. Languages already evaluated are read back, not recomputed; the model is loaded only if needed.
+    `label` names the model in log lines.
     """
     results: dict[str, dict[str, Any]] = {}
     missing = []
@@ -370,7 +382,11 @@ def evaluate_target(
             write_units(units_file(path), evaluation.units)  # before the record: a record means both are there
             write_evaluation(path, results[language])
         log.info(
-            "%s %s %s: %s", spec.name, split, language, ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items())
+            "%s: %s %s %s",
+            label or spec.name,
+            split,
+            language,
+            ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items()),
         )
     return results
 
