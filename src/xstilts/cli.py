@@ -104,12 +104,21 @@ PROGRESS = typer.Option(
 
 
 def _load_with_overrides(
-    config: Path, overrides: list[str] | None, output_dir: Path | None, seed: int | None, require_data: bool = True
+    config: Path,
+    overrides: list[str] | None,
+    output_dir: Path | None,
+    seed: int | None,
+    require_data: bool = True,
+    trackers: list[str] | None = None,
 ) -> Any:
-    """The config with the command line's settings applied (`--output-dir` and `--seed` after the KEY=VALUE ones)."""
+    """The config with the command line's settings applied (`--output-dir`, `--seed`, `--tracker` after the
+    KEY=VALUE ones)."""
+    import json
+
     from xstilts.config import load_config
 
     given = list(overrides or []) + ([f"output_dir={output_dir}"] if output_dir is not None else [])
+    given += [f"trackers={json.dumps(trackers)}"] if trackers else []
     return load_config(config, require_data=require_data, overrides=given, seed=seed)
 
 
@@ -119,6 +128,12 @@ def run(
     overrides: list[str] = typer.Argument(None, metavar="KEY.PATH=VALUE", help=OVERRIDES_HELP),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Where the run writes (replaces output_dir)."),
     seed: int = typer.Option(None, "--seed", help="The run's seed (a study: study.seeds = [SEED])."),
+    tracker: list[str] = typer.Option(
+        None,
+        "--tracker",
+        metavar="<tensorboard|wandb|mlflow>",
+        help="An experiment tracker (repeat for several; replaces the config's trackers).",
+    ),
     progress: bool = PROGRESS,
     log_level: LogLevel = LOG_LEVEL,
     verbose: bool = VERBOSE,
@@ -145,9 +160,10 @@ def run(
       xstilts run exp.yaml
       xstilts run exp.yaml training.learning_rate=2e-5 seed=3 -o runs/lr2e-5
       xstilts run exp.yaml --executor ray --address auto --no-progress
+      xstilts run exp.yaml --tracker tensorboard   # then: tensorboard --logdir OUTPUT_DIR/trackers
     """
     _setup(log_level, verbose, quiet)
-    experiment = _load_with_overrides(config, overrides, output_dir, seed)  # validated before anything is written
+    experiment = _load_with_overrides(config, overrides, output_dir, seed, trackers=tracker)  # validated first
     from xstilts.analysis.report import write_report_files
     from xstilts.study.runner import run_experiment
     from xstilts.train.loop import is_main_process

@@ -33,6 +33,7 @@ from xstilts.settings import (
     resolve_settings,
 )
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
+from xstilts.tracking import TrackerName, check_available
 
 log = logging.getLogger(__name__)
 Loc = tuple[Any, ...]
@@ -299,6 +300,11 @@ class ExperimentConfig(Settings):
         description="all: keep every stage's weights; needed: delete a stage's weights once nothing left to run needs them "
         "(records, evaluations and predictions stay; a later run that needs them retrains that stage).",
     )
+    trackers: list[TrackerName] = Field(
+        default_factory=list,
+        description="Experiment trackers (tensorboard, wandb, mlflow; their packages are extras): one run per stage, "
+        "grouped under the study, with the settings, losses, learning rate, dev metrics and scores.",
+    )
     checkpoint_every_steps: Optional[int] = Field(
         500,
         gt=0,
@@ -471,6 +477,8 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems += _repeated(("study", "seeds"), config.study.seeds, "seed")
 
     problems += _output_dir_problems(Path(config.output_dir))
+    problems += [(("trackers",), problem) for problem in check_available(sorted(set(config.trackers)))]
+    problems += _repeated(("trackers",), list(config.trackers), "tracker")
     encoder = config.encoder
     looks_local = encoder.startswith((".", "/", "~")) or Path(encoder).expanduser().exists()
     if looks_local and not Path(encoder).expanduser().is_dir():

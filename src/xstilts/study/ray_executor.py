@@ -23,19 +23,30 @@ from typing import Any
 from xstilts.config import ExperimentConfig
 from xstilts.errors import XstiltsError
 from xstilts.logs import run_log
+from xstilts.tracking import stage_tracking
 
 log = logging.getLogger(__name__)
 
 
-def _train_stage(request: Any, store_root: str, checkpoint_every_steps: int | None, threads: int, *parents: Any) -> str:
-    """Ray task: one stage of the plan (its parents are passed only so that Ray orders the tasks)."""
+def _train_stage(
+    request: Any,
+    store_root: str,
+    checkpoint_every_steps: int | None,
+    threads: int,
+    tracking: tuple[list[str], str],
+    *parents: Any,
+) -> str:
+    """Ray task: one stage of the plan (its parents are passed only so that Ray orders the tasks).
+    `tracking` is (the config's trackers, the study's name)."""
     import torch
 
     from xstilts.results.store import StageStore
     from xstilts.train.stage import run_stage
 
     torch.set_num_threads(threads)
-    with run_log(Path(store_root).parent):  # the worker's lines join the driver's in RUN_DIR/run.log
+    run_root = Path(store_root).parent
+    # the worker's lines join the driver's in RUN_DIR/run.log; its stage gets its own tracker runs
+    with run_log(run_root), stage_tracking(tracking[0], run_root, tracking[1], request):
         run_stage(request, StageStore(Path(store_root)), progress=False, checkpoint_every_steps=checkpoint_every_steps)
     return request.identity
 
@@ -45,6 +56,7 @@ def _train_target(
     store_root: str,
     checkpoint_every_steps: int | None,
     threads: int,
+    tracking: tuple[list[str], str],
     splits: dict[str, tuple[str, ...]],
     *parents: Any,
 ) -> str:
@@ -56,7 +68,8 @@ def _train_target(
 
     torch.set_num_threads(threads)
     store = StageStore(Path(store_root))
-    with run_log(Path(store_root).parent):
+    run_root = Path(store_root).parent
+    with run_log(run_root), stage_tracking(tracking[0], run_root, tracking[1], request):
         run_stage(request, store, progress=False, checkpoint_every_steps=checkpoint_every_steps)
         stage_dir = store.stage_dir(request.identity, request.spec.name)
         for split, languages in splits.items():
@@ -131,12 +144,18 @@ def _run_graph(
         train_stage = ray.remote(_train_stage).options(**options)
         train_target = ray.remote(_train_target).options(**options)
         store_root = str(store.root)
+        tracking = (list(config.trackers), config.name)
         refs: dict[str, Any] = {}
         names: dict[Any, str] = {}
         for node in plan.stages:  # parents first
             parent = refs.get(node.stage.parent_identity)
             refs[node.identity] = train_stage.remote(
-                node.stage, store_root, config.checkpoint_every_steps, cpus_per_stage, *([parent] if parent else [])
+                node.stage,
+                store_root,
+                config.checkpoint_every_steps,
+                cpus_per_stage,
+                tracking,
+                *([parent] if parent else []),
             )
             names[refs[node.identity]] = f"stage {node.label}"
         targets = []
@@ -155,6 +174,7 @@ def _run_graph(
                     store_root,
                     config.checkpoint_every_steps,
                     cpus_per_stage,
+                    tracking,
                     {split: languages for split, languages in splits.items() if languages},
                     *([parent] if parent else []),
                 )

@@ -29,7 +29,9 @@ from xstilts.results.runs import RunDirectory, read_evaluation, write_evaluation
 from xstilts.study.lock import run_lock
 from xstilts.study.plan import ChainPrefix, Plan, build_plan, run_plan, target_request
 from xstilts.tasks.registry import TaskRegistry
+from xstilts.tracking import stage_tracking
 from xstilts.train.loop import is_main_process, wait_for_everyone
+from xstilts.train.request import StageRequest
 from xstilts.train.stage import evaluate_target, run_stage
 
 log = logging.getLogger(__name__)
@@ -58,12 +60,15 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
 
     executor = Executor(config, registry, run, plan, record.evaluations, progress)
     rows: list[ResultRow] = []
-    for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
-        executor.ensure_trained(node)
-        for evaluation in executor.evaluations_after(node.identity):
-            rows += executor.run_evaluation(evaluation)
-        if config.keep == "needed":
-            executor.prune_finished(node)
+    try:
+        for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
+            executor.ensure_trained(node)
+            for evaluation in executor.evaluations_after(node.identity):
+                rows += executor.run_evaluation(evaluation)
+            if config.keep == "needed":
+                executor.prune_finished(node)
+    finally:
+        executor.stop_tracking()
     if config.keep == "needed":
         executor.prune_all()
 
@@ -114,6 +119,8 @@ class Executor:
         target_stages = {e.stage for e in evaluations if e.stage is not None}
         self.stage_count = len(plan.stages) + len(target_stages)
         self.stage_numbers: dict[str, int] = {}  # identity -> its place in this run's order, for log lines
+        self.tracking = contextlib.ExitStack()  # the experiment-tracker runs of the stage being worked on
+        self.tracked_identity: str | None = None
 
     def position(self, identity: str) -> str:
         """ "stage 3/14": where a stage stands in the run (done stages count too, so numbers hold across resumes)."""
@@ -141,9 +148,25 @@ class Executor:
             log.info("stage %s was pruned and is needed again: retraining it", node.label)
         self._discard(node.identity, node.stage.name)  # pruned or damaged: trained afresh
         self.ensure_trained(self.plan.nodes[node.stage.parent_identity], verify=True)
+        self.track(node.stage)
         run_stage(
             node.stage, self.store, self.progress, self.config.checkpoint_every_steps, self.position(node.identity)
         )
+
+    def track(self, request: StageRequest) -> None:
+        """Send what follows to the stage's runs in the config's experiment trackers: one run per stage, kept
+        open across its dev and test evaluations, closed when another stage starts (or by `stop_tracking`)."""
+        if request.identity == self.tracked_identity:
+            return
+        self.stop_tracking()
+        self.tracked_identity = request.identity
+        self.tracking.enter_context(
+            stage_tracking(list(self.config.trackers), self.run.root, self.config.name, request)
+        )
+
+    def stop_tracking(self) -> None:
+        self.tracking.close()
+        self.tracked_identity = None
 
     def _discard(self, identity: str, name: str) -> None:
         """Remove what is left of a stage that must be trained again (nothing happens when there is nothing)."""
@@ -204,6 +227,8 @@ class Executor:
                 existing = self.store.record(request.identity, spec.name, full=True)
                 if existing is None or existing.get("pruned"):
                     self._discard(request.identity, spec.name)
+            if not done:
+                self.track(request)
             record = run_stage(
                 request,
                 self.store,

@@ -39,6 +39,7 @@ from xstilts.results.layout import (
 from xstilts.settings import StepCounts, TrainingSettings, count_steps
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Feature, feature_length
+from xstilts.tracking import log_metrics
 from xstilts.train.cpu_dropout import cpu_dropout
 from xstilts.train.mixture import task_schedule
 from xstilts.train.modeling import MultiTaskModel
@@ -441,6 +442,14 @@ def train(
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
                 result.history.append({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                log_metrics(
+                    {
+                        "train/loss": mean_loss,
+                        "train/learning_rate": scheduler.get_last_lr()[0],
+                        "train/tokens_per_second": result.tokens / elapsed,
+                    },
+                    step,
+                )
             elif line_due:  # a slow interval: this process's own running loss, no collective call
                 mean_loss = running_loss.item() / max(loss_steps, 1)
             if line_due:
@@ -456,6 +465,7 @@ def train(
             if evaluating:
                 metric = validate(accelerator.unwrap_model(model))
                 result.history.append({"step": step, "dev": metric})
+                log_metrics({"validation/english_dev": metric}, step)
                 improved = result.best_metric is None or metric > result.best_metric
                 log.info(
                     "%s: step %d/%d English dev %.2f%s",

@@ -40,6 +40,7 @@ from xstilts.results.store import StageStore, inspect_stage_dir
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import UNKNOWN_TAG, TaskSpec
+from xstilts.tracking import log_metrics
 from xstilts.train.adapters import add_stage_adapter, build_encoder, save_stage_adapter
 from xstilts.train.loop import Checkpointer, get_accelerator, precision_name, train
 from xstilts.train.mixture import MixtureMember
@@ -174,6 +175,7 @@ def run_stage(
         result.steps,
     )
 
+    log_metrics({f"english_dev/{name}": value for name, value in dev_metrics.items()}, result.steps)
     record = {
         "identity": request.identity,
         "role": request.role,
@@ -358,8 +360,29 @@ def evaluate_target(
             results[language] = evaluation
         else:
             missing.append(language)
-    if not missing:
-        return results
+    if missing:
+        results.update(_evaluate_languages(stage_dir, spec, split, missing, settings, accelerator, label))
+    log_metrics(
+        {
+            f"{split}/{language}/{name}": value
+            for language, evaluation in results.items()
+            for name, value in evaluation["metrics"].items()
+        }
+    )
+    return results
+
+
+def _evaluate_languages(
+    stage_dir: Path,
+    spec: TaskSpec,
+    split: str,
+    missing: list[str],
+    settings: TrainingSettings,
+    accelerator: Accelerator,
+    label: str,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate the languages not on disk yet; writes predictions, units and then the evaluation record of each."""
+    results: dict[str, dict[str, Any]] = {}
     model, tokenizer = load_target_model(stage_dir, spec)
     model.to(accelerator.device)
     for language in missing:
