@@ -61,7 +61,11 @@ def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int) -> P
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", shrinking_factor=0.75
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        unk_token="<unk>",
+        shrinking_factor=0.75,
+        show_progress=False,  # its bars print blank lines into a batch job's log
     )
     tokenizer.train_from_iterator(sentences, trainer)
     tokenizer.add_special_tokens(["<mask>"])
