@@ -97,3 +97,96 @@ def test_logme_matches_the_closed_form_evidence_at_its_fixed_point():
                 best = max(best, e / 300)
         evidences.append(best)
     assert value == pytest.approx(np.mean(evidences), abs=2e-3)
+
+
+# ---- judged against measured results
+
+
+def _row(chain, target, score, seed=0, language="en", control=None):
+    row = {"chain": list(chain), "seed": seed, "mode": "full", "target": target, "split": "test"}
+    return {**row, "language": language, "score": score, **({"control": control} if control else {})}
+
+
+def _record(chain, estimate, seed=0):
+    return {
+        "identity": "-".join(chain) or "root",
+        "chain": list(chain),
+        "chain_length": len(chain),
+        "seed": seed,
+        "mode": "full",
+        "drift": {"pretrained": [1.0]},
+        "estimates": {"t": {"logme": estimate, "knn": -estimate}},
+    }
+
+
+def test_estimators_are_judged_by_rank_agreement_and_regret():
+    from xstilts.results.diagnostics import judge_estimates
+
+    chains = [(), ("a",), ("b",), ("a", "b"), ("b", "a")]
+    scores = [50.0, 52.0, 49.0, 55.0, 51.0]
+    rows = [_row(c, "t", s, language=lang) for c, s in zip(chains, scores) for lang in ("en", "de")]
+    records = [_record(c, s / 10) for c, s in zip(chains, scores)]  # LogME ordered as the scores; k-NN reversed
+    judged = judge_estimates(records, rows)["t"]
+    assert judged["logme"]["kendall_tau"]["estimate"] == pytest.approx(1.0)
+    assert judged["logme"]["regret_at_1"]["estimate"] == 0.0 and judged["logme"]["prefixes"] == 5
+    assert judged["knn"]["kendall_tau"]["estimate"] == pytest.approx(-1.0)
+    assert judged["knn"]["regret_at_1"]["estimate"] == pytest.approx(55.0 - 49.0), "its top choice is the worst"
+    assert judged["knn"]["regret_at_3"]["estimate"] == pytest.approx(55.0 - 51.0)
+    lower, upper = judged["logme"]["kendall_tau"]["lower"], judged["logme"]["kendall_tau"]["upper"]
+    assert lower <= 1.0 <= upper + 1e-12
+
+
+def test_control_prefixes_are_not_points_of_the_study():
+    from xstilts.results.diagnostics import summarise
+
+    rows = [_row((), "t", 50.0), _row(("a",), "t", 52.0), _row(("squad",), "t", 60.0, control="positive")]
+    rows.append(_row((), "t", 49.0, seed=1000, control="a_a"))
+    records = [_record((), 5.0), _record(("a",), 5.2), _record(("squad",), 6.0), _record((), 4.9, seed=1000)]
+    summary = summarise(records, rows)
+    assert {k: v["prefixes"] for k, v in summary["by_length"]["full"].items()} == {0: 1, 1: 1}
+    assert summary["estimates"]["t"]["logme"]["prefixes"] == 2
+
+
+@pytest.mark.slow
+def test_every_prefix_is_diagnosed_once_and_reported(tmp_path, tiny_encoder_dir, demo_tasks):
+    import json
+
+    import xstilts
+    from xstilts.config import parse_config
+    from xstilts.demo.benchmark import write_parallel
+
+    raw = {
+        "encoder": str(tiny_encoder_dir),
+        "output_dir": str(tmp_path / "run"),
+        "tasks": demo_tasks,
+        "chain": ["demo_paraphrase", "demo_swag"],
+        "evaluate_every_prefix": True,
+        "targets": [{"task": t, "languages": ["en", "x-lex"]} for t in ("demo_nli", "demo_ner")],
+        "training": {
+            "max_steps": 6,
+            "batch_size": 8,
+            "eval_every_steps": 6,
+            "eval_examples": 8,
+            "max_length": 64,
+            "learning_rate": 1e-3,
+        },
+        "diagnostics": {"parallel_dir": str(write_parallel(tmp_path / "parallel", 40)), "probe_sentences": 60},
+    }
+    xstilts.run(parse_config(raw), progress=False)
+    files = sorted((tmp_path / "run" / "diagnostics").glob("*.json"))
+    records = {len(r["chain"]): r for r in (json.loads(f.read_text()) for f in files)}
+    assert sorted(records) == [0, 1, 2], "k = 0, 1 and 2, one record each"
+    root, first, second = records[0], records[1], records[2]
+    assert root["drift"]["pretrained"] == pytest.approx([1.0] * root["layers"]), "the pretrained encoder itself"
+    assert first["drift"]["parent"] == pytest.approx(first["drift"]["pretrained"]), "its parent is the pretrained one"
+    assert second["drift"]["parent"][-1] > second["drift"]["pretrained"][-1], "two stages move it further than one"
+    assert set(root["alignment"]["languages"]) == {"x-lex", "x-ord", "x-scr"} and root["alignment"]["sentences"] == 40
+    assert set(second["estimates"]) == {"demo_nli", "demo_ner"} and {"logme", "knn"} <= set(
+        second["estimates"]["demo_ner"]
+    )
+    stamps = [f.stat().st_mtime_ns for f in files]
+    xstilts.run(parse_config(raw), progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == stamps, "a finished diagnosis is not computed again"
+    report = xstilts.write_report(tmp_path / "run").read_text()
+    assert "## What each added task does to the encoder" in report and "## Cross-lingual alignment by layer" in report
+    assert "| demo_ner | LogME | 3 |" in report

@@ -241,6 +241,25 @@ class StudyConfig(Settings):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
 
+class DiagnosticsConfig(Settings):
+    """Per-prefix diagnostics, no fine-tuning (xstilts.evaluate.diagnostics): drift, alignment, transfer estimates."""
+
+    probe_sentences: int = Field(
+        500, gt=1, le=100_000, description="Drift: sentences of the targets' dev text, spread over their languages."
+    )
+    parallel_dir: Optional[AbsolutePath] = Field(
+        None, description="Alignment: en.txt and <lang>.txt files aligned line by line; none: no alignment."
+    )
+    parallel_sentences: int = Field(500, gt=1, le=100_000, description="Alignment: sentence pairs per language.")
+    estimators: list[Literal["logme", "knn"]] = Field(
+        default_factory=lambda: ["logme", "knn"], description="Transferability estimators of each target."
+    )
+    estimate_examples: int = Field(
+        1000, gt=1, le=1_000_000, description="Estimates: the target's English training examples used."
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per probe sentence or estimation feature.")
+
+
 class ExperimentConfig(Settings):
     """One X-STILTs experiment: an encoder, a chain of intermediate stages, and target tasks."""
 
@@ -299,6 +318,9 @@ class ExperimentConfig(Settings):
         "all",
         description="all: keep every stage's weights; needed: delete a stage's weights once nothing left to run needs them "
         "(records, evaluations and predictions stay; a later run that needs them retrains that stage).",
+    )
+    diagnostics: Optional[DiagnosticsConfig] = Field(
+        None, description="Diagnose the encoder after every prefix (k = 0 included): drift, alignment, estimates."
     )
     trackers: list[TrackerName] = Field(
         default_factory=list,
@@ -477,6 +499,9 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems += _repeated(("study", "seeds"), config.study.seeds, "seed")
 
     problems += _output_dir_problems(Path(config.output_dir))
+    parallel = config.diagnostics.parallel_dir if config.diagnostics else None
+    if parallel is not None and not (parallel / "en.txt").is_file():
+        problems.append((("diagnostics", "parallel_dir"), f"{parallel}: expected en.txt and <lang>.txt files in it"))
     problems += [(("trackers",), problem) for problem in check_available(sorted(set(config.trackers)))]
     problems += _repeated(("trackers",), list(config.trackers), "tracker")
     encoder = config.encoder

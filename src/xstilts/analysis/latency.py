@@ -191,7 +191,7 @@ def measure_run(
 ) -> dict[str, Any]:
     """Time every trained target model of a run directory; writes and returns `latency.json`."""
     from xstilts.config import load_config
-    from xstilts.data.examples import load_examples
+    from xstilts.data.examples import example_text, load_examples
     from xstilts.train.loop import get_accelerator
     from xstilts.train.stage import load_target_model
 
@@ -236,7 +236,7 @@ def measure_run(
         # The noise twin is a copy in its own memory: timing the same object twice would let it run on
         # weights still in cache from its namesake and look faster than any other model.
         models.append(TimedModel(base.name + " (twin)", 0, base.chain_label, copy.deepcopy(base.model)))
-        texts = [_example_text(e) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
+        texts = [example_text(e) for e in load_examples(spec, spec.dev_split, spec.train_language, 200)]
         structure = {
             m.chain_label: {
                 "chain_length": m.chain_length,
@@ -265,14 +265,6 @@ def measure_run(
         del models
     run.write_latency(result)
     return result
-
-
-def _example_text(example: dict[str, Any]) -> str:
-    """The text of a dev example of any kind, to cut latency inputs from."""
-    parts = [example.get(key) for key in ("text_a", "text_b", "question", "context")] + [
-        " ".join(example.get("tokens", []))
-    ]
-    return " ".join(part for part in parts if isinstance(part, str) and part)
 
 
 def _chain_bytes(target_stage_dir: Path) -> int:

@@ -17,6 +17,7 @@ from statistics import fmean
 from typing import Any
 
 from xstilts.analysis import plots
+from xstilts.analysis.diagnostics_tables import diagnostics_tables
 from xstilts.analysis.headline import build_headline
 from xstilts.errors import XstiltsError
 from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER, xtreme_score
@@ -24,6 +25,7 @@ from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
 from xstilts.results import selection as choice_scores
 from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summarize
+from xstilts.results.diagnostics import summarise as summarise_diagnostics
 from xstilts.results.effects import analyse, units_loader
 from xstilts.results.layout import (
     GAIN_PLOT,
@@ -652,6 +654,10 @@ def write_report_files(
     sections += [Section(title, table=table) for title, table in tables]
     if heatmap:
         sections.append(Section("Gain over k = 0 by language", images=heatmap))
+    diagnostics = [record for source in runs for record in source.read_diagnostics()]
+    if diagnostics:
+        summary = summarise_diagnostics(diagnostics, rows)
+        sections += [Section(t, paragraphs, table=table) for t, table, paragraphs in diagnostics_tables(summary)]
     languages = sorted({r["language"] for r in rows})
     named = ", ".join(f"{c} ({language_name(c)})" if language_name(c) != c else c for c in languages)
     sections.append(Section("Languages", [named], bullets=notes))

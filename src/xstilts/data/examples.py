@@ -76,3 +76,11 @@ def data_fingerprint(spec: TaskSpec, splits_languages: list[tuple[str, str]]) ->
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def example_text(example: dict[str, Any]) -> str:
+    """The text of an example of any kind as one string (latency inputs and diagnostic probe sentences)."""
+    parts = [example.get(key) for key in ("text_a", "text_b", "question", "context")] + [
+        " ".join(example.get("tokens", []))
+    ]
+    return " ".join(part for part in parts if isinstance(part, str) and part)

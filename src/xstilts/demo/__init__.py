@@ -22,7 +22,7 @@ import yaml
 
 from xstilts.analysis.report import WrittenReport, write_report_files
 from xstilts.config import load_config
-from xstilts.demo.benchmark import write_benchmark
+from xstilts.demo.benchmark import write_benchmark, write_parallel
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
 from xstilts.study.runner import run_experiment
 
@@ -53,6 +53,7 @@ DEMO_TARGET_TRAINING: dict[str, dict[str, Any]] = {
     "demo_ner": {"epochs": 2, "max_train_examples": 700},
     "demo_qa": {"epochs": 2, "max_train_examples": 1000, "learning_rate": 2e-3},
 }
+PARALLEL_DIR = "parallel"  # under the demo's data/: en.txt, x-lex.txt, ... aligned line by line
 DEMO_EVAL_SIZE = 200  # examples per language and split
 
 
@@ -84,6 +85,13 @@ def demo_config(
         "controls": {"a_a": True, "positive": [DEMO_POSITIVE_CONTROL]},
         "chain_modes": list(modes),
     }
+    config["diagnostics"] = {  # drift, alignment and transfer estimates after every prefix (seconds each)
+        "probe_sentences": 400,
+        "parallel_dir": f"data/{PARALLEL_DIR}",
+        "parallel_sentences": 300,
+        "estimate_examples": 500,
+        "max_length": 64,
+    }
     if latency:  # the demo encoder has 256 positions: short inputs, few repetitions (a CPU minute at most)
         config["latency"] = {"batch_sizes": [32], "lengths": [64], "repetitions": 20, "warmup": 3}
     return config
@@ -101,6 +109,7 @@ def run_demo(
     output_dir = Path(output_dir).absolute()
     encoder_dir = pretrain_encoder(pretrain, progress=progress)
     tasks = write_benchmark(output_dir / "data", train_size=train_size, eval_size=DEMO_EVAL_SIZE)
+    write_parallel(output_dir / "data" / PARALLEL_DIR)
     config_path = output_dir / "demo.yaml"
     config_path.write_text(
         yaml.safe_dump(demo_config(output_dir, encoder_dir, tasks, modes, latency), sort_keys=False), encoding="utf-8"

@@ -270,6 +270,21 @@ def write_benchmark(data_dir: Path, train_size: int = 2000, eval_size: int = 300
     return definitions
 
 
+def write_parallel(directory: Path, count: int = 300, seed: int = 4) -> Path:
+    """`<lang>.txt` files of the same `count` events stated in every language, line i in each a translation of
+    line i in `en.txt` (the alignment diagnostics' parallel sentences). Rewritten only when missing."""
+    languages = make_languages()
+    if all((directory / f"{code}.txt").is_file() for code in languages):
+        return directory
+    rng = random.Random(f"parallel/{seed}")
+    events = list(World(rng).events(count))
+    directory.mkdir(parents=True, exist_ok=True)
+    for code, language in languages.items():
+        lines = [join(language.statement(event)) for event in events]
+        (directory / f"{code}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
 def corpus_sentences(count_per_language: int, seed: int = 0, code_switch_rate: float = 0.15) -> list[str]:
     """The multilingual pretraining text: statements and questions in every language.
 

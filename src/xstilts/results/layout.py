@@ -8,6 +8,7 @@
       retrieval/<prefix identity>-<task>-<embedding hash>/<split>-<lang>.json (and .units.npy, .predictions.jsonl)
       results/<chain label>/<target>/<split>-<lang>.json
       by-chain/<chain label>/<target> and /encoder   links to the hash-named stage directories
+      diagnostics/<prefix identity>.json   drift, alignment and transfer estimates of each prefix's encoder
       trackers/<stage run name>/           TensorBoard event files (with `trackers: [tensorboard]`)
       report.md  report.html  results.csv  results.json
       gain_vs_chain_length.{png,svg}  gain_by_language.{png,svg}  transfer_vs_latency.{png,svg}
@@ -28,6 +29,7 @@ CONFIG_FILE = "config.resolved.yaml"
 PLAN_FILE = "plan.json"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".xstilts.lock"
+DIAGNOSTICS_DIR = "diagnostics"  # diagnostics/<prefix identity>.json
 TRACKERS_DIR = "trackers"  # TensorBoard event files (and MLflow's mlruns/), one folder per stage
 BY_CHAIN_DIR = "by-chain"  # by-chain/<chain label>/<target or "encoder"> -> stages/<identity>-<task> (links)
 RUN_LOG = "run.log"  # every INFO line of every command that worked on the run, appended

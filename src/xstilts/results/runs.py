@@ -115,6 +115,20 @@ class RunDirectory:
         except OSError as error:  # a file system without symbolic links: the run is complete without them
             log.warning("%s: cannot link stages by chain (%s); stages/ holds them by identity", top, error)
 
+    # --- diagnostics/<prefix identity>.json --------------------------------------------------------------------
+
+    def diagnostics_file(self, identity: str) -> Path:
+        return layout.inside(self.root, self.root / layout.DIAGNOSTICS_DIR / f"{identity}.json")
+
+    def write_diagnostics(self, identity: str, record: Mapping[str, Any]) -> None:
+        write_json_atomic(self.diagnostics_file(identity), record)
+
+    def read_diagnostics(self) -> list[dict[str, Any]]:
+        """Every intact prefix diagnostics record (a damaged one is skipped with a warning)."""
+        directory = self.root / layout.DIAGNOSTICS_DIR
+        records = [read_json_or_none(p, "diagnostics record") for p in sorted(directory.glob("*.json"))]
+        return [r for r in records if isinstance(r, dict) and "identity" in r]
+
     # --- summary.json ----------------------------------------------------------------------------------------
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:

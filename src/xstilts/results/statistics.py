@@ -153,6 +153,24 @@ def two_level(values: np.ndarray, replicates: np.ndarray | None, rng: np.random.
     return Interval(estimate, low, high, runs, method, p_value(estimate, sample), spread)
 
 
+def paired_statistic(
+    x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float], rng: np.random.Generator
+) -> Interval:
+    """`statistic(x, y)` of paired observations (one pair per run) with a percentile interval from resampling the
+    pairs; draws where the statistic is undefined (a resample with one distinct value) are left out."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    estimate = float(statistic(x, y))
+    if len(x) < 3:
+        return Interval(estimate, n=len(x))
+    draws = rng.integers(0, len(x), size=(RESAMPLES, len(x)))
+    sample = np.array([statistic(x[d], y[d]) for d in draws], dtype=float)
+    sample = sample[np.isfinite(sample)]
+    if len(sample) < RESAMPLES // 2:
+        return Interval(estimate, n=len(x))
+    low, high = percentile_interval(sample)
+    return Interval(estimate, low, high, len(x), "bootstrap over runs (pairs resampled)")
+
+
 def ols_slope(lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Least-squares slope over the first axis (values: (points, ...))."""
     centred = lengths - lengths.mean()

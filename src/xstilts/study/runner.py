@@ -19,6 +19,7 @@ from typing import Any
 from xstilts.config import ExperimentConfig, TargetConfig, config_to_yaml
 from xstilts.evaluate.metrics.xtreme import headline
 from xstilts.evaluate.units import units_file, write_units
+from xstilts.files import read_json_or_none
 from xstilts.logs import run_log
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
@@ -63,6 +64,8 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
     try:
         for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
             executor.ensure_trained(node)
+            if config.diagnostics is not None:
+                executor.diagnose(node)
             for evaluation in executor.evaluations_after(node.identity):
                 rows += executor.run_evaluation(evaluation)
             if config.keep == "needed":
@@ -121,6 +124,7 @@ class Executor:
         self.stage_numbers: dict[str, int] = {}  # identity -> its place in this run's order, for log lines
         self.tracking = contextlib.ExitStack()  # the experiment-tracker runs of the stage being worked on
         self.tracked_identity: str | None = None
+        self.diagnostics: Any = None  # PrefixDiagnostics, made at the first diagnosis
 
     def position(self, identity: str) -> str:
         """ "stage 3/14": where a stage stands in the run (done stages count too, so numbers hold across resumes)."""
@@ -163,6 +167,15 @@ class Executor:
         self.tracking.enter_context(
             stage_tracking(list(self.config.trackers), self.run.root, self.config.name, request)
         )
+
+    def diagnose(self, node: ChainPrefix) -> None:
+        """Write the prefix's diagnostics record unless it exists (main process; the others wait)."""
+        if is_main_process() and read_json_or_none(self.run.diagnostics_file(node.identity), "diagnostics") is None:
+            from xstilts.study.diagnostics import PrefixDiagnostics
+
+            self.diagnostics = self.diagnostics or PrefixDiagnostics(self.config, self.registry, self.plan, self.run)
+            self.diagnostics.write(node)
+        wait_for_everyone()
 
     def stop_tracking(self) -> None:
         self.tracking.close()

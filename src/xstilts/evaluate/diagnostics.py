@@ -1,0 +1,194 @@
+"""Per-prefix diagnostics: what the stages so far did to the encoder, and what its features promise each target.
+
+For the encoder after each prefix of a chain (k = 0, the pretrained encoder, included), with no fine-tuning:
+
+- drift: linear CKA, layer by layer, between its representations of a fixed multilingual probe set (the
+  targets' dev text in every language) and those of the pretrained encoder and of its parent;
+- alignment: translation retrieval accuracy, layer by layer, on parallel sentences;
+- estimates: LogME and k-NN accuracy of its last layer's features on a sample of each target's English
+  training data (classification: the first token; tagging: each word's first subword and its tag; QA: each
+  context token, labelled by whether it lies inside the answer).
+
+The result is one JSON record per prefix (`RunDirectory.diagnostics_file`); see `evaluate.representations`
+and `evaluate.transferability` for the measures themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xstilts.data.examples import build_features, example_text, load_examples
+from xstilts.evaluate.representations import layer_representations, linear_cka, retrieval_accuracy
+from xstilts.evaluate.transferability import knn_accuracy, logme
+from xstilts.readers.text import read_lines
+from xstilts.tasks import kind_of
+from xstilts.tasks.base import encode
+from xstilts.tasks.registry import TaskSpec
+
+log = logging.getLogger(__name__)
+ESTIMATED_KINDS = ("classification", "tagging", "qa")
+MAX_TOKEN_FEATURES = 20_000  # token-level estimates (tagging, QA) on at most this many tokens
+
+
+@dataclass
+class ProbeData:
+    """What every prefix of a run is diagnosed on, read once."""
+
+    probe_texts: list[str]
+    parallel: dict[str, list[str]]  # language -> sentences, line i a translation of parallel["en"][i]
+    estimate_sets: dict[str, tuple[TaskSpec, list[dict[str, Any]]]]  # target -> English training examples
+
+
+def probe_data(
+    targets: Sequence[tuple[TaskSpec, Sequence[str]]],
+    parallel_dir: Path | None,
+    sentences: int,
+    estimate_examples: int,
+) -> ProbeData:
+    """The probe set (`sentences` in all, spread evenly over the targets' dev languages), the parallel
+    sentences and the estimation samples."""
+    pools = [(spec, language) for spec, languages in targets if spec.kind != "retrieval" for language in languages]
+    per_pool = max(1, sentences // max(1, len(pools)))
+    texts: list[str] = []
+    for spec, language in pools:
+        examples = load_examples(spec, spec.dev_split, language, per_pool)
+        texts += [text for text in (example_text(e) for e in examples) if text]
+    estimate_sets = {
+        spec.name: (spec, load_examples(spec, spec.train_split, spec.train_language, estimate_examples))
+        for spec, _ in targets
+        if spec.kind in ESTIMATED_KINDS
+    }
+    return ProbeData(texts[:sentences], read_parallel(parallel_dir, sentences), estimate_sets)
+
+
+def read_parallel(directory: Path | None, limit: int) -> dict[str, list[str]]:
+    """`en.txt` and `<lang>.txt` files aligned line by line (the first `limit` lines); {} without a directory."""
+    if directory is None:
+        return {}
+    files = {path.stem: path for path in sorted(Path(directory).glob("*.txt"))}
+    if "en" not in files:
+        return {}
+    english = [line for _, line in read_lines(files.pop("en"))][:limit]
+    parallel = {"en": english}
+    for language, path in files.items():
+        lines = [line for _, line in read_lines(path)][: len(english)]
+        if len(lines) == len(english):
+            parallel[language] = lines
+        else:
+            log.warning("%s: %d lines for %d English ones; not used for alignment", path, len(lines), len(english))
+    return parallel
+
+
+def diagnose(
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    data: ProbeData,
+    references: Mapping[str, list[np.ndarray]],
+    estimators: Sequence[str],
+    max_length: int = 128,
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The diagnostics of one encoder; also returns its probe-set representations (a later prefix's parent).
+
+    `references` maps "pretrained" and "parent" to their layer representations of the same probe texts.
+    """
+    started = time.perf_counter()
+    layers = layer_representations(encoder, tokenizer, data.probe_texts, max_length)
+    record: dict[str, Any] = {"probe_sentences": len(data.probe_texts), "layers": len(layers)}
+    record["drift"] = {
+        name: [linear_cka(mine, theirs) for mine, theirs in zip(layers, reference)]
+        for name, reference in references.items()
+        if reference is not None and len(reference) == len(layers)
+    }
+    if len(data.parallel) > 1:
+        english = layer_representations(encoder, tokenizer, data.parallel["en"], max_length)
+        by_language = {
+            language: [
+                retrieval_accuracy(source, target)
+                for source, target in zip(layer_representations(encoder, tokenizer, sentences, max_length), english)
+            ]
+            for language, sentences in data.parallel.items()
+            if language != "en"
+        }
+        record["alignment"] = {
+            "sentences": len(data.parallel["en"]),
+            "languages": by_language,
+            "mean": [float(np.mean(values)) for values in zip(*by_language.values())],
+        }
+    record["estimates"] = {
+        target: estimate(encoder, tokenizer, spec, examples, estimators, max_length)
+        for target, (spec, examples) in data.estimate_sets.items()
+    }
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    return record, layers
+
+
+def estimate(
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    spec: TaskSpec,
+    examples: list[dict[str, Any]],
+    estimators: Sequence[str],
+    max_length: int,
+) -> dict[str, float | int]:
+    """The estimators' values for one target on the encoder's frozen last-layer features."""
+    from xstilts.settings import resolve_settings
+
+    settings = resolve_settings(spec.kind, {"max_length": max_length, "doc_stride": max(16, max_length // 3)})
+    features = build_features(spec, examples, tokenizer, settings, training=True)
+    x, y = frozen_features(encoder, tokenizer, spec, features)
+    values: dict[str, float | int] = {"examples": len(examples), "features": len(y)}
+    if len(np.unique(y)) < 2:
+        return values  # one class only: nothing to estimate
+    if "logme" in estimators:
+        values["logme"] = logme(x, y)
+    if "knn" in estimators:
+        values["knn"] = knn_accuracy(x, y)
+    return values
+
+
+@torch.no_grad()
+def frozen_features(
+    encoder: torch.nn.Module, tokenizer: Any, spec: TaskSpec, features: list[Any], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """(last-layer features, integer labels) of training features, as each kind's head would read them."""
+    kind = kind_of(spec)
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    xs, ys = [], []
+    for start in range(0, len(features), batch_size):
+        batch = kind.collate(features[start : start + batch_size], tokenizer.pad_token_id)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        hidden = encode(encoder, batch).float()
+        if spec.kind == "classification":
+            xs.append(hidden[:, 0])
+            ys.append(batch["label"])
+        elif spec.kind == "tagging":
+            keep = batch["labels"] != -100
+            xs.append(hidden[keep])
+            ys.append(batch["labels"][keep])
+        else:  # qa: is each context token inside the answer? (windows without the answer: all outside)
+            positions = torch.arange(hidden.shape[1], device=device)
+            inside = (positions >= batch["start_position"][:, None]) & (positions <= batch["end_position"][:, None])
+            inside &= batch["start_position"][:, None] > 0
+            keep = batch["attention_mask"].bool()
+            if "token_type_ids" in batch and batch["token_type_ids"].any():
+                keep &= batch["token_type_ids"].bool()
+            xs.append(hidden[keep])
+            ys.append(inside[keep].long())
+    encoder.train(was_training)
+    x = torch.cat(xs).cpu().numpy()
+    y = torch.cat(ys).cpu().numpy()
+    if len(y) > MAX_TOKEN_FEATURES:
+        chosen = sorted(random.Random(0).sample(range(len(y)), MAX_TOKEN_FEATURES))
+        x, y = x[chosen], y[chosen]
+    return x, y

@@ -1,0 +1,110 @@
+"""The diagnostics of a run summarised against chain length, and the estimators judged by measured results.
+
+Input: the per-prefix records of `RUN_DIR/diagnostics/` and the result rows. Control prefixes (A/A refits,
+positive controls) are left out: they are not points of the study. Every mean over prefixes carries its
+number of prefixes and a bootstrap interval over them (`statistics.two_level`); an estimator's Kendall tau
+and regret carry an interval from resampling the (estimate, measured score) pairs (`paired_statistic`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from xstilts.results.records import ResultRow
+from xstilts.results.statistics import paired_statistic, seeded, two_level
+from xstilts.tasks.registry import TEST
+
+Key = tuple[tuple[str, ...], int, str]  # (chain, seed, mode): one prefix of one run
+
+
+def _key(item: Mapping[str, Any]) -> Key:
+    return tuple(item.get("chain", [])), int(item.get("seed", 0)), str(item.get("mode", "full"))
+
+
+def measured_scores(rows: Sequence[ResultRow], split: str = TEST) -> dict[str, dict[Key, float]]:
+    """target -> prefix -> the mean score over its languages on `split` (study rows only)."""
+    scores: dict[str, dict[Key, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get("split", TEST) == split and not row.get("control"):
+            scores[row["target"]][_key(row)].append(float(row["score"]))
+    return {target: {key: float(np.mean(v)) for key, v in by_key.items()} for target, by_key in scores.items()}
+
+
+def study_records(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> list[Mapping[str, Any]]:
+    """The records of the study's own prefixes (not those only control rows use)."""
+    controls = {_key(row) for row in rows if row.get("control")}
+    study = {_key(row) for row in rows if not row.get("control")}
+    return [record for record in records if _key(record) not in controls - study]
+
+
+def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> dict[str, Any]:
+    """{"by_length": {mode: {k: measures}}, "alignment_layers": {mode: {k: [per layer]}}, "estimates": {...}}."""
+    records = study_records(records, rows)
+    by_mode: dict[str, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        by_mode[record.get("mode", "full")][int(record["chain_length"])].append(record)
+    rng = seeded("diagnostics")
+    by_length: dict[str, dict[int, dict[str, Any]]] = {}
+    layers: dict[str, dict[int, list[float]]] = {}
+    for mode, by_k in by_mode.items():
+        by_length[mode], layers[mode] = {}, {}
+        for k, group in sorted(by_k.items()):
+            by_length[mode][k] = {
+                "prefixes": len(group),
+                "cka_pretrained_last": _mean([r["drift"].get("pretrained", [None])[-1] for r in group], rng),
+                "cka_parent_last": _mean([r["drift"].get("parent", [None])[-1] for r in group], rng),
+                "alignment_best": _mean([max(r["alignment"]["mean"]) for r in group if "alignment" in r], rng),
+                "alignment_last": _mean([r["alignment"]["mean"][-1] for r in group if "alignment" in r], rng),
+            }
+            curves = [r["alignment"]["mean"] for r in group if "alignment" in r]
+            if curves:
+                layers[mode][k] = [float(v) for v in np.mean(curves, axis=0)]
+    return {"by_length": by_length, "alignment_layers": layers, "estimates": judge_estimates(records, rows)}
+
+
+def _mean(values: Sequence[float | None], rng: np.random.Generator) -> dict[str, Any] | None:
+    present = np.array([v for v in values if v is not None], dtype=float)
+    return two_level(present, None, rng, "").to_json() if len(present) else None
+
+
+def judge_estimates(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> dict[str, dict[str, Any]]:
+    """target -> estimator -> Kendall tau between the estimate and the measured test score over prefixes, and
+    regret@1 / regret@3: how far the best measured score of the estimator's top 1 / top 3 prefixes falls below
+    the best measured score of all."""
+    measured = measured_scores(rows)
+    judged: dict[str, dict[str, Any]] = {}
+    for target, scores in sorted(measured.items()):
+        for estimator in ("logme", "knn"):
+            pairs = [
+                (record["estimates"][target][estimator], scores[_key(record)])
+                for record in records
+                if _key(record) in scores and estimator in record.get("estimates", {}).get(target, {})
+            ]
+            if len(pairs) < 2:
+                continue
+            estimates, values = (np.array(column, dtype=float) for column in zip(*pairs))
+            rng = seeded("estimates", target, estimator)
+            judged.setdefault(target, {})[estimator] = {
+                "prefixes": len(pairs),
+                "kendall_tau": paired_statistic(estimates, values, _tau, rng).to_json(),
+                "regret_at_1": paired_statistic(estimates, values, _regret(1), rng).to_json(),
+                "regret_at_3": paired_statistic(estimates, values, _regret(3), rng).to_json(),
+            }
+    return judged
+
+
+def _tau(estimates: np.ndarray, values: np.ndarray) -> float:
+    return float(kendalltau(estimates, values).statistic)
+
+
+def _regret(top: int):
+    def regret(estimates: np.ndarray, values: np.ndarray) -> float:
+        chosen = np.argsort(-estimates, kind="stable")[:top]
+        return float(values.max() - values[chosen].max())
+
+    return regret

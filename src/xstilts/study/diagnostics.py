@@ -1,0 +1,61 @@
+"""Diagnosing every prefix of a run's plan (`diagnostics:` in the config); the measures are in
+`xstilts.evaluate.diagnostics`. One record per prefix in `RUN_DIR/diagnostics/`, written once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from xstilts.config import ExperimentConfig
+from xstilts.evaluate.diagnostics import diagnose, probe_data
+from xstilts.evaluate.representations import layer_representations
+from xstilts.results.runs import RunDirectory
+from xstilts.study.plan import ChainPrefix, Plan
+from xstilts.tasks.registry import TaskRegistry
+from xstilts.train.adapters import build_encoder
+from xstilts.train.loop import get_accelerator
+from xstilts.train.modeling import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class PrefixDiagnostics:
+    """Reads the probe data once and keeps each diagnosed prefix's representations for its children's drift."""
+
+    def __init__(self, config: ExperimentConfig, registry: TaskRegistry, plan: Plan, run: RunDirectory):
+        self.settings, self.plan, self.run = config.diagnostics, plan, run
+        targets = [(registry.get(t.task), config.target_languages(t, registry)) for t in config.targets]
+        self.data = probe_data(
+            targets, self.settings.parallel_dir, self.settings.probe_sentences, self.settings.estimate_examples
+        )
+        self.tokenizer = load_tokenizer(config.encoder)
+        self.representations: dict[str, list[Any] | None] = {}  # prefix identity -> probe-set layer representations
+
+    def write(self, node: ChainPrefix) -> None:
+        references = {"pretrained": self.layers_of(self.root_of(node))}
+        if node.stage is not None:
+            references["parent"] = self.layers_of(self.plan.nodes[node.stage.parent_identity])
+        encoder = build_encoder(node.recipe).to(get_accelerator().device)
+        record, self.representations[node.identity] = diagnose(
+            encoder, self.tokenizer, self.data, references, self.settings.estimators, self.settings.max_length
+        )
+        header = {"identity": node.identity, "chain": list(node.tasks), "chain_length": node.chain_length}
+        self.run.write_diagnostics(node.identity, {**header, "seed": node.seed, "mode": node.mode, **record})
+        log.info("diagnosed %s in %.1f s", node.label, record["seconds"])
+
+    def root_of(self, node: ChainPrefix) -> ChainPrefix:
+        while node.stage is not None:
+            node = self.plan.nodes[node.stage.parent_identity]
+        return node
+
+    def layers_of(self, node: ChainPrefix) -> list[Any] | None:
+        """A prefix's representations: kept from its own diagnosis, or computed from its weights (None if pruned)."""
+        if node.identity not in self.representations:
+            record = self.run.store.record(node.identity, node.stage.name) if node.stage is not None else {}
+            if record is None or record.get("pruned"):
+                return None  # keep: needed removed its weights: no drift against it
+            encoder = build_encoder(node.recipe).to(get_accelerator().device)
+            self.representations[node.identity] = layer_representations(
+                encoder, self.tokenizer, self.data.probe_texts, self.settings.max_length
+            )
+        return self.representations[node.identity]
