@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from scipy.stats import kendalltau, ortho_group
 
 from xstilts.evaluate.representations import linear_cka, retrieval_accuracy
-from xstilts.evaluate.transferability import fit_linear_probe, knn_accuracy, logme, probe_accuracy
+from xstilts.evaluate.transferability import knn_accuracy, logme
+from xstilts.tasks import kind_of
 
 
 def test_linear_cka_exact_values():
@@ -45,14 +50,40 @@ def planted(rng: np.random.Generator, n: int, noise: float, classes: int = 3, di
     return centers[labels] + noise * rng.normal(size=(n, dim)), labels
 
 
-def test_a_linear_probe_recovers_a_planted_signal_and_not_noise():
+class PlantedEncoder(torch.nn.Module):
+    """A frozen "encoder" whose first-token state is a fixed random vector of the sentence's second token:
+    the label of a sentence is recoverable from its features exactly when it is a function of that token."""
+
+    def __init__(self, vocabulary: int = 50, hidden: int = 64):
+        super().__init__()
+        self.config = SimpleNamespace(hidden_size=hidden, hidden_dropout_prob=0.0)
+        self.table = torch.nn.Embedding(vocabulary, hidden)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        states = self.table(input_ids)
+        states = torch.cat([states[:, 1:2], states[:, 1:]], dim=1)  # position 0 reads token 1
+        return SimpleNamespace(last_hidden_state=states)
+
+
+def test_a_probe_head_recovers_a_planted_signal_and_not_noise():
+    from xstilts.evaluate.diagnostics import fit_probe_head
+    from xstilts.tasks.registry import LocalFiles, TaskSpec
+
+    spec = TaskSpec("planted", "classification", ("en",), LocalFiles(Path("unused")), labels=("a", "b", "c"))
     rng = np.random.default_rng(0)
-    x, y = planted(rng, 600, noise=0.5)
-    probe = fit_linear_probe(x[:400], y[:400])
-    assert probe_accuracy(probe, x[400:], y[400:]) > 98
-    random_labels = rng.integers(0, 3, 600)
-    probe = fit_linear_probe(x[:400], random_labels[:400])
-    assert probe_accuracy(probe, x[400:], random_labels[400:]) < 45, "no signal: near chance (33%)"
+    words = rng.integers(3, 50, 600)
+    signal = words % 3  # a function of the planted token
+    noise = rng.integers(0, 3, 600)
+    encoder = PlantedEncoder()
+    for labels, low, high in ((signal, 95, 100), (noise, 0, 45)):
+        features = [{"input_ids": np.array([0, w, 2]), "label": int(y)} for w, y in zip(words, labels)]
+        probe = fit_probe_head(encoder, spec, features[:400], pad_token_id=1, steps=300, seed=0)
+        batch = kind_of(spec).collate(features[400:], 1)
+        with torch.no_grad():
+            predicted = probe("planted", batch).argmax(-1).numpy()
+        accuracy = 100 * float((predicted == labels[400:]).mean())
+        assert low <= accuracy <= high, accuracy
+    assert all(p.requires_grad for p in encoder.parameters()), "the encoder's own trainability is restored"
 
 
 def test_estimators_rank_features_by_how_much_label_signal_they_carry():
@@ -170,7 +201,12 @@ def test_every_prefix_is_diagnosed_once_and_reported(tmp_path, tiny_encoder_dir,
             "max_length": 64,
             "learning_rate": 1e-3,
         },
-        "diagnostics": {"parallel_dir": str(write_parallel(tmp_path / "parallel", 40)), "probe_sentences": 60},
+        "diagnostics": {
+            "parallel_dir": str(write_parallel(tmp_path / "parallel", 40)),
+            "probe_sentences": 60,
+            "probe_steps": 10,
+            "forgetting_examples": 48,
+        },
     }
     xstilts.run(parse_config(raw), progress=False)
     files = sorted((tmp_path / "run" / "diagnostics").glob("*.json"))
@@ -184,9 +220,18 @@ def test_every_prefix_is_diagnosed_once_and_reported(tmp_path, tiny_encoder_dir,
     assert set(second["estimates"]) == {"demo_nli", "demo_ner"} and {"logme", "knn"} <= set(
         second["estimates"]["demo_ner"]
     )
+    assert "forgetting" not in root, "nothing was trained before k = 0"
+    assert [(e["task"], e["trained_at"]) for e in first["forgetting"]] == [("demo_paraphrase", 1)]
+    assert [(e["task"], e["trained_at"]) for e in second["forgetting"]] == [("demo_paraphrase", 1), ("demo_swag", 2)]
+    for entry in second["forgetting"]:
+        assert entry["metric"] == "accuracy" and 0 <= entry["own_head"] <= 100 and 0 <= entry["probe"] <= 100
+    stage = json.loads(next((tmp_path / "run" / "stages").glob("*-demo_paraphrase/stage.json")).read_text())
+    # right after its own stage, its own head scores what the stage recorded on the same dev examples
+    assert first["forgetting"][0]["own_head"] == pytest.approx(stage["dev_metrics"]["accuracy"])
     stamps = [f.stat().st_mtime_ns for f in files]
     xstilts.run(parse_config(raw), progress=False)
     assert [f.stat().st_mtime_ns for f in files] == stamps, "a finished diagnosis is not computed again"
     report = xstilts.write_report(tmp_path / "run").read_text()
     assert "## What each added task does to the encoder" in report and "## Cross-lingual alignment by layer" in report
-    assert "| demo_ner | LogME | 3 |" in report
+    assert "| demo_ner | LogME | 3 |" in report and "## Forgetting of earlier tasks" in report
+    assert "| 1 | 1 |" in report, "one (task, later prefix) pair one task later: demo_paraphrase after demo_swag"

@@ -194,6 +194,7 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     )
     assert "runs per chain length (orders x seeds): k = 0: 2, k = 1: 6, k = 2: 6" in text
     assert "## What each added task does to the encoder" in text and "| demo_qa | LogME | 13 |" in text
+    assert "## Forgetting of earlier tasks" in text
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
 
 

@@ -202,6 +202,9 @@ def plan(
 
     _setup(training=False)
     experiment = _load_with_overrides(config, overrides, output_dir, seed, require_data=False)
+    if experiment.study is not None and experiment.study.search is not None:
+        _print_search_plan(experiment)
+        return
     registry = experiment.registry()
     study_plan = build_plan(experiment, registry, RunDirectory(experiment.output_dir).store)
     typer.echo(format_plan(study_plan, experiment, registry))
@@ -211,6 +214,23 @@ def plan(
             f"\ndata not on disk yet ({len(missing)}; `xstilts run` needs it, `xstilts data prepare` writes it): {missing[0]}"
             + (" ..." if len(missing) > 1 else "")
         )
+
+
+def _print_search_plan(experiment: Any) -> None:
+    """A searching study's plan is made round by round: print its bounds against the exhaustive study."""
+    from xstilts.study.search import exhaustive_stage_count, most_stages
+
+    study, search = experiment.study, experiment.study.search
+    limit = len(study.pool) if study.max_chain_length is None else study.max_chain_length
+    width = 1 if search.strategy == "greedy" else search.width
+    bound = most_stages(len(study.pool), limit, width, search.budget)
+    exhaustive = exhaustive_stage_count(len(study.pool), limit)
+    typer.echo(
+        f"a {search.strategy} search (width {width}) over {len(study.pool)} tasks up to K = {limit}, seeds "
+        f"{study.seeds}: its chains are chosen round by round on dev scores, so the stage graph is not known in advance"
+    )
+    typer.echo(f"stages to train, at most          {bound:>8}")
+    typer.echo(f"stages of the exhaustive study     {exhaustive:>8}  (orders: {{all: true}})")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import typing
 from pathlib import Path
@@ -37,6 +38,7 @@ from xstilts.tracking import TrackerName, check_available
 
 log = logging.getLogger(__name__)
 Loc = tuple[Any, ...]
+MAX_ALL_ORDERS = 10_000  # `orders: {all: true}` beyond this is a mistake, not a study
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
@@ -210,6 +212,9 @@ class OrdersConfig(Settings):
     random: int = Field(0, ge=0, le=100_000, description="This many random permutations of the pool.")
     random_seed: Seed = Field(0, description="Seed of the random permutations.")
     singles: bool = Field(False, description="Every pool task alone (chains of length 1).")
+    all: bool = Field(
+        False, description="Every ordering of K tasks from the pool (the exhaustive study; small pools only)."
+    )
 
 
 class PositiveControl(Settings):
@@ -232,6 +237,19 @@ class ControlsConfig(Settings):
     positive: list[PositiveControl] = Field(default_factory=list)
 
 
+class SearchConfig(Settings):
+    """Grow chains from the pool instead of enumerating orders (xstilts.study.search)."""
+
+    strategy: Literal["greedy", "beam"] = Field(
+        "greedy", description="greedy: keep the best prefix; beam: the best `width`."
+    )
+    width: int = Field(2, ge=1, le=1000, description="Beam: prefixes extended each round (greedy: 1).")
+    budget: Optional[int] = Field(
+        None, gt=0, description="At most this many intermediate stages trained; null: no limit."
+    )
+    guide: Literal["dev"] = Field("dev", description="What ranks prefixes: the targets' mean dev score.")
+
+
 class StudyConfig(Settings):
     """The sequential-scaling study: chains of k = 0..max_chain_length tasks from a pool, over orders and seeds."""
 
@@ -239,6 +257,9 @@ class StudyConfig(Settings):
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     max_chain_length: Optional[int] = Field(None, ge=0, description="K; default: the pool's size.")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    search: Optional[SearchConfig] = Field(
+        None, description="Search the chains (greedy or beam on dev scores) instead of running given orders."
+    )
 
 
 class DiagnosticsConfig(Settings):
@@ -258,6 +279,13 @@ class DiagnosticsConfig(Settings):
         1000, gt=1, le=1_000_000, description="Estimates: the target's English training examples used."
     )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per probe sentence or estimation feature.")
+    forgetting: bool = Field(
+        True, description="Score every earlier task of the chain on English dev: its own head, and a fresh probe."
+    )
+    forgetting_examples: int = Field(
+        500, gt=1, le=1_000_000, description="Forgetting: dev examples scored, training examples the probe sees."
+    )
+    probe_steps: int = Field(200, gt=0, le=1_000_000, description="Forgetting: optimizer steps of each probe head.")
 
 
 class ExperimentConfig(Settings):
@@ -670,9 +698,24 @@ def _study_problems(
         for j, task in enumerate(order):
             if task not in study.pool:
                 problems.append((("study", "orders", "explicit", i, j), f"{task!r} is not in the study's pool"))
-    if not (study.orders.explicit or study.orders.random or study.orders.singles):
+    limit = len(study.pool) if study.max_chain_length is None else min(study.max_chain_length, len(study.pool))
+    if study.orders.all and math.perm(len(study.pool), limit) > MAX_ALL_ORDERS:
         problems.append(
-            (("study", "orders"), "no orders: give explicit orders, a number of random ones, or singles: true")
+            (
+                ("study", "orders", "all"),
+                f"every ordering of {limit} of {len(study.pool)} tasks is {math.perm(len(study.pool), limit)} chains "
+                f"(at most {MAX_ALL_ORDERS}); use random orders or `search`",
+            )
+        )
+    has_orders = bool(study.orders.explicit or study.orders.random or study.orders.singles or study.orders.all)
+    if study.search is not None and has_orders:
+        problems.append((("study", "orders"), "a searching study grows its own chains: remove `orders` or `search`"))
+    elif study.search is None and not has_orders:
+        problems.append(
+            (
+                ("study", "orders"),
+                "no orders: give explicit orders, a number of random ones, singles: true or all: true",
+            )
         )
     if study.max_chain_length is not None and study.max_chain_length > len(study.pool):
         problems.append(

@@ -16,6 +16,13 @@ EXPLANATION = (
     "cell is the mean over the study's prefixes of that length with a 95% bootstrap interval over them "
     "(controls left out)."
 )
+FORGETTING_EXPLANATION = (
+    "English dev score (each task's primary metric) of the chain's earlier intermediate tasks on the current "
+    "encoder, by how many tasks were trained after them: with the head the task's own stage trained, and with "
+    "a fresh head of the same kind trained on the frozen encoder (a probe). Change: against the same chain "
+    "right after the task's own stage. A falling own-head score with a steady probe means the head no longer "
+    "fits; a falling probe means the information itself is gone."
+)
 ESTIMATES_EXPLANATION = (
     "LogME and leave-one-out k-NN accuracy of each prefix encoder's frozen features on the target's English "
     "training sample, against the target's measured test score after that prefix (mean over languages). "
@@ -63,6 +70,21 @@ def diagnostics_tables(summary: Mapping[str, Any]) -> list[tuple[str, Table, lis
                 table.append([str(layer), *("-" if v is None else f"{v:.1f}" for v in values)])
             note = "Translation retrieval accuracy (%) per layer (0 = embeddings), mean over prefixes and languages."
             sections.append((f"Cross-lingual alignment by layer{suffix}", table, [note]))
+    for mode, by_distance in summary.get("forgetting", {}).items():
+        suffix = f" ({mode} chains)" if len(summary.get("forgetting", {})) > 1 else ""
+        table = [["tasks trained since", "pairs", "own head", "change", "fresh probe", "change"]]
+        for distance, m in sorted(by_distance.items(), key=lambda item: int(item[0])):
+            table.append(
+                [
+                    str(distance),
+                    str(m["pairs"]),
+                    _cell(m["own_head"], 1),
+                    _cell(m.get("own_head_change"), 1) if int(distance) else "-",
+                    _cell(m["probe"], 1),
+                    _cell(m.get("probe_change"), 1) if int(distance) else "-",
+                ]
+            )
+        sections.append((f"Forgetting of earlier tasks{suffix}", table, [FORGETTING_EXPLANATION]))
     estimates = summary.get("estimates", {})
     if estimates:
         table = [["target", "estimator", "prefixes", "Kendall tau", "regret@1", "regret@3"]]
@@ -80,3 +102,62 @@ def diagnostics_tables(summary: Mapping[str, Any]) -> list[tuple[str, Table, lis
                 )
         sections.append(("Transfer estimates against measured results (test)", table, [ESTIMATES_EXPLANATION]))
     return sections
+
+
+def search_section(record: Mapping[str, Any], regret: Mapping[str, Any] | None) -> tuple[list[str], Table]:
+    """(bullets, rounds table) of a searching study's report section."""
+
+    def name(chain: list[str]) -> str:
+        return "+".join(chain) or "pretrained (k = 0)"
+
+    share = record["stages_trained"] / record["exhaustive_stages"] if record["exhaustive_stages"] else 0.0
+    strategy = "greedy" if record["strategy"] == "greedy" else f"beam of width {record['width']}"
+    bullets = [
+        f"{strategy} search on {record['guide']} scores over the pool {', '.join(record['pool'])} up to "
+        f"K = {record['max_chain_length']}" + (f", budget {record['budget']} stages" if record.get("budget") else ""),
+        f"chain found: {name(record['found'])} (dev score {record['found_dev_score']:.1f})"
+        if record.get("found_dev_score") is not None
+        else f"chain found: {name(record['found'])}",
+        f"cost: {record['stages_trained']} intermediate stages and {record['target_fine_tunes']} target fine-tunes, "
+        f"against {record['exhaustive_stages']} and {record['exhaustive_target_fine_tunes']} for the exhaustive study "
+        f"of the same pool ({100 * share:.0f}% of its stages; `xstilts plan` counts the exhaustive study too)",
+    ]
+    if regret is not None:
+        interval = regret.get("found_minus_best_test")
+        same = regret["exhaustive_best"] == record["found"]
+        within = (
+            "the search found it"
+            if same
+            else "within its interval"
+            if interval and interval["lower"] <= 0 <= interval["upper"]
+            else "below it beyond its interval"
+            if interval and interval["upper"] < 0
+            else "above it"
+            if interval
+            else "no interval (no per-example units)"
+        )
+        bullets.append(
+            f"exhaustive study present ({regret['chains']} chains): its best chain chosen on dev is "
+            f"{name(regret['exhaustive_best'])}; the search's chain scores {regret['regret_test']:+.1f} points less on "
+            f"test"
+            + (
+                f" [95% interval of the difference {-interval['upper']:+.1f}, {-interval['lower']:+.1f}]"
+                if interval
+                else ""
+            )
+            + f": {within}"
+        )
+    table = [["round", "candidate", "dev score", "against the best so far (95%)", "kept"]]
+    for number, round_ in enumerate(record["rounds"], start=1):
+        for candidate in round_["candidates"]:
+            against = candidate.get("against_best")
+            table.append(
+                [
+                    str(number),
+                    name(candidate["chain"]),
+                    "-" if candidate["dev_score"] is None else f"{candidate['dev_score']:.1f}",
+                    "best so far" if against is None else f"[{against['lower']:+.1f}, {against['upper']:+.1f}]",
+                    "yes" if candidate["kept"] else "",
+                ]
+            )
+    return bullets, table

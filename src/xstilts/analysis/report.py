@@ -17,7 +17,7 @@ from statistics import fmean
 from typing import Any
 
 from xstilts.analysis import plots
-from xstilts.analysis.diagnostics_tables import diagnostics_tables
+from xstilts.analysis.diagnostics_tables import diagnostics_tables, search_section
 from xstilts.analysis.headline import build_headline
 from xstilts.errors import XstiltsError
 from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER, xtreme_score
@@ -28,6 +28,7 @@ from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summ
 from xstilts.results.diagnostics import summarise as summarise_diagnostics
 from xstilts.results.effects import analyse, units_loader
 from xstilts.results.layout import (
+    CONFIG_FILE,
     GAIN_PLOT,
     HEATMAP_PLOT,
     HTML_FILE,
@@ -637,6 +638,14 @@ def write_report_files(
         *(Section(title, table=table) for title, table in headline.tables[1:]),
         *(_block_section(title, block) for title, block in headline.blocks),
     ]
+    searched = next((record for source in runs if (record := source.read_search()) is not None), None)
+    if searched is not None:
+        from xstilts.config import load_config
+        from xstilts.study.search import regret
+
+        config = load_config(runs[0].file(CONFIG_FILE), require_data=False)
+        bullets, table = search_section(searched, regret(rows, units_loader(), config, searched))
+        sections += [Section("Search", bullets=bullets), Section("Search rounds", table=table)]
     if latency is not None:
         device = latency
         sections.append(

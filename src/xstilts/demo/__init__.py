@@ -91,6 +91,8 @@ def demo_config(
         "parallel_sentences": 300,
         "estimate_examples": 500,
         "max_length": 64,
+        "forgetting_examples": 200,
+        "probe_steps": 100,
     }
     if latency:  # the demo encoder has 256 positions: short inputs, few repetitions (a CPU minute at most)
         config["latency"] = {"batch_sizes": [32], "lengths": [64], "repetitions": 20, "warmup": 3}

@@ -5,6 +5,9 @@ For the encoder after each prefix of a chain (k = 0, the pretrained encoder, inc
 - drift: linear CKA, layer by layer, between its representations of a fixed multilingual probe set (the
   targets' dev text in every language) and those of the pretrained encoder and of its parent;
 - alignment: translation retrieval accuracy, layer by layer, on parallel sentences;
+- forgetting: the English dev score of every earlier task of the chain, with the head its own stage trained
+  (on the current encoder) and with a fresh head of the same kind trained on the frozen current encoder (a
+  probe): the first falls when the head no longer fits, the second only when the information is gone;
 - estimates: LogME and k-NN accuracy of its last layer's features on a sample of each target's English
   training data (classification: the first token; tagging: each word's first subword and its tag; QA: each
   context token, labelled by whether it lies inside the answer).
@@ -192,3 +195,99 @@ def frozen_features(
         chosen = sorted(random.Random(0).sample(range(len(y)), MAX_TOKEN_FEATURES))
         x, y = x[chosen], y[chosen]
     return x, y
+
+
+@dataclass
+class EarlierStage:
+    """A supervised stage of the chain so far: its task, where its head is, the settings it trained with."""
+
+    position: int  # 1-based place in the chain
+    spec: TaskSpec
+    stage_dir: Path
+    settings: Any  # TrainingSettings
+
+
+def forgetting(
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    earlier: Sequence[EarlierStage],
+    examples: int,
+    probe_steps: int,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Each earlier task's English dev score on the current encoder: with its own head, and with a probe."""
+    return [_forgetting_of(encoder, tokenizer, stage, examples, probe_steps, seed) for stage in earlier]
+
+
+def _forgetting_of(
+    encoder: torch.nn.Module, tokenizer: Any, stage: EarlierStage, examples: int, probe_steps: int, seed: int
+) -> dict[str, Any]:
+    from xstilts.results.layout import HEADS_FILE
+    from xstilts.train.modeling import MultiTaskModel, load_heads
+
+    spec, settings = stage.spec, stage.settings
+    dev = load_examples(spec, spec.dev_split, spec.train_language, examples)
+    dev_features = build_features(spec, dev, tokenizer, settings, training=False)
+    entry: dict[str, Any] = {"task": spec.name, "trained_at": stage.position, "metric": kind_of(spec).primary_metric}
+    own = MultiTaskModel(encoder, {spec.name: spec})
+    loaded = load_heads(own, stage.stage_dir / HEADS_FILE, [spec.name])
+    entry["own_head"] = _dev_score(own, spec, dev, dev_features, settings, tokenizer) if loaded else None
+    train = load_examples(spec, spec.train_split, spec.train_language, examples)
+    train_features = build_features(spec, train, tokenizer, settings, training=True)
+    probe = fit_probe_head(encoder, spec, train_features, tokenizer.pad_token_id, probe_steps, seed)
+    entry["probe"] = _dev_score(probe, spec, dev, dev_features, settings, tokenizer)
+    return entry
+
+
+def _dev_score(model: Any, spec: TaskSpec, dev: list[Any], features: list[Any], settings: Any, tokenizer: Any) -> float:
+    from xstilts.evaluate.evaluation import evaluate
+    from xstilts.train.loop import get_accelerator
+
+    accelerator = get_accelerator()
+    model.to(accelerator.device)
+    evaluation = evaluate(
+        model, spec, dev, features, settings, accelerator, tokenizer.pad_token_id, spec.train_language
+    )
+    return evaluation.metrics[kind_of(spec).primary_metric]
+
+
+def fit_probe_head(
+    encoder: torch.nn.Module,
+    spec: TaskSpec,
+    features: list[Any],
+    pad_token_id: int,
+    steps: int,
+    seed: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+) -> Any:
+    """A fresh head of the task's kind trained on the frozen encoder (no collective calls: any process can run it)."""
+    from xstilts.train.modeling import MultiTaskModel
+
+    kind = kind_of(spec)
+    frozen = [p.requires_grad for p in encoder.parameters()]
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    device = next(encoder.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MultiTaskModel(encoder, {spec.name: spec}).to(device)
+        order = torch.randperm(len(features)).tolist()
+    head = model.heads[model.head_of[spec.name]]
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)
+    model.train()
+    encoder.eval()  # frozen: no dropout in the features the probe learns from
+    try:
+        with torch.enable_grad():
+            for step in range(steps):
+                start = (step * batch_size) % max(1, len(order))
+                chosen = [features[i] for i in (order + order)[start : start + batch_size]]
+                batch = {k: v.to(device) for k, v in kind.collate(chosen, pad_token_id).items()}
+                loss = kind.loss(model(spec.name, batch), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    finally:
+        for parameter, flag in zip(encoder.parameters(), frozen):
+            parameter.requires_grad_(flag)
+    return model.eval()

@@ -9,9 +9,6 @@ Two published estimators, computed on the same features:
 - **k-NN accuracy**: leave-one-out accuracy of a cosine k-nearest-neighbour vote (the "k-NN probe" of
   Puigcerver et al. 2021 and the task-selection literature): how far the labels are already separated in
   the feature space, with no fitting at all.
-
-Also the linear probe used by the forgetting diagnostics: a softmax regression fitted by L-BFGS on frozen
-features (a dozen lines of torch; scikit-learn would be a dependency for one function).
 """
 
 from __future__ import annotations
@@ -76,33 +73,3 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
         votes += 1e-3 * torch.nn.functional.one_hot(y[neighbours[:, 0]], votes.shape[1])  # ties: the nearest
         correct += int((votes.argmax(1) == y[start : start + 1024]).sum())
     return 100.0 * correct / len(x)
-
-
-def fit_linear_probe(features: np.ndarray, labels: np.ndarray, l2: float = 1e-3, steps: int = 100) -> torch.nn.Linear:
-    """A softmax regression from frozen features to labels, fitted by L-BFGS (standardised inputs inside)."""
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(labels)).long()
-    mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / scale
-    linear = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(linear(z), y) + l2 * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    probe = torch.nn.Linear(x.shape[1], linear.out_features)
-    with torch.no_grad():  # fold the standardisation into the weights: the probe reads raw features
-        probe.weight.copy_(linear.weight / scale)
-        probe.bias.copy_(linear.bias - (linear.weight * mean / scale).sum(1))
-    return probe
-
-
-def probe_accuracy(probe: torch.nn.Linear, features: np.ndarray, labels: np.ndarray) -> float:
-    with torch.no_grad():
-        predicted = probe(torch.as_tensor(np.asarray(features, dtype=np.float32))).argmax(1).numpy()
-    return 100.0 * float((predicted == np.asarray(labels)).mean())

@@ -64,7 +64,42 @@ def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -
             curves = [r["alignment"]["mean"] for r in group if "alignment" in r]
             if curves:
                 layers[mode][k] = [float(v) for v in np.mean(curves, axis=0)]
-    return {"by_length": by_length, "alignment_layers": layers, "estimates": judge_estimates(records, rows)}
+    return {
+        "by_length": by_length,
+        "alignment_layers": layers,
+        "forgetting": forgetting_by_distance(records),
+        "estimates": judge_estimates(records, rows),
+    }
+
+
+def forgetting_by_distance(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """mode -> tasks trained since (0, 1, ...) -> the earlier tasks' English dev scores, own head and probe, and
+    their change since the task's own stage (each paired with the same chain's record right after that stage)."""
+    by_key = {_key(record): record for record in records}
+    pairs: dict[str, dict[int, list[tuple[dict[str, Any], dict[str, Any]]]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        chain, seed, mode = _key(record)
+        for entry in record.get("forgetting", []):
+            position = int(entry["trained_at"])
+            at_own_stage = by_key.get((chain[:position], seed, mode), {})
+            reference = next((e for e in at_own_stage.get("forgetting", []) if int(e["trained_at"]) == position), None)
+            if reference is not None:
+                pairs[mode][len(chain) - position].append((entry, reference))
+    rng = seeded("forgetting")
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for mode, by_distance in pairs.items():
+        found[mode] = {}
+        for distance, group in sorted(by_distance.items()):
+            found[mode][distance] = {"pairs": len(group)}
+            for measure in ("own_head", "probe"):
+                now = [
+                    (e[measure], r[measure])
+                    for e, r in group
+                    if e.get(measure) is not None and r.get(measure) is not None
+                ]
+                found[mode][distance][measure] = _mean([a for a, _ in now], rng)
+                found[mode][distance][f"{measure}_change"] = _mean([a - b for a, b in now], rng) if distance else None
+    return found
 
 
 def _mean(values: Sequence[float | None], rng: np.random.Generator) -> dict[str, Any] | None:

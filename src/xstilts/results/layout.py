@@ -1,7 +1,7 @@
 """Every file and folder name under a run directory, defined once, and the rule that no path leaves it.
 
     RUN_DIR/
-      config.resolved.yaml  plan.json  summary.json  .xstilts.lock  run.log
+      config.resolved.yaml  plan.json  summary.json  .xstilts.lock  run.log  search.json
       stages/<identity>-<task>/            stage.json, encoder/ or adapter/, heads.safetensors,
                                            evaluations/<split>-<lang>.json (+ .units.npy), predictions/<split>-<lang>.jsonl
       stages/.checkpoints/<identity>-<task>/   model.safetensors, best.safetensors, optimizer.pt, progress.json
@@ -29,6 +29,7 @@ CONFIG_FILE = "config.resolved.yaml"
 PLAN_FILE = "plan.json"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".xstilts.lock"
+SEARCH_FILE = "search.json"  # a searching study's rounds, the chain found and its cost
 DIAGNOSTICS_DIR = "diagnostics"  # diagnostics/<prefix identity>.json
 TRACKERS_DIR = "trackers"  # TensorBoard event files (and MLflow's mlruns/), one folder per stage
 BY_CHAIN_DIR = "by-chain"  # by-chain/<chain label>/<target or "encoder"> -> stages/<identity>-<task> (links)

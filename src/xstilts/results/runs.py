@@ -115,6 +115,15 @@ class RunDirectory:
         except OSError as error:  # a file system without symbolic links: the run is complete without them
             log.warning("%s: cannot link stages by chain (%s); stages/ holds them by identity", top, error)
 
+    # --- search.json -------------------------------------------------------------------------------------------
+
+    def write_search(self, record: Mapping[str, Any]) -> None:
+        write_json_atomic(self.file(layout.SEARCH_FILE), record)
+
+    def read_search(self) -> dict[str, Any] | None:
+        record = read_json_or_none(self.root / layout.SEARCH_FILE, "search record")
+        return record if isinstance(record, dict) and "found" in record else None
+
     # --- diagnostics/<prefix identity>.json --------------------------------------------------------------------
 
     def diagnostics_file(self, identity: str) -> Path:

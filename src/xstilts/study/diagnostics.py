@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from xstilts.config import ExperimentConfig
-from xstilts.evaluate.diagnostics import diagnose, probe_data
+from xstilts.evaluate.diagnostics import EarlierStage, diagnose, forgetting, probe_data
 from xstilts.evaluate.representations import layer_representations
+from xstilts.results.layout import HEADS_FILE
 from xstilts.results.runs import RunDirectory
 from xstilts.study.plan import ChainPrefix, Plan
 from xstilts.tasks.registry import TaskRegistry
 from xstilts.train.adapters import build_encoder
-from xstilts.train.loop import get_accelerator
+from xstilts.train.loop import get_accelerator, is_main_process
 from xstilts.train.modeling import load_tokenizer
 
 log = logging.getLogger(__name__)
+SUPERVISED_KINDS = ("classification", "multiple_choice", "qa", "tagging")
 
 
 class PrefixDiagnostics:
@@ -36,12 +39,40 @@ class PrefixDiagnostics:
         if node.stage is not None:
             references["parent"] = self.layers_of(self.plan.nodes[node.stage.parent_identity])
         encoder = build_encoder(node.recipe).to(get_accelerator().device)
+        started = time.perf_counter()
         record, self.representations[node.identity] = diagnose(
             encoder, self.tokenizer, self.data, references, self.settings.estimators, self.settings.max_length
         )
+        if self.settings.forgetting and node.stage is not None:
+            record["forgetting"] = forgetting(
+                encoder,
+                self.tokenizer,
+                self.earlier_stages(node),
+                self.settings.forgetting_examples,
+                self.settings.probe_steps,
+                node.seed,
+            )
+        record["seconds"] = round(time.perf_counter() - started, 2)
         header = {"identity": node.identity, "chain": list(node.tasks), "chain_length": node.chain_length}
-        self.run.write_diagnostics(node.identity, {**header, "seed": node.seed, "mode": node.mode, **record})
+        if is_main_process():
+            self.run.write_diagnostics(node.identity, {**header, "seed": node.seed, "mode": node.mode, **record})
         log.info("diagnosed %s in %.1f s", node.label, record["seconds"])
+
+    def earlier_stages(self, node: ChainPrefix) -> list[EarlierStage]:
+        """The chain's single-task supervised stages up to `node`, whose heads are on disk (not pruned)."""
+        ancestors = []
+        while node.stage is not None:
+            ancestors.append(node)
+            node = self.plan.nodes[node.stage.parent_identity]
+        stages = []
+        for position, ancestor in enumerate(reversed(ancestors), start=1):
+            request = ancestor.stage
+            if request.mixture is not None or request.spec.kind not in SUPERVISED_KINDS:
+                continue  # mixtures and masked LM: no single head to score
+            stage_dir = self.run.store.stage_dir(ancestor.identity, request.name)
+            if (stage_dir / HEADS_FILE).is_file():
+                stages.append(EarlierStage(position, request.spec, stage_dir, request.settings))
+        return stages
 
     def root_of(self, node: ChainPrefix) -> ChainPrefix:
         while node.stage is not None:

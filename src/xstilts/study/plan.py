@@ -11,6 +11,7 @@ study can be sized before its data is on disk (its identities are then provision
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -245,6 +246,7 @@ def expand_chains(config: ExperimentConfig) -> list[tuple[int, list[StageConfig]
     orders += [rng.sample(study.pool, len(study.pool)) for _ in range(study.orders.random)]
     orders += [[task] for task in study.pool] if study.orders.singles else []
     limit = len(study.pool) if study.max_chain_length is None else study.max_chain_length
+    orders += [list(order) for order in itertools.permutations(study.pool, limit)] if study.orders.all else []
     return [(seed, [StageConfig(task=t) for t in order[:limit]]) for seed in study.seeds for order in orders]
 
 

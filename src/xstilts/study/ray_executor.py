@@ -88,6 +88,8 @@ def run_on_ray(
     max_retries: int = 3,
 ) -> dict[str, Any]:
     """Run the plan's stages and target fine-tunes as Ray tasks, then assemble the run locally."""
+    if config.study is not None and config.study.search is not None:
+        raise XstiltsError("study.search runs round by round with the local executor; drop --executor ray")
     try:
         import ray  # noqa: F401
     except ImportError:

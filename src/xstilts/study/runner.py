@@ -42,7 +42,13 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
     """Run (or resume) the experiment; returns the summary that is also written to `summary.json`.
 
     The run holds the lock of its output directory throughout (a second run there fails with the owner's name).
+    A study with `search` runs as rounds of such runs (xstilts.study.search).
     """
+    if config.study is not None and config.study.search is not None:
+        from xstilts.study.search import run_search
+
+        run_search(config, progress)
+        return RunDirectory(config.output_dir).read_summary()
     run = RunDirectory(config.output_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     # The log only once the run is ours (a refused run writes nothing), and from one process.
@@ -169,8 +175,10 @@ class Executor:
         )
 
     def diagnose(self, node: ChainPrefix) -> None:
-        """Write the prefix's diagnostics record unless it exists (main process; the others wait)."""
-        if is_main_process() and read_json_or_none(self.run.diagnostics_file(node.identity), "diagnostics") is None:
+        """Write the prefix's diagnostics record unless it exists. Every process computes (evaluations split their
+        work between processes); the main one writes."""
+        wait_for_everyone()  # every process decides from the same files
+        if read_json_or_none(self.run.diagnostics_file(node.identity), "diagnostics") is None:
             from xstilts.study.diagnostics import PrefixDiagnostics
 
             self.diagnostics = self.diagnostics or PrefixDiagnostics(self.config, self.registry, self.plan, self.run)

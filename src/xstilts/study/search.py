@@ -1,0 +1,236 @@
+"""A study that searches the space of chains instead of enumerating it (`study.search` in the config).
+
+Greedy or beam search grows chains one task at a time from the pool: each round extends the kept prefixes
+by every pool task not in them yet, trains the new stages, fine-tunes and evaluates the targets after them,
+and keeps the `width` best new prefixes by dev score (greedy: the one best). A prefix whose dev score is
+below the best found so far beyond its paired 95% interval is not extended. The search stops at K tasks, at
+the stage budget, or when no prefix is left to extend.
+
+Every round is an ordinary run of the same run directory whose explicit orders are the chains explored so
+far: the plan, the stage store and the evaluations are the study's own, so shared prefixes are trained once,
+a killed search resumes, and a later exhaustive study of the same pool reuses every stage the search
+trained. `RUN_DIR/search.json` records the rounds, what each candidate scored, the chain found and its cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from xstilts.config import ExperimentConfig, OrdersConfig
+from xstilts.results.effects import UnitsLoader, units_loader
+from xstilts.results.records import ResultRow
+from xstilts.results.runs import RunDirectory
+from xstilts.results.selection import dev_is_test
+from xstilts.results.statistics import RESAMPLES, paired_replicates, percentile_interval, seeded
+from xstilts.tasks.registry import DEV, TEST
+
+log = logging.getLogger(__name__)
+Chain = tuple[str, ...]
+
+
+def run_search(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """Search the chains of `config.study.pool`; returns (and writes) the search record."""
+    from xstilts.study.runner import run_experiment
+
+    study, search = config.study, config.study.search
+    limit = study.max_chain_length if study.max_chain_length is not None else len(study.pool)
+    width = 1 if search.strategy == "greedy" else search.width
+    run = RunDirectory(config.output_dir)
+    explored: list[Chain] = [()]
+    beam: list[Chain] = [()]
+    rounds: list[dict[str, Any]] = []
+    while beam and len(beam[0]) < limit:
+        candidates = [prefix + (task,) for prefix in beam for task in study.pool if task not in prefix]
+        candidates = [c for c in dict.fromkeys(candidates) if c not in explored]
+        if search.budget is not None:
+            candidates = candidates[: max(0, search.budget - (len(explored) - 1))]
+        if not candidates:
+            break
+        explored += candidates
+        run_experiment(_round_config(config, explored, limit), progress=progress)
+        beam, record = _judge_round(candidates, explored, width, run, config)
+        rounds.append(record)
+        log.info(
+            "search round %d: kept %s (best so far: %s)", len(rounds), _names(beam), _name(tuple(record["best_so_far"]))
+        )
+    scores = dev_scores(run.result_rows(), config)
+    found = max(explored, key=lambda chain: scores.get(chain, -math.inf))
+    record = {
+        "strategy": search.strategy,
+        "width": width,
+        "budget": search.budget,
+        "guide": search.guide,
+        "pool": list(study.pool),
+        "max_chain_length": limit,
+        "rounds": rounds,
+        "found": list(found),
+        "found_dev_score": scores.get(found),
+        **_costs(config, len(explored) - 1, exhaustive_stage_count(len(study.pool), limit)),
+    }
+    run.write_search(record)
+    return record
+
+
+def _judge_round(
+    candidates: Sequence[Chain], explored: Sequence[Chain], width: int, run: RunDirectory, config: ExperimentConfig
+) -> tuple[list[Chain], dict[str, Any]]:
+    """The prefixes to extend next (the `width` best by dev score among those not below the best beyond their
+    interval) and the round's record."""
+    rows = run.result_rows()
+    scores = dev_scores(rows, config)
+    best = max(explored, key=lambda chain: scores.get(chain, -math.inf))
+    judged = {c: against(c, best, rows, units_loader(run.root), config) for c in candidates}
+    alive = [c for c in candidates if judged[c] is None or judged[c][1] >= 0]  # upper bound of (c - best) >= 0
+    beam = sorted(alive, key=lambda c: scores.get(c, -math.inf), reverse=True)[:width]
+    return beam, _round_record(candidates, scores, judged, beam, best)
+
+
+def _costs(config: ExperimentConfig, prefixes: int, exhaustive_prefixes: int) -> dict[str, int]:
+    """Stages and target fine-tunes of the search and of the exhaustive study (every seed and chain mode)."""
+    runs = len(config.study.seeds) * len(config.chain_modes)
+    targets = _trainable_targets(config)
+    return {
+        "stages_trained": prefixes * runs,
+        "target_fine_tunes": (prefixes + 1) * targets * runs,
+        "exhaustive_stages": exhaustive_prefixes * runs,
+        "exhaustive_target_fine_tunes": (exhaustive_prefixes + 1) * targets * runs,
+    }
+
+
+def most_stages(pool: int, limit: int, width: int, budget: int | None) -> int:
+    """The most intermediate stages a search can train: round k extends `width` prefixes (1 in round 1) by the
+    pool tasks not in them, within the budget and never beyond the exhaustive study."""
+    total = sum(min(math.perm(pool, k), (1 if k == 1 else width) * (pool - k + 1)) for k in range(1, limit + 1))
+    total = min(total, exhaustive_stage_count(pool, limit))
+    return min(total, budget) if budget is not None else total
+
+
+def exhaustive_stage_count(pool: int, limit: int) -> int:
+    """Distinct prefixes of every ordering of `limit` tasks from a pool of `pool`: sum over k of pool!/(pool-k)!."""
+    return sum(math.perm(pool, k) for k in range(1, limit + 1))
+
+
+def _round_config(config: ExperimentConfig, explored: Sequence[Chain], limit: int) -> ExperimentConfig:
+    """The study of every chain explored so far (each maximal chain once; its prefixes come with it)."""
+    maximal = [list(c) for c in explored if c and not any(o != c and o[: len(c)] == c for o in explored)]
+    study = config.study.model_copy(
+        update={"orders": OrdersConfig(explicit=maximal), "search": None, "max_chain_length": limit}
+    )
+    return config.model_copy(update={"study": study})
+
+
+def _trainable_targets(config: ExperimentConfig) -> int:
+    registry = config.registry()
+    return sum(registry.get(target.task).trainable for target in config.targets)
+
+
+def dev_scores(rows: Sequence[ResultRow], config: ExperimentConfig, split: str = DEV) -> dict[Chain, float]:
+    """chain -> the mean over targets (those that can choose on dev) of the target's dev score (mean over its dev
+    languages, or English only with `selection: dev-en`), averaged over seeds; the chain's study rows only."""
+    by_chain: dict[Chain, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    blind = dev_is_test([t.task for t in config.targets])
+    for row in _dev_rows(rows, config, blind, split):
+        by_chain[tuple(row["chain"])][row["target"]].append(float(row["score"]))
+    return {chain: float(np.mean([np.mean(v) for v in by_target.values()])) for chain, by_target in by_chain.items()}
+
+
+def _dev_rows(
+    rows: Sequence[ResultRow], config: ExperimentConfig, blind: set[str], split: str = DEV
+) -> list[ResultRow]:
+    """The rows that rank chains: `split`, study rows of the first chain mode, targets that may choose."""
+    return [
+        row
+        for row in rows
+        if row.get("split") == split
+        and not row.get("control")
+        and row.get("mode", "full") == config.chain_modes[0]
+        and row["target"] not in blind
+        and (config.selection == "dev" or row["language"] == "en")
+    ]
+
+
+def against(
+    chain: Chain,
+    best: Chain,
+    rows: Sequence[ResultRow],
+    load: UnitsLoader,
+    config: ExperimentConfig,
+    split: str = DEV,
+) -> tuple[float, float] | None:
+    """95% interval of (chain's score - best's) on `split`, paired over the same examples; None without units."""
+    if chain == best:
+        return None
+    rows = _dev_rows(rows, config, dev_is_test([t.task for t in config.targets]), split)
+    cells: dict[tuple[str, str, int], dict[Chain, ResultRow]] = defaultdict(dict)
+    for row in rows:
+        if tuple(row["chain"]) in (chain, best):
+            cells[(row["target"], row["language"], int(row.get("seed", 0)))][tuple(row["chain"])] = row
+    by_target: dict[str, list[np.ndarray]] = defaultdict(list)
+    rng = seeded("search", *chain, "vs", *best)
+    for (target, _, _), pair in sorted(cells.items()):
+        units = [load(pair[c]) for c in (chain, best) if c in pair]
+        if len(units) != 2 or any(u is None for u in units):
+            return None
+        replicates = paired_replicates(units, RESAMPLES, rng)
+        by_target[target].append(replicates[0] - replicates[1])
+    if not by_target:
+        return None
+    differences = np.mean([np.mean(v, axis=0) for v in by_target.values()], axis=0)
+    return percentile_interval(differences)
+
+
+def _round_record(
+    candidates: Sequence[Chain],
+    scores: Mapping[Chain, float],
+    judged: Mapping[Chain, tuple[float, float] | None],
+    beam: Sequence[Chain],
+    best: Chain,
+) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                "chain": list(c),
+                "dev_score": scores.get(c),
+                "against_best": None if judged[c] is None else {"lower": judged[c][0], "upper": judged[c][1]},
+                "kept": c in beam,
+            }
+            for c in candidates
+        ],
+        "best_so_far": list(best),
+    }
+
+
+def _name(chain: Chain) -> str:
+    return "+".join(chain) or "pretrained"
+
+
+def _names(chains: Sequence[Chain]) -> str:
+    return ", ".join(_name(c) for c in chains) or "nothing"
+
+
+def regret(
+    rows: Sequence[ResultRow], load: UnitsLoader, config: ExperimentConfig, record: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """When the rows hold every chain of the exhaustive study (run in the same directory, or merged in with
+    `xstilts report SEARCH EXHAUSTIVE -o OUT`): the exhaustive best chosen on dev, and the test score the
+    search's chain loses against it, with its paired interval."""
+    dev, test = dev_scores(rows, config), dev_scores(rows, config, TEST)
+    lengths = [len(c) for c in dev if c]
+    if len([c for c in dev if c]) < exhaustive_stage_count(len(record["pool"]), record["max_chain_length"]):
+        return None
+    best = max(dev, key=lambda chain: dev[chain])
+    found = tuple(record["found"])
+    interval = against(found, best, rows, load, config, TEST)
+    return {
+        "exhaustive_best": list(best),
+        "chains": len(dev),
+        "longest": max(lengths, default=0),
+        "regret_test": test[best] - test[found] if found in test and best in test else None,
+        "found_minus_best_test": None if interval is None else {"lower": interval[0], "upper": interval[1]},
+    }
