@@ -111,3 +111,44 @@ def test_search_config_errors(tmp_path, tiny_encoder_dir, demo_tasks):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="every ordering of 9 of 9 tasks is 362880 chains"):
         load_config(path)
+
+
+def test_estimate_guided_search_fine_tunes_targets_only_for_the_chain_found(tmp_path, tiny_encoder_dir, demo_tasks):
+    raw = search_config(tmp_path, tiny_encoder_dir, demo_tasks, strategy="greedy", guide="estimate")
+    raw["diagnostics"] = {"probe_sentences": 20, "estimate_examples": 40, "forgetting": False, "max_length": 64}
+    xstilts.run(parse_config(raw), progress=False)
+    run = tmp_path / "run"
+    record = json.loads((run / "search.json").read_text())
+    assert record["guide"] == "estimate" and record["estimator"] == "logme"
+    scores = [c["estimate_score"] for c in record["rounds"][0]["candidates"]]
+    assert all(0.0 <= s <= 1.0 for s in scores) and record["stages_trained"] == 5
+    kept = [c["chain"] for c in record["rounds"][0]["candidates"] if c["kept"]]
+    assert kept == [max(record["rounds"][0]["candidates"], key=lambda c: c["estimate_score"])["chain"]]
+    fine_tuned = [p for p in (run / "stages").iterdir() if p.name.endswith("-demo_nli")]
+    assert len(fine_tuned) == record["target_fine_tunes"] == (2 if record["found"] else 1), "k = 0 and the chain found"
+    assert record["found_dev_score"] is not None, "the chain found is measured on dev"
+    assert "transfer estimates (logme)" in xstilts.write_report(run).read_text()
+
+    raw["diagnostics"] = None
+    with pytest.raises(ConfigError, match="guide: estimate ranks by the diagnostics' estimates"):
+        parse_config(raw)
+
+
+def test_evaluate_on_limits_the_target_fine_tunes(tmp_path, tiny_encoder_dir, demo_tasks):
+    from xstilts.results.store import StageStore
+    from xstilts.study.plan import build_plan, evaluated_prefixes
+
+    raw = search_config(tmp_path, tiny_encoder_dir, demo_tasks)
+    raw["study"] = {
+        "pool": POOL,
+        "orders": {"all": True},
+        "max_chain_length": 2,
+        "evaluate_on": [[], ["task2", "task1"]],
+    }
+    config = parse_config(raw)
+    plan = build_plan(config, config.registry(), StageStore(tmp_path / "stages"))
+    assert len(plan.stages) == 9
+    assert sorted(plan.nodes[i].tasks for i, _ in evaluated_prefixes(plan, config)) == [(), ("task2", "task1")]
+    raw["study"]["evaluate_on"] = [["task9"]]
+    with pytest.raises(ConfigError, match="study.evaluate_on\\[0\\]\\[0\\]: 'task9' is not in the study's pool"):
+        parse_config(raw)

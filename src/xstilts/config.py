@@ -247,7 +247,11 @@ class SearchConfig(Settings):
     budget: Optional[int] = Field(
         None, gt=0, description="At most this many intermediate stages trained; null: no limit."
     )
-    guide: Literal["dev"] = Field("dev", description="What ranks prefixes: the targets' mean dev score.")
+    guide: Literal["dev", "estimate"] = Field(
+        "dev",
+        description="What ranks prefixes: the targets' mean dev score, or the transfer estimate of the diagnostics "
+        "(no target fine-tunes until the chain is found).",
+    )
 
 
 class StudyConfig(Settings):
@@ -259,6 +263,10 @@ class StudyConfig(Settings):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     search: Optional[SearchConfig] = Field(
         None, description="Search the chains (greedy or beam on dev scores) instead of running given orders."
+    )
+    evaluate_on: Optional[list[list[Name]]] = Field(
+        None,
+        description="Fine-tune and evaluate the targets only after these chains ([] is k = 0); null: after every prefix.",
     )
 
 
@@ -527,6 +535,14 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems += _repeated(("study", "seeds"), config.study.seeds, "seed")
 
     problems += _output_dir_problems(Path(config.output_dir))
+    search = config.study.search if config.study else None
+    if search is not None and search.guide == "estimate" and not (config.diagnostics and config.diagnostics.estimators):
+        problems.append(
+            (
+                ("study", "search", "guide"),
+                "guide: estimate ranks by the diagnostics' estimates: add a `diagnostics` block",
+            )
+        )
     parallel = config.diagnostics.parallel_dir if config.diagnostics else None
     if parallel is not None and not (parallel / "en.txt").is_file():
         problems.append((("diagnostics", "parallel_dir"), f"{parallel}: expected en.txt and <lang>.txt files in it"))
@@ -707,6 +723,10 @@ def _study_problems(
                 f"(at most {MAX_ALL_ORDERS}); use random orders or `search`",
             )
         )
+    for i, chain_ in enumerate(study.evaluate_on or []):
+        for j, task in enumerate(chain_):
+            if task not in study.pool:
+                problems.append((("study", "evaluate_on", i, j), f"{task!r} is not in the study's pool"))
     has_orders = bool(study.orders.explicit or study.orders.random or study.orders.singles or study.orders.all)
     if study.search is not None and has_orders:
         problems.append((("study", "orders"), "a searching study grows its own chains: remove `orders` or `search`"))

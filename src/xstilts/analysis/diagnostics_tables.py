@@ -113,7 +113,9 @@ def search_section(record: Mapping[str, Any], regret: Mapping[str, Any] | None) 
     share = record["stages_trained"] / record["exhaustive_stages"] if record["exhaustive_stages"] else 0.0
     strategy = "greedy" if record["strategy"] == "greedy" else f"beam of width {record['width']}"
     bullets = [
-        f"{strategy} search on {record['guide']} scores over the pool {', '.join(record['pool'])} up to "
+        f"{strategy} search on "
+        + ("dev scores" if record["guide"] == "dev" else f"transfer estimates ({record.get('estimator')})")
+        + f" over the pool {', '.join(record['pool'])} up to "
         f"K = {record['max_chain_length']}" + (f", budget {record['budget']} stages" if record.get("budget") else ""),
         f"chain found: {name(record['found'])} (dev score {record['found_dev_score']:.1f})"
         if record.get("found_dev_score") is not None
@@ -147,6 +149,20 @@ def search_section(record: Mapping[str, Any], regret: Mapping[str, Any] | None) 
             )
             + f": {within}"
         )
+    if record["guide"] == "estimate":
+        table = [["round", "candidate", f"{record.get('estimator', 'estimate')} rank (0-1, mean over targets)", "kept"]]
+        for number, round_ in enumerate(record["rounds"], start=1):
+            for candidate in round_["candidates"]:
+                score = candidate.get("estimate_score")
+                table.append(
+                    [
+                        str(number),
+                        name(candidate["chain"]),
+                        "-" if score is None else f"{score:.2f}",
+                        "yes" if candidate["kept"] else "",
+                    ]
+                )
+        return bullets, table
     table = [["round", "candidate", "dev score", "against the best so far (95%)", "kept"]]
     for number, round_ in enumerate(record["rounds"], start=1):
         for candidate in round_["candidates"]:

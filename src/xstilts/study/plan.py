@@ -518,6 +518,9 @@ def evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, 
     pairs = {
         (identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])
     }
+    if config.study is not None and config.study.evaluate_on is not None:
+        chosen = {tuple(chain) for chain in config.study.evaluate_on}
+        pairs = {(identity, seed) for identity, seed in pairs if plan.nodes[identity].tasks in chosen}
     return sorted(pairs)
 
 

@@ -53,14 +53,21 @@ def run_search(config: ExperimentConfig, progress: bool = True) -> dict[str, Any
         if not candidates:
             break
         explored += candidates
-        run_experiment(_round_config(config, explored, limit), progress=progress)
-        beam, record = _judge_round(candidates, explored, width, run, config)
+        by_estimate = search.guide == "estimate"  # then only k = 0 is fine-tuned until the chain is found
+        run_experiment(_round_config(config, explored, limit, [[]] if by_estimate else None), progress=progress)
+        judge = _judge_by_estimate if by_estimate else _judge_round
+        beam, record = judge(candidates, explored, width, run, config)
         rounds.append(record)
         log.info(
             "search round %d: kept %s (best so far: %s)", len(rounds), _names(beam), _name(tuple(record["best_so_far"]))
         )
+    if search.guide == "estimate":
+        ranked = estimate_scores(run.read_diagnostics(), config)
+        found = max(explored, key=lambda chain: ranked.get(chain, -math.inf))
+        run_experiment(_round_config(config, explored, limit, [[], list(found)]), progress=progress)
     scores = dev_scores(run.result_rows(), config)
-    found = max(explored, key=lambda chain: scores.get(chain, -math.inf))
+    if search.guide == "dev":
+        found = max(explored, key=lambda chain: scores.get(chain, -math.inf))
     record = {
         "strategy": search.strategy,
         "width": width,
@@ -73,6 +80,10 @@ def run_search(config: ExperimentConfig, progress: bool = True) -> dict[str, Any
         "found_dev_score": scores.get(found),
         **_costs(config, len(explored) - 1, exhaustive_stage_count(len(study.pool), limit)),
     }
+    if search.guide == "estimate":  # the fine-tunes: k = 0 and the chain found, not every explored prefix
+        runs = len(study.seeds) * len(config.chain_modes)
+        record["target_fine_tunes"] = (1 + bool(found)) * _trainable_targets(config) * runs
+        record["estimator"] = config.diagnostics.estimators[0]
     run.write_search(record)
     return record
 
@@ -89,6 +100,39 @@ def _judge_round(
     alive = [c for c in candidates if judged[c] is None or judged[c][1] >= 0]  # upper bound of (c - best) >= 0
     beam = sorted(alive, key=lambda c: scores.get(c, -math.inf), reverse=True)[:width]
     return beam, _round_record(candidates, scores, judged, beam, best)
+
+
+def _judge_by_estimate(
+    candidates: Sequence[Chain], explored: Sequence[Chain], width: int, run: RunDirectory, config: ExperimentConfig
+) -> tuple[list[Chain], dict[str, Any]]:
+    """The `width` best candidates by transfer estimate (no fine-tune, so no interval: nothing is dropped early)."""
+    scores = estimate_scores(run.read_diagnostics(), config)
+    best = max(explored, key=lambda chain: scores.get(chain, -math.inf))
+    beam = sorted(candidates, key=lambda c: scores.get(c, -math.inf), reverse=True)[:width]
+    record = _round_record(candidates, {}, {c: None for c in candidates}, beam, best)
+    for entry in record["candidates"]:
+        entry["estimate_score"] = scores.get(tuple(entry["chain"]))
+    return beam, record
+
+
+def estimate_scores(records: Sequence[Mapping[str, Any]], config: ExperimentConfig) -> dict[Chain, float]:
+    """chain -> the mean over targets of its estimate's rank among the diagnosed chains, scaled to 0..1 (1: the
+    highest); estimates of different targets are on different scales, ranks are not. Seeds are averaged."""
+    estimator = config.diagnostics.estimators[0]
+    values: dict[str, dict[Chain, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.get("mode", "full") != config.chain_modes[0]:
+            continue
+        for target, estimate in record.get("estimates", {}).items():
+            if estimator in estimate:
+                values[target][tuple(record["chain"])].append(float(estimate[estimator]))
+    ranks: dict[Chain, list[float]] = defaultdict(list)
+    for by_chain in values.values():
+        means = {chain: float(np.mean(v)) for chain, v in by_chain.items()}
+        ordered = sorted(means, key=means.get)
+        for position, chain in enumerate(ordered):
+            ranks[chain].append(position / (len(ordered) - 1) if len(ordered) > 1 else 0.5)
+    return {chain: float(np.mean(r)) for chain, r in ranks.items()}
 
 
 def _costs(config: ExperimentConfig, prefixes: int, exhaustive_prefixes: int) -> dict[str, int]:
@@ -116,12 +160,14 @@ def exhaustive_stage_count(pool: int, limit: int) -> int:
     return sum(math.perm(pool, k) for k in range(1, limit + 1))
 
 
-def _round_config(config: ExperimentConfig, explored: Sequence[Chain], limit: int) -> ExperimentConfig:
-    """The study of every chain explored so far (each maximal chain once; its prefixes come with it)."""
+def _round_config(
+    config: ExperimentConfig, explored: Sequence[Chain], limit: int, evaluate_on: list[list[str]] | None
+) -> ExperimentConfig:
+    """The study of every chain explored so far (each maximal chain once; its prefixes come with it), its targets
+    fine-tuned after every prefix or only after the `evaluate_on` chains."""
     maximal = [list(c) for c in explored if c and not any(o != c and o[: len(c)] == c for o in explored)]
-    study = config.study.model_copy(
-        update={"orders": OrdersConfig(explicit=maximal), "search": None, "max_chain_length": limit}
-    )
+    update = {"orders": OrdersConfig(explicit=maximal), "search": None, "max_chain_length": limit}
+    study = config.study.model_copy(update={**update, "evaluate_on": evaluate_on})
     return config.model_copy(update={"study": study})
 
 
