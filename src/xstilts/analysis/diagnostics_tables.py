@@ -149,31 +149,27 @@ def search_section(record: Mapping[str, Any], regret: Mapping[str, Any] | None) 
             )
             + f": {within}"
         )
-    if record["guide"] == "estimate":
-        table = [["round", "candidate", f"{record.get('estimator', 'estimate')} rank (0-1, mean over targets)", "kept"]]
-        for number, round_ in enumerate(record["rounds"], start=1):
-            for candidate in round_["candidates"]:
-                score = candidate.get("estimate_score")
-                table.append(
-                    [
-                        str(number),
-                        name(candidate["chain"]),
-                        "-" if score is None else f"{score:.2f}",
-                        "yes" if candidate["kept"] else "",
-                    ]
-                )
-        return bullets, table
-    table = [["round", "candidate", "dev score", "against the best so far (95%)", "kept"]]
+    return bullets, _rounds_table(record, name)
+
+
+def _rounds_table(record: Mapping[str, Any], name: Any) -> Table:
+    """One row per candidate of each round: what ranked it, and whether it was kept."""
+    by_estimate = record["guide"] == "estimate"
+    if by_estimate:
+        columns = [f"{record.get('estimator', 'estimate')} rank (0-1, mean over targets)"]
+    else:
+        columns = ["dev score", "against the best so far (95%)"]
+    table = [["round", "candidate", *columns, "kept"]]
     for number, round_ in enumerate(record["rounds"], start=1):
         for candidate in round_["candidates"]:
-            against = candidate.get("against_best")
-            table.append(
-                [
-                    str(number),
-                    name(candidate["chain"]),
+            if by_estimate:
+                score = candidate.get("estimate_score")
+                cells = ["-" if score is None else f"{score:.2f}"]
+            else:
+                against = candidate.get("against_best")
+                cells = [
                     "-" if candidate["dev_score"] is None else f"{candidate['dev_score']:.1f}",
                     "best so far" if against is None else f"[{against['lower']:+.1f}, {against['upper']:+.1f}]",
-                    "yes" if candidate["kept"] else "",
                 ]
-            )
-    return bullets, table
+            table.append([str(number), name(candidate["chain"]), *cells, "yes" if candidate["kept"] else ""])
+    return table
