@@ -21,18 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from fast_training import FAST
 
 from xstilts.cli import main
-
-FAST = {
-    "max_steps": 2,
-    "batch_size": 8,
-    "eval_every_steps": 2,
-    "eval_examples": 8,
-    "learning_rate": 1e-3,
-    "max_length": 64,
-    "doc_stride": 32,
-}
 
 
 @dataclass

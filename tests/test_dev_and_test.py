@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fast_training import FAST
 
 import xstilts
 from xstilts.cli import main
@@ -17,15 +18,6 @@ from xstilts.files import write_json_atomic
 from xstilts.results.selection import choose
 from xstilts.tasks import default_registry
 
-FAST = {
-    "max_steps": 2,
-    "batch_size": 8,
-    "eval_every_steps": 2,
-    "eval_examples": 8,
-    "learning_rate": 1e-3,
-    "max_length": 64,
-    "doc_stride": 32,
-}
 TARGETS = [
     {"task": "demo_nli", "languages": ["en", "x-lex"]},
     {"task": "demo_ner", "languages": ["en", "x-scr"]},

@@ -8,19 +8,10 @@ import json
 
 import pytest
 import yaml
+from fast_training import FAST
 
 import xstilts
 from xstilts.errors import ConfigError
-
-FAST = {
-    "max_steps": 2,
-    "batch_size": 8,
-    "eval_every_steps": 2,
-    "eval_examples": 8,
-    "learning_rate": 1e-3,
-    "max_length": 64,
-    "doc_stride": 32,
-}
 
 
 def study_config(tmp_path, encoder, demo_tasks, **extra):

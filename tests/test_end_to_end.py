@@ -10,20 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fast_training import FAST as TWO_STEPS
 
 import xstilts
 
 pytestmark = pytest.mark.slow
 
-FAST = {
-    "max_steps": 3,
-    "batch_size": 8,
-    "eval_every_steps": 3,
-    "eval_examples": 8,
-    "learning_rate": 1e-3,
-    "max_length": 64,
-    "doc_stride": 32,
-}
+FAST = {**TWO_STEPS, "max_steps": 3, "eval_every_steps": 3}
 
 
 def write_chain_config(tmp_path: Path, encoder_dir: Path, demo_tasks: dict, targets: list) -> Path:

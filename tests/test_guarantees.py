@@ -16,22 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fast_training import FAST
 
 import xstilts
 from xstilts.cli import main
 from xstilts.errors import RunError, XstiltsError
 from xstilts.results.store import StageStore, remove_inside, sha256_of
 from xstilts.study.lock import LOCK_FILE, _process_start, run_lock
-
-FAST = {
-    "max_steps": 2,
-    "batch_size": 8,
-    "eval_every_steps": 2,
-    "eval_examples": 8,
-    "learning_rate": 1e-3,
-    "max_length": 64,
-    "doc_stride": 32,
-}
 
 
 def chain_config(directory: Path, encoder: Path, demo_tasks: dict, **extra) -> Path:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from fast_training import FAST as TWO_STEPS
 from safetensors.torch import load_file
 
 from xstilts.results.store import StageStore
@@ -17,15 +18,7 @@ from xstilts.train.stage import run_stage
 
 pytestmark = pytest.mark.stage
 
-FAST = {
-    "max_steps": 4,
-    "batch_size": 8,
-    "eval_every_steps": 2,
-    "eval_examples": 8,
-    "learning_rate": 1e-3,
-    "max_length": 64,
-    "doc_stride": 32,
-}
+FAST = {**TWO_STEPS, "max_steps": 4}
 
 
 def request_for(registry, task: str, parent: str, store: StageStore, role: str = "intermediate", **overrides):

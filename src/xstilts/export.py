@@ -27,6 +27,7 @@ from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
 from xstilts.results.runs import RunDirectory
 from xstilts.results.store import inspect_stage_dir
 from xstilts.tasks.registry import TaskSpec
+from xstilts.train.modeling import save_clean_tokenizer
 
 PIPELINE_TAGS = {
     "classification": "text-classification",
@@ -34,16 +35,6 @@ PIPELINE_TAGS = {
     "qa": "question-answering",
     "multiple_choice": "multiple-choice",
 }
-# Options of one loading or call that tokenizers write into tokenizer_config.json; a reader would inherit them.
-TOKENIZER_LOADING_OPTIONS = (
-    "is_local",
-    "local_files_only",
-    "stride",
-    "max_length",
-    "truncation_strategy",
-    "padding_strategy",
-    "_commit_hash",
-)
 
 
 @dataclass
@@ -215,19 +206,6 @@ def _max_logit_difference(model: nn.Module, exported: nn.Module, spec: TaskSpec,
         mask = batch["attention_mask"].bool()
         ours, theirs = ours[mask], theirs[mask]
     return float((ours.float() - theirs.float()).abs().max())
-
-
-def save_clean_tokenizer(tokenizer: Any, directory: Path) -> None:
-    """The tokenizer without the options of the load or call that made it (`is_local`, `stride`, ...)."""
-    tokenizer.save_pretrained(directory)
-    path = Path(directory) / "tokenizer_config.json"
-    if path.is_file():
-        settings = read_json(path)
-        cleaned = {key: value for key, value in settings.items() if key not in TOKENIZER_LOADING_OPTIONS}
-        if cleaned != settings:
-            from xstilts.files import write_json_atomic
-
-            write_json_atomic(path, cleaned)
 
 
 def model_card(spec: TaskSpec, rows: list[dict[str, Any]], record: dict[str, Any], config: Any, version: str) -> str:

@@ -140,4 +140,4 @@ class ProgressLines:
         done = step - self.first_step + 1
         eta = elapsed / done * (self.total - step) if done > 0 else 0.0
         timing = f"{duration(elapsed)}" + (f", ETA {duration(eta)}" if step < self.total else "")
-        return f"{self.name}: step {step}/{self.total} {fields}, {timing}".replace("  ", " ")
+        return f"{self.name}: step {step}/{self.total} {fields}, {timing}"

@@ -93,13 +93,12 @@ class RunDirectory:
         the last intermediate stage of the chain (relative links, so a moved run keeps them).
         """
         links: dict[Path, Path] = {}
-        for row in rows:
-            if not row.get("target_stage"):
-                continue
-            folder = Path(row["chain_label"])  # a label names the chain mode and seed when the run has several
-            stage_dir = self.store.stage_dir(row["target_stage"], row["target"])
-            links[folder / row["target"]] = stage_dir
-            record = self.store.record(row["target_stage"], row["target"])
+        # one per fine-tuned model (rows repeat it for every split and language)
+        models = sorted({(r["chain_label"], r["target"], r["target_stage"]) for r in rows if r.get("target_stage")})
+        for label, target, identity in models:
+            folder = Path(label)  # a label names the chain mode and seed when the run has several
+            links[folder / target] = self.store.stage_dir(identity, target)
+            record = self.store.record(identity, target)
             parent = (self.store.root / record["parent"]) if record and record.get("parent") else None
             if parent is not None and parent.resolve().is_relative_to(self.store.root.resolve()):
                 relative = parent.resolve().relative_to(self.store.root.resolve())

@@ -359,64 +359,55 @@ def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: 
     for identity, seed in evaluated_prefixes(plan, config):
         prefix = replace(plan.nodes[identity], seed=seed)
         for target in config.targets:
-            spec = registry.get(target.task)
-            stage = target_request(config, registry, prefix, target).identity if spec.trainable else None
-            retrieval = (
-                None
-                if spec.trainable
-                else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
-            )
-            for split in EVALUATION_SPLITS:
-                languages = evaluation_languages(spec, split, config.target_languages(target, registry))
-                if languages:
-                    label = chain_label(prefix, config)
-                    evaluations.append(
-                        PlannedEvaluation(
-                            label,
-                            prefix.tasks,
-                            prefix.mode,
-                            seed,
-                            identity,
-                            spec.name,
-                            spec.metric,
-                            languages,
-                            stage,
-                            retrieval,
-                            split,
-                        )
-                    )
+            evaluations += _planned_evaluations(config, registry, run, prefix, target, chain_label(prefix, config))
     for kind, identity, seed, targets in plan.controls:
         prefix = replace(plan.nodes[identity], seed=seed)
+        label = f"control-{kind}-{prefix.label}"
         for target in (t for t in config.targets if t.task in targets):
-            spec = registry.get(target.task)
-            if not spec.trainable and kind == "aa":
-                continue
-            stage = target_request(config, registry, prefix, target).identity if spec.trainable else None
-            retrieval = (
-                None
-                if spec.trainable
-                else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
-            )
-            for split in EVALUATION_SPLITS:
-                languages = evaluation_languages(spec, split, config.target_languages(target, registry))
-                if languages:
-                    evaluations.append(
-                        PlannedEvaluation(
-                            f"control-{kind}-{prefix.label}",
-                            prefix.tasks,
-                            prefix.mode,
-                            seed,
-                            identity,
-                            spec.name,
-                            spec.metric,
-                            languages,
-                            stage,
-                            retrieval,
-                            split,
-                            kind,
-                        )
-                    )
+            # an A/A refit of a retrieval target would be k = 0 itself: nothing is fitted
+            if registry.get(target.task).trainable or kind != "aa":
+                evaluations += _planned_evaluations(config, registry, run, prefix, target, label, kind)
     return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional, config.selection)
+
+
+def _planned_evaluations(
+    config: ExperimentConfig,
+    registry: TaskRegistry,
+    run: RunDirectory,
+    prefix: ChainPrefix,
+    target: Any,
+    label: str,
+    control: str | None = None,
+) -> list[PlannedEvaluation]:
+    """The evaluations of one target after one prefix, one per split with languages to evaluate."""
+    spec = registry.get(target.task)
+    stage = target_request(config, registry, prefix, target).identity if spec.trainable else None
+    retrieval = (
+        None
+        if spec.trainable
+        else run.relative(run.retrieval_dir(prefix.identity, spec.name, target.embedding.model_dump()))
+    )
+    planned = []
+    for split in EVALUATION_SPLITS:
+        languages = evaluation_languages(spec, split, config.target_languages(target, registry))
+        if languages:
+            planned.append(
+                PlannedEvaluation(
+                    label,
+                    prefix.tasks,
+                    prefix.mode,
+                    prefix.seed,
+                    prefix.identity,
+                    spec.name,
+                    spec.metric,
+                    languages,
+                    stage,
+                    retrieval,
+                    split,
+                    control,
+                )
+            )
+    return planned
 
 
 def evaluation_languages(spec: TaskSpec, split: str, requested: list[str]) -> tuple[str, ...]:

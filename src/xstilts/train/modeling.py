@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.errors import XstiltsError
+from xstilts.files import read_json, write_json_atomic
 from xstilts.results.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
@@ -90,8 +91,6 @@ def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path, parent:
     `AutoModel.from_pretrained` with no missing weights (the pooler, see `_with_pooler`) and a tokenizer
     config without the options of the load that made it.
     """
-    from xstilts.export import save_clean_tokenizer
-
     encoder_dir = stage_dir / ENCODER_DIR
     with _with_pooler(model.encoder, parent):
         model.encoder.save_pretrained(encoder_dir, safe_serialization=True)
@@ -141,6 +140,29 @@ def _parent_pooler(parent: str | Path, pooler: nn.Module) -> dict[str, torch.Ten
         state = {name: handle.get_tensor(key) for name, key in found.items()}
     shapes_fit = all(state[name].shape == value.shape for name, value in pooler.state_dict().items())
     return state if shapes_fit else None
+
+
+# Options of one loading or call that tokenizers write into tokenizer_config.json; a reader would inherit them.
+TOKENIZER_LOADING_OPTIONS = (
+    "is_local",
+    "local_files_only",
+    "stride",
+    "max_length",
+    "truncation_strategy",
+    "padding_strategy",
+    "_commit_hash",
+)
+
+
+def save_clean_tokenizer(tokenizer: Any, directory: Path) -> None:
+    """The tokenizer without the options of the load or call that made it (`is_local`, `stride`, ...)."""
+    tokenizer.save_pretrained(directory)
+    path = Path(directory) / "tokenizer_config.json"
+    if path.is_file():
+        settings = read_json(path)
+        cleaned = {key: value for key, value in settings.items() if key not in TOKENIZER_LOADING_OPTIONS}
+        if cleaned != settings:
+            write_json_atomic(path, cleaned)
 
 
 def save_heads(model: MultiTaskModel, stage_dir: Path) -> Path:
