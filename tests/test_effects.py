@@ -91,3 +91,22 @@ def test_control_config_errors(tmp_path, tiny_encoder_dir, demo_tasks):
     message = str(raised.value)
     assert "controls.positive[0].task" in message and "controls.positive[0].targets[0]" in message
     assert "demo_ner" in message
+
+
+def test_best_length_lines_say_which_rule_kept_a_gain_out():
+    from xstilts.analysis.headline import _best_lines
+
+    def gain(lower, holm_p):
+        return {"estimate": 2.0, "lower": lower, "upper": 4.0, "n": 6, "holm_p": holm_p}
+
+    found = {
+        "targets": {
+            "a": {"gains": {"1": gain(0.5, 0.01)}},
+            "b": {"gains": {"1": gain(0.5, 0.20)}},
+            "c": {"gains": {"1": gain(-0.5, 0.60)}},
+        }
+    }
+    a, b, c = _best_lines(found, {"a": 1, "b": 1, "c": 1})
+    assert a == "a: k = 1 (test gain +2.0 [+0.5, +4.0])"
+    assert b.startswith("b: none beats k = 0 after Holm's correction") and "Holm-adjusted p = 0.20" in b
+    assert c == "c: none beats k = 0 beyond its interval (dev chooses k = 1; test gain +2.0 [-0.5, +4.0])"
