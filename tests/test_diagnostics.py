@@ -175,6 +175,7 @@ def test_control_prefixes_are_not_points_of_the_study():
     records = [_record((), 5.0), _record(("a",), 5.2), _record(("squad",), 6.0), _record((), 4.9, seed=1000)]
     summary = summarise(records, rows)
     assert {k: v["prefixes"] for k, v in summary["by_length"]["full"].items()} == {0: 1, 1: 1}
+    assert summarise(records[::-1], rows) == summary, "the order records are read in changes nothing"
     assert summary["estimates"]["t"]["logme"]["prefixes"] == 2
 
 
@@ -235,3 +236,14 @@ def test_every_prefix_is_diagnosed_once_and_reported(tmp_path, tiny_encoder_dir,
     assert "## What each added task does to the encoder" in report and "## Cross-lingual alignment by layer" in report
     assert "| demo_ner | LogME | 3 |" in report and "## Forgetting of earlier tasks" in report
     assert "| 1 | 1 |" in report, "one (task, later prefix) pair one task later: demo_paraphrase after demo_swag"
+
+
+def test_summaries_do_not_depend_on_the_order_records_are_read_in():
+    from xstilts.results.diagnostics import summarise
+
+    chains = [(), ("a",), ("b",), ("c",), ("d",)]
+    rows = [_row(c, "t", 50.0 + i) for i, c in enumerate(chains)]
+    records = [{**_record(c, 5.0 + i), "drift": {"pretrained": [1.0 - 0.05 * i]}} for i, c in enumerate(chains)]
+    summary = summarise(records, rows)
+    assert summary["by_length"]["full"][1]["cka_pretrained_last"]["lower"] is not None
+    assert summarise([records[i] for i in (3, 0, 4, 1, 2)], rows) == summary

@@ -36,10 +36,12 @@ def measured_scores(rows: Sequence[ResultRow], split: str = TEST) -> dict[str, d
 
 
 def study_records(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> list[Mapping[str, Any]]:
-    """The records of the study's own prefixes (not those only control rows use)."""
+    """The records of the study's own prefixes (not those only control rows use), in chain order: identities
+    (file names) depend on where the encoder lives, and the bootstrap draws must not."""
     controls = {_key(row) for row in rows if row.get("control")}
     study = {_key(row) for row in rows if not row.get("control")}
-    return [record for record in records if _key(record) not in controls - study]
+    kept = [record for record in records if _key(record) not in controls - study]
+    return sorted(kept, key=lambda record: (_key(record)[2], len(_key(record)[0]), _key(record)[0], _key(record)[1]))
 
 
 def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> dict[str, Any]:
