@@ -31,7 +31,7 @@ def singles(directory: Path, encoder: Path, demo_tasks: dict, pool: list[str], *
         "encoder": str(encoder),
         "output_dir": str(directory / "run"),
         "tasks": demo_tasks,
-        "study": {"pool": pool, "orders": {"singles": True}},
+        "study": {"pool": pool, "orders": {"singles": True}, "baseline_runs": 1},
         "targets": TARGETS,
         "training": FAST,
         **extra,

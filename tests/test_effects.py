@@ -41,22 +41,25 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     run = tmp_path / "run"
     found = summary["effects"]["full"]["test"]
     nli = found["targets"]["demo_nli"]
-    assert nli["runs"] == {0: 2, 1: 4, 2: 4}, "k = 0 once per seed; two orders x two seeds at k = 1 and 2"
-    assert nli["gains"][2]["n"] == 4 and nli["gains"][2]["method"] == "two-level bootstrap (runs, then examples)"
-    assert nli["gains"][2]["lower"] <= nli["gains"][2]["estimate"] <= nli["gains"][2]["upper"]
-    assert nli["slope"]["method"] == "two-level bootstrap (chains, then examples)" and nli["verdict"].startswith(
-        "demo_nli: "
-    )
-    assert nli["examples"] == {"en": 12, "x-lex": 12}
-    assert sorted(t["chains"] for t in found["order_tests"]) == sorted(
-        [[f"k2-demo_paraphrase+demo_swag-seed{s}", f"k2-demo_swag+demo_paraphrase-seed{s}"] for s in (0, 1)]
-    )
-    assert found["comparisons"] == 3, "the slope and the gains at k = 1 and k = 2"
+    assert nli["runs"] == {0: 3, 1: 4, 2: 4}, "k = 0 under three seeds; two orders x two seeds at k = 1 and 2"
+    gain = nli["gains"][2]
+    assert gain["n"] == 4 + 3 and gain["method"] == "t interval, runs and test items"
+    assert gain["includes"] == "training and test sample" and gain["leaves_out"] is None
+    assert gain["lower"] <= gain["estimate"] <= gain["upper"] and gain["df"] > 0 and gain["se"] > 0
+    assert nli["further"]["estimate"] == pytest.approx(nli["steps"][2]["estimate"]), "K = 2: the one further step"
+    assert nli["verdict"].startswith("demo_nli: first task ") and "each further task" in nli["verdict"]
+    assert nli["examples"] == {"en": 12, "x-lex": 12} and nli["parallel"] is True
+    assert nli["detectable"]["first"] > 0 and nli["detectable"]["alpha"] == pytest.approx(0.05 / 2)
+    (order_test,) = found["order_tests"]["tests"]
+    assert sorted(order_test["chains"]) == ["demo_paraphrase+demo_swag", "demo_swag+demo_paraphrase"]
+    assert order_test["runs"] == [2, 2] and 0 <= order_test["p_value"] <= 1, "two orders, each under two seeds"
+    assert found["comparisons"] == 2, "the first task and each further task"
     controls = found["controls"]
-    aa = controls["control-aa-k0-pretrained/demo_nli"]
-    assert aa["kind"] == "aa" and aa["gain"]["n"] == 1 and aa["seed_sd"] is not None
-    assert "between-seed variance" in aa["gain"]["method"], "two single runs: the seed noise is part of the interval"
-    positive = controls["control-positive-k1-demo_paraphrase/demo_nli"]
+    aa = controls["aa/demo_nli"]
+    assert aa["kind"] == "aa" and len(aa["labels"]) == 2 and aa["gain"]["n"] == 2 + 3
+    assert aa["gain"]["method"] == gain["method"], "the A/A runs go through the machinery of the study's gains"
+    assert aa["passed"] in (True, False) and aa["family"] == 1
+    positive = controls["positive-demo_paraphrase/demo_nli"]
     assert positive["chain"] == ["demo_paraphrase"] and positive["passed"] in (True, False)
     # Controls never enter the study's aggregation.
     assert not any(label.startswith("control-") for label in summary["chains"])
@@ -66,14 +69,14 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     assert "| target | k = 1 vs 0 | k = 2 vs 1 |" in text, "diminishing returns: each chain against its prefix"
     for heading in ("Controls (known answers)", "Where the variance between runs comes from", "Does the order"):
         assert f"## {heading}" in text
-    assert "demo_nli (A/A: k = 0 refitted under another seed): gain" in text
-    assert "| 0 | " in text and "(n=2)" in text, "k = 0 is the mean over the two seeds, not the A/A refit too"
+    assert "demo_nli (A/A: k = 0 refitted under other seeds, 2 runs): gain" in text
+    assert "| 0 | " in text and "(n=3)" in text, "k = 0 is the mean over its three seeds, not the A/A refits too"
     with (run / "results.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["control"] for r in rows} == {"", "aa", "positive"}
     for row in rows:
         assert float(row["score_lower"]) <= float(row["score"]) <= float(row["score_upper"])
-        assert row["interval_examples"] == "12" and row["interval_method"] == "paired bootstrap over examples"
+        assert row["interval_examples"] == "12" and row["interval_method"] == "bootstrap over test items (one run)"
         assert (row["gain_over_k0"] == "") == (row["chain_length"] == "0" and row["control"] == "")
     stored = json.loads((run / "results.json").read_text())
     assert all("path" not in r.get("units", {}) for r in stored), "no machine-specific paths in results.json"
@@ -96,17 +99,22 @@ def test_control_config_errors(tmp_path, tiny_encoder_dir, demo_tasks):
 def test_best_length_lines_say_which_rule_kept_a_gain_out():
     from xstilts.analysis.headline import _best_lines
 
-    def gain(lower, holm_p):
-        return {"estimate": 2.0, "lower": lower, "upper": 4.0, "n": 6, "holm_p": holm_p}
+    def gain(lower, p, includes="training and test sample"):
+        return {"estimate": 2.0, "lower": lower, "upper": 4.0, "n": 6, "p_value": p, "includes": includes}
 
     found = {
         "targets": {
-            "a": {"gains": {"1": gain(0.5, 0.01)}},
-            "b": {"gains": {"1": gain(0.5, 0.20)}},
-            "c": {"gains": {"1": gain(-0.5, 0.60)}},
+            "a": {"gains": {"1": gain(0.5, 0.001)}},
+            "b": {"gains": {"1": gain(0.5, 0.04)}},
+            "c": {"gains": {"1": gain(-0.5, 0.30)}},
+            "d": {"gains": {"1": gain(0.5, 0.001, "test sample only")}},
+            "e": {"gains": {"2": gain(0.5, 0.0)}},
         }
     }
-    a, b, c = _best_lines(found, {"a": 1, "b": 1, "c": 1})
+    a, b, c, d, e = _best_lines(found, {"a": 1, "b": 1, "c": 1, "d": 1, "e": 2})
     assert a == "a: k = 1 (test gain +2.0 [+0.5, +4.0])"
-    assert b.startswith("b: none beats k = 0 after Holm's correction") and "Holm-adjusted p = 0.20" in b
+    assert b.startswith("b: none beats k = 0 after Holm's correction over the 4 chosen gains")
+    assert "Holm-adjusted p = 0.08" in b, "p = 0.04 is the third smallest of four: x 2"
     assert c == "c: none beats k = 0 beyond its interval (dev chooses k = 1; test gain +2.0 [-0.5, +4.0])"
+    assert d.startswith("d: no verdict (dev chooses k = 1"), "a test-sample-only interval carries no verdict"
+    assert e == "e: k = 2 (test gain +2.0 [+0.5, +4.0])", "p = 0 (underflow) is the strongest evidence, not p = 1"

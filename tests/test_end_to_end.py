@@ -141,7 +141,9 @@ def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
         assert "stage 3/3 target demo_nli after demo_paraphrase+demo_squad2: test x-lex accuracy=" in lines
     assert yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())["training"]["learning_rate"] == 2e-3
     assert "## Transfer against chain length (test)" in result.stdout and "| demo_nli | " in result.stdout
-    assert "| target | k = 2 | per added task | verdict |" in result.stdout, "no k = 0: the score at k = 2"
+    assert "| target | k = 2 | each further task | detectable gain | verdict |" in result.stdout, (
+        "no k = 0: the score at k = 2"
+    )
     assert f"written:\n  {tmp_path / 'run' / 'report.md'}" in result.stdout
     assert (tmp_path / "run" / "report.md").is_file()
     assert not (tmp_path / "run" / "results" / "k0-pretrained").exists(), "only the full chain is evaluated"
@@ -181,11 +183,13 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     assert text.startswith("# xstilts report") and text.index("## Transfer against chain length (test)") < text.index(
         "## Controls (known answers)"
     )
-    assert "(A/A: k = 0 refitted under another seed)" in text and "(positive: demo_squad)" in text
+    assert "(A/A: k = 0 refitted under other seeds, 2 runs)" in text and "(positive: demo_squad, 2 runs)" in text
     assert (
         "batch 32 x 64: full: latency changes by" in text and (tmp_path / "demo" / "transfer_vs_latency.svg").is_file()
     )
-    assert "runs per chain length (orders x seeds): k = 0: 2, k = 1: 6, k = 2: 6" in text
+    assert "runs per chain length (orders x seeds; k = 0: its seeds): k = 0: 3, k = 1: 6, k = 2: 6" in text
+    assert "demo_qa: 4 languages (en, x-lex, x-ord, x-scr), examples per language 200, test sets parallel" in text
+    assert "demo_ner: 4 languages" in text and "test sets independent per language" in text
     assert "## What each added task does to the encoder" in text and "| demo_qa | LogME | 13 |" in text
     assert "## Forgetting of earlier tasks" in text
     assert list((tmp_path / "cache").glob("demo-encoder-*/pretraining.json")), "the pretrained encoder is cached"
@@ -315,7 +319,11 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
                 "output_dir": str(tmp_path / "run"),
                 "tasks": demo_tasks,
                 "keep": "needed",
-                "study": {"pool": ["demo_paraphrase", "demo_swag", "demo_pos"], "orders": {"explicit": explicit}},
+                "study": {
+                    "pool": ["demo_paraphrase", "demo_swag", "demo_pos"],
+                    "orders": {"explicit": explicit},
+                    "baseline_runs": 1,
+                },
                 "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
                 "training": FAST,
             }
@@ -371,6 +379,7 @@ def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_enco
             "study": {
                 "pool": ["demo_paraphrase", "demo_pos"],
                 "orders": {"explicit": [["demo_paraphrase", "demo_pos"]]},
+                "baseline_runs": 1,
             },
             "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
             "training": FAST,

@@ -44,7 +44,9 @@ def test_three_random_orders_of_nine_tasks(tmp_path, tiny_encoder_dir, demo_task
     numbers = count(plan, config, registry)
     assert numbers["stages to train"] == len(distinct_prefixes) == len(plan.stages)
     assert numbers["stages a naive per-chain run trains"] == 3 * 45
-    assert numbers["prefixes evaluated"] == 1 + len(distinct_prefixes), "k = 0 once, then every distinct prefix"
+    assert numbers["prefixes evaluated"] == 3 + len(distinct_prefixes), (
+        "k = 0 under three seeds (study.baseline_runs), then every distinct prefix"
+    )
     assert numbers["target fine-tunes"] == numbers["prefixes evaluated"]
     assert numbers["evaluations (target x language)"] == 2 * numbers["prefixes evaluated"]
     assert numbers["examples x epochs, stages"] == len(distinct_prefixes) * 48 * 3, "48 examples x 3 epochs per stage"
@@ -119,6 +121,7 @@ def test_a_small_study_runs_each_shared_prefix_once(tmp_path, tiny_encoder_dir, 
         tmp_path, tiny_encoder_dir, demo_tasks, orders={"explicit": [["task1", "task2"], ["task1", "task3"]]}
     )
     raw["training"] = {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2, "eval_examples": 8, "max_length": 48}
+    raw["study"]["baseline_runs"] = 1  # k = 0 once: this test counts the shared prefixes
     summary = xstilts.run(parse_config(raw), progress=False)
     assert sorted(summary["chains"]) == ["k0-pretrained", "k1-task1", "k2-task1+task2", "k2-task1+task3"]
     stages = [json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("*/stage.json")]

@@ -53,6 +53,7 @@ def _config(tmp_path: Path, name: str, encoder: Path, demo_tasks: dict) -> Path:
         "study": {
             "pool": ["demo_paraphrase", "demo_pos", "demo_swag"],
             "orders": {"explicit": [["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag"]]},
+            "baseline_runs": 1,
         },
         "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
     }

@@ -26,7 +26,7 @@ def search_config(tmp_path, encoder, demo_tasks, **search) -> dict:
         "tasks": tasks,
         "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
         "training": {**TRAINING, "learning_rate": 1e-3},
-        "study": {"pool": POOL, "max_chain_length": 2, "search": search},
+        "study": {"pool": POOL, "max_chain_length": 2, "search": search, "baseline_runs": 1},
     }
 
 
@@ -148,7 +148,12 @@ def test_evaluate_on_limits_the_target_fine_tunes(tmp_path, tiny_encoder_dir, de
     config = parse_config(raw)
     plan = build_plan(config, config.registry(), StageStore(tmp_path / "stages"))
     assert len(plan.stages) == 9
-    assert sorted(plan.nodes[i].tasks for i, _ in evaluated_prefixes(plan, config)) == [(), ("task2", "task1")]
+    assert sorted(plan.nodes[i].tasks for i, _ in evaluated_prefixes(plan, config)) == [
+        (),
+        (),
+        (),
+        ("task2", "task1"),
+    ], "k = 0 under three seeds (study.baseline_runs), and the one chain asked for"
     raw["study"]["evaluate_on"] = [["task9"]]
     with pytest.raises(ConfigError, match="study.evaluate_on\\[0\\]\\[0\\]: 'task9' is not in the study's pool"):
         parse_config(raw)

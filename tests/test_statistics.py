@@ -5,14 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xstilts.evaluate.units import Units
+from xstilts.evaluate.units import Units, item_keys
+from xstilts.results.resampling import item_replicates, paired_replicates
 from xstilts.results.statistics import (
+    TEST_SAMPLE_ONLY,
+    WITH_TRAINING,
+    Interval,
     ModelScores,
+    Runs,
+    difference,
     effects,
+    format_p,
     holm,
-    order_permutation_test,
-    paired_replicates,
-    two_level,
+    mean_of,
+    order_tests,
+    p_value,
     variance_shares,
     verdict,
 )
@@ -24,43 +31,12 @@ def correlated_outcomes(rng, n, rates):
     return [(rng.random(n) < rate + 0.5 * difficulty).astype(float) for rate in rates]
 
 
-def gain_interval(rng, base, other, seed):
-    replicates = paired_replicates([Units("mean", base), Units("mean", other)], 1000, np.random.default_rng(seed))
-    point = 100 * (other.mean() - base.mean())
-    return two_level(np.array([point]), (replicates[1] - replicates[0])[None], rng, "paired")
-
-
-def test_intervals_cover_the_true_gain_about_95_percent_of_the_time():
-    rng = np.random.default_rng(0)
-    replications, true_gain = 600, 5.0  # 0.40 vs 0.35 accuracy: +5 points
-    covered = sum(
-        (lambda iv: iv.lower <= true_gain <= iv.upper)(
-            gain_interval(rng, *correlated_outcomes(rng, 400, [0.35, 0.40]), r)
-        )
-        for r in range(replications)
-    )
-    assert 0.93 <= covered / replications <= 0.97
-
-
-def test_a_a_comparisons_are_rarely_significant_and_holm_makes_it_rarer():
-    rng = np.random.default_rng(1)
-    families, size = 120, 5
-    p_values = [
-        [gain_interval(rng, *correlated_outcomes(rng, 300, [0.35, 0.35]), f * size + i).p_value for i in range(size)]
-        for f in range(families)
-    ]
-    raw = np.mean([p < 0.05 for family in p_values for p in family])
-    adjusted = np.mean([p < 0.05 for family in p_values for p in holm(family)])
-    family_wise = np.mean([min(holm(family)) < 0.05 for family in p_values])
-    assert raw <= 0.07 and adjusted < raw and family_wise <= 0.07
-
-
 def test_paired_resampling_draws_the_same_units_for_every_model():
     rng = np.random.default_rng(2)
     a, b = correlated_outcomes(rng, 50, [0.3, 0.5])
     both = paired_replicates([Units("mean", a), Units("mean", b)], 300, np.random.default_rng(7))
-    difference = paired_replicates([Units("mean", b - a)], 300, np.random.default_rng(7))
-    np.testing.assert_allclose(both[1] - both[0], difference[0], atol=1e-9)
+    difference_units = paired_replicates([Units("mean", b - a)], 300, np.random.default_rng(7))
+    np.testing.assert_allclose(both[1] - both[0], difference_units[0], atol=1e-9)
     same = paired_replicates([Units("mean", a), Units("mean", a)], 300, np.random.default_rng(7))
     assert np.array_equal(same[0], same[1]), "one model twice: identical draws, a gain of exactly 0"
     counts = Units("f1", [[1, 2, 1], [0, 1, 2], [2, 2, 2]])
@@ -69,88 +45,183 @@ def test_paired_resampling_draws_the_same_units_for_every_model():
         paired_replicates([Units("mean", a), Units("mean", a[:10])], 10, np.random.default_rng(0))
 
 
+def test_a_drawn_parallel_item_brings_its_version_in_every_language():
+    """Identical outcomes in 15 languages: the average over languages varies as much as one language does when
+    items are drawn whole, and sqrt(15) times less when the languages are (wrongly) drawn apart."""
+    outcomes = (np.random.default_rng(0).random(400) < 0.6).astype(float)
+    keys = [f"item{i}" for i in range(400)]
+    languages = [f"l{i}" for i in range(15)]
+    parallel = item_replicates({lang: [Units("mean", outcomes, keys)] for lang in languages}, 4000)
+    apart = item_replicates({lang: [Units("mean", outcomes)] for lang in languages}, 4000)
+    one = np.std(parallel[languages[0]][0])
+    assert np.std(np.mean([parallel[lang][0] for lang in languages], axis=0)) == pytest.approx(one, rel=1e-9)
+    ratio = one / np.std(np.mean([apart[lang][0] for lang in languages], axis=0))
+    assert ratio == pytest.approx(np.sqrt(15), rel=0.1)
+
+
+def test_items_missing_in_some_languages_are_drawn_where_they_exist():
+    """MLQA-like: each question exists in a subset of the languages; a language's score is over its own items."""
+    outcomes = (np.random.default_rng(0).random(40) < 0.6).astype(float)
+    en = Units("mean", outcomes, [f"q{i}" for i in range(40)])
+    de = Units("mean", outcomes[::2], [f"q{i}" for i in range(0, 40, 2)])  # every other question, answered alike
+    found = item_replicates({"en": [en], "de": [de]}, 3000, np.random.default_rng(1))
+    assert found["en"].mean() == pytest.approx(en.score(), abs=1.0) and found["de"].mean() == pytest.approx(
+        de.score(), abs=1.0
+    )
+    assert np.std(found["de"]) > np.std(found["en"]), "de's score is a mean over fewer items: it varies more"
+    assert np.corrcoef(found["en"][0], found["de"][0])[0, 1] > 0.5, "a drawn question counts in both languages"
+    with pytest.raises(ValueError, match="different items"):
+        item_replicates({"en": [en, Units("mean", en.values, [f"x{i}" for i in range(40)])]}, 10)
+
+
+def test_item_keys_by_line_or_id_and_refused_when_ids_repeat():
+    examples = [{"id": "q1"}, {"id": "q2"}]
+    assert item_keys("line", examples) == ["0", "1"] and item_keys("id", examples) == ["q1", "q2"]
+    assert item_keys(None, examples) is None
+    assert item_keys("id", [{"id": "q1"}, {"id": "q1"}]) is None, "TyDiQA-style repeated ids cannot match items"
+
+
+def test_parallel_average_gain_interval_matches_its_true_spread():
+    """Issue 22's first defect, reproduced: 15 parallel languages, an item-level gain shared by an item's
+    translations. The sd of the average gain over many test samples is the truth; the bootstrap with item keys
+    reproduces it, the independent-language bootstrap is about three times too narrow."""
+    rng = np.random.default_rng(3)
+    languages, items = 15, 300
+    true_gains, parallel_sd, independent_sd = [], [], []
+    for _ in range(60):
+        gain = rng.normal(0.0, 0.3, size=items)  # item-level gain, the same in every language
+        base = rng.uniform(0.3, 0.7, size=items)
+        latent = rng.random((languages, items))  # one uniform per translation: base and gain share the draw
+        shared = rng.random(items)
+        draw = 0.8 * shared[None] + 0.2 * latent  # strongly correlated across languages
+        before = (draw < base[None]).astype(float)
+        after = (draw < np.clip(base + gain, 0, 1)[None]).astype(float)
+        true_gains.append(100 * (after.mean() - before.mean()))
+        keys = [str(i) for i in range(items)]
+        for store, with_keys in ((parallel_sd, True), (independent_sd, False)):
+            units = {
+                f"l{lang}": [
+                    Units("mean", before[lang], keys if with_keys else None),
+                    Units("mean", after[lang], keys if with_keys else None),
+                ]
+                for lang in range(languages)
+            }
+            found = item_replicates(units, 400, np.random.default_rng(len(store)))
+            average = np.mean([found[lang][1] - found[lang][0] for lang in units], axis=0)
+            store.append(np.std(average))
+    truth = np.std(true_gains)
+    assert np.mean(parallel_sd) == pytest.approx(truth, rel=0.3)
+    assert np.mean(independent_sd) < truth / 2, "drawing the languages apart understates the spread"
+
+
 def test_holm_on_known_p_values():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([]) == [] and holm([0.5]) == [0.5] and holm([0.9, 0.8]) == [1.0, 1.0]
 
 
-def study(points, replicates=None):
-    """Two seeds x two orders of (a, b): k = 0..2, labels as a study writes them."""
-    chains, seeds = [], []
-    for seed in (0, 1):
+def test_tiny_p_values_never_print_as_zero_or_one():
+    assert p_value(60.0, 1.0, None) > 0, "z = 60 underflows to 0 in double precision; it is floored"
+    assert p_value(0.0, 0.0, None) == 1.0
+    assert format_p(0.0) == "< 1e-299" and format_p(3e-7) == "< 1e-6" and format_p(1e-40) == "< 1e-39"
+    assert format_p(0.0123) == "0.012" and format_p(0.5) == "0.50"
+
+
+def study(points, replicates=None, seeds=(0, 1)):
+    """Seeds x two orders of (a, b): k = 0..2, labels as a study writes them."""
+    chains, seed_list = [], []
+    for seed in seeds:
         chains += [(), ("a",), ("a", "b"), ("b",), ("b", "a")]
-        seeds += [seed] * 5
-    labels = [f"k{len(c)}-{'+'.join(c) or 'pretrained'}-seed{s}" for c, s in zip(chains, seeds)]
-    return ModelScores(labels, chains, seeds, np.asarray(points, dtype=float), replicates)
+        seed_list += [seed] * 5
+    labels = [f"k{len(c)}-{'+'.join(c) or 'pretrained'}-seed{s}" for c, s in zip(chains, seed_list)]
+    return ModelScores(labels, chains, seed_list, np.asarray(points, dtype=float), replicates)
 
 
-def test_effects_pair_each_chain_with_its_own_seed_baseline_and_prefix():
+def test_gains_are_the_mean_at_k_against_k0s_seeds_and_steps_pair_each_chain_with_its_prefix():
     points = [50, 52, 55, 51, 53, 60, 62, 65, 61, 63]  # seed 1 is 10 points higher everywhere
     result = effects(study(points))
     assert result.gains[1].estimate == pytest.approx(1.5) and result.gains[2].estimate == pytest.approx(4.0)
     assert result.steps[2].estimate == pytest.approx(2.5)  # (55 - 52 + 53 - 51) / 2, both seeds alike
-    assert result.gains[1].n == 4 and result.runs == {0: 2, 1: 4, 2: 4}
-    assert result.gains[1].spread == pytest.approx(np.std([2, 1, 2, 1], ddof=1))
-    assert "runs" in result.gains[1].method
-    lengths = np.array([0, 1, 2, 0, 1, 2] * 2, dtype=float)
-    values = np.array([50, 52, 55, 50, 51, 53, 60, 62, 65, 60, 61, 63], dtype=float)
-    assert result.slope.estimate == pytest.approx(np.polyfit(lengths, values, 1)[0])
+    assert result.runs == {0: 2, 1: 4, 2: 4} and result.gains[1].n == 6
+    assert result.further.estimate == pytest.approx(2.5), "with K = 2 each further task is the step k = 2 vs 1"
+    assert result.gains[1].includes == WITH_TRAINING and result.gains[1].leaves_out is None
+    assert result.gains[1].spread == pytest.approx(np.std([52, 51, 62, 61], ddof=1))
+    # The training variance of a mean over runs comes from the spread of its clusters (here: first tasks).
+    runs = Runs(np.array([52.0, 51, 62, 61]), None, ["a", "b", "a", "b"], [0, 0, 1, 1])
+    found = mean_of(runs)
+    assert found.estimate == pytest.approx(56.5) and found.df == pytest.approx(1)
+    assert found.se == pytest.approx(np.std([57.0, 56.0], ddof=1) / np.sqrt(2))
 
 
-def test_one_run_and_no_units_gives_no_interval_and_says_so():
-    models = ModelScores(["k0", "k1"], [(), ("a",)], [0, 0], np.array([50.0, 51.0]), None)
-    result = effects(models)
-    assert not result.gains[1].has_interval and result.gains[1].n == 1
-    assert verdict("xnli", result.slope, None) == (
-        "xnli: +1.0 points per added task (n = 1 and no per-example units: no interval, no verdict)"
-    )
+def test_one_run_or_one_baseline_run_leaves_training_noise_out_and_says_so():
+    rng = np.random.default_rng(0)
+    outcomes = correlated_outcomes(rng, 200, [0.3, 0.4])
+    replicates = paired_replicates([Units("mean", o) for o in outcomes], 500, rng)
+    models = ModelScores(["k0", "k1"], [(), ("a",)], [0, 0], np.array([30.0, 40.0]), replicates)
+    gain = effects(models).gains[1]
+    assert gain.has_interval and gain.includes == TEST_SAMPLE_ONLY and not gain.judged
+    assert "no verdict (test sample only)" in verdict("t", gain, 0.001, None, None)
+    no_units = effects(ModelScores(["k0", "k1"], [(), ("a",)], [0, 0], np.array([50.0, 51.0]), None))
+    assert not no_units.gains[1].has_interval and no_units.gains[1].n == 2
+    # Three chains, one k = 0 run: the chains' spread is measured, k = 0's seed noise is not.
+    three = Runs(np.array([40.0, 42, 41]), None, ["a", "b", "c"], [0, 0, 0])
+    baseline = Runs(np.array([39.0]), None, [()], [0], "k = 0's seeds")
+    partial = difference(three, baseline)
+    assert partial.includes == WITH_TRAINING and "k = 0's seeds" in partial.leaves_out and not partial.judged
 
 
-def test_verdicts():
-    from xstilts.results.statistics import Interval
+def test_first_task_and_each_further_task_are_answered_apart():
+    """A +3 jump from k = 0 to 1 and nothing after: the old slope over k = 0..3 read about +0.9 per task,
+    "grows"; the verdict now says the first task helps and further tasks add nothing detectable."""
+    rng = np.random.default_rng(4)
+    chains, seeds, points = [], [], []
+    for seed in range(3):
+        chains.append(())
+        seeds.append(seed)
+        points.append(50 + rng.normal(0, 0.2))
+        for order in (("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b")):
+            for k in range(1, 4):
+                chains.append(order[:k])
+                seeds.append(seed)
+                points.append(53 + rng.normal(0, 0.2))
+    labels = [f"{'+'.join(c)}-{s}" for c, s in zip(chains, seeds)]
+    result = effects(ModelScores(labels, chains, seeds, np.array(points), None))
+    first, further = result.first, result.further
+    assert first.estimate == pytest.approx(3.0, abs=0.3) and first.judged and first.lower > 0
+    assert abs(further.estimate) < 0.3 and further.lower < 0 < further.upper
+    line = verdict("xnli", first, 1e-4, further, 0.7)
+    assert "first task +3." in line and ": helps" in line and "no change detected" in line
+    assert "Holm-adjusted p < 1e-3" in line
 
-    grows = Interval(0.6, 0.2, 1.0, 6, "x", 0.001)
-    assert (
-        verdict("XNLI", grows, 0.004)
-        == "XNLI: +0.6 points per added task (95% CI +0.2 to +1.0): grows (Holm-adjusted p = 0.004)"
-    )
-    assert verdict("XNLI", grows, 0.2).endswith(": no change detected"), "Holm decides, not the raw interval"
-    falls = Interval(-0.6, -1.0, -0.2, 6, "x", 0.001)
-    assert verdict("PAN-X", falls, 0.01).endswith(": falls (Holm-adjusted p = 0.01)")
-    flat = Interval(0.6, -0.1, 1.3, 6, "x", 0.1)
-    assert verdict("XNLI", flat, 0.3) == "XNLI: +0.6 points per added task (95% CI -0.1 to +1.3): no change detected"
+
+def test_verdict_words():
+    grows = Interval(0.6, 0.2, 1.0, 6, "t", 0.001, se=0.2, df=5, includes=WITH_TRAINING)
+    assert verdict("XNLI", None, None, grows, 0.004).endswith("per task: adds (Holm-adjusted p = 0.004)")
+    assert "no change detected" in verdict("XNLI", None, None, grows, 0.2), "Holm decides, not the raw interval"
+    falls = Interval(-0.6, -1.0, -0.2, 6, "t", 0.001, se=0.2, df=5, includes=WITH_TRAINING)
+    assert ": hurts (Holm-adjusted p = 0.01)" in verdict("PAN-X", falls, 0.01, None, None)
 
 
-def test_variance_shares_follow_the_design():
+def test_variance_shares_and_order_tests_only_where_the_design_identifies_them():
     by_length = study([50, 52, 54, 52, 54, 50, 52, 54, 52, 54])  # only k matters
     assert variance_shares(by_length) == pytest.approx({"chain length": 1.0, "order": 0.0, "seed": 0.0})
-    by_seed = study([50] * 5 + [60] * 5)
-    assert variance_shares(by_seed) == pytest.approx({"chain length": 0.0, "order": 0.0, "seed": 1.0})
     by_order = study([50, 50, 50, 60, 60] * 2)
     shares = variance_shares(by_order)
     assert shares["order"] == pytest.approx(1.0 - shares["chain length"]) and shares["seed"] == pytest.approx(0.0)
-
-
-def test_order_permutation_test():
-    rng = np.random.default_rng(3)
-    same = correlated_outcomes(rng, 200, [0.4])[0]
-    statistic, p = order_permutation_test([[Units("mean", same), Units("mean", same)]], 199, np.random.default_rng(0))
-    assert statistic == 0.0 and p == 1.0
-    low, high = correlated_outcomes(rng, 200, [0.2, 0.7])
-    languages = [[Units("mean", low), Units("mean", high)], [Units("mean", low[::-1]), Units("mean", high[::-1])]]
-    _, p = order_permutation_test(languages, 199, np.random.default_rng(0))
-    assert p <= 0.01
-    sentences = [[Units("f1", [[1, 1, 1]] * 50), Units("f1", [[0, 1, 1]] * 50)]]  # chunk counts permute as wholes
-    statistic, p = order_permutation_test(sentences, 199, np.random.default_rng(0))
-    assert statistic == pytest.approx(np.var([100.0, 0.0])) and p <= 0.01
-
-
-def test_between_seed_spread_is_pooled_over_chains_run_under_several_seeds():
-    from xstilts.results.statistics import seed_spread, with_seed_noise
-
-    points = [50, 52, 55, 51, 53, 60, 62, 65, 61, 63]  # every chain is 10 points higher under seed 1
-    spread, freedom = seed_spread(study(points))
-    assert freedom == 5 and spread == pytest.approx(np.sqrt(50.0))  # each pair: (10 / 2)^2 * 2 = 50
-    assert seed_spread(ModelScores(["a"], [()], [0], np.array([1.0]), None)) is None
-    widened = with_seed_noise(np.zeros(20000), 2.0, np.random.default_rng(0))
-    assert np.std(widened) == pytest.approx(2.0 * np.sqrt(2.0), rel=0.03)
+    one_seed = study([50, 52, 54, 51, 55], seeds=(0,))
+    assert "one seed per chain" in variance_shares(one_seed), "pure noise must not read as '87% order'"
+    assert order_tests(one_seed) == (
+        [],
+        "not identified: one seed per order, so an order difference cannot be told from seed noise",
+    )
+    # Two orders of the same tasks, three seeds each: an F test between orders against the seeds' spread.
+    rng = np.random.default_rng(5)
+    chains = [("a", "b")] * 3 + [("b", "a")] * 3
+    same = ModelScores([str(i) for i in range(6)], chains, [0, 1, 2] * 2, 60 + rng.normal(0, 1, 6), None)
+    (test,), reason = order_tests(same)
+    assert reason is None and test["runs"] == [3, 3] and test["p_value"] > 0.01
+    apart = ModelScores([str(i) for i in range(6)], chains, [0, 1, 2] * 2, np.array([60, 61, 60.5, 70, 71, 70.5]), None)
+    assert order_tests(apart)[0][0]["p_value"] < 0.001
+    rotations = study([50, 52, 54, 51, 55] * 2)
+    assert order_tests(
+        ModelScores(rotations.labels[:3], rotations.chains[:3], rotations.seeds[:3], rotations.points[:3], None)
+    )[1].startswith("not identified: no two chains")

@@ -106,6 +106,12 @@ class TaskDefinition(Settings):
         description="Languages with a labelled dev file besides train_language (dev-<lang>.jsonl).",
     )
     eval_split: Name = "test"
+    parallel: Optional[Literal["line", "id"]] = Field(
+        None,
+        description="The dev and test sets hold the same items in every language: 'line' (line i of each language's "
+        "file is one item) or 'id' (QA: matched by question id); intervals then draw an item in every language at "
+        "once. null: each language is its own sample.",
+    )
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     description: str = ""
 
@@ -124,6 +130,7 @@ class TaskDefinition(Settings):
             dev_languages=tuple(self.dev_languages),
             training_defaults=self.training.model_dump(exclude_none=True),
             description=self.description,
+            parallel=self.parallel,
         )
 
 
@@ -231,8 +238,10 @@ class ControlsConfig(Settings):
 
     a_a: Union[bool, list[Name]] = Field(
         False,
-        description="Fine-tune the target(s) on the pretrained encoder again under another seed (seed + 1000) and report "
-        "the 'gain' over k = 0: it must come out inside its interval. true: every trainable target; or a list of targets.",
+        description="Fine-tune the target(s) on the pretrained encoder again under other seeds (each control seed + "
+        "1000; the study's seeds, at least two) and report the 'gain' over k = 0, analysed exactly as the study's "
+        "gains: it must come out inside its interval (Holm over the targets, so a false alarm on any of them has a "
+        "5% chance). true: every trainable target; or a list of targets.",
     )
     positive: list[PositiveControl] = Field(default_factory=list)
 
@@ -261,6 +270,14 @@ class StudyConfig(Settings):
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     max_chain_length: Optional[int] = Field(None, ge=0, description="K; default: the pool's size.")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    baseline_runs: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="k = 0 is fine-tuned under at least this many seeds (the study's seeds, then the next unused "
+        "integers): every gain is measured against k = 0, so its own training noise must be measured too. It costs "
+        "target fine-tunes only. 1: the gains' intervals leave k = 0's training noise out and carry no verdict.",
+    )
     search: Optional[SearchConfig] = Field(
         None, description="Search the chains (greedy or beam on dev scores) instead of running given orders."
     )
@@ -268,6 +285,25 @@ class StudyConfig(Settings):
         None,
         description="Fine-tune and evaluate the targets only after these chains ([] is k = 0); null: after every prefix.",
     )
+
+
+def baseline_seeds(study: StudyConfig) -> list[int]:
+    """The seeds k = 0 is fine-tuned under: the study's seeds, then the next unused integers, at least
+    `study.baseline_runs` of them."""
+    seeds = list(study.seeds)
+    candidate = max(seeds) + 1
+    while len(seeds) < study.baseline_runs:
+        if candidate not in seeds:
+            seeds.append(candidate)
+        candidate += 1
+    return seeds
+
+
+def control_seeds(config: ExperimentConfig) -> list[int]:
+    """The seeds every control runs under: the study's (or the experiment's) seeds, at least two of them, so that
+    a control's own training noise is measured as the study's is."""
+    seeds = list(config.study.seeds) if config.study else [config.seed]
+    return seeds if len(seeds) > 1 else [seeds[0], seeds[0] + 1]
 
 
 class DiagnosticsConfig(Settings):
@@ -743,6 +779,12 @@ def _study_problems(
                 ("study", "max_chain_length"),
                 f"{study.max_chain_length} is longer than the pool ({len(study.pool)} tasks)",
             )
+        )
+    if len(baseline_seeds(study)) < 2:
+        log.warning(
+            "study.baseline_runs: k = 0 is fine-tuned once, so its training noise cannot be measured; every gain's "
+            "interval leaves it out and carries no verdict. Set study.baseline_runs: 3 (costs two target fine-tunes "
+            "per target)"
         )
     return problems
 

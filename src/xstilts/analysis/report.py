@@ -26,7 +26,7 @@ from xstilts.languages import language_name
 from xstilts.results import selection as choice_scores
 from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summarize
 from xstilts.results.diagnostics import summarise as summarise_diagnostics
-from xstilts.results.effects import analyse, units_loader
+from xstilts.results.effects import AVERAGE, analyse, units_loader
 from xstilts.results.layout import (
     CONFIG_FILE,
     GAIN_PLOT,
@@ -41,7 +41,7 @@ from xstilts.results.layout import (
 )
 from xstilts.results.records import ResultRow, StageRecord
 from xstilts.results.runs import RunDirectory
-from xstilts.results.selection import RULES, choose
+from xstilts.results.selection import RULES, choose, dev_is_test
 from xstilts.tasks.registry import DEV, TEST
 
 PRETRAINED = "pretrained"
@@ -59,6 +59,7 @@ class Collected:
     missing: list[dict[str, Any]]
     stages: list[StageRecord]
     selection: str
+    unevaluated: list[dict[str, Any]] = field(default_factory=list)  # planned nowhere: no files (RunPlan)
 
 
 def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Collected:
@@ -104,7 +105,8 @@ def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Colle
     }
     missing = [entry for key, entry in expected.items() if key not in found_keys]
     rule = selection or next((plan.selection for plan in plans), "dev")
-    return Collected(" + ".join(dict.fromkeys(names)), merged, missing, list(stages.values()), rule)
+    unevaluated = list({(u["target"], u["split"], u["language"]): u for p in plans for u in p.unevaluated}.values())
+    return Collected(" + ".join(dict.fromkeys(names)), merged, missing, list(stages.values()), rule, unevaluated)
 
 
 def _same_result(first: ResultRow, second: ResultRow) -> bool:
@@ -619,7 +621,7 @@ def write_report_files(
     run.root.mkdir(parents=True, exist_ok=True)
     collected = collect(runs, selection)
     name, rows = collected.name, collected.rows
-    effects = analyse(rows, units_loader())
+    effects = analyse(rows, units_loader(), unevaluated=collected.unevaluated)
     latency = next((latency for source in runs if (latency := source.read_latency()) is not None), None)
     aggregated_by_mode, tables, notes = _aggregate_modes(collected)
     best = {mode: _dev_best_lengths(aggregated, collected.selection) for mode, aggregated in aggregated_by_mode.items()}
@@ -728,11 +730,10 @@ def _dev_best_lengths(aggregated: dict[str, Any], selection: str) -> dict[str, i
         return {}
     targets = sorted({t for scores in dev.values() for t in scores})
     chosen = {target: choice.chosen for target, choice in choose(targets, dev, test).items()}
-    complete = {k: fmean(scores[t] for t in targets) for k, scores in dev.items() if all(t in scores for t in targets)}
+    own = [t for t in targets if t not in dev_is_test(targets)]  # a dev split read from test files never chooses
+    complete = {k: fmean(scores[t] for t in own) for k, scores in dev.items() if own and all(t in scores for t in own)}
     if complete and len(targets) > 1:
-        best = max(complete, key=lambda k: complete[k])
-        for name in ("XTREME", "average"):
-            chosen[name] = best
+        chosen[AVERAGE] = max(complete, key=lambda k: complete[k])
     return chosen
 
 

@@ -6,6 +6,7 @@ the task kind's schema, with `manifest.json` saying where each file came from.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
@@ -204,6 +205,7 @@ def prepare(
                 pending.append((report, records))
         if spec.open_label_set:
             spec = _fix_inventory(spec, pending, inventory)
+        _refuse_shared_files(name, pending)
         for report, records in pending:
             report.problems = _validate(
                 spec,
@@ -230,6 +232,25 @@ def prepare(
         )
         reports += [report for report, _ in pending]
     return reports
+
+
+def _refuse_shared_files(task: str, pending: Sequence[tuple[FileReport, list[dict[str, Any]]]]) -> None:
+    """A split whose examples come out the same for two languages was read from a file that cannot belong to both
+    (SQuAD's English dev-v1.1.json matched as MLQA's German dev): an error naming the file, before anything is
+    written, instead of a "German" dev score that is English."""
+    seen: dict[tuple[str, str], str] = {}
+    for report, records in pending:
+        if not records:
+            continue
+        fingerprint = (report.split, json.dumps(records, sort_keys=True, ensure_ascii=False))
+        other = seen.setdefault(fingerprint, report.language)
+        if other != report.language:
+            raise DataError(
+                report.files[0],
+                f"{task} {report.split}: the same {len(records)} examples were found for languages {other} and "
+                f"{report.language}; this file cannot belong to both. Give each language its own file "
+                f"({report.split} files of {task} are matched by language), or leave the language out",
+            )
 
 
 def check(registry: TaskRegistry, directory: Path) -> tuple[list[FileReport], list[Path]]:

@@ -6,9 +6,9 @@ Intermediate (English train/dev only):
   demo_swag        multiple choice: the plausible ending against scrambled ones (HellaSwag-like)
   demo_pos         tagging: part-of-speech tags (CCG-like)
 Targets (English train/dev; test in en, x-lex, x-ord, x-scr):
-  demo_nli         classification, 3-way NLI over events (XNLI-like)
-  demo_ner         tagging, PER/LOC entities in IOB2 (PAN-X-like)
-  demo_qa          extractive QA without unanswerable questions (XQuAD-like)
+  demo_nli         classification, 3-way NLI over events (XNLI-like: parallel dev and test sets)
+  demo_ner         tagging, PER/LOC entities in IOB2 (PAN-X-like: each language its own sentences)
+  demo_qa          extractive QA without unanswerable questions (XQuAD-like: parallel dev and test sets)
 
 Every file is `{split}-{language}.jsonl` in the task kind's schema, written deterministically.
 """
@@ -38,7 +38,7 @@ from xstilts.demo.languages import (
 )
 from xstilts.readers.jsonl import write_jsonl
 
-BENCHMARK_VERSION = 7
+BENCHMARK_VERSION = 8
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 PARAPHRASE_LABELS = ["paraphrase", "different"]
 QUESTION_KINDS = ("who", "what", "where")
@@ -130,7 +130,7 @@ def qa_example(
             absent = replace(absent, person=world.person())
         question = join(language.question(absent, "what" if ask == "who" else ask))
         return {
-            "id": f"{language.code}-{index}",
+            "id": f"q{index}",
             "question": question,
             "context": context,
             "answers": {"text": [], "answer_start": []},
@@ -143,7 +143,7 @@ def qa_example(
     text = join(answer)
     assert context[start : start + len(text)] == text
     return {
-        "id": f"{language.code}-{index}",
+        "id": f"q{index}",
         "question": join(language.question(events[asked], ask)),
         "context": context,
         "answers": {"text": [text], "answer_start": [start]},
@@ -204,7 +204,14 @@ TASKS: dict[str, dict[str, Any]] = {
     },
     "demo_swag": {"kind": "multiple_choice", "make": swag_example, "target": False, "num_choices": 4},
     "demo_pos": {"kind": "tagging", "labels": POS_TAGS, "make": pos_example, "target": False},
-    "demo_nli": {"kind": "classification", "labels": NLI_LABELS, "make": nli_example, "target": True},
+    # Parallel test sets, as XNLI's and XQuAD's: the same items stated in every language (line i, or question id).
+    "demo_nli": {
+        "kind": "classification",
+        "labels": NLI_LABELS,
+        "make": nli_example,
+        "target": True,
+        "parallel": "line",
+    },
     "demo_ner": {"kind": "tagging", "labels": NER_TAGS, "make": ner_example, "target": True},
     # One statement per context: a tiny encoder learns this to F1 > 50 in a minute; its cross-lingual difficulty
     # is unchanged (the answer's position and form differ by language).
@@ -213,6 +220,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "make": lambda world, language, rng, index: qa_example(world, language, rng, index, statements=(1, 1)),
         "target": True,
         "indexed": True,
+        "parallel": "id",
     },
     # The positive control: plenty of English QA of demo_qa's own kind, as an intermediate task. demo_qa trains on
     # few examples, so this must help it beyond the noise, or the study could not detect an effect at all.
@@ -227,8 +235,11 @@ TASKS: dict[str, dict[str, Any]] = {
 
 
 def _examples(task: str, language: Language, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` examples of `task` in `language`. A parallel task's examples are the same items in every language
+    (one random stream per task and seed: the languages state the same events, only the words differ); the others
+    draw each language's items apart."""
     info = TASKS[task]
-    rng = random.Random(f"{task}/{language.code}/{seed}")
+    rng = random.Random(f"{task}/{seed}" if info.get("parallel") else f"{task}/{language.code}/{seed}")
     world = World(rng)
     make: Callable[..., dict[str, Any]] = info["make"]
     if info.get("indexed"):
@@ -261,7 +272,7 @@ def write_benchmark(data_dir: Path, train_size: int = 2000, eval_size: int = 300
         definition: dict[str, Any] = {"kind": info["kind"], "languages": task_languages, "data_dir": str(task_dir)}
         if info["target"]:
             definition["dev_languages"] = [code for code in task_languages if code != "en"]
-        for key in ("labels", "num_choices", "allow_no_answer"):
+        for key in ("labels", "num_choices", "allow_no_answer", "parallel"):
             if key in info:
                 definition[key] = info[key]
         definitions[task] = definition

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 
-from xstilts.evaluate.units import Units
+from xstilts.evaluate.units import Units, item_keys
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature, feature_length
@@ -77,4 +77,6 @@ def evaluate(
     outputs = predict_outputs(model, spec.name, features, settings, accelerator, pad_token_id)
     predictions = kind.decode(outputs, features, examples, spec, settings)
     units = kind.units(predictions, examples, spec, language) if with_units else None
+    if units is not None and spec.parallel:
+        units = replace(units, keys=item_keys(spec.parallel, examples))
     return Evaluation(predictions, kind.score(predictions, examples, spec, language), units)

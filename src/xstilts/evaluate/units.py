@@ -10,16 +10,23 @@ the sums over the units it drew:
   gold), the micro F1 (tagging: chunks per sentence, so a resample keeps whole sentences; BUCC: pairs
   per source sentence).
 
+Where a test set holds the same items in every language (`TaskSpec.parallel`), each unit also carries its
+item's key (the example's line number or id), so that a resample can draw an item in every language at once
+(`xstilts.results.resampling`).
+
 Units are computed where the predictions are made and stored beside each evaluation
-(`<split>-<lang>.units.npy`, loaded without pickles), so reports never need the data or the model.
+(`<split>-<lang>.units.npy`, and `<split>-<lang>.items.npy` for the keys; loaded without pickles), so reports
+never need the data or the model.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +39,7 @@ class Units:
 
     statistic: str
     values: np.ndarray  # (units, columns)
+    keys: np.ndarray | None = None  # (units,) item keys, unique, where the items are parallel across languages
 
     def __post_init__(self) -> None:
         if self.statistic not in STATISTICS:
@@ -42,6 +50,13 @@ class Units:
         if values.ndim != 2 or values.shape[1] != STATISTICS[self.statistic]:
             raise ValueError(f"{self.statistic} units need {STATISTICS[self.statistic]} columns, got {values.shape}")
         object.__setattr__(self, "values", values)
+        if self.keys is not None:
+            keys = np.asarray(self.keys, dtype=str)
+            if keys.shape != (len(values),):
+                raise ValueError(f"{len(values)} units need {len(values)} item keys, got {keys.shape}")
+            if len(set(keys.tolist())) != len(keys):
+                raise ValueError("item keys must be unique")
+            object.__setattr__(self, "keys", keys)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -51,7 +66,22 @@ class Units:
         return float(score_sums(self.statistic, self.values.sum(axis=0), len(self)))
 
     def describe(self) -> dict[str, object]:
-        return {"statistic": self.statistic, "n": len(self)}
+        return {"statistic": self.statistic, "n": len(self), **({"parallel": True} if self.keys is not None else {})}
+
+
+PARALLEL_KINDS = ("line", "id")  # how a parallel test set's items are matched across languages
+
+
+def item_keys(parallel: str | None, examples: Sequence[Mapping[str, Any]]) -> list[str] | None:
+    """The item key of each example of a parallel test set: its line number (`line`: line i of every language
+    holds the same item, as in XNLI and PAWS-X) or its `id` (`id`: XQuAD, MLQA). None for a test set that is not
+    parallel, or whose ids repeat (they cannot match items then)."""
+    if not parallel:
+        return None
+    if parallel not in PARALLEL_KINDS:
+        raise ValueError(f"unknown parallel item matching {parallel!r}; expected one of {', '.join(PARALLEL_KINDS)}")
+    keys = [str(i) for i in range(len(examples))] if parallel == "line" else [str(e.get("id")) for e in examples]
+    return keys if len(set(keys)) == len(keys) else None
 
 
 def score_sums(statistic: str, sums: np.ndarray, n: int | np.ndarray) -> np.ndarray:
@@ -65,27 +95,42 @@ def score_sums(statistic: str, sums: np.ndarray, n: int | np.ndarray) -> np.ndar
 
 
 def write_units(path: Path, units: Units) -> None:
-    """Write atomically (a killed run leaves the old file or none, never half of one)."""
+    """Write atomically (a killed run leaves the old file or none, never half of one); the item keys first, so
+    values on disk always have their keys beside them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if units.keys is not None:
+        _save_atomic(keys_file(path), units.keys)
+    _save_atomic(path, units.values)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
     handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            np.save(file, units.values, allow_pickle=False)
+            np.save(file, array, allow_pickle=False)
         os.replace(scratch, path)
     except BaseException:
         Path(scratch).unlink(missing_ok=True)
         raise
 
 
-def read_units(path: Path, statistic: str, n: int) -> Units | None:
-    """The stored units, or None when the file is missing or does not match its evaluation record."""
+def read_units(path: Path, statistic: str, n: int, parallel: bool = False) -> Units | None:
+    """The stored units, or None when a file is missing or does not match its evaluation record (`parallel`: the
+    record says the units carry item keys)."""
     try:
         values = np.load(Path(path), allow_pickle=False)
-        units = Units(statistic, values)
+        keys = np.load(keys_file(Path(path)), allow_pickle=False) if parallel else None
+        units = Units(statistic, values, keys)
     except (OSError, ValueError):
         return None
     return units if len(units) == n else None
+
+
+def keys_file(units_path: Path) -> Path:
+    """`<split>-<lang>.items.npy` beside `<split>-<lang>.units.npy`."""
+    path = Path(units_path)
+    return path.with_name(path.name.replace(".units.npy", ".items.npy"))
 
 
 def units_file(evaluation_path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 Input: the per-prefix records of `RUN_DIR/diagnostics/` and the result rows. Control prefixes (A/A refits,
 positive controls) are left out: they are not points of the study. Every mean over prefixes carries its
-number of prefixes and a bootstrap interval over them (`statistics.two_level`); an estimator's Kendall tau
+number of prefixes and a t interval over them (`statistics.mean_interval`); an estimator's Kendall tau
 and regret carry an interval from resampling the (estimate, measured score) pairs (`paired_statistic`).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from xstilts.results.records import ResultRow
-from xstilts.results.statistics import paired_statistic, seeded, two_level
+from xstilts.results.statistics import mean_interval, paired_statistic, seeded
 from xstilts.tasks.registry import TEST
 
 Key = tuple[tuple[str, ...], int, str]  # (chain, seed, mode): one prefix of one run
@@ -50,7 +50,6 @@ def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -
     by_mode: dict[str, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         by_mode[record.get("mode", "full")][int(record["chain_length"])].append(record)
-    rng = seeded("diagnostics")
     by_length: dict[str, dict[int, dict[str, Any]]] = {}
     layers: dict[str, dict[int, list[float]]] = {}
     for mode, by_k in by_mode.items():
@@ -58,10 +57,10 @@ def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -
         for k, group in sorted(by_k.items()):
             by_length[mode][k] = {
                 "prefixes": len(group),
-                "cka_pretrained_last": _mean([r["drift"].get("pretrained", [None])[-1] for r in group], rng),
-                "cka_parent_last": _mean([r["drift"].get("parent", [None])[-1] for r in group], rng),
-                "alignment_best": _mean([max(r["alignment"]["mean"]) for r in group if "alignment" in r], rng),
-                "alignment_last": _mean([r["alignment"]["mean"][-1] for r in group if "alignment" in r], rng),
+                "cka_pretrained_last": _mean([r["drift"].get("pretrained", [None])[-1] for r in group]),
+                "cka_parent_last": _mean([r["drift"].get("parent", [None])[-1] for r in group]),
+                "alignment_best": _mean([max(r["alignment"]["mean"]) for r in group if "alignment" in r]),
+                "alignment_last": _mean([r["alignment"]["mean"][-1] for r in group if "alignment" in r]),
             }
             curves = [r["alignment"]["mean"] for r in group if "alignment" in r]
             if curves:
@@ -87,7 +86,6 @@ def forgetting_by_distance(records: Sequence[Mapping[str, Any]]) -> dict[str, di
             reference = next((e for e in at_own_stage.get("forgetting", []) if int(e["trained_at"]) == position), None)
             if reference is not None:
                 pairs[mode][len(chain) - position].append((entry, reference))
-    rng = seeded("forgetting")
     found: dict[str, dict[int, dict[str, Any]]] = {}
     for mode, by_distance in pairs.items():
         found[mode] = {}
@@ -99,14 +97,14 @@ def forgetting_by_distance(records: Sequence[Mapping[str, Any]]) -> dict[str, di
                     for e, r in group
                     if e.get(measure) is not None and r.get(measure) is not None
                 ]
-                found[mode][distance][measure] = _mean([a for a, _ in now], rng)
-                found[mode][distance][f"{measure}_change"] = _mean([a - b for a, b in now], rng) if distance else None
+                found[mode][distance][measure] = _mean([a for a, _ in now])
+                found[mode][distance][f"{measure}_change"] = _mean([a - b for a, b in now]) if distance else None
     return found
 
 
-def _mean(values: Sequence[float | None], rng: np.random.Generator) -> dict[str, Any] | None:
+def _mean(values: Sequence[float | None]) -> dict[str, Any] | None:
     present = np.array([v for v in values if v is not None], dtype=float)
-    return two_level(present, None, rng, "").to_json() if len(present) else None
+    return mean_interval(present).to_json() if len(present) else None
 
 
 def judge_estimates(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> dict[str, dict[str, Any]]:

@@ -135,6 +135,8 @@ class RunPlan:
     evaluations: list[PlannedEvaluation] = field(default_factory=list)
     provisional: bool = False  # data was missing when the plan was made: identities may change
     selection: str = "dev"  # how the report chooses models: "dev" (every dev language) or "dev-en"
+    # (target, split, language) defined and asked for but without files: never planned, named in the report
+    unevaluated: list[dict[str, str]] = field(default_factory=list)
 
     def expected(self) -> list[dict[str, Any]]:
         """Every (chain, target, split, language) result the run is to produce."""
@@ -161,6 +163,7 @@ class RunPlan:
             "encoder": self.encoder,
             "provisional": self.provisional,
             "selection": self.selection,
+            "unevaluated": self.unevaluated,
             "stages": [{**asdict(s), "chain": list(s.chain)} for s in self.stages],
             "evaluations": [
                 {**asdict(e), "chain": list(e.chain), "languages": list(e.languages)} for e in self.evaluations
@@ -177,6 +180,7 @@ class RunPlan:
             encoder=data.get("encoder", ""),
             provisional=bool(data.get("provisional", False)),
             selection=data.get("selection", "dev"),
+            unevaluated=list(data.get("unevaluated", [])),
             stages=[PlannedStage(**{**s, "chain": tuple(s["chain"])}) for s in data.get("stages", [])],
             evaluations=[
                 PlannedEvaluation(**{**e, "chain": tuple(e["chain"]), "languages": tuple(e["languages"])})

@@ -58,7 +58,7 @@ def dev_is_test(targets: Sequence[str]) -> set[str]:
 def choose(targets: Sequence[str], dev: Scores, test: Scores) -> dict[str, Choice]:
     """For each target, the candidate with the best dev score (ties: the first candidate in `dev`'s order)."""
     candidates = list(dev) or list(test)
-    not_own = dev_is_test(targets)
+    not_own = dev_is_test(sorted(set(targets) | {t for scores in dev.values() for t in scores}))
     choices = {}
     for target in targets:
         scored = [
@@ -67,8 +67,8 @@ def choose(targets: Sequence[str], dev: Scores, test: Scores) -> dict[str, Choic
             if target in dev.get(candidate, {}) and target not in not_own
         ]
         by_others = not scored
-        if by_others:  # no usable dev score for this target: the other targets decide
-            others = {c: [v for t, v in dev.get(c, {}).items() if t != target] for c in candidates}
+        if by_others:  # no usable dev score for this target: the other targets decide (never one read from test)
+            others = {c: [v for t, v in dev.get(c, {}).items() if t != target and t not in not_own] for c in candidates}
             scored = [(c, fmean(values)) for c, values in others.items() if values]
         if not scored:
             continue

@@ -1,59 +1,85 @@
-"""Uncertainty of scores and gains: paired bootstrap over examples, then over runs; trend, verdicts, Holm.
+"""Intervals that hold: every score and gain with the training noise and the test-sample noise behind it.
 
-Every model of a study is evaluated on the same examples, so the models' scores are resampled together:
-one bootstrap draw picks the same units (examples, sentences, questions, queries, source sentences; see
-`xstilts.evaluate.units`) for every model, and a gain is the difference of two scores computed on the same
-draw (`scipy.stats.bootstrap(..., paired=True)`). Languages are independent samples: each is drawn on its
-own and a target's replicate is the mean of its languages' replicates, as its score is.
+A study's number varies for two reasons, and its interval must carry both:
 
-With several runs at one chain length (orders x seeds), a second level resamples the runs first: a replicate
-of the mean gain at k draws runs with replacement, then uses each drawn run's example-level replicate. The
-spread between runs is also reported on its own. The slope of score over k is fitted over every run and
-bootstrapped the same way, with whole chains (a chain and its prefixes) as the units of the first level.
+- **Training noise.** A model trained again under another seed, or a chain of the same length in another order,
+  scores differently. It is measured from the study's own replicates: the runs of one chain length (orders x
+  seeds), the baseline's own seeds (k = 0 is fine-tuned several times; every gain is measured against it).
+- **Test-sample noise.** The test items are a sample. It is measured by a paired bootstrap over items
+  (`xstilts.results.resampling`): every model on the same draw, parallel items drawn in every language at once.
 
-p-values are two-sided, from the bootstrap standard error (z = estimate / sd of the replicates), so they
-resolve below 1/resamples; calls of significance control the family-wise error with Holm's procedure over
-all the comparisons a report makes, and the report states their number.
+Each estimate is a mean over *runs* (a run: one chain and seed; k = 0: one seed). Runs whose chains share their
+first task may share trained stages, so they form one cluster; clusters are independent. The run-level variance
+of a mean is estimated from the spread of the cluster means (one cluster: of the seed means), which holds orders
+as a random sample of the orders the study could have drawn (a single chain: that chain, over seeds). That
+spread also holds the part of the test-sample noise in which the runs differ, so that part is subtracted
+(its expectation under the bootstrap) and the whole test-sample variance of the estimate added back; an
+interval is then estimate +- t x standard error, with Satterthwaite's degrees of freedom. A gain over k = 0 is
+the difference of two such means (k and the baseline's seeds), its variance the sum of both arms' run-level
+variances plus the test-sample variance of the paired difference (Welch). Simulated studies with a known answer
+check the coverage (`benchmarks/calibration.py`, `tests/test_calibration.py`).
+
+Where a design has one run (one order, one seed) or one baseline run, its training noise cannot be estimated:
+the interval says so ("test sample only", or what it leaves out), and no verdict rests on it.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from xstilts.evaluate.units import STATISTICS, Units, score_sums
+from xstilts.results.resampling import RESAMPLES, paired_replicates, seeded
 
 CONFIDENCE = 0.95
-RESAMPLES = 2000
 ALPHA = 0.05
-NO_INTERVAL = "n = 1"  # printed instead of an interval where nothing could be resampled
-PAIRED = "paired bootstrap over examples"
-BATCH_ELEMENTS = 20_000_000  # bound on the floats one bootstrap batch holds
+POWER = 0.80  # the minimum detectable effect is the gain found with this probability
+P_FLOOR = 1e-300  # p-values are stored at least this large and printed as "< 1e-N", never as 0
+NO_INTERVAL = "n = 1"
+TEST_SAMPLE_ONLY = "test sample only"
+WITH_TRAINING = "training and test sample"
+
+__all__ = ["RESAMPLES", "paired_replicates", "seeded"]  # re-exported for the callers of the item bootstrap
 
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate with its 95% interval, the number of runs behind it, the method, and (for effects) a p-value."""
+    """An estimate with its 95% interval, what the interval includes, and (for effects) a p-value."""
 
     estimate: float
     lower: float | None = None
     upper: float | None = None
-    n: int = 1  # runs (chains x seeds) behind the estimate
+    n: int = 1  # runs behind the estimate (for a difference: runs of both arms)
     method: str = NO_INTERVAL
     p_value: float | None = None  # two-sided, against zero
     spread: float | None = None  # standard deviation between runs (n >= 2)
+    se: float | None = None
+    df: float | None = None  # degrees of freedom of the t quantile (None: normal)
+    includes: str = TEST_SAMPLE_ONLY  # WITH_TRAINING, TEST_SAMPLE_ONLY, or WITH_TRAINING with `leaves_out`
+    leaves_out: str | None = None  # training noise the design could not estimate (None: nothing left out)
 
     @property
     def has_interval(self) -> bool:
         return self.lower is not None and self.upper is not None
 
+    @property
+    def judged(self) -> bool:
+        """A verdict may rest on it: its interval holds the training noise, all of it."""
+        return self.has_interval and self.includes == WITH_TRAINING and self.leaves_out is None
+
     def excludes_zero(self) -> bool:
         return self.has_interval and (self.lower > 0 or self.upper < 0)
+
+    def minimum_detectable(self, alpha: float = ALPHA, power: float = POWER) -> float | None:
+        """The smallest true effect a two-sided test at `alpha` finds with probability `power`, at this standard
+        error and these degrees of freedom."""
+        if self.se is None or not self.has_interval:
+            return None
+        df = np.inf if self.df is None else self.df
+        return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * self.se)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,60 +90,21 @@ class Interval:
             "method": self.method,
             "p_value": self.p_value,
             "between_runs_sd": self.spread,
+            "se": self.se,
+            "df": self.df,
+            "includes": self.includes,
+            "leaves_out": self.leaves_out,
         }
 
 
-def seeded(*parts: object) -> np.random.Generator:
-    """A generator seeded from `parts` (target, split, language, ...): reports are reproducible, and the
-    languages' draws are independent of each other."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def paired_replicates(units: Sequence[Units], resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(models, resamples) scores of models evaluated on the same units, every draw shared by all models."""
-    if not units:
-        return np.zeros((0, resamples))
-    n, statistic = len(units[0]), units[0].statistic
-    if any(len(u) != n or u.statistic != statistic for u in units):
-        raise ValueError("paired resampling needs every model evaluated on the same units")
-    columns = STATISTICS[statistic]
-    data = [u.values[:, c] for u in units for c in range(columns)]
-
-    def scores(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        sums = np.stack([s.sum(axis=axis) for s in samples], axis=-1)  # (..., models * columns)
-        sums = sums.reshape(*sums.shape[:-1], len(units), columns)
-        return np.moveaxis(score_sums(statistic, sums, n), -1, 0)
-
-    if n == 1:  # one unit: every draw is that unit
-        return np.repeat(np.array([[u.score()] for u in units]), resamples, axis=1)
-    batch = max(1, BATCH_ELEMENTS // max(1, n * len(data)))
-    result = stats.bootstrap(
-        data,
-        scores,
-        paired=True,
-        vectorized=True,
-        n_resamples=resamples,
-        batch=batch,
-        method="percentile",
-        confidence_level=CONFIDENCE,
-        rng=rng,
-    )
-    return np.atleast_2d(result.bootstrap_distribution)
-
-
-def percentile_interval(replicates: np.ndarray) -> tuple[float, float]:
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def p_value(estimate: float, replicates: np.ndarray) -> float:
-    """Two-sided p-value against zero from the bootstrap standard error."""
-    sd = float(np.std(replicates, ddof=1)) if len(replicates) > 1 else 0.0
-    if sd == 0.0:
-        return 1.0 if estimate == 0 else 0.0
-    return float(2 * stats.norm.sf(abs(estimate) / sd))
+def format_p(p: float | None) -> str:
+    """ "0.032", or "< 1e-12" for tiny values; never 0, never a rounded 1 for a tiny value."""
+    if p is None:
+        return "-"
+    if p >= 1e-3:
+        return f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+    exponent = min(300, int(np.ceil(-np.log10(max(p, P_FLOOR)))) - 1)
+    return f"< 1e-{exponent}"
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -130,34 +117,154 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def two_level(values: np.ndarray, replicates: np.ndarray | None, rng: np.random.Generator, method: str) -> Interval:
-    """The mean of `values` (one per run) with an interval: runs resampled, then each run's example-level
-    replicate (`replicates`: (runs, resamples)) used; with no replicates, runs alone are resampled."""
-    runs = len(values)
-    estimate = float(np.mean(values))
-    spread = float(np.std(values, ddof=1)) if runs > 1 else None
-    if replicates is None and runs == 1:
-        return Interval(estimate, n=1)
-    if replicates is None:
-        draws = rng.integers(0, runs, size=(RESAMPLES, runs))
-        sample = values[draws].mean(axis=1)
-        method = "bootstrap over runs (no per-example units stored)"
-    elif runs == 1:
-        sample = replicates[0]
-    else:
-        resamples = replicates.shape[1]
-        draws = rng.integers(0, runs, size=(resamples, runs))
-        sample = replicates[draws, np.arange(resamples)[:, None]].mean(axis=1)
-        method = "two-level bootstrap (runs, then examples)"
-    low, high = percentile_interval(sample)
-    return Interval(estimate, low, high, runs, method, p_value(estimate, sample), spread)
+def percentile_interval(replicates: np.ndarray) -> tuple[float, float]:
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+# --- runs and their variance ------------------------------------------------------------------------------
+
+
+@dataclass
+class Runs:
+    """One value per run (a score, or a contrast within one run), with its bootstrap replicates over test items
+    (the same draws for every run), the cluster it belongs to and its seed."""
+
+    values: np.ndarray  # (runs,)
+    replicates: np.ndarray | None  # (runs, resamples); None without per-item units
+    clusters: list[Hashable]
+    seeds: list[int]
+    description: str = "runs"  # what a missing estimate of training noise is called ("k = 0's seeds")
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=float)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def groups(self) -> list[np.ndarray]:
+        """Indices of the independent units: clusters, or within a single cluster, seeds."""
+        keys = self.clusters if len(set(self.clusters)) > 1 else self.seeds
+        order = list(dict.fromkeys(keys))
+        return [np.flatnonzero([k == key for k in keys]) for key in order]
+
+    def estimate(self) -> float:
+        return float(np.mean([self.values[g].mean() for g in self.groups()]))
+
+    def replicate_means(self) -> np.ndarray | None:
+        if self.replicates is None:
+            return None
+        return np.mean([self.replicates[g].mean(axis=0) for g in self.groups()], axis=0)
+
+    def variance(self) -> RunVariance:
+        """The run-level variance of `estimate()`: the spread of the group means / their number."""
+        groups = self.groups()
+        if len(groups) < 2:
+            return RunVariance(None, 0.0, 0.0, f"{self.description}: one run")
+        means = np.array([self.values[g].mean() for g in groups])
+        coefficient = 1.0 / len(groups)
+        square = float(means.var(ddof=1))
+        correction = 0.0
+        if self.replicates is not None:  # the test-sample noise inside that spread
+            replicate_means = np.stack([self.replicates[g].mean(axis=0) for g in groups])  # (groups, resamples)
+            deviations = replicate_means - replicate_means.mean(axis=1, keepdims=True)
+            correction = coefficient * float(np.mean(deviations.var(axis=0, ddof=1)))
+        return RunVariance(len(groups) - 1, coefficient * square, correction, None)
+
+    def spread(self) -> float | None:
+        return float(np.std(self.values, ddof=1)) if len(self) > 1 else None
+
+
+@dataclass(frozen=True)
+class RunVariance:
+    """coefficient x mean square of the group means, its degrees of freedom, and the expected test-sample part of
+    it; `missing` says why there is none (one run)."""
+
+    df: int | None
+    value: float
+    correction: float
+    missing: str | None
+
+    @property
+    def training(self) -> float:
+        return max(0.0, self.value - self.correction)
+
+
+def interval(
+    estimate: float,
+    variances: Sequence[RunVariance],
+    test_replicates: np.ndarray | None,
+    n: int,
+    spread: float | None = None,
+) -> Interval:
+    """estimate +- t x se, se^2 = the arms' training variances + the estimate's test-sample variance."""
+    test = float(np.var(test_replicates, ddof=1)) if test_replicates is not None and len(test_replicates) > 1 else None
+    known = [v for v in variances if v.missing is None]
+    missing = [v.missing for v in variances if v.missing is not None]
+    if test is None and not known:
+        return Interval(estimate, n=n, spread=spread)
+    total = sum(v.training for v in known) + (test or 0.0)
+    uncertainty = sum(v.value**2 / v.df for v in known)
+    df = total**2 / uncertainty if uncertainty > 0 else None
+    se = float(np.sqrt(total))
+    quantile = stats.t.ppf(1 - (1 - CONFIDENCE) / 2, np.inf if df is None else df)
+    includes = WITH_TRAINING if known else TEST_SAMPLE_ONLY
+    method = "t interval, runs and test items" if known else "bootstrap over test items"
+    if test is None:
+        method = "t interval over runs (no per-item units stored)"
+    return Interval(
+        estimate,
+        estimate - quantile * se,
+        estimate + quantile * se,
+        n,
+        method,
+        p_value(estimate, se, df),
+        spread,
+        se,
+        df,
+        includes,
+        "; ".join(missing) if known and missing else None,
+    )
+
+
+def p_value(estimate: float, se: float, df: float | None) -> float:
+    """Two-sided, against zero, from the t distribution (normal without df); at least P_FLOOR."""
+    if se <= 0:
+        return 1.0 if estimate == 0 else P_FLOOR
+    p = 2 * stats.t.sf(abs(estimate) / se, np.inf if df is None else df)
+    return float(max(p, P_FLOOR))
+
+
+def mean_of(runs: Runs) -> Interval:
+    """The mean of the runs (a score at k, a step, a trend): their run-level variance and the test sample."""
+    return interval(runs.estimate(), [runs.variance()], runs.replicate_means(), len(runs), runs.spread())
+
+
+def difference(runs: Runs, baseline: Runs) -> Interval:
+    """mean(runs) - mean(baseline), arms independent in training, paired over test items (Welch)."""
+    estimate = runs.estimate() - baseline.estimate()
+    a, b = runs.replicate_means(), baseline.replicate_means()
+    test = a - b if a is not None and b is not None else None
+    spread = runs.spread()
+    return interval(estimate, [runs.variance(), baseline.variance()], test, len(runs) + len(baseline), spread)
+
+
+def mean_interval(values: Sequence[float]) -> Interval:
+    """The mean of independent values with a t interval (diagnostics over prefixes)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return Interval(float(values.mean()) if len(values) else float("nan"), n=len(values))
+    runs = Runs(values, None, list(range(len(values))), [0] * len(values))
+    found = mean_of(runs)
+    return Interval(**{**found.__dict__, "method": "t interval over prefixes"})
 
 
 def paired_statistic(
     x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float], rng: np.random.Generator
 ) -> Interval:
-    """`statistic(x, y)` of paired observations (one pair per run) with a percentile interval from resampling the
-    pairs; draws where the statistic is undefined (a resample with one distinct value) are left out."""
+    """`statistic(x, y)` of paired observations with a percentile interval from resampling the pairs; draws where
+    the statistic is undefined (a resample with one distinct value) are left out."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     estimate = float(statistic(x, y))
     if len(x) < 3:
@@ -168,21 +275,22 @@ def paired_statistic(
     if len(sample) < RESAMPLES // 2:
         return Interval(estimate, n=len(x))
     low, high = percentile_interval(sample)
-    return Interval(estimate, low, high, len(x), "bootstrap over runs (pairs resampled)")
+    return Interval(estimate, low, high, len(x), "bootstrap over pairs")
 
 
 def ols_slope(lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Least-squares slope over the first axis (values: (points, ...))."""
+    lengths = np.asarray(lengths, dtype=float)
     centred = lengths - lengths.mean()
     return np.tensordot(centred, values - values.mean(axis=0), axes=(0, 0)) / float((centred**2).sum())
 
 
-# --- a target's (or the XTREME average's) models --------------------------------------------------------------
+# --- a target's (or an average's) models ----------------------------------------------------------------------
 
 
 @dataclass
 class ModelScores:
-    """The models of one (mode, split) and their scores on one target or on the XTREME average."""
+    """The models of one (mode, split) and their scores on one target or on an average of targets."""
 
     labels: list[str]
     chains: list[tuple[str, ...]]
@@ -191,6 +299,7 @@ class ModelScores:
     replicates: np.ndarray | None  # (models, resamples); None when some evaluation has no units
     languages: list[str] = field(default_factory=list)
     examples: dict[str, int] = field(default_factory=dict)  # language -> units
+    parallel: bool = False  # the languages' test items are the same items (drawn together)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -202,63 +311,32 @@ class ModelScores:
                 return i
         return None
 
+    def runs(self, members: Sequence[int], description: str) -> Runs:
+        members = list(members)
+        return Runs(
+            self.points[members],
+            None if self.replicates is None else self.replicates[members],
+            [self.chains[i][0] if self.chains[i] else () for i in members],
+            [self.seeds[i] for i in members],
+            description,
+        )
 
-class LanguageDraws:
-    """The paired replicates of every model evaluated on one (target, split, language), computed once: the
-    study's models, the controls and the per-row intervals all read the same draws."""
-
-    def __init__(
-        self,
-        rows: Sequence[Mapping[str, Any]],
-        load_units: Callable[[Mapping[str, Any]], Units | None],
-        resamples: int = RESAMPLES,
-        key: tuple = (),
-    ):
-        loaded = {row["chain_label"]: load_units(row) for row in rows}
-        sizes = [len(u) for u in loaded.values() if u is not None]
-        n = max(set(sizes), key=sizes.count) if sizes else 0  # models on other units cannot be paired with these
-        self.labels = sorted(label for label, u in loaded.items() if u is not None and len(u) == n)
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        self.examples = n
-        units = [loaded[label] for label in self.labels]
-        self.replicates = paired_replicates(units, resamples, seeded(*key)) if units else np.zeros((0, resamples))
-
-    def of(self, labels: Sequence[str]) -> np.ndarray | None:
-        """(len(labels), resamples), or None when one of them has no units."""
-        if any(label not in self.index for label in labels):
-            return None
-        return self.replicates[[self.index[label] for label in labels]]
-
-
-def target_scores(
-    rows: Sequence[Mapping[str, Any]], languages: Sequence[str], draws: Mapping[str, LanguageDraws]
-) -> ModelScores:
-    """Scores of every model (chain label) with all `languages`: their mean, as the target's score, with paired
-    replicates when every one of those evaluations has its units."""
-    by_model: dict[str, dict[str, Mapping[str, Any]]] = {}
-    for row in rows:
-        by_model.setdefault(row["chain_label"], {})[row["language"]] = row
-    labels = sorted(
-        (label for label, langs in by_model.items() if all(lang in langs for lang in languages)),
-        key=lambda label: (len(next(iter(by_model[label].values()))["chain"]), label),
-    )
-    first = [next(iter(by_model[label].values())) for label in labels]
-    points = np.array([np.mean([by_model[label][lang]["score"] for lang in languages]) for label in labels])
-    per_language = [draws[lang].of(labels) if lang in draws else None for lang in languages]
-    complete = bool(labels) and all(r is not None for r in per_language)
-    return ModelScores(
-        labels,
-        [tuple(r["chain"]) for r in first],
-        [int(r.get("seed", 0)) for r in first],
-        points,
-        np.mean(per_language, axis=0) if complete else None,
-        list(languages),
-        {lang: draws[lang].examples for lang in languages if lang in draws},
-    )
+    def contrasts(self, pairs: Sequence[tuple[int, int]], description: str) -> Runs:
+        """Runs of within-run differences model - reference (a chain against its own prefix)."""
+        mine, theirs = [i for i, _ in pairs], [j for _, j in pairs]
+        reps = None if self.replicates is None else self.replicates[mine] - self.replicates[theirs]
+        return Runs(
+            self.points[mine] - self.points[theirs],
+            reps,
+            [self.chains[i][0] for i in mine],
+            [self.seeds[i] for i in mine],
+            description,
+        )
 
 
 def average_of(targets: Sequence[ModelScores]) -> ModelScores | None:
-    """The mean over targets (the XTREME way: each target's score, then their mean), on the models all share."""
+    """The mean over targets (the XTREME way: each target's score, then their mean), on the models all share; the
+    targets' test items are independent samples, so their replicates are averaged draw by draw."""
     if not targets:
         return None
     shared = [label for label in targets[0].labels if all(label in t.labels for t in targets)]
@@ -275,89 +353,65 @@ def average_of(targets: Sequence[ModelScores]) -> ModelScores | None:
 
 @dataclass
 class Effects:
-    """What the headline reports for one target: score at k = 0, and per k the score, the gain over k = 0 and
-    the gain over k - 1; the slope of score over k."""
+    """What the report says about one target: the score at each k, the gain over k = 0 at each k, each chain
+    against its own prefix one task shorter (k >= 2), and the two parts of the question: the first task
+    (the gain at k = 1) and each further task (the trend over k >= 1)."""
 
     baseline: Interval | None
     scores: dict[int, Interval]
-    gains: dict[int, Interval]  # against k = 0 (same seed), paired
-    steps: dict[int, Interval]  # against the chain's own prefix of length k - 1 (diminishing returns)
-    slope: Interval | None
+    gains: dict[int, Interval]  # mean at k - mean at k = 0 (the baseline's seeds)
+    steps: dict[int, Interval]  # k >= 2: each chain against its own prefix of length k - 1, same seed
+    further: Interval | None  # slope over k = 1..K of each chain's scores, averaged over chains and seeds
     runs: dict[int, int]  # runs (chains x seeds) per k
 
+    @property
+    def first(self) -> Interval | None:
+        return self.gains.get(1)
 
-def effects(models: ModelScores, key: tuple = ()) -> Effects:
-    """Scores, gains and slope with intervals (see the module docstring)."""
+
+def effects(models: ModelScores) -> Effects:
+    """Scores, gains, steps and the further-task trend, each with its interval (see the module docstring)."""
     lengths = models.lengths
-    rng = seeded("effects", *key)
-    reps = models.replicates
-    scores, gains, steps, runs = {}, {}, {}, {}
-    for k in sorted(set(lengths.tolist())):
-        members = np.flatnonzero(lengths == k)
-        runs[k] = len(members)
-        scores[k] = two_level(models.points[members], None if reps is None else reps[members], rng, _method(models))
-        if k == 0:
-            continue
-        for against, store in (("baseline", gains), ("prefix", steps)):
-            pairs = [(i, _reference(models, i, against)) for i in members]
-            pairs = [(i, j) for i, j in pairs if j is not None]
-            if not pairs:
-                continue
-            mine, theirs = np.array([i for i, _ in pairs]), np.array([j for _, j in pairs])
-            differences = models.points[mine] - models.points[theirs]
-            paired = None if reps is None else reps[mine] - reps[theirs]
-            store[k] = two_level(differences, paired, rng, _method(models))
-    return Effects(scores.get(0), scores, gains, steps, _slope(models, rng), runs)
+    arms = {
+        k: models.runs(np.flatnonzero(lengths == k), "k = 0's seeds" if k == 0 else f"runs at k = {k}")
+        for k in sorted(set(lengths.tolist()))
+    }
+    scores = {k: mean_of(runs) for k, runs in arms.items()}
+    gains = {k: difference(runs, arms[0]) for k, runs in arms.items() if k > 0 and 0 in arms}
+    steps = {}
+    for k in arms:
+        pairs = [(i, j) for i in np.flatnonzero(lengths == k) if k >= 2 and (j := _prefix(models, i)) is not None]
+        if pairs:
+            steps[k] = mean_of(models.contrasts(pairs, f"chains at k = {k}"))
+    return Effects(scores.get(0), scores, gains, steps, _further(models), {k: len(r) for k, r in arms.items()})
 
 
-def _method(models: ModelScores) -> str:
-    return PAIRED if models.replicates is not None else NO_INTERVAL
-
-
-def _reference(models: ModelScores, index: int, against: str) -> int | None:
+def _prefix(models: ModelScores, index: int) -> int | None:
     chain, seed = models.chains[index], models.seeds[index]
-    return models.index(() if against == "baseline" else chain[:-1], seed)
+    return models.index(chain[:-1], seed)
 
 
-def _slope(models: ModelScores, rng: np.random.Generator) -> Interval | None:
-    """Least-squares slope of score over k, over every chain (a leaf and its prefixes) and seed."""
-    lengths = models.lengths
-    if len(set(lengths.tolist())) < 2:
-        return None
-    leaves = [i for i in range(len(models.labels)) if not _has_child(models, i)]
-    clusters = []
-    for leaf in leaves:
+def _further(models: ModelScores) -> Interval | None:
+    """Each further task: per chain and seed, the least-squares slope of its scores over k = 1..len; the mean over
+    them (clustered like any runs). None when no chain has two lengths >= 1."""
+    lineages = []
+    for leaf in range(len(models.labels)):
         chain, seed = models.chains[leaf], models.seeds[leaf]
-        members = [models.index(chain[:k], seed) for k in range(len(chain) + 1)]
-        clusters.append([m for m in members if m is not None])
-    points = np.array([m for cluster in clusters for m in cluster])
-    estimate = float(ols_slope(lengths[points].astype(float), models.points[points]))
-    reps = models.replicates
-    if len(clusters) == 1 and reps is None:
-        return Interval(estimate, n=1)
-    if reps is None:
-        draws = [
-            np.concatenate([clusters[c] for c in rng.integers(0, len(clusters), len(clusters))])
-            for _ in range(RESAMPLES)
-        ]
-        sample = np.array([ols_slope(lengths[d].astype(float), models.points[d]) for d in draws])
-        method = "bootstrap over chains (no per-example units stored)"
-    elif len(clusters) == 1:
-        sample = ols_slope(lengths[points].astype(float), reps[points])
-        method = "paired bootstrap over examples"
-    else:
-        resamples = reps.shape[1]
-        sample = np.empty(resamples)
-        for b in range(resamples):
-            drawn = np.concatenate([clusters[c] for c in rng.integers(0, len(clusters), len(clusters))])
-            sample[b] = ols_slope(lengths[drawn].astype(float), reps[drawn, b])
-        method = "two-level bootstrap (chains, then examples)"
-    low, high = percentile_interval(sample)
-    spread = None
-    if len(clusters) > 1:
-        per_chain = [ols_slope(lengths[c].astype(float), models.points[c]) for c in clusters if len(c) > 1]
-        spread = float(np.std(per_chain, ddof=1)) if len(per_chain) > 1 else None
-    return Interval(estimate, low, high, len(clusters), method, p_value(estimate, sample), spread)
+        if len(chain) < 2 or _has_child(models, leaf):
+            continue
+        members = [models.index(chain[:k], seed) for k in range(1, len(chain) + 1)]
+        members = [m for m in members if m is not None]
+        if len(members) >= 2:
+            lineages.append((chain, seed, members))
+    if not lineages:
+        return None
+    values = [ols_slope(models.lengths[m], models.points[m]) for _, _, m in lineages]
+    replicates = None
+    if models.replicates is not None:
+        replicates = np.stack([ols_slope(models.lengths[m], models.replicates[m]) for _, _, m in lineages])
+    runs = Runs(np.array(values, dtype=float), replicates, [c[0] for c, _, _ in lineages], [s for _, s, _ in lineages])
+    runs.description = "chains"
+    return mean_of(runs)
 
 
 def _has_child(models: ModelScores, index: int) -> bool:
@@ -367,61 +421,86 @@ def _has_child(models: ModelScores, index: int) -> bool:
     )
 
 
-def seed_spread(models: ModelScores) -> tuple[float, int] | None:
-    """The standard deviation of a score between training seeds, pooled over every chain the study ran under
-    several seeds, and its degrees of freedom; None without such chains. A comparison of two single runs (an
-    A/A refit, a control) varies by this much more than its test sample alone says."""
-    groups: dict[tuple[str, ...], list[float]] = {}
-    for chain, point in zip(models.chains, models.points):
-        groups.setdefault(chain, []).append(float(point))
-    squares = sum(((np.asarray(v) - np.mean(v)) ** 2).sum() for v in groups.values() if len(v) > 1)
-    freedom = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
-    return (float(np.sqrt(squares / freedom)), freedom) if freedom else None
-
-
-def with_seed_noise(replicates: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
-    """Replicates of a difference between two single training runs, widened by the between-seed variance of both
-    runs (each contributes spread**2), drawn as normal noise around the example-level replicates."""
-    return replicates + rng.normal(0.0, spread * np.sqrt(2.0), size=replicates.shape)
-
-
 # --- verdicts -------------------------------------------------------------------------------------------
 
 
-def verdict(name: str, slope: Interval | None, adjusted_p: float | None) -> str:
-    """One line per target, in the style of the latency verdicts."""
-    if slope is None:
-        return f"{name}: one chain length only: no trend to estimate"
-    text = f"{name}: {slope.estimate:+.1f} points per added task"
-    if not slope.has_interval:
-        return text + " (n = 1 and no per-example units: no interval, no verdict)"
-    text += f" (95% CI {slope.lower:+.1f} to {slope.upper:+.1f})"
-    if adjusted_p is None or adjusted_p >= ALPHA or not slope.excludes_zero():
-        return text + ": no change detected"
-    return text + (": grows" if slope.estimate > 0 else ": falls") + f" (Holm-adjusted p = {adjusted_p:.3g})"
+def call(found: Interval | None, adjusted_p: float | None, up: str, down: str) -> str:
+    """One word for one part of the question: `up`/`down` when the interval holds the training noise and the
+    Holm-adjusted p is below ALPHA, else why not."""
+    if found is None:
+        return "-"
+    if not found.has_interval:
+        return "no interval"
+    if not found.judged:
+        return "no verdict (test sample only)" if found.includes == TEST_SAMPLE_ONLY else "no verdict"
+    if adjusted_p is None or adjusted_p >= ALPHA or not found.excludes_zero():
+        return "no change detected"
+    return up if found.estimate > 0 else down
+
+
+def verdict(name: str, first: Interval | None, first_p: float | None, further: Interval | None, further_p) -> str:
+    """One line per target answering both parts: does the first task help, does each further task add?"""
+    parts = []
+    if first is not None:
+        parts.append(f"first task {_cell(first)}: {call(first, first_p, 'helps', 'hurts')}{_p_text(first, first_p)}")
+    if further is not None:
+        parts.append(
+            f"each further task {_cell(further)} per task: {call(further, further_p, 'adds', 'takes away')}"
+            f"{_p_text(further, further_p)}"
+        )
+    return f"{name}: " + ("; ".join(parts) if parts else "one chain length only: no gain to estimate")
+
+
+def _cell(found: Interval) -> str:
+    if not found.has_interval:
+        return f"{signed(found.estimate)} (n = {found.n})"
+    return f"{signed(found.estimate)} [{signed(found.lower)}, {signed(found.upper)}]"
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """ "+1.2", "-0.3", and "+0.0" for what rounds to zero (never "-0.0")."""
+    rounded = round(float(value), digits) + 0.0
+    return f"{rounded:+.{digits}f}"
+
+
+def _p_text(found: Interval, adjusted_p: float | None) -> str:
+    return f" (Holm-adjusted p {_p_relation(adjusted_p)})" if found.judged and adjusted_p is not None else ""
+
+
+def _p_relation(p: float) -> str:
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
 
 
 # --- where the variance comes from ---------------------------------------------------------------------
 
 
-def variance_shares(models: ModelScores) -> dict[str, float] | None:
+def variance_shares(models: ModelScores) -> dict[str, float] | str:
     """Shares of the variance of the runs' scores from chain length, from the order (which chain, at one length)
-    and from the seed (the rest): sums of squares of nested groups, k > order > seed."""
+    and from the seed (within one chain; test-sample noise included): nested sums of squares, k > order > seed.
+    Identified only when every chain at k >= 1 ran under at least two seeds and some length has two chains;
+    otherwise a string says why not."""
     values, lengths = models.points, models.lengths
+    chains = ["+".join(c) for c in models.chains]
+    studied = [i for i in range(len(values)) if lengths[i] > 0]
+    per_chain: dict[str, list[int]] = {}
+    for i in studied:
+        per_chain.setdefault(chains[i], []).append(i)
+    if not per_chain or min(len(v) for v in per_chain.values()) < 2:
+        return "not identified: one seed per chain, so order and seed noise cannot be told apart"
+    if all(sum(1 for c in per_chain if len(c.split("+")) == k) < 2 for k in set(lengths[studied].tolist())):
+        return "not identified: one chain per length, so there is no order to compare"
     total = float(((values - values.mean()) ** 2).sum())
-    repeated = any((lengths == k).sum() > 1 for k in set(lengths.tolist()))  # runs to compare within a length
-    if len(values) < 3 or total == 0 or not repeated:
-        return None
+    if total == 0:
+        return "not identified: every run scores the same"
     between_lengths = sum(
         (lengths == k).sum() * (values[lengths == k].mean() - values.mean()) ** 2 for k in set(lengths.tolist())
     )
-    chains = np.array(["+".join(c) for c in models.chains])
     between_orders = 0.0
-    for k in set(lengths.tolist()):
-        at_k = lengths == k
-        for chain in set(chains[at_k].tolist()):
-            members = at_k & (chains == chain)
-            between_orders += members.sum() * (values[members].mean() - values[at_k].mean()) ** 2
+    for k in set(lengths[studied].tolist()):
+        at_k = values[lengths == k].mean()
+        for members in (m for c, m in per_chain.items() if len(c.split("+")) == k):
+            between_orders += len(members) * (values[members].mean() - at_k) ** 2
     return {
         "chain length": float(between_lengths / total),
         "order": float(between_orders / total),
@@ -429,52 +508,38 @@ def variance_shares(models: ModelScores) -> dict[str, float] | None:
     }
 
 
-def order_groups(models: ModelScores) -> list[list[int]]:
-    """Models that hold the same set of tasks in different orders (same length and seed), two or more per group."""
-    groups: dict[tuple, list[int]] = {}
-    for i, (chain, seed) in enumerate(zip(models.chains, models.seeds)):
+def order_tests(models: ModelScores) -> tuple[list[dict[str, Any]], str | None]:
+    """Does the order of the same tasks matter? For each group of chains holding the same tasks in different
+    orders, each run under at least two seeds: a one-way ANOVA F test of the runs' scores between orders (the
+    seeds measure the noise an order difference must exceed). ([tests], why there are none)."""
+    groups: dict[tuple, dict[tuple[str, ...], list[int]]] = {}
+    for i, chain in enumerate(models.chains):
         if len(chain) > 1:
-            groups.setdefault((seed, tuple(sorted(chain))), []).append(i)
-    return [members for members in groups.values() if len({models.chains[i] for i in members}) > 1]
-
-
-def order_permutation_test(
-    units_by_language: Sequence[Sequence[Units]], resamples: int = 999, rng: np.random.Generator | None = None
-) -> tuple[float, float]:
-    """Does the order of the same tasks matter? (statistic, p-value): the variance across orders of the target
-    score (mean over languages); under the null the order labels of each example's predictions are exchangeable,
-    so they are permuted example by example (`scipy.stats.permutation_test`, permutation_type="samples")."""
-    orders = len(units_by_language[0])
-    statistic = units_by_language[0][0].statistic
-    tables, offsets, total = [], [0], 0
-    for units in units_by_language:
-        tables.append(np.stack([u.values for u in units]))  # (orders, n, columns)
-        total += len(units[0])
-        offsets.append(total)
-    table = np.concatenate(tables, axis=1)  # (orders, all units, columns)
-    flat = table.reshape(-1, table.shape[-1])
-    sizes = np.diff(offsets)
-
-    def spread(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        scores = []
-        for ids in samples:
-            values = flat[ids]  # (..., all units, columns)
-            sums = np.stack([values[..., a:b, :].sum(axis=-2) for a, b in zip(offsets[:-1], offsets[1:])], axis=-2)
-            scores.append(score_sums(statistic, sums, sizes).mean(axis=-1))
-        return np.var(np.stack(scores), axis=0)
-
-    samples = [np.arange(total) + order * total for order in range(orders)]
-    result = stats.permutation_test(
-        samples,
-        spread,
-        permutation_type="samples",
-        vectorized=True,
-        n_resamples=resamples,
-        alternative="greater",
-        batch=max(1, BATCH_ELEMENTS // max(1, total * orders * table.shape[-1])),
-        rng=rng if rng is not None else np.random.default_rng(0),
-    )
-    return float(result.statistic), float(result.pvalue)
+            groups.setdefault(tuple(sorted(chain)), {}).setdefault(chain, []).append(i)
+    candidates = {tasks: orders for tasks, orders in groups.items() if len(orders) > 1}
+    if not candidates:
+        return [], "not identified: no two chains hold the same tasks in different orders"
+    tests = []
+    for orders in candidates.values():
+        if min(len(members) for members in orders.values()) < 2:
+            continue
+        samples = [models.points[members] for members in orders.values()]
+        if all(np.ptp(s) == 0 for s in samples) and len({float(s[0]) for s in samples}) == 1:
+            statistic, p = 0.0, 1.0
+        else:
+            result = stats.f_oneway(*samples)
+            statistic, p = float(result.statistic), float(result.pvalue)
+        tests.append(
+            {
+                "chains": ["+".join(chain) for chain in orders],
+                "runs": [len(m) for m in orders.values()],
+                "f": statistic,
+                "p_value": max(p, P_FLOOR) if np.isfinite(p) else 1.0,
+            }
+        )
+    if not tests:
+        return [], "not identified: one seed per order, so an order difference cannot be told from seed noise"
+    return tests, None
 
 
 # --- latency ----------------------------------------------------------------------------------------------

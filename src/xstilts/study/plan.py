@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from xstilts.config import ExperimentConfig, StageConfig, missing_data
+from xstilts.config import ExperimentConfig, StageConfig, baseline_seeds, control_seeds, missing_data
 from xstilts.data.examples import data_fingerprint
 from xstilts.results.layout import HEADS_FILE
 from xstilts.results.records import PlannedEvaluation, PlannedStage, RunPlan
@@ -59,6 +59,9 @@ class Plan:
     controls: list[tuple[str, str, int, tuple[str, ...]]] = field(
         default_factory=list
     )  # (kind, prefix identity, seed, targets): the A/A refits of k = 0 and the positive-control chains
+    baselines: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # (k = 0 identity, seed): the extra seeds k = 0 is fine-tuned under (study.baseline_runs)
 
     @property
     def stages(self) -> list[ChainPrefix]:
@@ -301,43 +304,57 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
                 )
                 prefixes.append(plan.nodes.setdefault(request.identity, node))
             plan.chains.append((seed, tuple(s.task for s in stages), [p.identity for p in prefixes]))
+        if config.study is not None:
+            chained = {seed for seed, _ in expand_chains(config)}
+            plan.baselines += [(mode_root, seed) for seed in baseline_seeds(config.study) if seed not in chained]
     _plan_controls(plan, config, registry, store)
     plan.provisional = bool(missing_data(config))
     return plan
 
 
 def _plan_controls(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> None:
-    """Controls hang off the first chain mode's pretrained encoder, with the first seed: the A/A refits of every
-    trainable target at k = 0 (under seed + A_A_SEED_OFFSET) and one one-task chain per positive control."""
-    seed = config.study.seeds[0] if config.study else config.seed
+    """Controls hang off the first chain mode's pretrained encoder, under every control seed (`control_seeds`),
+    so that each control is analysed as a gain of the study is: the A/A refits of every trainable target at
+    k = 0 (under seed + A_A_SEED_OFFSET) and one one-task chain per positive control and seed."""
     root = next(n for n in plan.nodes.values() if n.stage is None)
     adapter = None if root.mode == "full" else config.adapters
-    if config.controls.a_a:
-        chosen = config.controls.a_a if isinstance(config.controls.a_a, list) else [t.task for t in config.targets]
-        trainable = tuple(t for t in chosen if registry.get(t).trainable)
-        plan.controls.append(("aa", root.identity, seed + A_A_SEED_OFFSET, trainable))
-    for control in config.controls.positive:
-        parent = replace(root, seed=seed)
-        if control.task in config.mixtures:
-            request = mixture_request(
-                "intermediate", control.task, config, registry, [control.training], seed, parent, adapter
-            )
-        else:
-            layers = [config.training, control.training]
-            request = stage_request("intermediate", registry.get(control.task), layers, seed, parent, adapter)
-        recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
-        node = ChainPrefix(1, (request.name,), request.identity, request, seed, root.mode, recipe)
-        plan.nodes.setdefault(request.identity, node)
-        plan.controls.append(("positive", request.identity, seed, tuple(control.targets)))
+    for seed in control_seeds(config):
+        if config.controls.a_a:
+            chosen = config.controls.a_a if isinstance(config.controls.a_a, list) else [t.task for t in config.targets]
+            trainable = tuple(t for t in chosen if registry.get(t).trainable)
+            plan.controls.append(("aa", root.identity, seed + A_A_SEED_OFFSET, trainable))
+        for control in config.controls.positive:
+            parent = replace(root, seed=seed)
+            if control.task in config.mixtures:
+                request = mixture_request(
+                    "intermediate", control.task, config, registry, [control.training], seed, parent, adapter
+                )
+            else:
+                layers = [config.training, control.training]
+                request = stage_request("intermediate", registry.get(control.task), layers, seed, parent, adapter)
+            recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
+            node = ChainPrefix(1, (request.name,), request.identity, request, seed, root.mode, recipe)
+            plan.nodes.setdefault(request.identity, node)
+            plan.controls.append(("positive", request.identity, seed, tuple(control.targets)))
 
 
 A_A_SEED_OFFSET = 1000  # the A/A control refits k = 0 under seed + this
 
 
 def chain_label(prefix: ChainPrefix, config: ExperimentConfig) -> str:
-    """A prefix's label in results and reports; with several seeds each seed's chain is labelled apart."""
-    several_seeds = config.study is not None and len(config.study.seeds) > 1
-    return prefix.label + (f"-seed{prefix.seed}" if several_seeds else "")
+    """A prefix's label in results and reports; where its length runs under several seeds (the study's seeds;
+    k = 0 also under `study.baseline_runs`) each seed's run is labelled apart."""
+    seeds = (
+        []
+        if config.study is None
+        else (baseline_seeds(config.study) if prefix.chain_length == 0 else config.study.seeds)
+    )
+    return prefix.label + (f"-seed{prefix.seed}" if len(seeds) > 1 else "")
+
+
+def control_label(kind: str, prefix: ChainPrefix) -> str:
+    """A control run's label: its kind, its chain and its seed (controls run under several seeds)."""
+    return f"control-{kind}-{prefix.label}-seed{prefix.seed}"
 
 
 def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: RunDirectory) -> RunPlan:
@@ -362,12 +379,38 @@ def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: 
             evaluations += _planned_evaluations(config, registry, run, prefix, target, chain_label(prefix, config))
     for kind, identity, seed, targets in plan.controls:
         prefix = replace(plan.nodes[identity], seed=seed)
-        label = f"control-{kind}-{prefix.label}"
+        label = control_label(kind, prefix)
         for target in (t for t in config.targets if t.task in targets):
             # an A/A refit of a retrieval target would be k = 0 itself: nothing is fitted
             if registry.get(target.task).trainable or kind != "aa":
                 evaluations += _planned_evaluations(config, registry, run, prefix, target, label, kind)
-    return RunPlan(config.name, config.encoder, stages, evaluations, plan.provisional, config.selection)
+    return RunPlan(
+        config.name,
+        config.encoder,
+        stages,
+        evaluations,
+        plan.provisional,
+        config.selection,
+        unevaluated_languages(config, registry),
+    )
+
+
+def unevaluated_languages(config: ExperimentConfig, registry: TaskRegistry) -> list[dict[str, str]]:
+    """The (target, split, language) a target defines and the config asks for, but whose files are not on disk
+    (dev sets that exist for some languages only, BUCC's optional test files): planned nowhere, named in the
+    report so that no average silently leaves a language out."""
+    skipped = []
+    for target in config.targets:
+        spec = registry.get(target.task)
+        requested = config.target_languages(target, registry)
+        for split in EVALUATION_SPLITS:
+            planned = evaluation_languages(spec, split, requested)
+            skipped += [
+                {"target": spec.name, "split": split, "language": language, "reason": "no file"}
+                for language in requested
+                if language in spec.evaluation_languages(split) and language not in planned
+            ]
+    return skipped
 
 
 def _planned_evaluations(
@@ -508,7 +551,7 @@ def evaluated_prefixes(plan: Plan, config: ExperimentConfig) -> list[tuple[str, 
     every = config.study is not None or config.evaluate_every_prefix
     pairs = {
         (identity, seed) for seed, _, prefixes in plan.chains for identity in (prefixes if every else prefixes[-1:])
-    }
+    } | set(plan.baselines)
     if config.study is not None and config.study.evaluate_on is not None:
         chosen = {tuple(chain) for chain in config.study.evaluate_on}
         pairs = {(identity, seed) for identity, seed in pairs if plan.nodes[identity].tasks in chosen}

@@ -88,7 +88,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
             measure_run(run.root, config.latency, progress)
         wait_for_everyone()
     summary = summarize(config.name, rows)
-    summary["effects"] = analyse(rows, units_loader(run.root))
+    summary["effects"] = analyse(rows, units_loader(run.root), unevaluated=record.unevaluated)
     summary["intermediate_stages"] = [
         _stage_summary(run.store.record(node.identity, node.stage.name)) for node in plan.stages
     ]

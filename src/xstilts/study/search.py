@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from xstilts.config import ExperimentConfig, OrdersConfig
-from xstilts.results.effects import UnitsLoader, units_loader
+from xstilts.results.effects import TargetDraws, UnitsLoader, units_loader
 from xstilts.results.records import ResultRow
+from xstilts.results.resampling import RESAMPLES
 from xstilts.results.runs import RunDirectory
 from xstilts.results.selection import dev_is_test
-from xstilts.results.statistics import RESAMPLES, paired_replicates, percentile_interval, seeded
+from xstilts.results.statistics import percentile_interval
 from xstilts.tasks.registry import DEV, TEST
 
 log = logging.getLogger(__name__)
@@ -209,26 +210,30 @@ def against(
     config: ExperimentConfig,
     split: str = DEV,
 ) -> tuple[float, float] | None:
-    """95% interval of (chain's score - best's) on `split`, paired over the same examples; None without units."""
+    """95% interval of (chain's score - best's) on `split` over the test sample only (their seeds' mean scores;
+    paired over the same items, parallel items drawn in every language at once); None without units."""
     if chain == best:
         return None
     rows = _dev_rows(rows, config, dev_is_test([t.task for t in config.targets]), split)
-    cells: dict[tuple[str, str, int], dict[Chain, ResultRow]] = defaultdict(dict)
+    by_target: dict[str, list[ResultRow]] = defaultdict(list)
     for row in rows:
         if tuple(row["chain"]) in (chain, best):
-            cells[(row["target"], row["language"], int(row.get("seed", 0)))][tuple(row["chain"])] = row
-    by_target: dict[str, list[np.ndarray]] = defaultdict(list)
-    rng = seeded("search", *chain, "vs", *best)
-    for (target, _, _), pair in sorted(cells.items()):
-        units = [load(pair[c]) for c in (chain, best) if c in pair]
-        if len(units) != 2 or any(u is None for u in units):
+            by_target[row["target"]].append(row)
+    differences = []
+    for target, target_rows in sorted(by_target.items()):
+        labels = {c: sorted({r["chain_label"] for r in target_rows if tuple(r["chain"]) == c}) for c in (chain, best)}
+        per_model = [
+            {r["language"] for r in target_rows if r["chain_label"] == label} for label in sum(labels.values(), [])
+        ]
+        languages = sorted(set.intersection(*per_model)) if per_model else []
+        draws = TargetDraws(target_rows, load, RESAMPLES, key=("search", target, *chain, "vs", *best))
+        mine, theirs = (draws.mean_of(labels[c], languages) for c in (chain, best))
+        if mine is None or theirs is None:
             return None
-        replicates = paired_replicates(units, RESAMPLES, rng)
-        by_target[target].append(replicates[0] - replicates[1])
-    if not by_target:
+        differences.append(mine.mean(axis=0) - theirs.mean(axis=0))
+    if not differences:
         return None
-    differences = np.mean([np.mean(v, axis=0) for v in by_target.values()], axis=0)
-    return percentile_interval(differences)
+    return percentile_interval(np.mean(differences, axis=0))
 
 
 def _round_record(

@@ -264,7 +264,7 @@ def _same(hub: HubFile) -> Any:
 # --- the catalogue ---------------------------------------------------------------------------------
 
 SQUAD_V1_TRAIN = (LocalFile(("**/train-v1.1.json",), _all(squad.read_squad_json), "SQuAD v1.1 train"),)
-SQUAD_V1_DEV = (LocalFile(("**/dev-v1.1.json",), _all(squad.read_squad_json), "SQuAD v1.1 dev"),)
+SQUAD_V1_DEV = (LocalFile(("**/dev-v1.1.json",), _all(squad.read_squad_json), "SQuAD v1.1 dev", languages=("en",)),)
 SQUAD_V1_HUB = {
     "train": _same(HubFile("rajpurkar/squad", None, "train", _hub_squad)),
     "dev": _same(HubFile("rajpurkar/squad", None, "validation", _hub_squad)),
@@ -294,6 +294,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
     # ---- XTREME targets ----
     TaskSpec(
         name="xnli",
+        parallel="line",
         kind="classification",
         languages=XNLI_LANGUAGES,
         labels=NLI,
@@ -336,6 +337,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         name="pawsx",
+        parallel="line",
         kind="classification",
         languages=PAWSX_LANGUAGES,
         labels=("0", "1"),
@@ -429,6 +431,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         name="xquad",
+        parallel="id",
         kind="qa",
         languages=XQUAD_LANGUAGES,
         metric="squad",
@@ -446,6 +449,7 @@ CATALOGUE: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         name="mlqa",
+        parallel="id",
         kind="qa",
         languages=MLQA_LANGUAGES,
         metric="mlqa",

@@ -74,6 +74,10 @@ class TaskSpec:
     open_label_set: bool = False  # labels fixed at prepare time (CCG supertags): `labels.txt` beside the files
     has_dev: bool = True  # a labelled dev split to evaluate (and to choose models on)
     dev_is_test: bool = False  # dev and test read the same files (TyDiQA-GoldP): dev must not choose its model
+    # The evaluation sets hold the same items in every language (one item translated): "line" (line i of every
+    # language's file is item i: XNLI, PAWS-X) or "id" (matched by example id: XQuAD, MLQA); None: each language
+    # its own sample. Intervals draw a parallel item in every language at once (xstilts.results.resampling).
+    parallel: str | None = None
 
     def __post_init__(self) -> None:
         languages = (*self.languages, self.train_language, *self.dev_languages)
@@ -90,6 +94,8 @@ class TaskSpec:
             raise XstiltsError(f"task {self.name}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if not self.metric:
             object.__setattr__(self, "metric", DEFAULT_METRIC[self.kind])
+        if self.parallel not in (None, "line", "id"):
+            raise XstiltsError(f"task {self.name}: parallel must be 'line', 'id' or null, got {self.parallel!r}")
         if self.kind in ("classification", "tagging") and not self.labels and not self.open_label_set:
             raise XstiltsError(f"task {self.name}: a {self.kind} task needs its label list")
 
@@ -136,6 +142,8 @@ class TaskSpec:
             "num_choices": self.num_choices,
             "allow_no_answer": self.allow_no_answer,
             "train_language": self.train_language,
+            # validated on a held-out slice of its training data, not on dev files that are its test files
+            **({"validation": "held-out training slice"} if self.dev_is_test else {}),
         }
 
 

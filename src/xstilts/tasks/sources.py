@@ -31,6 +31,10 @@ class LocalFile:
     description: str = ""
     file_codes: Mapping[str, str] = field(default_factory=dict)  # language -> its code in file names ({code})
     companions: tuple[str, ...] = ()  # suffixes of files the reader opens beside each match (".eng", ".gold")
+    languages: tuple[str, ...] = ()  # the languages such a file can hold (a SQuAD file: English); empty: any
+
+    def holds(self, language: str) -> bool:
+        return not self.languages or language in self.languages
 
     def expected(self, split: str, language: str) -> list[str]:
         """The patterns with this split and language filled in (for "not found" messages)."""
@@ -38,6 +42,8 @@ class LocalFile:
         return [pattern.format(split=split, language=language, code=code) for pattern in self.patterns]
 
     def paths(self, root: Path, split: str, language: str) -> list[Path]:
+        if not self.holds(language):
+            return []
         found: list[Path] = []
         code = self.file_codes.get(language, language)
         for pattern in self.patterns:

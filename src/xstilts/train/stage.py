@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.data.examples import build_features, load_examples
-from xstilts.errors import RunError, XstiltsError
+from xstilts.errors import DataError, RunError, XstiltsError
 from xstilts.evaluate.evaluation import evaluate
 from xstilts.evaluate.units import units_file, write_units
 from xstilts.files import read_json, writing
@@ -67,6 +67,7 @@ class _MemberData:
     unknown_tags: int  # training tags in an open label set's unknown class (CCG supertags outside the inventory)
     dev_examples: list[Any] = field(default_factory=list)
     dev_features: list[Any] = field(default_factory=list)
+    dev_source: str = ""  # where the English dev examples come from (recorded with the stage)
 
     def validation(self) -> tuple[list[Any], list[Any]]:
         """The first `eval_examples` dev examples and their features (a prefix of the dev features)."""
@@ -194,6 +195,7 @@ def run_stage(
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "dev_metrics": dev_metrics,
+        "dev_source": {name: d.dev_source for name, d in data.items() if d.dev_source},
         "primary_metric": primary,
         "history": result.history,
         "train_seconds": round(result.seconds, 3),
@@ -278,16 +280,47 @@ def _member_data(member: MixtureMember, tokenizer: Any) -> _MemberData:
     for language in member.languages:
         limit = member.max_examples_per_language or settings.max_train_examples
         train_examples += load_examples(spec, spec.train_split, language, limit)
+    dev_examples, dev_source = [], ""
+    if spec.kind != "mlm" and spec.dev_is_test:
+        train_examples, dev_examples, dev_source = held_out_validation(spec, train_examples, settings)
+    elif spec.kind != "mlm":
+        dev_examples = load_examples(spec, spec.dev_split, spec.train_language, settings.max_eval_examples)
+        dev_source = f"{spec.dev_split}-{spec.train_language}"
     unknown = (
         sum(tag == UNKNOWN_TAG for example in train_examples for tag in example["tags"]) if spec.open_label_set else 0
     )
     data = _MemberData(
         member, len(train_examples), build_features(spec, train_examples, tokenizer, settings, training=True), unknown
     )
-    if spec.kind != "mlm":
-        data.dev_examples = load_examples(spec, spec.dev_split, spec.train_language, settings.max_eval_examples)
-        data.dev_features = build_features(spec, data.dev_examples, tokenizer, settings, training=False)
+    if dev_examples:
+        data.dev_examples, data.dev_source = dev_examples, dev_source
+        data.dev_features = build_features(spec, dev_examples, tokenizer, settings, training=False)
     return data
+
+
+HELD_OUT_SHARE = 0.1  # of the English training examples, for targets whose dev split is their test set
+
+
+def held_out_validation(
+    spec: TaskSpec, examples: list[Any], settings: TrainingSettings
+) -> tuple[list[Any], list[Any], str]:
+    """(train, validation, description) for a task whose dev files are its test files (TyDiQA-GoldP): model selection
+    and early stopping must not read them, so the last tenth of the English training examples (at most
+    `eval_examples`, the validation size the settings ask for) is held out and never trained on."""
+    if len(examples) < 2:
+        raise DataError(
+            spec.data.path(spec.train_split, spec.train_language),
+            f"task {spec.name} holds out part of its training data for validation (its dev split is its test set), "
+            f"but has {len(examples)} training example(s)",
+        )
+    held = max(1, int(len(examples) * HELD_OUT_SHARE))
+    if settings.eval_examples:
+        held = min(held, settings.eval_examples)
+    description = (
+        f"held out: the last {held} of {len(examples)} English training examples "
+        f"({spec.name}'s dev split is its test set)"
+    )
+    return examples[:-held], examples[-held:], description
 
 
 def _final_dev_metrics(
