@@ -14,7 +14,7 @@ and counts:
 - power: how often the first task's gain is called when it is +1 or +3 points, and the median minimum
   detectable effect the report prints.
 
-    python benchmarks/calibration.py                  # 1,000 studies per design (about 45 minutes on 2 cores)
+    python benchmarks/calibration.py                  # 1,000 studies per design (under an hour on 2 cores)
     python benchmarks/calibration.py --studies 100    # a quick look
 
 The record goes to benchmarks/results/calibration-<date>-<host>.json.
@@ -75,6 +75,8 @@ DESIGNS = [
         seed_sd=2.0,
         targets=fifteen_and_four(1000),
     ),
+    Design("K=2, 9 orders x 2 seeds (a pool of 9), +1 first", seeds=2, orders=9, pool=9, gains=diminishing(1.0, 2)),
+    Design("K=2, 9 orders x 2 seeds (a pool of 9), +3 first", seeds=2, orders=9, pool=9, gains=diminishing(3.0, 2)),
     Design("K=9, 3 orders x 1 seed, null", seeds=1, max_length=9, pool=9, gains=diminishing(0.0, 9)),
     Design("K=9, 3 orders x 2 seeds, +1 first", seeds=2, max_length=9, pool=9, gains=diminishing(1.0, 9)),
     Design("K=9, 3 orders x 3 seeds, +3 first", seeds=3, max_length=9, pool=9, gains=diminishing(3.0, 9)),
@@ -143,11 +145,33 @@ def summarise(design: Design, chunks: list[dict], seconds: float) -> dict:
         "studies": len(calls),
         "seconds": round(seconds, 1),
         "coverage": {kind: {"rate": float(np.mean(v)), "intervals": len(v)} for kind, v in sorted(covered.items())},
+        "coverage_pooled_over_k": grouped(
+            {kind: {"rate": float(np.mean(v)), "intervals": len(v)} for kind, v in covered.items()}
+        ),
         "family_wise_false_positive": float(np.mean(calls)) if null else None,
         "a_a_false_alarm": float(np.mean(alarms)) if alarms else None,
         "power_first_task": None if null else float(np.mean(detected)),
         "median_detectable_first_task": float(np.median(detectable)) if detectable else None,
         "studies_without_a_judged_first_gain": sum(chunk["unjudged"] for chunk in chunks),
+    }
+
+
+def grouped(coverage: dict[str, dict]) -> dict[str, dict]:
+    """Coverage per (scope, interval family) pooled over k, with the lowest and highest k's rate:
+    "parallel: gain at k = 3" and the other k belong to "parallel: gain at k"."""
+    families: dict[str, list[dict]] = defaultdict(list)
+    for kind, entry in coverage.items():
+        family = kind.split(" = ")[0] if " = " in kind else kind
+        families[family.replace("step k", "step k vs k - 1")].append(entry)
+    return {
+        family: {
+            "rate": sum(e["rate"] * e["intervals"] for e in entries) / sum(e["intervals"] for e in entries),
+            "intervals": sum(e["intervals"] for e in entries),
+            "lowest": min(e["rate"] for e in entries),
+            "highest": max(e["rate"] for e in entries),
+            "kinds": len(entries),
+        }
+        for family, entries in sorted(families.items())
     }
 
 
@@ -174,8 +198,9 @@ def main() -> None:
     summaries = [summarise(DESIGNS[i], results[i], seconds * len(results[i]) / len(jobs)) for i in chosen]
     for summary in summaries:
         print(f"\n{summary['design']} ({summary['studies']} studies)")
-        for kind, entry in summary["coverage"].items():
-            print(f"  {kind:<36} coverage {entry['rate']:.3f}  ({entry['intervals']} intervals)")
+        for family, entry in grouped(summary["coverage"]).items():
+            spread = f" (over k: {entry['lowest']:.3f} to {entry['highest']:.3f})" if entry["kinds"] > 1 else ""
+            print(f"  {family:<32} coverage {entry['rate']:.3f}{spread}, {entry['intervals']} intervals")
         print(
             f"  family-wise false positives {summary['family_wise_false_positive']}, A/A false alarms "
             f"{summary['a_a_false_alarm']}, power (first task) {summary['power_first_task']}, median detectable "

@@ -121,3 +121,54 @@ def test_gold_answers_score_100_except_the_documented_mlqa_es_case():
             "exact_match": 100.0,
             "f1": 100.0,
         }
+
+
+def test_which_test_sets_are_parallel_is_read_from_the_data():
+    """The built-in targets declared parallel (intervals draw an item in every language at once) hold the same
+    items in every language, matched the way `TaskSpec.parallel` says; those declared independent do not."""
+    registry = default_registry()
+    declared = {name: registry.get(name).parallel for name in XTREME_TARGETS}
+    assert declared == {
+        "xnli": "line",
+        "pawsx": "line",
+        "xquad": "id",
+        "mlqa": "id",
+        "udpos": None,
+        "panx": None,
+        "tydiqa": None,
+        "bucc2018": None,
+        "tatoeba": None,
+    }
+    # XNLI: line i is one premise-hypothesis pair in every language, with the same label.
+    xnli = {lang: read_xtreme_pairs(REAL_DATA / "xnli" / f"dev-{lang}.tsv") for lang in ("en", "de", "sw", "zh")}
+    assert all([r["label"] for r in rows] == [r["label"] for r in xnli["en"]] for rows in xnli.values())
+    # PAWS-X: line i is one pair; translators re-labelled a few (at least 98% agree line by line).
+    pawsx = {lang: read_xtreme_pairs(REAL_DATA / "pawsx" / f"dev-{lang}.tsv") for lang in ("en", "de", "ja")}
+    for rows in pawsx.values():
+        same = sum(a["label"] == b["label"] for a, b in zip(rows, pawsx["en"]))
+        assert len(rows) == len(pawsx["en"]) and same / len(rows) >= 0.98
+    # XQuAD: the same 1,190 question ids in every language.
+    ids = {
+        lang: [e["id"] for e in read_squad_json(REAL_DATA / "xquad" / f"xquad.{lang}.json")]
+        for lang in ("en", "th", "zh")
+    }
+    assert ids["en"] == ids["th"] == ids["zh"] and len(set(ids["en"])) == 1190
+    # MLQA: each question in some of the languages, under the same id (every German id is an English one).
+    en = {e["id"] for e in read_squad_json(REAL_DATA / "mlqa" / "dev-context-en-question-en.json")}
+    de = {e["id"] for e in read_squad_json(REAL_DATA / "mlqa" / "dev-context-de-question-de.json")}
+    ar = {e["id"] for e in read_squad_json(REAL_DATA / "mlqa" / "dev-context-ar-question-ar.json")}
+    assert de <= en and ar <= en and len(de & ar) < len(de), "parallel in part: matched by id, not by line"
+    # Tatoeba: every language has its own English sentences (no item is shared across languages).
+    english = {
+        code: (REAL_DATA / "tatoeba" / f"tatoeba.{code}-eng.eng").read_text().splitlines() for code in ("deu", "spa")
+    }
+    assert len(set(english["deu"]) & set(english["spa"])) < 0.05 * len(english["deu"])
+
+    # UD-POS: each language's test set is its own treebanks' sentences.
+    def sentences(path):
+        return {tuple(e["tokens"]) for e in read_word_tag(path)}
+
+    assert not sentences(REAL_DATA / "udpos" / "test-en.tsv") & sentences(REAL_DATA / "udpos" / "test-es.tsv")
+
+
+XTREME_TARGETS = ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba")
