@@ -56,7 +56,7 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     assert found["comparisons"] == 2, "the first task and each further task"
     controls = found["controls"]
     aa = controls["aa/demo_nli"]
-    assert aa["kind"] == "aa" and len(aa["labels"]) == 2 and aa["gain"]["n"] == 2 + 3
+    assert aa["kind"] == "aa" and len(aa["labels"]) == 3 and aa["gain"]["n"] == 3 + 3, "k = 0's three seeds + 1000"
     assert aa["gain"]["method"] == gain["method"], "the A/A runs go through the machinery of the study's gains"
     assert aa["passed"] in (True, False) and aa["family"] == 1
     positive = controls["positive-demo_paraphrase/demo_nli"]
@@ -69,7 +69,7 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     assert "| target | k = 1 vs 0 | k = 2 vs 1 |" in text, "diminishing returns: each chain against its prefix"
     for heading in ("Controls (known answers)", "Where the variance between runs comes from", "Does the order"):
         assert f"## {heading}" in text
-    assert "demo_nli (A/A: k = 0 refitted under other seeds, 2 runs): gain" in text
+    assert "demo_nli (A/A: k = 0 refitted under other seeds, 3 runs): gain" in text
     assert "| 0 | " in text and "(n=3)" in text, "k = 0 is the mean over its three seeds, not the A/A refits too"
     with (run / "results.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))

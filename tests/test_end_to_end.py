@@ -183,7 +183,7 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     assert text.startswith("# xstilts report") and text.index("## Transfer against chain length (test)") < text.index(
         "## Controls (known answers)"
     )
-    assert "(A/A: k = 0 refitted under other seeds, 2 runs)" in text and "(positive: demo_squad, 2 runs)" in text
+    assert "(A/A: k = 0 refitted under other seeds, 3 runs)" in text and "(positive: demo_squad, 3 runs)" in text
     assert (
         "batch 32 x 64: full: latency changes by" in text and (tmp_path / "demo" / "transfer_vs_latency.svg").is_file()
     )

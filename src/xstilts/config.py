@@ -238,8 +238,8 @@ class ControlsConfig(Settings):
 
     a_a: Union[bool, list[Name]] = Field(
         False,
-        description="Fine-tune the target(s) on the pretrained encoder again under other seeds (each control seed + "
-        "1000; the study's seeds, at least two) and report the 'gain' over k = 0, analysed exactly as the study's "
+        description="Fine-tune the target(s) on the pretrained encoder again under other seeds (each of k = 0's seeds "
+        "+ 1000) and report the 'gain' over k = 0, analysed exactly as the study's "
         "gains: it must come out inside its interval (Holm over the targets, so a false alarm on any of them has a "
         "5% chance). true: every trainable target; or a list of targets.",
     )
@@ -300,10 +300,9 @@ def baseline_seeds(study: StudyConfig) -> list[int]:
 
 
 def control_seeds(config: ExperimentConfig) -> list[int]:
-    """The seeds every control runs under: the study's (or the experiment's) seeds, at least two of them, so that
-    a control's own training noise is measured as the study's is."""
-    seeds = list(config.study.seeds) if config.study else [config.seed]
-    return seeds if len(seeds) > 1 else [seeds[0], seeds[0] + 1]
+    """The seeds every control runs under: k = 0's seeds (`baseline_seeds`; two for a single chain), so that a
+    control's own training noise is measured as the study's is, from as many runs as k = 0 has."""
+    return baseline_seeds(config.study) if config.study else [config.seed, config.seed + 1]
 
 
 class DiagnosticsConfig(Settings):

@@ -109,8 +109,8 @@ def _models(design: Design, rng: np.random.Generator) -> list[dict[str, Any]]:
     seeds = list(range(design.seeds))
     baseline = list(range(max(design.seeds, design.baseline_runs)))  # the study's seeds, then the next
     models = [{"chain": (), "seed": s, "skill": rng.normal(0, design.seed_sd)} for s in baseline]
-    if design.a_a:
-        control = seeds if len(seeds) > 1 else [seeds[0], seeds[0] + 1]
+    if design.a_a:  # under k = 0's seeds, + A_A_OFFSET
+        control = baseline
         models += [
             {"chain": (), "seed": s + A_A_OFFSET, "skill": rng.normal(0, design.seed_sd), "control": "aa"}
             for s in control
