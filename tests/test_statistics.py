@@ -143,7 +143,9 @@ def test_gains_are_the_mean_at_k_against_k0s_seeds_and_steps_pair_each_chain_wit
     assert result.steps[2].estimate == pytest.approx(2.5)  # (55 - 52 + 53 - 51) / 2, both seeds alike
     assert result.runs == {0: 2, 1: 4, 2: 4} and result.gains[1].n == 6
     assert result.further.estimate == pytest.approx(2.5), "with K = 2 each further task is the step k = 2 vs 1"
-    assert result.gains[1].includes == WITH_TRAINING and result.gains[1].leaves_out is None
+    assert result.gains[1].includes == WITH_TRAINING and "no per-item units" in result.gains[1].leaves_out, (
+        "without units the test sample's noise is unknown: no verdict"
+    )
     assert result.gains[1].spread == pytest.approx(np.std([52, 51, 62, 61], ddof=1))
     # The training variance of a mean over runs comes from the spread of its clusters (here: first tasks).
     runs = Runs(np.array([52.0, 51, 62, 61]), None, ["a", "b", "a", "b"], [0, 0, 1, 1])
@@ -184,7 +186,8 @@ def test_first_task_and_each_further_task_are_answered_apart():
                 seeds.append(seed)
                 points.append(53 + rng.normal(0, 0.2))
     labels = [f"{'+'.join(c)}-{s}" for c, s in zip(chains, seeds)]
-    result = effects(ModelScores(labels, chains, seeds, np.array(points), None))
+    replicates = np.array(points)[:, None] + rng.normal(0, 0.05, (len(points), 200))  # a large test set
+    result = effects(ModelScores(labels, chains, seeds, np.array(points), replicates))
     first, further = result.first, result.further
     assert first.estimate == pytest.approx(3.0, abs=0.3) and first.judged and first.lower > 0
     assert abs(further.estimate) < 0.3 and further.lower < 0 < further.upper

@@ -143,7 +143,7 @@ def search_section(record: Mapping[str, Any], regret: Mapping[str, Any] | None) 
             f"{name(regret['exhaustive_best'])}; the search's chain scores {regret['regret_test']:+.1f} points less on "
             f"test"
             + (
-                f" [95% interval of the difference {-interval['upper']:+.1f}, {-interval['lower']:+.1f}]"
+                f" [95% interval of the difference, test sample only {-interval['upper']:+.1f}, {-interval['lower']:+.1f}]"
                 if interval
                 else ""
             )

@@ -280,18 +280,22 @@ def _target_json(
     }
 
 
-def _baseline_label(rows: Sequence[Mapping[str, Any]], seed: int) -> str | None:
-    """The study's k = 0 model of `seed` (the first seed's when k = 0 has no run of that seed)."""
+def _baseline_labels(rows: Sequence[Mapping[str, Any]]) -> Callable[[int], str | None]:
+    """seed -> the study's k = 0 model of that seed (the first seed's when k = 0 has no run of that seed)."""
     baselines = sorted(
         {(int(r.get("seed", 0)), r["chain_label"]) for r in rows if r["chain_length"] == 0 and not r.get("control")}
     )
-    same = [label for s, label in baselines if s == seed]
-    return same[0] if same else (baselines[0][1] if baselines else None)
+    by_seed: dict[int, str] = {}
+    for seed, label in baselines:
+        by_seed.setdefault(seed, label)
+    return lambda seed: by_seed.get(seed, baselines[0][1] if baselines else None)
 
 
 def _row_intervals(rows: Sequence[ResultRow], draws: TargetDraws) -> dict[str, dict[str, Any]]:
     """Per result row (one run, one language): its score's interval and its gain over k = 0 (same seed, same
     language), over this language's test items only (one run: its training noise is not in them)."""
+    baseline_of = _baseline_labels(rows)
+    by_key = {(r["chain_label"], r["language"]): r for r in rows}
     out = {}
     for row in rows:
         language = row["language"]
@@ -301,8 +305,8 @@ def _row_intervals(rows: Sequence[ResultRow], draws: TargetDraws) -> dict[str, d
             entry["score"] = st.Interval(
                 row["score"], *st.percentile_interval(mine[0]), 1, "bootstrap over test items (one run)"
             ).to_json()
-        base = _baseline_label(rows, int(row.get("seed", 0)))
-        base_row = next((r for r in rows if r["chain_label"] == base and r["language"] == language), None)
+        base = baseline_of(int(row.get("seed", 0)))
+        base_row = by_key.get((base, language))
         if base_row is not None and base != row["chain_label"]:
             gain = row["score"] - base_row["score"]
             pair = draws.of([row["chain_label"], base], language)

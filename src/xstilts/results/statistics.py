@@ -211,8 +211,9 @@ def interval(
     quantile = stats.t.ppf(1 - (1 - CONFIDENCE) / 2, np.inf if df is None else df)
     includes = WITH_TRAINING if known else TEST_SAMPLE_ONLY
     method = "t interval, runs and test items" if known else "bootstrap over test items"
-    if test is None:
+    if test is None:  # runs of an older version: no per-item units, so the test sample's noise is not in it
         method = "t interval over runs (no per-item units stored)"
+        missing.append("the test sample's noise (no per-item units stored)")
     return Interval(
         estimate,
         estimate - quantile * se,
