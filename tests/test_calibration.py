@@ -151,20 +151,21 @@ def test_the_a_a_control_fails_when_the_machinery_leaves_training_noise_out(monk
 
 
 @pytest.mark.slow
-def test_power_grows_with_the_gain_and_the_detectable_effect_is_printed():
-    """+3 points at k = 1 under 3 orders x 3 seeds is found far more often than +0 is, and every target states the
-    smallest gain its design detects."""
-    found_rates = []
-    for first in (0.0, 3.0):
+def test_power_grows_with_the_gain_and_the_detectable_effect_says_where():
+    """Under 3 orders x 3 seeds, +0 at k = 1 is (almost) never called, +5 points usually is; every target states
+    the smallest gain its design detects with 80% power, and a gain well above it is found most of the time."""
+    rates, detectable = [], []
+    for first in (0.0, 5.0):
         design = Design("3 x 3", seeds=3, targets=LARGE, seed_sd=0.5, order_sd=0.3, gains=(0.0, first, first))
         rng = np.random.default_rng(3)
-        hits, detectable = [], []
+        hits = []
         for _ in range(60):
             study = simulate_rows(design, rng)
             found = analyse(study.rows, study.load, splits=("test",), resamples=RESAMPLES)["full"]["test"]
             target = found["targets"]["parallel"]
             hits.append(target["calls"]["first"] == "helps")
             detectable.append(target["detectable"]["first"])
-        assert all(d is not None and d > 0 for d in detectable)
-        found_rates.append(np.mean(hits))
-    assert found_rates[0] <= 0.1 and found_rates[1] >= 0.5, found_rates
+        rates.append(np.mean(hits))
+    assert all(d is not None and d > 0 for d in detectable)
+    assert rates[0] <= 0.05 and rates[1] >= 0.6, rates
+    assert np.median(detectable) < 5.0, "+5 is above what this design detects with 80% power"
