@@ -2,7 +2,7 @@
 
 Random weights (latency does not depend on them). `full`: the plain encoder and a classification head,
 the same architecture at every k. `lora-stacked`: k stage LoRAs plus the target's own LoRA, all active
-(peft), as `xstilts` builds a stacked prefix. Uses the study harness (`xstilts.analysis.latency`): models
+(peft), as `xstilts` builds a stacked prefix. Uses the study harness (`xstilts.study.latency`): models
 interleaved in rotating order, a noise twin (a copy of the k = 0 model), bootstrap intervals, verdicts.
 
     python benchmarks/latency_chain.py                       # GPU: bf16 and fp32, batch 1 and 32, lengths 128 and 512
@@ -37,7 +37,7 @@ def build_models(model: str, max_k: int, device: torch.device):
     """{mode: [TimedModel for k = 0..max_k]} sharing one random base encoder."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    from xstilts.analysis.latency import TimedModel
+    from xstilts.study.latency import TimedModel
     from xstilts.tasks.registry import LocalFiles, TaskSpec
     from xstilts.train.adapters import AdapterSettings, add_lora
     from xstilts.train.modeling import MultiTaskModel
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
 
-    from xstilts.analysis.latency import LatencySettings, TimedModel, summarize_models, time_interleaved, verdict
+    from xstilts.study.latency import LatencySettings, TimedModel, summarize_models, time_interleaved, verdict
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = build_models(args.model, args.max_k, device)

@@ -4,7 +4,7 @@ Three ways to train the same encoder + head with the same hyperparameters on the
 
 - `xstilts`: `xstilts.train.loop.train` (length-grouped dynamic padding, no host-device sync in the step,
   fused AdamW, bf16 autocast and batches collated ahead in a thread on GPU, uniform-draw dropout masks
-  on CPU (`xstilts.train.cpu_dropout`), the last layer for the first token only under pooled heads);
+  on CPU (`xstilts.runtime.cpu_dropout`), the last layer for the first token only under pooled heads);
 - `trainer-pad-max`: `transformers.Trainer` with every example padded to the maximum length, as the
   XTREME baseline scripts do;
 - `trainer-best`: `transformers.Trainer` at its best: dynamic padding, `group_by_length`, the same

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from xstilts.analysis.latency import verdict
 from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
+from xstilts.study.latency import verdict
 from xstilts.train.adapters import (
     AdapterSettings,
     Bottleneck,

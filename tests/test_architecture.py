@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xstilts.results import layout
+from xstilts.rundir import layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "xstilts"
 
@@ -63,8 +63,68 @@ def test_no_import_cycles_inside_the_package():
     assert not cycles, f"import cycles: {cycles[:3]}"
 
 
-def test_run_directory_names_are_spelled_only_in_the_results_package():
-    """Outside xstilts.results no code builds a run-directory path from a literal name (docstrings may mention them)."""
+def _room(module: str) -> str:
+    """The package a module lives in (`xstilts.train.loop` -> `train`); a top-level module is its own room."""
+    return module.split(".")[1] if module.count(".") else module
+
+
+def _imports_anywhere(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
+    """xstilts modules imported anywhere in `path`: module level, inside functions, relative or absolute."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names}
+    return {name for name in found if name in modules}
+
+
+def test_packages_form_a_directed_acyclic_graph_at_module_and_function_level():
+    """Rooms import downwards only: no two packages import each other, directly or round a loop, even inside a
+    function. (`__main__` and `cli` are the top; nothing imports them.)"""
+    modules = _modules()
+    rooms: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if name == "xstilts":
+            continue
+        room = _room(name)
+        rooms.setdefault(room, set())
+        rooms[room] |= {_room(imported) for imported in _imports_anywhere(path, name, modules) if imported != "xstilts"}
+    for room in rooms:
+        rooms[room].discard(room)
+    order: list[str] = []
+    remaining = {room: set(imported) for room, imported in rooms.items()}
+    while remaining:
+        leaves = sorted(room for room, imported in remaining.items() if not imported - set(order))
+        if not leaves:
+            loop = {room: sorted(imported - set(order)) for room, imported in remaining.items()}
+            raise AssertionError(f"packages that import each other (room -> what it still needs): {loop}")
+        order += leaves
+        for room in leaves:
+            del remaining[room]
+    assert {"metrics", "rundir", "runtime", "results", "analysis"} <= set(order)
+    assert order.index("rundir") < order.index("train") < order.index("evaluate") < order.index("study")
+    assert order.index("metrics") < order.index("tasks") and order.index("results") < order.index("analysis")
+    assert not {"study", "train", "evaluate"} & rooms["analysis"], "reading a run back never trains or evaluates"
+    assert not any("cli" in imported for room, imported in rooms.items() if room != "__main__")
+
+
+def test_no_module_imports_one_that_imports_it_back_even_inside_a_function():
+    modules = _modules()
+    imports = {name: _imports_anywhere(path, name, modules) - {"xstilts"} for name, path in modules.items()}
+    mutual = sorted(
+        f"{a} <-> {b}" for a, imported in imports.items() for b in imported if a < b and a in imports.get(b, set())
+    )
+    assert not mutual, f"modules that import each other: {mutual}"
+
+
+def test_run_directory_names_are_spelled_only_in_the_run_directory_package():
+    """Outside xstilts.rundir no code builds a run-directory path from a literal name (docstrings may mention them)."""
     directories = {
         layout.STAGES_DIR,
         layout.RESULTS_DIR,
@@ -81,7 +141,7 @@ def test_run_directory_names_are_spelled_only_in_the_results_package():
     assert {"stage.json", "plan.json", "summary.json", "heads.safetensors", ".xstilts.lock"} <= files
     offences = []
     for path in PACKAGE.rglob("*.py"):
-        if path.is_relative_to(PACKAGE / "results"):
+        if path.is_relative_to(PACKAGE / "rundir"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         docstrings = {
@@ -104,7 +164,7 @@ def test_run_directory_names_are_spelled_only_in_the_results_package():
                 for side in (node.left, node.right):
                     if isinstance(side, ast.Constant) and side.value in directories:
                         offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: path / {side.value!r}")
-    assert not offences, "run-directory names outside xstilts.results:\n" + "\n".join(offences)
+    assert not offences, "run-directory names outside xstilts.rundir:\n" + "\n".join(offences)
 
 
 LIGHT = """
@@ -192,10 +252,10 @@ def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(
     import csv
 
     from xstilts.analysis.report import write_report
-    from xstilts.evaluate.metrics.xtreme import headline
+    from xstilts.metrics.xtreme import headline
     from xstilts.results.aggregate import summarize
-    from xstilts.results.records import PlannedEvaluation, RunPlan
-    from xstilts.results.runs import RunDirectory
+    from xstilts.rundir.records import PlannedEvaluation, RunPlan
+    from xstilts.rundir.runs import RunDirectory
 
     run = RunDirectory(tmp_path / "run")
     planned = [

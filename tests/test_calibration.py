@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from xstilts.evaluate.units import Units
+from xstilts.metrics.units import Units
 from xstilts.results import statistics as st
 from xstilts.results.effects import TargetDraws, analyse, target_languages, target_scores
 from xstilts.results.simulate import (

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xstilts.train.cpu_dropout import ATTENTION, CPUDropout, cpu_dropout, sdpa_with_cpu_dropout, uniform_mask_dropout
+from xstilts.runtime.cpu_dropout import ATTENTION, CPUDropout, cpu_dropout, sdpa_with_cpu_dropout, uniform_mask_dropout
 
 
 def test_dropout_keeps_one_minus_p_and_rescales():

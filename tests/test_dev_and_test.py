@@ -112,7 +112,7 @@ def test_singles_study_dev_and_test_paper_tables_and_merging(tmp_path, tiny_enco
 
     # The report's choices never read test: scramble every test score and they stay the same.
     from xstilts.analysis.report import _best_length_table, _paper_tables, aggregate, collect
-    from xstilts.results.runs import RunDirectory
+    from xstilts.rundir.runs import RunDirectory
 
     collected = collect([RunDirectory(run)])
     rng = random.Random(1)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.stats import kendalltau, ortho_group
 
-from xstilts.evaluate.representations import linear_cka, retrieval_accuracy
-from xstilts.evaluate.transferability import knn_accuracy, logme
+from xstilts.metrics.representations import linear_cka, retrieval_accuracy
+from xstilts.metrics.transferability import knn_accuracy, logme
 from xstilts.tasks import kind_of
 
 

@@ -340,7 +340,7 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
     )
 
     trained = []
-    import xstilts.train.stage as stage
+    import xstilts.study.stage as stage
 
     original = stage.train
     stage.train = lambda model, *a, **k: (trained.append(next(iter(model.specs))), original(model, *a, **k))[1]
@@ -369,7 +369,7 @@ def test_keep_needed_prunes_weights_and_retrains_only_what_a_later_run_needs(tmp
 def test_chain_modes_side_by_side_with_latency_in_the_report(tmp_path, tiny_encoder_dir, demo_tasks):
     """full, lora-merged and lora-stacked chains of 2 tasks; targets timed; the report has every mode and the verdicts."""
     from xstilts.config import parse_config
-    from xstilts.results.layout import LATENCY_FILE
+    from xstilts.rundir.layout import LATENCY_FILE
 
     config = parse_config(
         {

@@ -118,8 +118,8 @@ def test_qa_export_answers_as_xstilts_did(run_dir, tmp_path, demo_registry, caps
     xstilts' own windows and its start/end scores go through xstilts' answer decoding."""
     from xstilts.data.examples import build_features
     from xstilts.evaluate.evaluation import evaluate
+    from xstilts.runtime.device import get_accelerator
     from xstilts.settings import TrainingSettings
-    from xstilts.train.loop import get_accelerator
 
     out = _export(run_dir, "demo_qa", tmp_path / "qa", capsys)
     spec = demo_registry.get("demo_qa")

@@ -21,8 +21,8 @@ from fast_training import FAST
 import xstilts
 from xstilts.cli import main
 from xstilts.errors import RunError, XstiltsError
-from xstilts.results.store import StageStore, remove_inside, sha256_of
-from xstilts.study.lock import LOCK_FILE, _process_start, run_lock
+from xstilts.rundir.lock import LOCK_FILE, _process_start, run_lock
+from xstilts.rundir.store import StageStore, remove_inside, sha256_of
 
 
 def chain_config(directory: Path, encoder: Path, demo_tasks: dict, **extra) -> Path:
@@ -128,8 +128,8 @@ def test_names_are_checked_by_the_registry_too(tmp_path):
 def test_a_forged_task_name_cannot_reach_the_disk(tmp_path, tiny_encoder_dir, demo_registry):
     """With the config and the registry bypassed (a spec changed after validation), the store still refuses."""
     from xstilts.study.plan import ChainPrefix, stage_request
+    from xstilts.study.stage import run_stage
     from xstilts.train.adapters import EncoderRecipe
-    from xstilts.train.stage import run_stage
 
     victim = planted(tmp_path)
     spec = demo_registry.get("demo_paraphrase")

@@ -59,8 +59,8 @@ def test_tydiqa_early_stops_on_held_out_training_data_never_on_its_test_files(ty
     """A target whose dev files are its test files validates on the last tenth of its English training examples,
     which it never trains on; the record says where its dev score came from."""
     from xstilts.settings import resolve_settings
+    from xstilts.study.stage import _member_data
     from xstilts.train.mixture import MixtureMember
-    from xstilts.train.stage import _member_data
 
     spec, lines = tydiqa_like
     settings = resolve_settings("qa", {**FAST, "eval_examples": 100})
@@ -75,10 +75,10 @@ def test_tydiqa_early_stops_on_held_out_training_data_never_on_its_test_files(ty
 
 
 def test_a_stage_of_such_a_target_records_its_held_out_validation(tmp_path, tydiqa_like, tiny_encoder_dir):
-    from xstilts.results.store import StageStore
+    from xstilts.rundir.store import StageStore
     from xstilts.study.plan import ChainPrefix, stage_request
+    from xstilts.study.stage import run_stage
     from xstilts.train.adapters import EncoderRecipe
-    from xstilts.train.stage import run_stage
 
     spec, _ = tydiqa_like
     base = ChainPrefix(0, (), "base", None, recipe=EncoderRecipe(str(tiny_encoder_dir)))
@@ -130,7 +130,7 @@ def test_dev_languages_without_files_are_listed_and_named_in_the_report(tmp_path
     """A target's dev set exists for some languages only: the plan names the others, and the report says which
     languages its averages leave out."""
     import xstilts
-    from xstilts.results.runs import RunDirectory
+    from xstilts.rundir.runs import RunDirectory
 
     nli = dict(demo_tasks["demo_nli"])
     data = tmp_path / "nli"
@@ -157,7 +157,7 @@ def test_dev_languages_without_files_are_listed_and_named_in_the_report(tmp_path
 
 
 def test_an_average_is_called_xtreme_only_over_all_nine_targets_in_all_their_languages():
-    from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER
+    from xstilts.metrics.xtreme import XTREME_TASK_ORDER
     from xstilts.results.effects import average_label, expected_languages
 
     full = {t: list(expected_languages(t, "test")) for t in XTREME_TASK_ORDER}

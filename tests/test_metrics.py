@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from xstilts.evaluate.metrics.classification import accuracy
-from xstilts.evaluate.metrics.qa import exact_match, f1, normalize_answer, score_answers, squad_scores
-from xstilts.evaluate.metrics.tagging import get_entities, seqeval_scores
-from xstilts.evaluate.metrics.xtreme import headline, task_score
+from xstilts.metrics.classification import accuracy
+from xstilts.metrics.qa import exact_match, f1, normalize_answer, score_answers, squad_scores
+from xstilts.metrics.tagging import get_entities, seqeval_scores
+from xstilts.metrics.xtreme import headline, task_score
 
 
 def test_accuracy():
@@ -74,7 +74,7 @@ def test_xtreme_aggregation():
 
 
 def test_mlqa_normalisation_quirks():
-    from xstilts.evaluate.metrics.qa import mlqa_exact_match, mlqa_f1, mlqa_normalize
+    from xstilts.metrics.qa import mlqa_exact_match, mlqa_f1, mlqa_normalize
 
     # Arabic: every "ال" goes, inside words too.
     assert mlqa_normalize("الكتاب الجميل", "ar") == "كتاب جميل"
@@ -93,7 +93,7 @@ def test_mlqa_normalisation_quirks():
 
 
 def test_xtreme_score_groups_and_partial_summaries():
-    from xstilts.evaluate.metrics.xtreme import xtreme_score
+    from xstilts.metrics.xtreme import xtreme_score
 
     full = {
         "xnli": 79.2,

@@ -11,7 +11,7 @@ import yaml
 
 import xstilts
 from xstilts.config import parse_config
-from xstilts.results.store import StageStore
+from xstilts.rundir.store import StageStore
 from xstilts.study.plan import build_plan, count, expand_chains
 
 POOL = [f"task{i}" for i in range(1, 10)]

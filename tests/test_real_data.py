@@ -105,7 +105,7 @@ def test_panx_tokens_keep_their_own_colons():
 
 
 def test_gold_answers_score_100_except_the_documented_mlqa_es_case():
-    from xstilts.evaluate.metrics.qa import mlqa_scores, score_answers
+    from xstilts.metrics.qa import mlqa_scores, score_answers
 
     for language in "ar de en es hi vi zh".split():
         records = read_squad_json(REAL_DATA / "mlqa" / f"dev-context-{language}-question-{language}.json")

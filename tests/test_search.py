@@ -10,7 +10,7 @@ import yaml
 
 import xstilts
 from xstilts.config import ConfigError, load_config, parse_config
-from xstilts.study.search import exhaustive_stage_count
+from xstilts.results.search import exhaustive_stage_count
 
 pytestmark = pytest.mark.slow
 POOL = ["task1", "task2", "task3"]
@@ -135,7 +135,7 @@ def test_estimate_guided_search_fine_tunes_targets_only_for_the_chain_found(tmp_
 
 
 def test_evaluate_on_limits_the_target_fine_tunes(tmp_path, tiny_encoder_dir, demo_tasks):
-    from xstilts.results.store import StageStore
+    from xstilts.rundir.store import StageStore
     from xstilts.study.plan import build_plan, evaluated_prefixes
 
     raw = search_config(tmp_path, tiny_encoder_dir, demo_tasks)

@@ -9,12 +9,13 @@ import torch
 from fast_training import FAST as TWO_STEPS
 from safetensors.torch import load_file
 
-from xstilts.results.store import StageStore
+from xstilts.rundir.store import StageStore
+from xstilts.runtime.device import get_accelerator
 from xstilts.study.plan import ChainPrefix, stage_request
+from xstilts.study.stage import run_stage
 from xstilts.train.adapters import EncoderRecipe
-from xstilts.train.loop import get_accelerator, make_optimizer
+from xstilts.train.loop import make_optimizer
 from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
-from xstilts.train.stage import run_stage
 
 pytestmark = pytest.mark.stage
 
@@ -255,8 +256,8 @@ def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(
     tiny_encoder_dir, demo_registry, tiny_tokenizer
 ):
     from xstilts.data.examples import build_features, load_examples
+    from xstilts.runtime.cpu_dropout import ATTENTION, CPUDropout
     from xstilts.settings import TrainingSettings
-    from xstilts.train.cpu_dropout import ATTENTION, CPUDropout
     from xstilts.train.loop import train
 
     spec = demo_registry.get("demo_nli")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xstilts.evaluate.units import Units, item_keys
+from xstilts.metrics.units import Units, item_keys
 from xstilts.results.resampling import item_replicates, paired_replicates
 from xstilts.results.statistics import (
     TEST_SAMPLE_ONLY,

@@ -28,8 +28,8 @@ _API = {
     "parse_config": ("xstilts.config", "parse_config"),
     "TaskSpec": ("xstilts.tasks.registry", "TaskSpec"),
     "register_task": ("xstilts.tasks.registry", "register_task"),
-    "run": ("xstilts.study.runner", "run_experiment"),
-    "read_results": ("xstilts.results.runs", "read_summary"),
+    "run": ("xstilts.study.experiment", "run_experiment"),
+    "read_results": ("xstilts.rundir.runs", "read_summary"),
     "write_report": ("xstilts.analysis.report", "write_report"),
 }
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import typer
 
 from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
-from xstilts.results.layout import RUN_LOG
+from xstilts.rundir.layout import RUN_LOG
 
 app = typer.Typer(
     add_completion=False,
@@ -165,8 +165,8 @@ def run(
     _setup(log_level, verbose, quiet)
     experiment = _load_with_overrides(config, overrides, output_dir, seed, trackers=tracker)  # validated first
     from xstilts.analysis.report import write_report_files
-    from xstilts.study.runner import run_experiment
-    from xstilts.train.loop import is_main_process
+    from xstilts.runtime.device import is_main_process
+    from xstilts.study.experiment import run_experiment
 
     if executor == "ray":
         from xstilts.study.ray_executor import run_on_ray
@@ -197,7 +197,7 @@ def plan(
       xstilts plan exp.yaml study.max_chain_length=2
     """
     from xstilts.config import missing_data
-    from xstilts.results.runs import RunDirectory
+    from xstilts.rundir.runs import RunDirectory
     from xstilts.study.plan import build_plan, format_plan
 
     _setup(training=False)
@@ -218,7 +218,8 @@ def plan(
 
 def _print_search_plan(experiment: Any) -> None:
     """A searching study's plan is made round by round: print its bounds against the exhaustive study."""
-    from xstilts.study.search import exhaustive_stage_count, most_stages
+    from xstilts.results.search import exhaustive_stage_count
+    from xstilts.study.search import most_stages
 
     study, search = experiment.study, experiment.study.search
     limit = len(study.pool) if study.max_chain_length is None else study.max_chain_length
@@ -347,10 +348,10 @@ def latency(
         first = error.errors()[0]
         raise _usage_error("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from None
     _setup(log_level, verbose, quiet)
-    from xstilts.analysis.latency import measure_run
     from xstilts.analysis.report import write_report
     from xstilts.logs import run_log
-    from xstilts.study.lock import run_lock
+    from xstilts.rundir.lock import run_lock
+    from xstilts.study.latency import measure_run
 
     if not Path(run_dir).is_dir():
         raise XstiltsError(f"{run_dir}: not a run directory")
@@ -422,7 +423,7 @@ def export_predictions(
     Example:
       xstilts export-predictions runs/paper -o submission
     """
-    from xstilts.analysis.submission import export_predictions as export
+    from xstilts.export.submission import export_predictions as export
 
     for target, exported in export(run_dir, output_dir, selection).items():
         how = "the other targets' dev scores" if exported["by_other_targets"] else "its dev score"
@@ -454,7 +455,7 @@ def export(
       xstilts export runs/paper --chain k1-mnli --target xnli -o xnli-mnli --push-to-hub me/xlmr-mnli-xnli
     """
     _setup(quiet=True)
-    from xstilts.export import export_model
+    from xstilts.export.model import export_model
 
     exported = export_model(run_dir, chain, target, output_dir, push_to_hub)
     typer.echo(

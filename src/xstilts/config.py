@@ -23,8 +23,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from xstilts.errors import ConfigError, DataError
+from xstilts.files import read_text
 from xstilts.names import Name, name_problem
-from xstilts.readers.text import read_text
 from xstilts.settings import (
     AdapterSettings,
     EmbeddingSettings,

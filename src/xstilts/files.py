@@ -1,7 +1,10 @@
-"""Files the project writes and reads back: atomic, flushed to disk, strict JSON.
+"""Files as the project reads and writes them: UTF-8 decoded line by line, atomic, strict JSON.
 
-Every file is written aside and renamed into place (`atomic_writer`), so a reader, a kill or a full
-disk never leaves half a file under the final name; JSON never holds NaN or infinity (`json_text`).
+Reading: every reader decodes through `decoded_lines`/`read_lines`/`read_text`, so a bad byte names its
+file and line; lines are split on "\\n" only (a "\\r" before it is dropped by `read_lines`), so a stray
+carriage return inside a field never splits a record. Writing: every file is written aside and renamed
+into place (`atomic_writer`), so a reader, a kill or a full disk never leaves half a file under the final
+name; JSON never holds NaN or infinity (`json_text`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,50 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from xstilts.errors import DataError
-from xstilts.readers.text import read_text
 
 log = logging.getLogger(__name__)
+
+
+def _open_binary(path: Path) -> Any:
+    try:
+        return path.open("rb")
+    except IsADirectoryError:
+        raise DataError(path, "expected a file, found a directory") from None
+    except OSError as error:
+        raise DataError(path, f"cannot read: {error.strerror}") from None
+
+
+def _decode(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            path,
+            f"invalid UTF-8 (byte {error.object[error.start]:#04x} at column {error.start + 1}); files must be UTF-8 encoded",
+            line,
+        ) from None
+
+
+def decoded_lines(path: str | Path) -> Iterator[str]:
+    """Every line of the file, decoded, with its line ending kept (what `csv.reader` expects)."""
+    path = Path(path)
+    with _open_binary(path) as handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                yield _decode(raw, path, number)
+        except OSError as error:
+            raise DataError(path, f"cannot read: {error.strerror}") from None
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its line ending)."""
+    for number, line in enumerate(decoded_lines(path), start=1):
+        yield number, line.rstrip("\n").rstrip("\r")
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as one string (JSON documents, YAML configs)."""
+    return "".join(decoded_lines(path))
 
 
 def finite_json(value: Any) -> Any:

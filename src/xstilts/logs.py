@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from xstilts.results.layout import RUN_LOG
+from xstilts.rundir.layout import RUN_LOG
 
 LOGGER_NAME = "xstilts"
 LEVELS = ("debug", "info", "warning", "error")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xstilts.errors import XstiltsError
-from xstilts.results.layout import TRACKERS_DIR
+from xstilts.rundir.layout import TRACKERS_DIR
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,15 @@ from xstilts.analysis import plots
 from xstilts.analysis.diagnostics_tables import diagnostics_tables, search_section
 from xstilts.analysis.headline import build_headline
 from xstilts.errors import XstiltsError
-from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER, xtreme_score
 from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
+from xstilts.metrics.xtreme import XTREME_TASK_ORDER, xtreme_score
 from xstilts.results import selection as choice_scores
 from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summarize
 from xstilts.results.diagnostics import summarise as summarise_diagnostics
 from xstilts.results.effects import AVERAGE, analyse, units_loader
-from xstilts.results.layout import (
+from xstilts.results.selection import RULES, choose, dev_is_test
+from xstilts.rundir.layout import (
     CONFIG_FILE,
     GAIN_PLOT,
     HEATMAP_PLOT,
@@ -39,9 +40,8 @@ from xstilts.results.layout import (
     RESULTS_JSON,
     TRADEOFF_PLOT,
 )
-from xstilts.results.records import ResultRow, StageRecord
-from xstilts.results.runs import RunDirectory
-from xstilts.results.selection import RULES, choose, dev_is_test
+from xstilts.rundir.records import ResultRow, StageRecord
+from xstilts.rundir.runs import RunDirectory
 from xstilts.tasks.registry import DEV, TEST
 
 PRETRAINED = "pretrained"
@@ -643,7 +643,7 @@ def write_report_files(
     searched = next((record for source in runs if (record := source.read_search()) is not None), None)
     if searched is not None:
         from xstilts.config import load_config
-        from xstilts.study.search import regret
+        from xstilts.results.search import regret
 
         config = load_config(runs[0].file(CONFIG_FILE), require_data=False)
         bullets, table = search_section(searched, regret(rows, units_loader(), config, searched))

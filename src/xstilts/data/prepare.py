@@ -115,8 +115,7 @@ def map_hub_records(hub: HubFile, rows: Iterable[dict[str, Any]], features: Any 
 
 def read_tag_inventory(path: Path) -> tuple[str, ...]:
     """A fixed tag inventory: one tag per line, or a JSON object tag -> id (jiant's `tags_to_id.json`)."""
-    from xstilts.files import read_json
-    from xstilts.readers.text import read_lines
+    from xstilts.files import read_json, read_lines
 
     if path.suffix == ".json":
         mapping = read_json(path)

@@ -24,7 +24,7 @@ from xstilts.analysis.report import WrittenReport, write_report_files
 from xstilts.config import load_config
 from xstilts.demo.benchmark import write_benchmark, write_parallel
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
-from xstilts.study.runner import run_experiment
+from xstilts.study.experiment import run_experiment
 
 DEMO_POOL = ["demo_paraphrase", "demo_squad2", "demo_swag"]
 DEMO_ORDERS = [DEMO_POOL[i:] + DEMO_POOL[:i] for i in range(len(DEMO_POOL))]  # each task first once

@@ -29,7 +29,7 @@ from xstilts.data.cache import cache_root
 from xstilts.demo.benchmark import BENCHMARK_VERSION, corpus_sentences
 from xstilts.files import write_json_atomic
 from xstilts.logs import ProgressLines, progress_bar
-from xstilts.results.store import content_identity
+from xstilts.rundir.store import content_identity
 from xstilts.tasks.mlm import mask_tokens
 
 log = logging.getLogger(__name__)

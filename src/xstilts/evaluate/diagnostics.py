@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from xstilts.data.examples import build_features, example_text, load_examples
-from xstilts.evaluate.representations import layer_representations, linear_cka, retrieval_accuracy
-from xstilts.evaluate.transferability import knn_accuracy, logme
-from xstilts.readers.text import read_lines
+from xstilts.files import read_lines
+from xstilts.metrics.representations import layer_representations, linear_cka, retrieval_accuracy
+from xstilts.metrics.transferability import knn_accuracy, logme
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import encode
 from xstilts.tasks.registry import TaskSpec
@@ -222,7 +222,7 @@ def forgetting(
 def _forgetting_of(
     encoder: torch.nn.Module, tokenizer: Any, stage: EarlierStage, examples: int, probe_steps: int, seed: int
 ) -> dict[str, Any]:
-    from xstilts.results.layout import HEADS_FILE
+    from xstilts.rundir.layout import HEADS_FILE
     from xstilts.train.modeling import MultiTaskModel, load_heads
 
     spec, settings = stage.spec, stage.settings
@@ -241,7 +241,7 @@ def _forgetting_of(
 
 def _dev_score(model: Any, spec: TaskSpec, dev: list[Any], features: list[Any], settings: Any, tokenizer: Any) -> float:
     from xstilts.evaluate.evaluation import evaluate
-    from xstilts.train.loop import get_accelerator
+    from xstilts.runtime.device import get_accelerator
 
     accelerator = get_accelerator()
     model.to(accelerator.device)

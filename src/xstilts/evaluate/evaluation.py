@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from xstilts.evaluate.units import Units, item_keys
+from xstilts.metrics.units import Units, item_keys
+from xstilts.runtime.device import autocast
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Example, Feature, feature_length
 from xstilts.tasks.registry import TaskSpec
-from xstilts.train.loop import autocast
 from xstilts.train.modeling import MultiTaskModel
 
 

@@ -22,11 +22,10 @@ import torch
 
 from xstilts.data.cache import cache_root
 from xstilts.errors import DataError, RunError, XstiltsError
-from xstilts.evaluate.metrics.retrieval import bucc_counts_per_source, bucc_scores_from_pairs, tatoeba_accuracy
-from xstilts.evaluate.units import Units
-from xstilts.files import read_json_or_none, write_json_atomic
+from xstilts.files import read_json_or_none, read_lines, write_json_atomic
+from xstilts.metrics.retrieval import bucc_counts_per_source, bucc_scores_from_pairs, tatoeba_accuracy
+from xstilts.metrics.units import Units
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
-from xstilts.readers.text import read_lines
 from xstilts.settings import EmbeddingSettings
 
 BLOCK_ROWS = 8192  # queries searched at a time: bounds the result buffers for 400k x 400k mining

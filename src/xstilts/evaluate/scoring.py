@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import DataError, XstiltsError
-from xstilts.evaluate.metrics.classification import accuracy
-from xstilts.evaluate.metrics.qa import mlqa_scores, score_answers
-from xstilts.evaluate.metrics.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
-from xstilts.evaluate.metrics.tagging import seqeval_scores
-from xstilts.evaluate.metrics.xtreme import task_score
+from xstilts.files import read_lines, read_text
+from xstilts.metrics.classification import accuracy
+from xstilts.metrics.qa import mlqa_scores, score_answers
+from xstilts.metrics.retrieval import bucc_scores_from_pairs, tatoeba_accuracy
+from xstilts.metrics.tagging import seqeval_scores
+from xstilts.metrics.xtreme import task_score
 from xstilts.readers.conll import read_word_tag
 from xstilts.readers.jsonl import read_jsonl
 from xstilts.readers.retrieval import read_bucc_gold
 from xstilts.readers.squad import read_squad_json
 from xstilts.readers.tabular import read_rows
-from xstilts.readers.text import read_lines, read_text
 from xstilts.tasks.registry import TaskSpec
 from xstilts.tasks.schema import validate_example
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import DataError
-from xstilts.readers.text import read_lines
+from xstilts.files import read_lines
 
 # ud-conversion-tools' precedence lists (conllu_to_conll.py), by language; "default" for all others.
 POS_PRECEDENCE = {

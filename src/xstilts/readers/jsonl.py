@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import DataError
-from xstilts.files import atomic_writer, json_text
-from xstilts.readers.text import read_lines
+from xstilts.files import atomic_writer, json_text, read_lines
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

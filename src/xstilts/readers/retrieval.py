@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import DataError, DataWarning
-from xstilts.readers.text import read_lines
+from xstilts.files import read_lines
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import DataError
-from xstilts.readers.text import read_text
+from xstilts.files import read_text
 
 
 def read_squad_json(path: str | Path) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import DataError, DataWarning
-from xstilts.readers.text import decoded_lines
+from xstilts.files import decoded_lines
 
 csv.field_size_limit(1 << 26)
 

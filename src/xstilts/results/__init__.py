@@ -1,5 +1,5 @@
-"""The run directory and everything in it: its layout, the stage store, typed records and the one aggregation.
+"""From evaluations to answers: aggregation over languages, the bootstrap and t intervals, the effects of
+chain length with their verdicts, dev-based choices, the search's regret, and the calibration simulator.
 
-The training side writes through this package; the report, status, latency and every other reader read
-through it. Nothing here imports torch.
+Reads runs through `xstilts.rundir`; never imports torch.
 """

@@ -13,14 +13,8 @@ from collections.abc import Iterable, Mapping
 from statistics import fmean, stdev
 from typing import Any
 
-from xstilts.evaluate.metrics.xtreme import (
-    XTREME_SCORE_LANGUAGES,
-    XTREME_TASK_ORDER,
-    headline,
-    task_score,
-    xtreme_score,
-)
-from xstilts.results.records import ResultRow
+from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
+from xstilts.rundir.records import ResultRow
 from xstilts.tasks.registry import DEV, TEST
 
 Stats = tuple[float, float, int]  # mean, standard deviation (0 for n = 1), n

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
-from xstilts.results.records import ResultRow
 from xstilts.results.statistics import mean_interval, paired_statistic, seeded
+from xstilts.rundir.records import ResultRow
 from xstilts.tasks.registry import TEST
 
 Key = tuple[tuple[str, ...], int, str]  # (chain, seed, mode): one prefix of one run

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from xstilts.evaluate.metrics.xtreme import XTREME_TASK_ORDER
-from xstilts.evaluate.units import Units, read_units
+from xstilts.metrics.units import Units, read_units
+from xstilts.metrics.xtreme import XTREME_TASK_ORDER
 from xstilts.results import statistics as st
-from xstilts.results.records import ResultRow
 from xstilts.results.resampling import RESAMPLES, item_replicates, seeded
+from xstilts.rundir.records import ResultRow
 from xstilts.tasks.registry import TEST
 
 AVERAGE = "average"  # the mean over targets, named by what it averages unless it is the full XTREME set

@@ -11,7 +11,7 @@ pairs are 5,010 items, not 75,150).
 
 A draw is a vector of counts over the items (how often each was drawn: multinomial, as resampling with
 replacement); a language's replicate score is computed from the count-weighted sums of its per-unit statistics
-(`xstilts.evaluate.units`), so a whole set of replicates is one matrix product.
+(`xstilts.metrics.units`), so a whole set of replicates is one matrix product.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from xstilts.evaluate.units import STATISTICS, Units, score_sums
+from xstilts.metrics.units import STATISTICS, Units, score_sums
 
 RESAMPLES = 2000
 BATCH_ELEMENTS = 8_000_000  # bound on the count-matrix entries one batch of draws holds

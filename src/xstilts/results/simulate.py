@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from xstilts.evaluate.units import Units
+from xstilts.metrics.units import Units
 
 A_A_OFFSET = 1000
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig
 from xstilts.evaluate.diagnostics import EarlierStage, diagnose, forgetting, probe_data
-from xstilts.evaluate.representations import layer_representations
-from xstilts.results.layout import HEADS_FILE
-from xstilts.results.runs import RunDirectory
+from xstilts.metrics.representations import layer_representations
+from xstilts.rundir.layout import HEADS_FILE
+from xstilts.rundir.runs import RunDirectory
+from xstilts.runtime.device import get_accelerator, is_main_process
 from xstilts.study.plan import ChainPrefix, Plan
 from xstilts.tasks.registry import TaskRegistry
 from xstilts.train.adapters import build_encoder
-from xstilts.train.loop import get_accelerator, is_main_process
 from xstilts.train.modeling import load_tokenizer
 
 log = logging.getLogger(__name__)

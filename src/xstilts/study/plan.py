@@ -3,7 +3,7 @@
 A node's identity is a content hash of its parent's identity, its task, its data, its resolved
 training settings and its seed (see `stage_request`). Chains of a study that share a prefix share its
 nodes, so each is trained once; target fine-tunes and retrieval evaluations hang off every prefix.
-`run_plan` turns the graph into plan.json (`xstilts.results.records.RunPlan`), the contract every
+`run_plan` turns the graph into plan.json (`xstilts.rundir.records.RunPlan`), the contract every
 reader of the run works from. Planning loads no model: `xstilts plan` does not import torch, and a
 study can be sized before its data is on disk (its identities are then provisional).
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig, StageConfig, baseline_seeds, control_seeds, missing_data
 from xstilts.data.examples import data_fingerprint
-from xstilts.results.layout import HEADS_FILE
-from xstilts.results.records import PlannedEvaluation, PlannedStage, RunPlan
-from xstilts.results.runs import RunDirectory
-from xstilts.results.store import StageStore, content_identity
+from xstilts.rundir.layout import HEADS_FILE
+from xstilts.rundir.records import PlannedEvaluation, PlannedStage, RunPlan
+from xstilts.rundir.runs import RunDirectory
+from xstilts.rundir.store import StageStore, content_identity
 from xstilts.settings import AdapterSettings, resolve_settings
 from xstilts.tasks.registry import EVALUATION_SPLITS, TEST, LocalFiles, TaskRegistry, TaskSpec
 from xstilts.train.mixture import Mixture, MixtureMember

@@ -40,8 +40,8 @@ def _train_stage(
     `tracking` is (the config's trackers, the study's name)."""
     import torch
 
-    from xstilts.results.store import StageStore
-    from xstilts.train.stage import run_stage
+    from xstilts.rundir.store import StageStore
+    from xstilts.study.stage import run_stage
 
     torch.set_num_threads(threads)
     run_root = Path(store_root).parent
@@ -63,8 +63,8 @@ def _train_target(
     """Ray task: a target fine-tune after a prefix, then its zero-shot evaluation ({split: languages})."""
     import torch
 
-    from xstilts.results.store import StageStore
-    from xstilts.train.stage import evaluate_target, run_stage
+    from xstilts.rundir.store import StageStore
+    from xstilts.study.stage import evaluate_target, run_stage
 
     torch.set_num_threads(threads)
     store = StageStore(Path(store_root))
@@ -94,8 +94,8 @@ def run_on_ray(
         import ray  # noqa: F401
     except ImportError:
         raise XstiltsError("--executor ray needs Ray: pip install 'xstilts[ray]'") from None
-    from xstilts.study.lock import run_lock
-    from xstilts.study.runner import run_experiment
+    from xstilts.rundir.lock import run_lock
+    from xstilts.study.runner import run_once
 
     output_dir = Path(config.output_dir).resolve()
     config = config.model_copy(update={"output_dir": output_dir})
@@ -105,7 +105,7 @@ def run_on_ray(
         run_log(output_dir),
     ):  # the driver holds it for the whole job; the final assembly re-enters it
         _run_graph(config, output_dir, address, progress, gpus_per_stage, cpus_per_stage, max_retries)
-        return run_experiment(config, progress=progress)
+        return run_once(config, progress=progress)
 
 
 def _run_graph(
@@ -120,7 +120,7 @@ def _run_graph(
     """Submit every stage and target fine-tune of the plan as Ray tasks and wait for all of them."""
     import ray
 
-    from xstilts.results.runs import RunDirectory
+    from xstilts.rundir.runs import RunDirectory
     from xstilts.study.plan import build_plan, evaluated_prefixes, evaluation_languages, target_request
     from xstilts.tasks.registry import EVALUATION_SPLITS
 

@@ -3,7 +3,7 @@
 With `evaluate_every_prefix` (or a `study`), targets hang off every prefix of every chain (k = 0..K) and the
 stages are trained once and shared by all prefixes. The run writes plan.json before anything else, then
 one result row per (chain, target, language) and, at the end, summary.json, all through
-`xstilts.results.runs.RunDirectory`.
+`xstilts.rundir.runs.RunDirectory`.
 """
 
 from __future__ import annotations
@@ -17,38 +17,33 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.config import ExperimentConfig, TargetConfig, config_to_yaml
-from xstilts.evaluate.metrics.xtreme import headline
-from xstilts.evaluate.units import units_file, write_units
 from xstilts.files import read_json_or_none
 from xstilts.logs import run_log
+from xstilts.metrics.units import units_file, write_units
+from xstilts.metrics.xtreme import headline
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
 from xstilts.results.effects import analyse, units_loader
-from xstilts.results.layout import evaluation_file, retrieval_evaluation_file, retrieval_predictions_file
-from xstilts.results.records import Evaluation, PlannedEvaluation, ResultRow, StageRecord
-from xstilts.results.runs import RunDirectory, read_evaluation, write_evaluation
-from xstilts.study.lock import run_lock
+from xstilts.rundir.layout import evaluation_file, retrieval_evaluation_file, retrieval_predictions_file
+from xstilts.rundir.lock import run_lock
+from xstilts.rundir.records import Evaluation, PlannedEvaluation, ResultRow, StageRecord
+from xstilts.rundir.runs import RunDirectory, read_evaluation, write_evaluation
+from xstilts.runtime.device import is_main_process, wait_for_everyone
 from xstilts.study.plan import ChainPrefix, Plan, build_plan, run_plan, target_request
+from xstilts.study.stage import evaluate_target, run_stage
 from xstilts.tasks.registry import TaskRegistry
 from xstilts.tracking import stage_tracking
-from xstilts.train.loop import is_main_process, wait_for_everyone
 from xstilts.train.request import StageRequest
-from xstilts.train.stage import evaluate_target, run_stage
 
 log = logging.getLogger(__name__)
 
 
-def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the experiment; returns the summary that is also written to `summary.json`.
+def run_once(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the plan of `config` once; returns the summary that is also written to `summary.json`.
 
     The run holds the lock of its output directory throughout (a second run there fails with the owner's name).
-    A study with `search` runs as rounds of such runs (xstilts.study.search).
+    A search is several such runs (`xstilts.study.experiment` chooses).
     """
-    if config.study is not None and config.study.search is not None:
-        from xstilts.study.search import run_search
-
-        run_search(config, progress)
-        return RunDirectory(config.output_dir).read_summary()
     run = RunDirectory(config.output_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     # The log only once the run is ours (a refused run writes nothing), and from one process.
@@ -82,7 +77,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
         executor.prune_all()
 
     if config.latency is not None:
-        from xstilts.analysis.latency import measure_run
+        from xstilts.study.latency import measure_run
 
         if is_main_process():
             measure_run(run.root, config.latency, progress)
@@ -310,8 +305,8 @@ def _evaluate_retrieval(
     """Retrieval targets use the prefix's encoder as it is; finished languages are read back. One computation gives
     every split of a language (BUCC's dev chooses the threshold its test uses), and each is written with its predictions."""
     from xstilts.evaluate.retrieval import evaluate_encoder
+    from xstilts.runtime.device import get_accelerator
     from xstilts.train.adapters import build_encoder
-    from xstilts.train.loop import get_accelerator
     from xstilts.train.modeling import load_tokenizer
 
     results: dict[str, Evaluation] = {}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json_or_none
-from xstilts.results.layout import CHECKPOINT_PROGRESS, PLAN_FILE
-from xstilts.results.runs import RunDirectory
-from xstilts.study.lock import describe_lock
+from xstilts.rundir.layout import CHECKPOINT_PROGRESS, PLAN_FILE
+from xstilts.rundir.lock import describe_lock
+from xstilts.rundir.runs import RunDirectory
 
 
 def run_status(run_dir: str | Path) -> str:

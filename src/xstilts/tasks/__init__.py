@@ -44,7 +44,7 @@ def __getattr__(name: str) -> Any:
 
 
 # The built-in catalogue registers itself on import.
-from xstilts.tasks import catalogue as _catalogue  # noqa: E402,F401
+from xstilts.tasks import catalogue as _catalogue  # noqa: E402, F401
 
 ENTRY_POINT_GROUP = "xstilts.tasks"
 

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.evaluate.metrics.classification import accuracy, correct_per_example
-from xstilts.evaluate.units import Units
+from xstilts.metrics.classification import accuracy, correct_per_example
+from xstilts.metrics.units import Units
+from xstilts.runtime.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.tasks.schema import validate_example
-from xstilts.train.cpu_dropout import ATTENTION as CPU_DROPOUT_ATTENTION
 
 Example = dict[str, Any]
 Feature = dict[str, Any]
@@ -83,7 +83,7 @@ class TaskKind:
         raise NotImplementedError
 
     def units(self, predictions: Sequence[Any], examples: Sequence[Example], spec: TaskSpec, language: str) -> Units:
-        """Per-unit statistics whose sums give the headline score (`xstilts.evaluate.units`): what resampling draws."""
+        """Per-unit statistics whose sums give the headline score (`xstilts.metrics.units`): what resampling draws."""
         raise NotImplementedError
 
     def collate(self, features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -29,8 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from xstilts.errors import XstiltsError
-from xstilts.evaluate.metrics.qa import answer_scores, mlqa_measures, mlqa_scores, score_answers
-from xstilts.evaluate.units import Units
+from xstilts.metrics.qa import answer_scores, mlqa_measures, mlqa_scores, score_answers
+from xstilts.metrics.units import Units
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import XstiltsError
+from xstilts.files import read_lines
 from xstilts.names import name_problem
-from xstilts.readers.text import read_lines
 
 KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm")
 DEV, TEST = "dev", "test"

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xstilts.evaluate.metrics.tagging import chunk_counts_per_sentence, seqeval_scores
-from xstilts.evaluate.units import Units
+from xstilts.metrics.tagging import chunk_counts_per_sentence, seqeval_scores
+from xstilts.metrics.units import Units
 from xstilts.settings import TrainingSettings
 from xstilts.tasks.base import Example, Feature, TaskKind, TokenHead, model_takes_token_types, token_ids
 from xstilts.tasks.registry import TaskSpec

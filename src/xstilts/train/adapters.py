@@ -23,14 +23,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from xstilts.results.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from xstilts.errors import RunError
+from xstilts.files import read_json
+from xstilts.rundir.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ENCODER_DIR, HEADS_FILE, RECORD_FILE
+from xstilts.rundir.store import inspect_stage_dir
 from xstilts.settings import AdapterSettings
+from xstilts.tasks.registry import TaskSpec
+from xstilts.train.modeling import MultiTaskModel, load_encoder, load_heads, load_tokenizer
 from xstilts.train.request import EncoderRecipe
 
 
 def build_encoder(recipe: EncoderRecipe | str) -> nn.Module:
     """The encoder a recipe describes, with its adapters applied (frozen or not: the caller decides)."""
-    from xstilts.train.modeling import load_encoder
 
     if isinstance(recipe, str):
         return load_encoder(recipe)
@@ -171,3 +175,30 @@ def _stack_hook(encoder: nn.Module, index: int) -> Any:
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     return hook
+
+
+def check_recipe(recipe: EncoderRecipe, store_root: Path, user: str) -> None:
+    """Raise RunError when a stage directory of `store_root` that `recipe` loads from is damaged."""
+    root = Path(store_root).resolve()
+    sources = [Path(recipe.base), *(Path(adapter) for adapter in recipe.adapters)]
+    for stage_dir in {source.resolve().parent for source in sources if source.resolve().parent.parent == root}:
+        state = inspect_stage_dir(stage_dir, full=True)
+        if state.status in ("damaged", "pruned", "missing"):
+            problem = state.problem or f"its weights are {'pruned' if state.status == 'pruned' else 'missing'}"
+            raise RunError(
+                f"{user}: the stage it is built on, {stage_dir.name}, is not usable ({problem}); run the command again to retrain it"
+            )
+
+
+def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
+    """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
+    record = read_json(stage_dir / RECORD_FILE)
+    recipe = EncoderRecipe.from_json(
+        record.get("encoder_recipe") or {"base": str(stage_dir / ENCODER_DIR)}, stage_dir.parent
+    )
+    check_recipe(
+        recipe, stage_dir.parent, f"target {spec.name}"
+    )  # its own directory included: the recipe loads from it
+    model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
+    load_heads(model, stage_dir / HEADS_FILE, [spec.name])
+    return model.eval(), load_tokenizer(recipe.base)

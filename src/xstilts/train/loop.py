@@ -8,7 +8,6 @@ memory. accelerate places the model and handles mixed precision so multi-GPU nee
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -29,18 +28,19 @@ from transformers import get_linear_schedule_with_warmup
 from xstilts.errors import RunError
 from xstilts.files import json_text, writing
 from xstilts.logs import ProgressLines, progress_bar
-from xstilts.results.layout import (
+from xstilts.rundir.layout import (
     CHECKPOINT_BEST,
     CHECKPOINT_OPTIMIZER,
     CHECKPOINT_PROGRESS,
     CHECKPOINT_WEIGHTS,
     remove_inside,
 )
+from xstilts.runtime.cpu_dropout import cpu_dropout
+from xstilts.runtime.device import autocast, precision_name
 from xstilts.settings import StepCounts, TrainingSettings, count_steps
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Feature, feature_length
 from xstilts.tracking import log_metrics
-from xstilts.train.cpu_dropout import cpu_dropout
 from xstilts.train.mixture import task_schedule
 from xstilts.train.modeling import MultiTaskModel
 
@@ -148,42 +148,6 @@ class TrainResult:
     tokens: int = 0
     counts: StepCounts | None = None
     task_steps: dict[str, int] = field(default_factory=dict)  # optimizer steps per mixture member
-
-
-@functools.cache
-def get_accelerator() -> Accelerator:
-    """One Accelerator per process (device placement, backward, distributed wrapping).
-
-    Precision is not set here: accelerate fixes it once per process, while stages may differ, so
-    each stage enters its own `autocast` instead.
-    """
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # A mixture stage trains one member's head per step; the others' heads get no gradient that step.
-    # Launched on CPUs by torchrun (not `accelerate launch --cpu`), accelerate needs to be told to use gloo.
-    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=cpu_processes, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-
-
-def is_main_process() -> bool:
-    """Only the main process writes artifacts (stages, checkpoints, evaluations, results, reports)."""
-    return get_accelerator().is_main_process
-
-
-def wait_for_everyone() -> None:
-    get_accelerator().wait_for_everyone()
-
-
-def autocast(settings: TrainingSettings, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU unless fp32 is asked for; fp32 on CPU (bf16 matmuls are slow there) unless bf16 is asked for."""
-    use_bf16 = settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-
-def precision_name(settings: TrainingSettings, device: torch.device) -> str:
-    return (
-        "bf16" if settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda") else "fp32"
-    )
 
 
 def make_optimizer(model: nn.Module, settings: TrainingSettings, device: torch.device) -> torch.optim.AdamW:

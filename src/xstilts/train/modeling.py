@@ -21,7 +21,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, write_json_atomic
-from xstilts.results.layout import ENCODER_DIR, HEADS_FILE
+from xstilts.rundir.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
 

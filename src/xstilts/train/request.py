@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xstilts.results.layout import ADAPTER_DIR, ENCODER_DIR, from_root, relative_to_root
+from xstilts.rundir.layout import ADAPTER_DIR, ENCODER_DIR, from_root, relative_to_root
 from xstilts.settings import AdapterSettings, TrainingSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.mixture import Mixture, MixtureMember

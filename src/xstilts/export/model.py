@@ -23,9 +23,9 @@ from torch import nn
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, writing
-from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
-from xstilts.results.runs import RunDirectory
-from xstilts.results.store import inspect_stage_dir
+from xstilts.rundir.layout import CONFIG_FILE, RECORD_FILE
+from xstilts.rundir.runs import RunDirectory
+from xstilts.rundir.store import inspect_stage_dir
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.modeling import save_clean_tokenizer
 
@@ -56,7 +56,7 @@ def export_model(
     """Write the target `target` fine-tuned after chain `chain_label` of a run as a Hugging Face model directory."""
     from xstilts import __version__
     from xstilts.config import load_config
-    from xstilts.train.stage import load_target_model
+    from xstilts.train.adapters import load_target_model
 
     run = RunDirectory(run_dir)
     rows = _rows_of(run, chain_label, target)

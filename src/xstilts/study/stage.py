@@ -21,28 +21,26 @@ from accelerate.utils import set_seed
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.data.examples import build_features, load_examples
-from xstilts.errors import DataError, RunError, XstiltsError
+from xstilts.errors import DataError, XstiltsError
 from xstilts.evaluate.evaluation import evaluate
-from xstilts.evaluate.units import units_file, write_units
-from xstilts.files import read_json, writing
+from xstilts.files import writing
+from xstilts.metrics.units import units_file, write_units
 from xstilts.readers.jsonl import write_jsonl
-from xstilts.results.layout import (
+from xstilts.rundir.layout import (
     ADAPTER_DIR,
-    ENCODER_DIR,
-    HEADS_FILE,
-    RECORD_FILE,
     evaluation_file,
     predictions_file,
     relative_to_root,
 )
-from xstilts.results.runs import read_evaluation, write_evaluation
-from xstilts.results.store import StageStore, inspect_stage_dir
+from xstilts.rundir.runs import read_evaluation, write_evaluation
+from xstilts.rundir.store import StageStore
+from xstilts.runtime.device import get_accelerator, precision_name
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import UNKNOWN_TAG, TaskSpec
 from xstilts.tracking import log_metrics
-from xstilts.train.adapters import add_stage_adapter, build_encoder, save_stage_adapter
-from xstilts.train.loop import Checkpointer, get_accelerator, precision_name, train
+from xstilts.train.adapters import add_stage_adapter, build_encoder, check_recipe, load_target_model, save_stage_adapter
+from xstilts.train.loop import Checkpointer, train
 from xstilts.train.mixture import MixtureMember
 from xstilts.train.modeling import (
     MultiTaskModel,
@@ -245,19 +243,6 @@ def _check_parent(request: StageRequest, store: StageStore) -> None:
     check_recipe(recipe, store.root, request.label)
 
 
-def check_recipe(recipe: EncoderRecipe, store_root: Path, user: str) -> None:
-    """Raise RunError when a stage directory of `store_root` that `recipe` loads from is damaged."""
-    root = Path(store_root).resolve()
-    sources = [Path(recipe.base), *(Path(adapter) for adapter in recipe.adapters)]
-    for stage_dir in {source.resolve().parent for source in sources if source.resolve().parent.parent == root}:
-        state = inspect_stage_dir(stage_dir, full=True)
-        if state.status in ("damaged", "pruned", "missing"):
-            problem = state.problem or f"its weights are {'pruned' if state.status == 'pruned' else 'missing'}"
-            raise RunError(
-                f"{user}: the stage it is built on, {stage_dir.name}, is not usable ({problem}); run the command again to retrain it"
-            )
-
-
 def _check_lengths(request: StageRequest, encoder_config: Any) -> None:
     """Inputs longer than the encoder's position table would fail deep inside the model: say which setting to lower."""
     positions = getattr(encoder_config, "max_position_embeddings", None)
@@ -445,20 +430,6 @@ def _evaluate_languages(
             ", ".join(f"{k}={v:.2f}" for k, v in evaluation.metrics.items()),
         )
     return results
-
-
-def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
-    """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
-    record = read_json(stage_dir / RECORD_FILE)
-    recipe = EncoderRecipe.from_json(
-        record.get("encoder_recipe") or {"base": str(stage_dir / ENCODER_DIR)}, stage_dir.parent
-    )
-    check_recipe(
-        recipe, stage_dir.parent, f"target {spec.name}"
-    )  # its own directory included: the recipe loads from it
-    model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
-    load_heads(model, stage_dir / HEADS_FILE, [spec.name])
-    return model.eval(), load_tokenizer(recipe.base)
 
 
 def _write_predictions(path: Path, examples: list[dict[str, Any]], predictions: list[Any]) -> None:

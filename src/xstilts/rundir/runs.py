@@ -18,9 +18,9 @@ from typing import Any
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, read_json_or_none, write_json_atomic, write_text_atomic
-from xstilts.results import layout
-from xstilts.results.records import Evaluation, ResultRow, RunPlan, is_evaluation, is_result_row
-from xstilts.results.store import StageStore, content_identity
+from xstilts.rundir import layout
+from xstilts.rundir.records import Evaluation, ResultRow, RunPlan, is_evaluation, is_result_row
+from xstilts.rundir.store import StageStore, content_identity
 from xstilts.tasks.registry import TEST
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class RunDirectory:
         self.root = Path(root)
 
     def file(self, name: str) -> Path:
-        """A top-level file of the run (one of the names in `xstilts.results.layout`)."""
+        """A top-level file of the run (one of the names in `xstilts.rundir.layout`)."""
         return layout.inside(self.root, self.root / name)
 
     @functools.cached_property

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from xstilts.errors import RunError
-from xstilts.results.layout import LOCK_FILE
+from xstilts.rundir.layout import LOCK_FILE
 
 log = logging.getLogger(__name__)
 
-_HELD: dict[Path, int] = {}  # lock path -> nesting depth in this process (run_on_ray ends in run_experiment)
+_HELD: dict[Path, int] = {}  # lock path -> nesting depth in this process (run_on_ray ends in run_once)
 
 
 def _process_start(pid: int) -> str | None:

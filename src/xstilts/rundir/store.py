@@ -27,7 +27,7 @@ from typing import Any, Literal
 from xstilts.errors import DataError, XstiltsError
 from xstilts.files import read_json, write_json_atomic
 from xstilts.names import name_problem
-from xstilts.results.layout import (
+from xstilts.rundir.layout import (
     CHECKPOINTS_DIR,
     EVALUATIONS_DIR,
     PARTIAL_PREFIX,

@@ -28,10 +28,10 @@ import torch
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json
 from xstilts.logs import progress_bar
-from xstilts.results.layout import CONFIG_FILE, RECORD_FILE
-from xstilts.results.runs import RunDirectory
 from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
-from xstilts.results.store import inspect_stage_dir
+from xstilts.rundir.layout import CONFIG_FILE, RECORD_FILE
+from xstilts.rundir.runs import RunDirectory
+from xstilts.rundir.store import inspect_stage_dir
 from xstilts.settings import LatencySettings
 from xstilts.train.request import EncoderRecipe
 
@@ -192,8 +192,8 @@ def measure_run(
     """Time every trained target model of a run directory; writes and returns `latency.json`."""
     from xstilts.config import load_config
     from xstilts.data.examples import example_text, load_examples
-    from xstilts.train.loop import get_accelerator
-    from xstilts.train.stage import load_target_model
+    from xstilts.runtime.device import get_accelerator
+    from xstilts.train.adapters import load_target_model
 
     run = RunDirectory(run_dir)
     rows = [row for row in run.result_rows() if row.get("target_stage") and not row.get("control")]

@@ -52,7 +52,7 @@ class Evaluation(TypedDict, total=False):
     split: str  # "dev" or "test"
     examples: int
     metrics: dict[str, Any]
-    units: dict[str, Any]  # {"statistic", "n"} of the units file beside it (xstilts.evaluate.units)
+    units: dict[str, Any]  # {"statistic", "n"} of the units file beside it (xstilts.metrics.units)
 
 
 class ResultRow(TypedDict, total=False):
@@ -66,7 +66,7 @@ class ResultRow(TypedDict, total=False):
     split: str  # "dev" or "test"; rows of runs from before dev evaluation have none and are test
     metric: str  # the metric family: accuracy, seqeval, squad, mlqa, bucc_f1, tatoeba_accuracy
     metrics: dict[str, Any]
-    score: float  # the language's headline value (xstilts.evaluate.metrics.xtreme.headline)
+    score: float  # the language's headline value (xstilts.metrics.xtreme.headline)
     examples: int
     english_dev: dict[str, float]  # the target's English dev metrics (model selection)
     target_stage: str | None  # identity of the fine-tuned target stage (None for retrieval)

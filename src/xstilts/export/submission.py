@@ -14,10 +14,10 @@ from xstilts.errors import XstiltsError
 from xstilts.files import atomic_writer, json_text
 from xstilts.readers.jsonl import read_jsonl
 from xstilts.results.aggregate import summarize
-from xstilts.results.layout import PLAN_FILE, predictions_file, retrieval_predictions_file
-from xstilts.results.records import PlannedEvaluation
-from xstilts.results.runs import RunDirectory
 from xstilts.results.selection import by_label, choose
+from xstilts.rundir.layout import PLAN_FILE, predictions_file, retrieval_predictions_file
+from xstilts.rundir.records import PlannedEvaluation
+from xstilts.rundir.runs import RunDirectory
 from xstilts.tasks.registry import TEST
 
 
