@@ -123,48 +123,73 @@ def test_no_module_imports_one_that_imports_it_back_even_inside_a_function():
     assert not mutual, f"modules that import each other: {mutual}"
 
 
-def test_run_directory_names_are_spelled_only_in_the_run_directory_package():
-    """Outside xstilts.rundir no code builds a run-directory path from a literal name (docstrings may mention them)."""
-    directories = {
-        layout.STAGES_DIR,
-        layout.RESULTS_DIR,
-        layout.RETRIEVAL_DIR,
-        layout.EVALUATIONS_DIR,
-        layout.PREDICTIONS_DIR,
-        layout.ENCODER_DIR,
-        layout.ADAPTER_DIR,
-        layout.CHECKPOINTS_DIR,
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
-    files = {
-        value for name, value in vars(layout).items() if name.isupper() and isinstance(value, str) and "." in value
-    }
-    assert {"stage.json", "plan.json", "summary.json", "heads.safetensors", ".xstilts.lock"} <= files
+
+
+def _joins_a_path(node: ast.AST, names: set[str]) -> bool:
+    """`x / NAME`, `x / "name"`, `run.root / x`, `store.stage_dir(...) / x`, `run.file(NAME)`."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        for side in (node.left, node.right):
+            if isinstance(side, ast.Name) and side.id in names:
+                return True
+            if isinstance(side, ast.Attribute) and (side.attr in names or side.attr == "root"):
+                return True
+            if isinstance(side, ast.Call) and isinstance(side.func, ast.Attribute):
+                if side.func.attr in ("stage_dir", "checkpoint_dir", "retrieval_dir"):
+                    return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "file":
+        return any(isinstance(arg, ast.Name) and arg.id in names for arg in node.args)
+    return False
+
+
+def test_only_the_run_directory_package_names_a_file_inside_a_run_or_stage():
+    """Outside xstilts.rundir no code builds a path inside a run or stage directory: no literal file name (docstrings
+    may mention them), no join with a layout name, a run's root or a stage directory. Readers go through
+    RunDirectory, StageStore and StageDirectory, and so through their integrity checks."""
+    names = {name for name, value in vars(layout).items() if name.isupper() and isinstance(value, str)}
+    literal_files = {getattr(layout, name) for name in names if "." in getattr(layout, name)}
+    assert {"stage.json", "plan.json", "summary.json", "heads.safetensors", ".xstilts.lock"} <= literal_files
     offences = []
     for path in PACKAGE.rglob("*.py"):
         if path.is_relative_to(PACKAGE / "rundir"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        docstrings = {
-            id(node.body[0].value)
-            for node in ast.walk(tree)
-            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-            and node.body
-            and isinstance(node.body[0], ast.Expr)
-            and isinstance(node.body[0].value, ast.Constant)
-        }
+        docstrings = _docstrings(tree)
+        where = path.relative_to(PACKAGE)
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Constant)
                 and isinstance(node.value, str)
                 and id(node) not in docstrings
-                and any(name in node.value for name in files)
+                and any(name in node.value for name in literal_files)
             ):
-                offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-                for side in (node.left, node.right):
-                    if isinstance(side, ast.Constant) and side.value in directories:
-                        offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: path / {side.value!r}")
-    assert not offences, "run-directory names outside xstilts.rundir:\n" + "\n".join(offences)
+                offences.append(f"{where}:{node.lineno}: {node.value!r}")
+            if _joins_a_path(node, names):
+                offences.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    assert not offences, "paths inside a run built outside xstilts.rundir:\n" + "\n".join(offences)
+
+
+def test_the_path_rule_sees_what_it_forbids():
+    """The rule above, on code that breaks it (so that it cannot pass by seeing nothing)."""
+    names = {"RECORD_FILE", "HEADS_FILE"}
+    forbidden = [
+        "read_json(stage_dir / RECORD_FILE)",
+        "model_dir / layout.HEADS_FILE",
+        "run.root / 'x'",
+        "store.stage_dir(a, b) / 'x'",
+        "run.file(RECORD_FILE)",
+    ]
+    allowed = ["StageDirectory(stage_dir).record_file", "run.config_file", "data_dir / 'train.jsonl'"]
+    assert all(any(_joins_a_path(n, names) for n in ast.walk(ast.parse(code))) for code in forbidden)
+    assert not any(_joins_a_path(n, names) for code in allowed for n in ast.walk(ast.parse(code)))
 
 
 LIGHT = """

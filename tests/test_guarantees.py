@@ -21,8 +21,10 @@ from fast_training import FAST
 import xstilts
 from xstilts.cli import main
 from xstilts.errors import RunError, XstiltsError
+from xstilts.rundir.layout import remove_inside
 from xstilts.rundir.lock import LOCK_FILE, _process_start, run_lock
-from xstilts.rundir.store import StageStore, remove_inside, sha256_of
+from xstilts.rundir.stage_directory import sha256_of
+from xstilts.rundir.store import StageStore
 
 
 def chain_config(directory: Path, encoder: Path, demo_tasks: dict, **extra) -> Path:

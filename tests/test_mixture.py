@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 
 from xstilts.config import parse_config
 from xstilts.errors import ConfigError
+from xstilts.rundir.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.rundir.store import StageStore
 from xstilts.study.plan import build_plan
 from xstilts.study.stage import run_stage
 from xstilts.tasks.mlm import mask_tokens
 from xstilts.train.mixture import sampling_probabilities, task_schedule
-from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE
 
 FAST = {
     "max_steps": 8,

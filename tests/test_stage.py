@@ -9,13 +9,14 @@ import torch
 from fast_training import FAST as TWO_STEPS
 from safetensors.torch import load_file
 
+from xstilts.rundir.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.rundir.store import StageStore
 from xstilts.runtime.device import get_accelerator
 from xstilts.study.plan import ChainPrefix, stage_request
 from xstilts.study.stage import run_stage
 from xstilts.train.adapters import EncoderRecipe
 from xstilts.train.loop import make_optimizer
-from xstilts.train.modeling import ENCODER_DIR, HEADS_FILE, MultiTaskModel, load_encoder
+from xstilts.train.modeling import MultiTaskModel, load_encoder
 
 pytestmark = pytest.mark.stage
 

@@ -11,8 +11,9 @@ from xstilts.metrics.classification import accuracy, correct_per_example
 from xstilts.metrics.qa import answer_scores, mlqa_measures, mlqa_scores, score_answers
 from xstilts.metrics.retrieval import bucc_counts_per_source, bucc_scores_from_pairs
 from xstilts.metrics.tagging import chunk_counts_per_sentence, seqeval_scores
-from xstilts.metrics.units import Units, read_units, score_sums, units_file, write_units
+from xstilts.metrics.units import Units, score_sums
 from xstilts.metrics.xtreme import headline
+from xstilts.rundir.units import read_units, units_file, write_units
 
 
 def resampled_score(units: Units, indices: list[int]) -> float:

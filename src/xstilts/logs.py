@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from xstilts.rundir.layout import RUN_LOG
+from xstilts.rundir.runs import RunDirectory
 
 LOGGER_NAME = "xstilts"
 LEVELS = ("debug", "info", "warning", "error")
@@ -76,7 +76,7 @@ def setup_logging(level: str | int = "info") -> None:
 @contextlib.contextmanager
 def run_log(run_dir: str | Path) -> Iterator[Path]:
     """Append every xstilts message at INFO and up to `run_dir/run.log` while the block runs."""
-    path = Path(run_dir) / RUN_LOG
+    path = RunDirectory(run_dir).log_file
     logger = logging.getLogger(LOGGER_NAME)
     if any(os.path.realpath(getattr(h, "baseFilename", "")) == os.path.realpath(path) for h in logger.handlers):
         yield path  # already logging there (the demo around its study): one copy of each line

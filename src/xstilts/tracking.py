@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xstilts.errors import XstiltsError
-from xstilts.rundir.layout import TRACKERS_DIR
+from xstilts.rundir.runs import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def stage_tracking(trackers: list[str], run_root: Path, study: str, request: Any
         "mode": request.mode,
         "settings": request.settings.model_dump(mode="json"),
     }
-    return tracked_stage(trackers, Path(run_root) / TRACKERS_DIR, study, run_name, hyperparameters)
+    return tracked_stage(trackers, RunDirectory(run_root).trackers_dir, study, run_name, hyperparameters)
 
 
 def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:

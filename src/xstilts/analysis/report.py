@@ -28,18 +28,6 @@ from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summ
 from xstilts.results.diagnostics import summarise as summarise_diagnostics
 from xstilts.results.effects import AVERAGE, analyse, units_loader
 from xstilts.results.selection import RULES, choose, dev_is_test
-from xstilts.rundir.layout import (
-    CONFIG_FILE,
-    GAIN_PLOT,
-    HEATMAP_PLOT,
-    HTML_FILE,
-    LATENCY_PLOT,
-    PLAN_FILE,
-    REPORT_FILE,
-    RESULTS_CSV,
-    RESULTS_JSON,
-    TRADEOFF_PLOT,
-)
 from xstilts.rundir.records import ResultRow, StageRecord
 from xstilts.rundir.runs import RunDirectory
 from xstilts.tasks.registry import DEV, TEST
@@ -75,10 +63,10 @@ def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Colle
         plan = run.read_plan()
         found = run.result_rows()
         if not found and plan is None:
-            raise XstiltsError(f"{run.root}: no results and no {PLAN_FILE}; is this a run directory?")
+            raise XstiltsError(f"{run.root}: no results and no {run.plan_file.name}; is this a run directory?")
         for row in found:
             if isinstance(row.get("units"), dict) and "file" in row["units"]:  # read from this run's directory
-                row = {**row, "units": {**row["units"], "path": str(run.root / row["units"]["file"])}}
+                row = {**row, "units": {**row["units"], "path": str(run.recorded(row["units"]["file"]))}}
             key = (row.get("mode", "full"), row["chain_label"], row["target"], row["split"], row["language"])
             if key in rows and not _same_result(rows[key][0], row):
                 raise XstiltsError(
@@ -540,8 +528,8 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow], effects: Mapp
         if "units" in row:
             public["units"] = {key: value for key, value in row["units"].items() if key != "path"}
         with_intervals.append({**public, "intervals": intervals})
-    write_json_atomic(run.file(RESULTS_JSON), with_intervals)
-    with atomic_writer(run.file(RESULTS_CSV)) as handle:
+    write_json_atomic(run.results_json, with_intervals)
+    with atomic_writer(run.results_csv) as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for row in with_intervals:
@@ -635,7 +623,7 @@ def write_report_files(
             headline.tables[0][0] if headline.tables else "Transfer against chain length",
             headline.notes,
             table=headline.tables[0][1] if headline.tables else None,
-            images=[i for i in images if i[1] in (GAIN_PLOT, TRADEOFF_PLOT)],
+            images=[i for i in images if i[1] in (run.plot_file("gain").name, run.plot_file("tradeoff").name)],
         ),
         *(Section(title, table=table) for title, table in headline.tables[1:]),
         *(_block_section(title, block) for title, block in headline.blocks),
@@ -645,7 +633,7 @@ def write_report_files(
         from xstilts.config import load_config
         from xstilts.results.search import regret
 
-        config = load_config(runs[0].file(CONFIG_FILE), require_data=False)
+        config = load_config(runs[0].config_file, require_data=False)
         bullets, table = search_section(searched, regret(rows, units_loader(), config, searched))
         sections += [Section("Search", bullets=bullets), Section("Search rounds", table=table)]
     if latency is not None:
@@ -657,11 +645,11 @@ def write_report_files(
                     f"Measured on {device['device']} ({device['precision']}, {device['threads']} threads); each verdict "
                     "compares the slope with the noise floor (the k = 0 model timed twice as two models)."
                 ],
-                images=[i for i in images if i[1] == LATENCY_PLOT],
+                images=[i for i in images if i[1] == run.plot_file("latency").name],
             )
         )
         sections += [Section(title, table=table) for title, table in latency_tables(latency)[0]]
-    heatmap = [i for i in images if i[1] == HEATMAP_PLOT]
+    heatmap = [i for i in images if i[1] == run.plot_file("heatmap").name]
     sections += [Section(title, table=table) for title, table in tables]
     if heatmap:
         sections.append(Section("Gain over k = 0 by language", images=heatmap))
@@ -681,11 +669,11 @@ def write_report_files(
     )
     wall = run.wall_seconds()
     footer = f"Run wall time: {wall:.0f} s." if wall is not None else None
-    path = run.file(REPORT_FILE)
+    path = run.report_file
     write_text_atomic(path, _render_markdown(name, intro, sections, footer))
-    write_text_atomic(run.file(HTML_FILE), _render_html(run, name, intro, sections, footer))
+    write_text_atomic(run.html_file, _render_html(run, name, intro, sections, footer))
     answer = [s for s in sections if s.title.startswith("Transfer against chain length") or s.title in _HEADLINE_BLOCKS]
-    written = [path, run.file(HTML_FILE), run.file(RESULTS_CSV), run.file(RESULTS_JSON)]
+    written = [path, run.html_file, run.results_csv, run.results_json]
     written += [run.file(image).with_suffix(suffix) for _, image in images for suffix in (".png", ".svg")]
     return WrittenReport(path, _render_markdown(name, "", [replace(s, images=[]) for s in answer], None), written)
 
@@ -751,15 +739,17 @@ def _plots(
 ) -> list[tuple[str, str]]:
     """Draw every figure there is data for; (alt text, PNG name) of each (an SVG of the same name beside it)."""
     images = []
-    if plots.gain_panels(effects, run.file(GAIN_PLOT)):
-        images.append(("gain over k = 0 against chain length, one panel per target", GAIN_PLOT))
+    if plots.gain_panels(effects, run.plot_file("gain")):
+        images.append(("gain over k = 0 against chain length, one panel per target", run.plot_file("gain").name))
     languages = next((a[TEST]["languages"] for a in by_mode.values() if a[TEST]["languages"]), None)
-    if languages and plots.gain_heatmap(languages, run.file(HEATMAP_PLOT)):
-        images.append(("gain over k = 0 by language and chain length", HEATMAP_PLOT))
-    if latency is not None and latency["groups"] and plots.latency_panels(latency, run.file(LATENCY_PLOT)):
-        images.append(("latency against chain length", LATENCY_PLOT))
-    if plots.tradeoff(effects, latency, run.file(TRADEOFF_PLOT)):
-        images.append(("gain against latency ratio, one point per chain mode and length", TRADEOFF_PLOT))
+    if languages and plots.gain_heatmap(languages, run.plot_file("heatmap")):
+        images.append(("gain over k = 0 by language and chain length", run.plot_file("heatmap").name))
+    if latency is not None and latency["groups"] and plots.latency_panels(latency, run.plot_file("latency")):
+        images.append(("latency against chain length", run.plot_file("latency").name))
+    if plots.tradeoff(effects, latency, run.plot_file("tradeoff")):
+        images.append(
+            ("gain against latency ratio, one point per chain mode and length", run.plot_file("tradeoff").name)
+        )
     return images
 
 

@@ -222,7 +222,7 @@ def forgetting(
 def _forgetting_of(
     encoder: torch.nn.Module, tokenizer: Any, stage: EarlierStage, examples: int, probe_steps: int, seed: int
 ) -> dict[str, Any]:
-    from xstilts.rundir.layout import HEADS_FILE
+    from xstilts.rundir.stage_directory import StageDirectory
     from xstilts.train.modeling import MultiTaskModel, load_heads
 
     spec, settings = stage.spec, stage.settings
@@ -230,7 +230,7 @@ def _forgetting_of(
     dev_features = build_features(spec, dev, tokenizer, settings, training=False)
     entry: dict[str, Any] = {"task": spec.name, "trained_at": stage.position, "metric": kind_of(spec).primary_metric}
     own = MultiTaskModel(encoder, {spec.name: spec})
-    loaded = load_heads(own, stage.stage_dir / HEADS_FILE, [spec.name])
+    loaded = load_heads(own, StageDirectory(stage.stage_dir).heads_file, [spec.name])
     entry["own_head"] = _dev_score(own, spec, dev, dev_features, settings, tokenizer) if loaded else None
     train = load_examples(spec, spec.train_split, spec.train_language, examples)
     train_features = build_features(spec, train, tokenizer, settings, training=True)

@@ -22,10 +22,9 @@ import yaml
 from torch import nn
 
 from xstilts.errors import XstiltsError
-from xstilts.files import read_json, writing
-from xstilts.rundir.layout import CONFIG_FILE, RECORD_FILE
+from xstilts.files import writing
 from xstilts.rundir.runs import RunDirectory
-from xstilts.rundir.store import inspect_stage_dir
+from xstilts.rundir.stage_directory import inspect_stage_dir
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.modeling import save_clean_tokenizer
 
@@ -61,7 +60,7 @@ def export_model(
     run = RunDirectory(run_dir)
     rows = _rows_of(run, chain_label, target)
     stage_identity = rows[0]["target_stage"]
-    config = load_config(run.file(CONFIG_FILE), require_data=False)
+    config = load_config(run.config_file, require_data=False)
     spec = config.registry().get(target)
     if spec.kind not in PIPELINE_TAGS:
         raise XstiltsError(f"target {target}: {spec.kind} targets have no fine-tuned head to export")
@@ -72,7 +71,7 @@ def export_model(
         )
     model, tokenizer = load_target_model(stage_dir, spec)
     exported, difference = to_hf_model(model, spec, tokenizer)
-    record = read_json(stage_dir / RECORD_FILE)
+    record = run.store.stage(stage_identity, target).read_record(f"target {target} after {chain_label}")
     card = model_card(spec, rows, record, config, __version__)
 
     destination = Path(output_dir)

@@ -15,7 +15,7 @@ from xstilts.files import atomic_writer, json_text
 from xstilts.readers.jsonl import read_jsonl
 from xstilts.results.aggregate import summarize
 from xstilts.results.selection import by_label, choose
-from xstilts.rundir.layout import PLAN_FILE, predictions_file, retrieval_predictions_file
+from xstilts.rundir.layout import predictions_file, retrieval_predictions_file
 from xstilts.rundir.records import PlannedEvaluation
 from xstilts.rundir.runs import RunDirectory
 from xstilts.tasks.registry import TEST
@@ -28,7 +28,7 @@ def export_predictions(
     run = RunDirectory(run_dir)
     plan = run.read_plan()
     if plan is None:
-        raise XstiltsError(f"{run.root}: no {PLAN_FILE}; is this a run directory?")
+        raise XstiltsError(f"{run.root}: no {run.plan_file.name}; is this a run directory?")
     rule = selection or plan.selection
     dev, test = by_label(summarize(plan.name, run.result_rows()), rule)
     targets = sorted({e.target for e in plan.evaluations if e.split == TEST})
@@ -53,7 +53,7 @@ def export_predictions(
 def _write(run: RunDirectory, evaluation: PlannedEvaluation, language: str, directory: Path) -> Path:
     """One language's predictions in XTREME's submission format for the evaluation's metric."""
     if evaluation.stage is None:
-        source = retrieval_predictions_file(run.root / evaluation.retrieval, TEST, language)
+        source = retrieval_predictions_file(run.recorded(evaluation.retrieval), TEST, language)
     else:
         source = predictions_file(run.store.stage_dir(evaluation.stage, evaluation.target), TEST, language)
     if not source.is_file():

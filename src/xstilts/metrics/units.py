@@ -14,18 +14,14 @@ Where a test set holds the same items in every language (`TaskSpec.parallel`), e
 item's key (the example's line number or id), so that a resample can draw an item in every language at once
 (`xstilts.results.resampling`).
 
-Units are computed where the predictions are made and stored beside each evaluation
-(`<split>-<lang>.units.npy`, and `<split>-<lang>.items.npy` for the keys; loaded without pickles), so reports
-never need the data or the model.
+Units are computed where the predictions are made and stored beside each evaluation (`xstilts.rundir.units`),
+so reports never need the data or the model.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,48 +88,3 @@ def score_sums(statistic: str, sums: np.ndarray, n: int | np.ndarray) -> np.ndar
     correct, predicted, gold = sums[..., 0], sums[..., 1], sums[..., 2]
     denominator = predicted + gold
     return np.divide(200.0 * correct, denominator, out=np.zeros_like(correct), where=denominator > 0)
-
-
-def write_units(path: Path, units: Units) -> None:
-    """Write atomically (a killed run leaves the old file or none, never half of one); the item keys first, so
-    values on disk always have their keys beside them."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if units.keys is not None:
-        _save_atomic(keys_file(path), units.keys)
-    _save_atomic(path, units.values)
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, array, allow_pickle=False)
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
-
-
-def read_units(path: Path, statistic: str, n: int, parallel: bool = False) -> Units | None:
-    """The stored units, or None when a file is missing or does not match its evaluation record (`parallel`: the
-    record says the units carry item keys)."""
-    try:
-        values = np.load(Path(path), allow_pickle=False)
-        keys = np.load(keys_file(Path(path)), allow_pickle=False) if parallel else None
-        units = Units(statistic, values, keys)
-    except (OSError, ValueError):
-        return None
-    return units if len(units) == n else None
-
-
-def keys_file(units_path: Path) -> Path:
-    """`<split>-<lang>.items.npy` beside `<split>-<lang>.units.npy`."""
-    path = Path(units_path)
-    return path.with_name(path.name.replace(".units.npy", ".items.npy"))
-
-
-def units_file(evaluation_path: Path) -> Path:
-    """`<split>-<lang>.units.npy` beside the evaluation `<split>-<lang>.json`."""
-    path = Path(evaluation_path)
-    return path.with_name(path.stem + ".units.npy")

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from xstilts.metrics.units import Units, read_units
+from xstilts.metrics.units import Units
 from xstilts.metrics.xtreme import XTREME_TASK_ORDER
 from xstilts.results import statistics as st
 from xstilts.results.resampling import RESAMPLES, item_replicates, seeded
 from xstilts.rundir.records import ResultRow
+from xstilts.rundir.units import read_units
 from xstilts.tasks.registry import TEST
 
 AVERAGE = "average"  # the mean over targets, named by what it averages unless it is the full XTREME set

@@ -14,7 +14,8 @@
       gain_vs_chain_length.{png,svg}  gain_by_language.{png,svg}  transfer_vs_latency.{png,svg}
       latency.json  latency_vs_chain_length.{png,svg}
 
-Code outside `xstilts.results` uses these names (or `RunDirectory`), never the strings themselves.
+Code outside `xstilts.rundir` reaches these files through `RunDirectory`, `StageStore` and `StageDirectory`,
+never by name.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ HEATMAP_PLOT = "gain_by_language.png"
 TRADEOFF_PLOT = "transfer_vs_latency.png"
 LATENCY_FILE = "latency.json"
 LATENCY_PLOT = "latency_vs_chain_length.png"
+PLOTS = {"gain": GAIN_PLOT, "heatmap": HEATMAP_PLOT, "tradeoff": TRADEOFF_PLOT, "latency": LATENCY_PLOT}
 
 # A stage directory (stages/<identity>-<task>/)
 RECORD_FILE = "stage.json"

@@ -36,6 +36,48 @@ class RunDirectory:
         """A top-level file of the run (one of the names in `xstilts.rundir.layout`)."""
         return layout.inside(self.root, self.root / name)
 
+    # The run's top-level files, by what they hold (the names live in `layout`).
+
+    @property
+    def config_file(self) -> Path:
+        return self.file(layout.CONFIG_FILE)
+
+    @property
+    def plan_file(self) -> Path:
+        return self.file(layout.PLAN_FILE)
+
+    @property
+    def log_file(self) -> Path:
+        return self.file(layout.RUN_LOG)
+
+    @property
+    def trackers_dir(self) -> Path:
+        return self.file(layout.TRACKERS_DIR)
+
+    @property
+    def report_file(self) -> Path:
+        return self.file(layout.REPORT_FILE)
+
+    @property
+    def html_file(self) -> Path:
+        return self.file(layout.HTML_FILE)
+
+    @property
+    def results_csv(self) -> Path:
+        return self.file(layout.RESULTS_CSV)
+
+    @property
+    def results_json(self) -> Path:
+        return self.file(layout.RESULTS_JSON)
+
+    def recorded(self, relative: str) -> Path:
+        """A path a record holds relative to the run (a retrieval directory, a units file), checked to lie inside it."""
+        return layout.inside(self.root, self.root / relative)
+
+    def plot_file(self, plot: str) -> Path:
+        """A plot's PNG (its SVG beside it): `plot` is one of `layout.PLOTS` ("gain", "heatmap", "tradeoff", "latency")."""
+        return self.file(layout.PLOTS[plot])
+
     @functools.cached_property
     def store(self) -> StageStore:
         return StageStore(self.root / layout.STAGES_DIR)

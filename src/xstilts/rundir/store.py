@@ -20,12 +20,11 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from xstilts.errors import DataError, XstiltsError
-from xstilts.files import read_json, write_json_atomic
+from xstilts.errors import XstiltsError
+from xstilts.files import write_json_atomic
 from xstilts.names import name_problem
 from xstilts.rundir.layout import (
     CHECKPOINTS_DIR,
@@ -36,6 +35,13 @@ from xstilts.rundir.layout import (
     inside,
     remove_inside,
 )
+from xstilts.rundir.stage_directory import (
+    CheckpointFiles,
+    StageDirectory,
+    StageState,
+    file_manifest,
+    inspect_stage_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,82 +50,6 @@ def content_identity(payload: dict[str, Any]) -> str:
     """A short, stable hash of a JSON-able description (keys sorted)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# --- file manifests --------------------------------------------------------------------------------------
-
-_HASHES: dict[tuple[int, int, int, int], str] = {}
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, computed once per file version (device, inode, size, mtime) in a process: a stage
-    hashed when it is committed is not hashed again after its directory is renamed into place."""
-    stat = path.stat()
-    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
-def file_manifest(directory: Path, exclude: tuple[str, ...] = (RECORD_FILE,)) -> dict[str, dict[str, Any]]:
-    """{relative path: {size, sha256}} of every file under `directory` except the top-level `exclude`."""
-    manifest = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = path.relative_to(directory).as_posix()
-        if relative not in exclude:
-            manifest[relative] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
-    return manifest
-
-
-def manifest_problem(directory: Path, manifest: dict[str, dict[str, Any]], full: bool) -> str | None:
-    """What is wrong with the files of `directory` against `manifest` (sizes; with `full`, sha256), or None."""
-    for relative, expected in manifest.items():
-        path = directory / relative
-        if not path.is_file():
-            return f"{path} is missing"
-        size = path.stat().st_size
-        if size != expected["size"]:
-            return f"{path} has {size} bytes, its record says {expected['size']}"
-        if full and sha256_of(path) != expected["sha256"]:
-            return f"{path} does not match the sha256 in its record"
-    return None
-
-
-# --- the store ---------------------------------------------------------------------------------------------
-
-
-def inspect_stage_dir(directory: Path, full: bool = False, identity: str | None = None) -> StageState:
-    """The state of one stage directory (see `StageStore.inspect`); usable from a path alone (latency, evaluation)."""
-    path = Path(directory) / RECORD_FILE
-    if not path.is_file():
-        return StageState("missing")
-    try:
-        record = read_json(path)
-    except DataError as error:
-        return StageState("damaged", problem=str(error))
-    if (
-        not isinstance(record, dict)
-        or "identity" not in record
-        or (identity is not None and record["identity"] != identity)
-    ):
-        return StageState("damaged", problem=f"{path} is not the completion record of this stage")
-    problem = manifest_problem(Path(directory), record.get("files", {}), full)
-    if problem:
-        return StageState("damaged", record, problem)
-    return StageState("pruned" if record.get("pruned") else "done", record)
-
-
-@dataclass(frozen=True)
-class StageState:
-    """What a stage directory holds: nothing yet, a usable stage, a pruned one (record, no weights), or damage."""
-
-    status: Literal["missing", "done", "pruned", "damaged"]
-    record: dict[str, Any] | None = None
-    problem: str | None = None
 
 
 class StageStore:
@@ -135,6 +65,12 @@ class StageStore:
             if problem:
                 raise XstiltsError(f"stage store: {what}: {problem}")
         return inside(self.root, self.root / f"{identity}-{task}")
+
+    def stage(self, identity: str, task: str) -> StageDirectory:
+        return StageDirectory(self.stage_dir(identity, task))
+
+    def checkpoint(self, identity: str, task: str) -> CheckpointFiles:
+        return CheckpointFiles(self.checkpoint_dir(identity, task))
 
     def checkpoint_dir(self, identity: str, task: str) -> Path:
         """Where an unfinished stage keeps its mid-stage checkpoints (removed when it is committed)."""

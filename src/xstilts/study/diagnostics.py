@@ -10,7 +10,6 @@ from typing import Any
 from xstilts.config import ExperimentConfig
 from xstilts.evaluate.diagnostics import EarlierStage, diagnose, forgetting, probe_data
 from xstilts.metrics.representations import layer_representations
-from xstilts.rundir.layout import HEADS_FILE
 from xstilts.rundir.runs import RunDirectory
 from xstilts.runtime.device import get_accelerator, is_main_process
 from xstilts.study.plan import ChainPrefix, Plan
@@ -69,9 +68,9 @@ class PrefixDiagnostics:
             request = ancestor.stage
             if request.mixture is not None or request.spec.kind not in SUPERVISED_KINDS:
                 continue  # mixtures and masked LM: no single head to score
-            stage_dir = self.run.store.stage_dir(ancestor.identity, request.name)
-            if (stage_dir / HEADS_FILE).is_file():
-                stages.append(EarlierStage(position, request.spec, stage_dir, request.settings))
+            stage = self.run.store.stage(ancestor.identity, request.name)
+            if stage.has_heads():
+                stages.append(EarlierStage(position, request.spec, stage.path, request.settings))
         return stages
 
     def root_of(self, node: ChainPrefix) -> ChainPrefix:

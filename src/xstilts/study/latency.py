@@ -26,12 +26,10 @@ import numpy as np
 import torch
 
 from xstilts.errors import XstiltsError
-from xstilts.files import read_json
 from xstilts.logs import progress_bar
 from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
-from xstilts.rundir.layout import CONFIG_FILE, RECORD_FILE
 from xstilts.rundir.runs import RunDirectory
-from xstilts.rundir.store import inspect_stage_dir
+from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.settings import LatencySettings
 from xstilts.train.request import EncoderRecipe
 
@@ -199,7 +197,7 @@ def measure_run(
     rows = [row for row in run.result_rows() if row.get("target_stage") and not row.get("control")]
     if not rows:
         raise XstiltsError(f"{run.root}: no fine-tuned target results to time (run the study first)")
-    config = load_config(run.file(CONFIG_FILE))
+    config = load_config(run.config_file)
     registry = config.registry()
     device = get_accelerator().device
     dtype = (
@@ -269,7 +267,7 @@ def measure_run(
 
 def _chain_bytes(target_stage_dir: Path) -> int:
     """Bytes on disk of the target stage plus every stage its encoder is built from."""
-    record = read_json(target_stage_dir / RECORD_FILE)
+    record = StageDirectory(target_stage_dir).read_record("latency", full=False)
     recipe = EncoderRecipe.from_json(record.get("encoder_recipe", {"base": ""}), target_stage_dir.parent)
     total = directory_bytes(target_stage_dir)
     for adapter in recipe.adapters:

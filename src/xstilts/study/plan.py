@@ -19,7 +19,6 @@ from typing import Any
 
 from xstilts.config import ExperimentConfig, StageConfig, baseline_seeds, control_seeds, missing_data
 from xstilts.data.examples import data_fingerprint
-from xstilts.rundir.layout import HEADS_FILE
 from xstilts.rundir.records import PlannedEvaluation, PlannedStage, RunPlan
 from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.store import StageStore, content_identity
@@ -266,7 +265,7 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
             for stage in stages:
                 parent = prefixes[-1]
                 heads = (
-                    store.stage_dir(parent.identity, parent.tasks[-1]) / HEADS_FILE
+                    store.stage(parent.identity, parent.tasks[-1]).heads_file
                     if stage.reuse_heads and parent.stage
                     else None
                 )

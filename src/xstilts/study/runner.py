@@ -19,7 +19,6 @@ from typing import Any
 from xstilts.config import ExperimentConfig, TargetConfig, config_to_yaml
 from xstilts.files import read_json_or_none
 from xstilts.logs import run_log
-from xstilts.metrics.units import units_file, write_units
 from xstilts.metrics.xtreme import headline
 from xstilts.readers.jsonl import write_jsonl
 from xstilts.results.aggregate import summarize
@@ -28,6 +27,7 @@ from xstilts.rundir.layout import evaluation_file, retrieval_evaluation_file, re
 from xstilts.rundir.lock import run_lock
 from xstilts.rundir.records import Evaluation, PlannedEvaluation, ResultRow, StageRecord
 from xstilts.rundir.runs import RunDirectory, read_evaluation, write_evaluation
+from xstilts.rundir.units import units_file, write_units
 from xstilts.runtime.device import is_main_process, wait_for_everyone
 from xstilts.study.plan import ChainPrefix, Plan, build_plan, run_plan, target_request
 from xstilts.study.stage import evaluate_target, run_stage
@@ -202,7 +202,7 @@ class Executor:
     def _done(self, evaluation: PlannedEvaluation) -> bool:
         """Is every language of the evaluation on disk and intact (with its target stage's record)?"""
         if evaluation.stage is None:
-            directory = self.run.root / evaluation.retrieval
+            directory = self.run.recorded(evaluation.retrieval)
             return all(
                 read_evaluation(retrieval_evaluation_file(directory, evaluation.split, lang)) is not None
                 for lang in evaluation.languages
@@ -225,7 +225,7 @@ class Executor:
             self.ensure_trained(prefix, verify=True)
         if evaluation.stage is None:
             # Inference only: the main process computes, the others then read its files.
-            directory = self.run.root / evaluation.retrieval
+            directory = self.run.recorded(evaluation.retrieval)
             languages = list(evaluation.languages)
             evaluations = (
                 _evaluate_retrieval(directory, prefix, spec, evaluation.split, languages, target)
@@ -278,7 +278,7 @@ class Executor:
     def _units_path(self, evaluation: PlannedEvaluation, language: str, record: StageRecord) -> str:
         """Where the evaluation's units are, relative to the run directory (the result row points there)."""
         if evaluation.stage is None:
-            path = retrieval_evaluation_file(self.run.root / evaluation.retrieval, evaluation.split, language)
+            path = retrieval_evaluation_file(self.run.recorded(evaluation.retrieval), evaluation.split, language)
         else:
             stage_dir = self.store.stage_dir(record["identity"], self.targets[evaluation.target].task)
             path = evaluation_file(stage_dir, evaluation.split, language)

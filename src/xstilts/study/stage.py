@@ -24,16 +24,12 @@ from xstilts.data.examples import build_features, load_examples
 from xstilts.errors import DataError, XstiltsError
 from xstilts.evaluate.evaluation import evaluate
 from xstilts.files import writing
-from xstilts.metrics.units import units_file, write_units
 from xstilts.readers.jsonl import write_jsonl
-from xstilts.rundir.layout import (
-    ADAPTER_DIR,
-    evaluation_file,
-    predictions_file,
-    relative_to_root,
-)
+from xstilts.rundir.layout import evaluation_file, predictions_file, relative_to_root
 from xstilts.rundir.runs import read_evaluation, write_evaluation
+from xstilts.rundir.stage_directory import StageDirectory
 from xstilts.rundir.store import StageStore
+from xstilts.rundir.units import units_file, write_units
 from xstilts.runtime.device import get_accelerator, precision_name
 from xstilts.settings import TrainingSettings
 from xstilts.tasks import kind_of
@@ -224,12 +220,13 @@ def run_stage(
         }
     if accelerator.is_main_process:  # one writer; the other processes read the committed record
         scratch = store.begin(request.identity, request.name)
+        building = StageDirectory(scratch)
         with writing(scratch):
             if request.adapter is None:
-                save_encoder(model, tokenizer, scratch, request.parent)
+                save_encoder(model, tokenizer, building.encoder_dir, request.parent)
             else:
-                save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, scratch / ADAPTER_DIR)
-            save_heads(model, scratch)
+                save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, building.adapter.path)
+            save_heads(model, building.heads_file)
         store.commit(scratch, request.identity, request.name, record)
         if checkpointer is not None:
             checkpointer.remove()

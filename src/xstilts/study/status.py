@@ -10,7 +10,6 @@ from pathlib import Path
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json_or_none
-from xstilts.rundir.layout import CHECKPOINT_PROGRESS, PLAN_FILE
 from xstilts.rundir.lock import describe_lock
 from xstilts.rundir.runs import RunDirectory
 
@@ -20,17 +19,13 @@ def run_status(run_dir: str | Path) -> str:
     run = RunDirectory(run_dir)
     plan = run.read_plan()
     if plan is None:
-        if (run.root / PLAN_FILE).is_file():
-            raise XstiltsError(
-                f"{run.root / PLAN_FILE} is damaged; `xstilts run` with the run's config writes it again"
-            )
-        raise XstiltsError(f"{run.root}: no {PLAN_FILE}; is this a run directory?")
+        if run.plan_file.is_file():
+            raise XstiltsError(f"{run.plan_file} is damaged; `xstilts run` with the run's config writes it again")
+        raise XstiltsError(f"{run.root}: no {run.plan_file.name}; is this a run directory?")
     lines, counts = [], {"done": 0, "pruned": 0, "damaged": 0, "in progress": 0, "waiting": 0}
     for stage in plan.stages:
         state = run.store.inspect(stage.identity, stage.task)
-        progress = read_json_or_none(
-            run.store.checkpoint_dir(stage.identity, stage.task) / CHECKPOINT_PROGRESS, "checkpoint"
-        )
+        progress = read_json_or_none(run.store.checkpoint(stage.identity, stage.task).progress, "checkpoint")
         if state.status in ("done", "pruned"):
             record = state.record
             score = record.get("dev_metrics", {}).get(record.get("primary_metric"))

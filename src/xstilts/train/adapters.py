@@ -24,9 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xstilts.errors import RunError
-from xstilts.files import read_json
-from xstilts.rundir.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ENCODER_DIR, HEADS_FILE, RECORD_FILE
-from xstilts.rundir.store import inspect_stage_dir
+from xstilts.rundir.stage_directory import AdapterFiles, StageDirectory, inspect_stage_dir
 from xstilts.settings import AdapterSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.modeling import MultiTaskModel, load_encoder, load_heads, load_tokenizer
@@ -69,8 +67,9 @@ def add_stage_adapter(encoder: nn.Module, mode: str, settings: AdapterSettings, 
 
 
 def save_stage_adapter(encoder: nn.Module, mode: str, settings: AdapterSettings, name: str, directory: Path) -> Path:
-    """Only the stage's own adapter weights (small) and its settings."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Only the stage's own adapter weights (small) and its settings, in the adapter folder `directory`."""
+    adapter = AdapterFiles(Path(directory))
+    Path(directory).mkdir(parents=True, exist_ok=True)
     if mode in ("lora-merged", "lora-stacked"):
         from peft import get_peft_model_state_dict
 
@@ -78,15 +77,13 @@ def save_stage_adapter(encoder: nn.Module, mode: str, settings: AdapterSettings,
         state = {key.replace(f".{name}.", "."): value for key, value in state.items()}
     else:
         state = {key: value for key, value in encoder.xstilts_adapters[name].state_dict().items()}
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / ADAPTER_WEIGHTS))
-    (directory / ADAPTER_CONFIG).write_text(
-        json.dumps({"mode": mode, **settings.trained_adapter()}, indent=2), encoding="utf-8"
-    )
-    return directory
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(adapter.weights))
+    adapter.settings.write_text(json.dumps({"mode": mode, **settings.trained_adapter()}, indent=2), encoding="utf-8")
+    return Path(directory)
 
 
 def _read_settings(directory: str | Path) -> AdapterSettings:
-    data = json.loads((Path(directory) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    data = json.loads(AdapterFiles(Path(directory)).settings.read_text(encoding="utf-8"))
     return AdapterSettings(**{key: data[key] for key in AdapterSettings().trained_adapter()})
 
 
@@ -108,7 +105,7 @@ def add_lora(encoder: nn.Module, settings: AdapterSettings, name: str, weights_d
     else:
         encoder = get_peft_model(encoder, config, adapter_name=name)
     if weights_dir is not None:
-        saved = load_file(str(weights_dir / ADAPTER_WEIGHTS))
+        saved = load_file(str(AdapterFiles(Path(weights_dir)).weights))
         result = set_peft_model_state_dict(encoder, saved, adapter_name=name)
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"{weights_dir}: adapter weights do not fit the encoder: {result.unexpected_keys[:3]}")
@@ -162,7 +159,7 @@ def add_bottleneck(encoder: nn.Module, settings: AdapterSettings, name: str, wei
         Bottleneck(hidden, settings.bottleneck_reduction) for _ in _layers(encoder)
     )
     if weights_dir is not None:
-        encoder.xstilts_adapters[name].load_state_dict(load_file(str(weights_dir / ADAPTER_WEIGHTS)))
+        encoder.xstilts_adapters[name].load_state_dict(load_file(str(AdapterFiles(Path(weights_dir)).weights)))
     device = next(encoder.parameters()).device
     encoder.xstilts_adapters[name].to(device)
 
@@ -192,13 +189,12 @@ def check_recipe(recipe: EncoderRecipe, store_root: Path, user: str) -> None:
 
 def load_target_model(stage_dir: Path, spec: TaskSpec) -> tuple[MultiTaskModel, Any]:
     """A finished target stage's model (its encoder rebuilt from the recorded recipe, and its head) and tokenizer."""
-    record = read_json(stage_dir / RECORD_FILE)
-    recipe = EncoderRecipe.from_json(
-        record.get("encoder_recipe") or {"base": str(stage_dir / ENCODER_DIR)}, stage_dir.parent
-    )
+    stage = StageDirectory(stage_dir)
+    record = stage.read_record(f"target {spec.name}")
+    recipe = EncoderRecipe.from_json(record.get("encoder_recipe") or {"base": str(stage.encoder_dir)}, stage_dir.parent)
     check_recipe(
         recipe, stage_dir.parent, f"target {spec.name}"
     )  # its own directory included: the recipe loads from it
     model = MultiTaskModel(build_encoder(recipe), {spec.name: spec})
-    load_heads(model, stage_dir / HEADS_FILE, [spec.name])
+    load_heads(model, stage.heads_file, [spec.name])
     return model.eval(), load_tokenizer(recipe.base)

@@ -28,13 +28,8 @@ from transformers import get_linear_schedule_with_warmup
 from xstilts.errors import RunError
 from xstilts.files import json_text, writing
 from xstilts.logs import ProgressLines, progress_bar
-from xstilts.rundir.layout import (
-    CHECKPOINT_BEST,
-    CHECKPOINT_OPTIMIZER,
-    CHECKPOINT_PROGRESS,
-    CHECKPOINT_WEIGHTS,
-    remove_inside,
-)
+from xstilts.rundir.layout import remove_inside
+from xstilts.rundir.stage_directory import CheckpointFiles
 from xstilts.runtime.cpu_dropout import cpu_dropout
 from xstilts.runtime.device import autocast, precision_name
 from xstilts.settings import StepCounts, TrainingSettings, count_steps
@@ -82,20 +77,19 @@ class Checkpointer:
         scratch = self.directory.with_name(self.directory.name + ".tmp")
         remove_inside(self.root, scratch)
         scratch.mkdir(parents=True)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(scratch / CHECKPOINT_WEIGHTS)
-        )
+        files = CheckpointFiles(scratch)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(files.weights))
         if best_state is not None:
-            save_file({k: v.contiguous() for k, v in best_state.items()}, str(scratch / CHECKPOINT_BEST))
+            save_file({k: v.contiguous() for k, v in best_state.items()}, str(files.best))
         rng = {
             "torch": torch.get_rng_state(),
             **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
         }
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
-            scratch / CHECKPOINT_OPTIMIZER,
+            files.optimizer,
         )
-        with (scratch / CHECKPOINT_PROGRESS).open("w", encoding="utf-8") as handle:
+        with (files.progress).open("w", encoding="utf-8") as handle:
             handle.write(json_text(state))
             handle.flush()
             os.fsync(handle.fileno())
@@ -108,13 +102,14 @@ class Checkpointer:
         """Restore everything into the given objects; returns (progress, best weights), or None without a
         checkpoint. A damaged checkpoint is read completely before anything is restored, so it is discarded
         with a warning (the stage starts over) and never half-applied."""
-        if not (self.directory / CHECKPOINT_PROGRESS).is_file():
+        files = CheckpointFiles(self.directory)
+        if not files.progress.is_file():
             return None
         try:
-            weights = load_file(str(self.directory / CHECKPOINT_WEIGHTS))
-            saved = torch.load(self.directory / CHECKPOINT_OPTIMIZER, weights_only=True)
-            progress = json.loads((self.directory / CHECKPOINT_PROGRESS).read_text(encoding="utf-8"))
-            best_path = self.directory / CHECKPOINT_BEST
+            weights = load_file(str(files.weights))
+            saved = torch.load(files.optimizer, weights_only=True)
+            progress = json.loads(files.progress.read_text(encoding="utf-8"))
+            best_path = files.best
             best = load_file(str(best_path)) if best_path.is_file() else None
             model.load_state_dict(weights)
         except Exception as error:  # safetensors, pickle, JSON and shape errors alike: the checkpoint is unusable

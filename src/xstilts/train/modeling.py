@@ -21,7 +21,6 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, write_json_atomic
-from xstilts.rundir.layout import ENCODER_DIR, HEADS_FILE
 from xstilts.tasks import kind_of
 from xstilts.tasks.registry import TaskSpec
 
@@ -86,12 +85,11 @@ def load_encoder(source: str | Path, trust_remote_code: bool = False) -> nn.Modu
         return AutoModel.from_pretrained(str(source), config=config, trust_remote_code=trust_remote_code, **kwargs)
 
 
-def save_encoder(model: MultiTaskModel, tokenizer: Any, stage_dir: Path, parent: str | Path | None = None) -> Path:
-    """Encoder and tokenizer in Hugging Face format (safetensors) under `stage_dir/encoder`, loadable by
+def save_encoder(model: MultiTaskModel, tokenizer: Any, encoder_dir: Path, parent: str | Path | None = None) -> Path:
+    """Encoder and tokenizer in Hugging Face format (safetensors) in `encoder_dir`, loadable by
     `AutoModel.from_pretrained` with no missing weights (the pooler, see `_with_pooler`) and a tokenizer
     config without the options of the load that made it.
     """
-    encoder_dir = stage_dir / ENCODER_DIR
     with _with_pooler(model.encoder, parent):
         model.encoder.save_pretrained(encoder_dir, safe_serialization=True)
     save_clean_tokenizer(tokenizer, encoder_dir)
@@ -165,7 +163,7 @@ def save_clean_tokenizer(tokenizer: Any, directory: Path) -> None:
             write_json_atomic(path, cleaned)
 
 
-def save_heads(model: MultiTaskModel, stage_dir: Path) -> Path:
+def save_heads(model: MultiTaskModel, path: Path) -> Path:
     """Every head's weights in one safetensors file, keys `task.parameter`, with each head's kind as metadata."""
     tensors = {
         f"{task}.{name}": value.detach().cpu().contiguous()
@@ -176,7 +174,6 @@ def save_heads(model: MultiTaskModel, stage_dir: Path) -> Path:
         "kinds": json.dumps({model.head_of[task]: spec.kind for task, spec in model.specs.items()}),
         "head_of": json.dumps(model.head_of),
     }
-    path = stage_dir / HEADS_FILE
     save_file(tensors, str(path), metadata=metadata)
     return path
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xstilts.rundir.layout import ADAPTER_DIR, ENCODER_DIR, from_root, relative_to_root
+from xstilts.rundir.layout import from_root, relative_to_root
+from xstilts.rundir.stage_directory import StageDirectory
 from xstilts.settings import AdapterSettings, TrainingSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.mixture import Mixture, MixtureMember
@@ -77,9 +78,10 @@ class StageRequest:
 
     def output_recipe(self, stage_dir: Path) -> EncoderRecipe:
         """The encoder this stage produces in `stage_dir`: its own full encoder, or its parent's recipe plus its adapter."""
+        stage = StageDirectory(stage_dir)
         if self.adapter is None:
-            return EncoderRecipe(str(stage_dir / ENCODER_DIR))
-        return (self.parent_recipe or EncoderRecipe(self.parent, self.mode)).then(stage_dir / ADAPTER_DIR)
+            return EncoderRecipe(str(stage.encoder_dir))
+        return (self.parent_recipe or EncoderRecipe(self.parent, self.mode)).then(stage.adapter.path)
 
     @property
     def label(self) -> str:
