@@ -18,6 +18,7 @@ import typer
 
 from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
 from xstilts.rundir.layout import RUN_LOG
+from xstilts.terms import SelectionRule
 
 app = typer.Typer(
     add_completion=False,
@@ -258,7 +259,7 @@ def demo(
       xstilts demo
       xstilts demo -o /tmp/demo --modes full,lora-merged --no-latency
     """
-    from xstilts.config import CHAIN_MODES
+    from xstilts.terms import CHAIN_MODES
 
     chain_modes = tuple(mode.strip() for mode in modes.split(","))
     unknown = [mode for mode in chain_modes if mode not in CHAIN_MODES]
@@ -280,9 +281,7 @@ def report(
     output_dir: Path = typer.Option(
         None, "--output-dir", "-o", help="Where a merged report goes (default: the one run directory)."
     ),
-    selection: Literal["dev", "dev-en"] = typer.Option(
-        None, help="How choices are made (default: the run's `selection`)."
-    ),
+    selection: SelectionRule = typer.Option(None, help="How choices are made (default: the run's `selection`)."),
 ) -> None:
     """Write report.md, report.html, results.csv/json and the plots for a run (finished or not), or for several runs
     merged (the same stage in two runs is one result; the same cell from different models is an error).
@@ -412,9 +411,7 @@ def score(
 def export_predictions(
     run_dir: Path = typer.Argument(..., help="A run's output directory."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where the submission folders go."),
-    selection: Literal["dev", "dev-en"] = typer.Option(
-        None, help="How the model per target is chosen (default: the run's)."
-    ),
+    selection: SelectionRule = typer.Option(None, help="How the model per target is chosen (default: the run's)."),
 ) -> None:
     """Write the test predictions of the model chosen on dev for each target, in XTREME's submission layout
     (OUT/<task>/test-<lang>.*), and say which chain each comes from.

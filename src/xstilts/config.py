@@ -15,7 +15,6 @@ import difflib
 import logging
 import math
 import os
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -34,6 +33,7 @@ from xstilts.settings import (
     resolve_settings,
 )
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
+from xstilts.terms import FULL, ChainMode, SelectionRule, UserTaskKind
 from xstilts.tracking import TrackerName, check_available
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,6 @@ def _absolute_if_local(encoder: str, info: ValidationInfo) -> str:
     return str(_absolute(Path(encoder), info))
 
 
-ChainMode = Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]
-CHAIN_MODES: tuple[str, ...] = typing.get_args(ChainMode)
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="0 <= seed < 2**32 (numpy's seeding range).")]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -93,7 +91,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 class TaskDefinition(Settings):
     """A task of the user's own: their files, one of the known kinds."""
 
-    kind: Literal["classification", "multiple_choice", "qa", "tagging"]
+    kind: UserTaskKind
     languages: list[Name] = Field(min_length=1, description="Languages with an evaluation file.")
     data_dir: AbsolutePath = Field(description="Directory with {split}-{language}.jsonl files in the kind's schema.")
     labels: Optional[list[str]] = Field(None, description="Label set (classification, tagging).")
@@ -358,7 +356,7 @@ class ExperimentConfig(Settings):
     training: TrainingOverrides = Field(
         default_factory=TrainingOverrides, description="Overrides for every stage and target."
     )
-    selection: Literal["dev", "dev-en"] = Field(
+    selection: SelectionRule = Field(
         "dev",
         description="How the report chooses (best chain length, intermediate task, model per target): on the mean over "
         "each target's dev languages (dev, as the paper), or on English dev only (dev-en, strictly zero-shot). Choices "
@@ -375,7 +373,7 @@ class ExperimentConfig(Settings):
         None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix)."
     )
     chain_modes: list[ChainMode] = Field(
-        default_factory=lambda: ["full"],
+        default_factory=lambda: [FULL],
         min_length=1,
         description="How each stage changes the encoder; several modes run side by side (see xstilts.train.adapters).",
     )

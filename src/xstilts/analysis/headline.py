@@ -17,7 +17,7 @@ from typing import Any
 from xstilts.results.effects import AVERAGE
 from xstilts.results.statistics import ALPHA, CONFIDENCE, POWER, TEST_SAMPLE_ONLY, WITH_TRAINING, format_p, holm
 from xstilts.results.statistics import signed as plus_sign
-from xstilts.tasks.registry import TEST
+from xstilts.terms import FULL, TEST
 
 Table = list[list[str]]
 
@@ -75,7 +75,7 @@ def build_headline(
         later.append((f"Where the variance between runs comes from (test){suffix}", _variance_block(found)))
         later.append((f"Does the order of the same tasks matter?{suffix}", _order_lines(found)))
     latency = []
-    for mode in modes or ["full"]:
+    for mode in modes or [FULL]:
         lines = (latency_verdicts or {}).get(mode)
         latency += (
             lines

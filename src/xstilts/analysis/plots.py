@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xstilts.tasks.registry import TEST
+from xstilts.terms import TEST
 
 
 def _pyplot() -> Any:

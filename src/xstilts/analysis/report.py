@@ -27,10 +27,10 @@ from xstilts.results import selection as choice_scores
 from xstilts.results.aggregate import Stats, by_chain_length, split_chains, summarize
 from xstilts.results.diagnostics import summarise as summarise_diagnostics
 from xstilts.results.effects import AVERAGE, analyse, units_loader
-from xstilts.results.selection import RULES, choose, dev_is_test
+from xstilts.results.selection import choose, dev_is_test
 from xstilts.rundir.records import ResultRow, StageRecord
 from xstilts.rundir.runs import RunDirectory
-from xstilts.tasks.registry import DEV, TEST
+from xstilts.terms import DEV, FULL, SELECTION_RULES, TEST
 
 PRETRAINED = "pretrained"
 
@@ -67,7 +67,7 @@ def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Colle
         for row in found:
             if isinstance(row.get("units"), dict) and "file" in row["units"]:  # read from this run's directory
                 row = {**row, "units": {**row["units"], "path": str(run.recorded(row["units"]["file"]))}}
-            key = (row.get("mode", "full"), row["chain_label"], row["target"], row["split"], row["language"])
+            key = (row["mode"], row["chain_label"], row["target"], row["split"], row["language"])
             if key in rows and not _same_result(rows[key][0], row):
                 raise XstiltsError(
                     f"{run.root} and {rows[key][1].root} both hold {'/'.join(map(str, key[1:]))} from different models "
@@ -85,9 +85,9 @@ def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Colle
         else:
             names.append(run.root.name)
     merged = [row for row, _ in rows.values()]
-    found_keys = {(r.get("mode", "full"), r["chain_label"], r["target"], r["split"], r["language"]) for r in merged}
+    found_keys = {(r["mode"], r["chain_label"], r["target"], r["split"], r["language"]) for r in merged}
     expected = {
-        (e.get("mode", "full"), e["chain_label"], e["target"], e["split"], e["language"]): e
+        (e["mode"], e["chain_label"], e["target"], e["split"], e["language"]): e
         for plan in plans
         for e in plan.expected()
     }
@@ -171,7 +171,7 @@ def _best_length_table(aggregated: dict[str, Any], selection: str) -> list[tuple
     if len(set(dev) | set(test)) < 2 or 0 not in test:
         return []
     targets = sorted({t for scores in test.values() for t in scores})
-    title = f"Best chain length per target (chosen on dev by {RULES[selection]}; reported on test)"
+    title = f"Best chain length per target (chosen on dev by {SELECTION_RULES[selection]}; reported on test)"
     if not dev:
         return [
             (title, [["target", "best k"], ["all", "none chosen: the run has no dev results (never chosen on test)"]])
@@ -282,7 +282,7 @@ def _paper_tables(aggregated: dict[str, Any], selection: str) -> list[tuple[str,
             _, best_overall = _overall(chosen)
             lines.append(
                 [
-                    f"best intermediate model per target (chosen on dev by {RULES[selection]})",
+                    f"best intermediate model per target (chosen on dev by {SELECTION_RULES[selection]})",
                     *(
                         _with_gain(chosen.get(t), base.get(t), "") + (f" [{choices[t].chosen}]" if t in choices else "")
                         for t in targets
@@ -388,7 +388,7 @@ def build_tables(
         for target in sorted({t for (_, t, _) in by_language}):
             languages = sorted(
                 {lang for (_, t, lang) in by_language if t == target}
-                | {m["language"] for m in missing if m["target"] == target and m.get("split", TEST) == split},
+                | {m["language"] for m in missing if m["target"] == target and m["split"] == split},
                 key=lambda lang: (lang != "en", lang),
             )
             rows = [[str(k), *(_cell(by_language.get((k, target, lang))) for lang in languages)] for k in lengths]
@@ -426,7 +426,7 @@ def build_tables(
         )
     )
     if missing:
-        rows = [[m["chain_label"], m["target"], m["language"], m.get("split", TEST)] for m in missing]
+        rows = [[m["chain_label"], m["target"], m["language"], m["split"]] for m in missing]
         tables.append((f"Missing results ({len(missing)})", _table(["chain", "target", "language", "split"], rows)))
     return tables
 
@@ -522,7 +522,7 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow], effects: Mapp
     metric; the headline score's 95% interval and its gain over k = 0 with interval beside it)."""
     with_intervals = []
     for row in rows:
-        found = effects.get(row.get("mode", "full"), {}).get(row.get("split", TEST), {}).get("rows", {})
+        found = effects.get(row["mode"], {}).get(row["split"], {}).get("rows", {})
         intervals = found.get(f"{row['chain_label']}/{row['target']}/{row['language']}", {})
         public = {key: value for key, value in row.items() if key != "units"}
         if "units" in row:
@@ -547,11 +547,11 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow], effects: Mapp
                 if isinstance(value, (int, float)):
                     writer.writerow(
                         [
-                            row.get("mode", "full"),
+                            row["mode"],
                             row["chain_label"],
                             row["chain_length"],
                             "+".join(row["chain"]),
-                            row.get("seed", 0),
+                            row["seed"],
                             row["target"],
                             row["language"],
                             metric,
@@ -559,7 +559,7 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow], effects: Mapp
                             row["score"],
                             *("" if v is None else v for v in interval),
                             row.get("control", ""),
-                            row.get("split", TEST),
+                            row["split"],
                         ]
                     )
 
@@ -665,7 +665,7 @@ def write_report_files(
         "encoder). A target's score is the unweighted mean over its languages (QA: (EM + F1) / 2); the XTREME score "
         "is marked partial unless all nine tasks and their languages are present. Each table names its split: test is "
         "the default view; every choice (best chain length, intermediate task, model per target) is made on dev, by "
-        f"{RULES[collected.selection]}, and reported on test, next to what choosing on test would have given."
+        f"{SELECTION_RULES[collected.selection]}, and reported on test, next to what choosing on test would have given."
     )
     wall = run.wall_seconds()
     footer = f"Run wall time: {wall:.0f} s." if wall is not None else None
@@ -697,12 +697,12 @@ def _aggregate_modes(
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, list[list[str]]]], list[str]]:
     """Per chain mode: the aggregation, its tables (titled by mode when there are several) and the language notes."""
     rows, missing = collected.rows, collected.missing
-    modes = sorted({r.get("mode", "full") for r in rows} | {m.get("mode", "full") for m in missing}) or ["full"]
+    modes = sorted({r["mode"] for r in rows} | {m["mode"] for m in missing}) or [FULL]
     by_mode, tables, notes = {}, [], []
     for mode in modes:
-        mode_missing = [m for m in missing if m.get("mode", "full") == mode]
-        aggregated = aggregate(collected.name, [r for r in rows if r.get("mode", "full") == mode], mode_missing)
-        stages = (r for r in collected.stages if r["role"] == "intermediate" and r.get("mode", "full") == mode)
+        mode_missing = [m for m in missing if m["mode"] == mode]
+        aggregated = aggregate(collected.name, [r for r in rows if r["mode"] == mode], mode_missing)
+        stages = (r for r in collected.stages if r["role"] == "intermediate" and r["mode"] == mode)
         aggregated["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
         by_mode[mode] = aggregated
         mode_tables = build_tables(aggregated, mode_missing, collected.selection)

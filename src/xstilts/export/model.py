@@ -209,7 +209,7 @@ def _max_logit_difference(model: nn.Module, exported: nn.Module, spec: TaskSpec,
 
 def model_card(spec: TaskSpec, rows: list[dict[str, Any]], record: dict[str, Any], config: Any, version: str) -> str:
     """README.md of an exported model: what it is, how it was made, how well it transfers (dev and test)."""
-    chain = record.get("chain", [])
+    chain = record["chain"]
     metric = rows[0].get("metric", "score")
     languages = sorted({row["language"] for row in rows})
     scores = {(row["split"], row["language"]): row["score"] for row in rows}

@@ -18,7 +18,7 @@ from xstilts.results.selection import by_label, choose
 from xstilts.rundir.layout import predictions_file, retrieval_predictions_file
 from xstilts.rundir.records import PlannedEvaluation
 from xstilts.rundir.runs import RunDirectory
-from xstilts.tasks.registry import TEST
+from xstilts.terms import TEST
 
 
 def export_predictions(

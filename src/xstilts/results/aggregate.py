@@ -14,8 +14,8 @@ from statistics import fmean, stdev
 from typing import Any
 
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
-from xstilts.rundir.records import ResultRow
-from xstilts.tasks.registry import DEV, TEST
+from xstilts.rundir.records import ResultRow, complete_rows
+from xstilts.terms import DEV, TEST
 
 Stats = tuple[float, float, int]  # mean, standard deviation (0 for n = 1), n
 
@@ -55,11 +55,11 @@ def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
 
     Per chain: each target's metrics and headline score per language, its average over languages the XTREME
     way, the mean over targets, and the XTREME score when XTREME tasks are among the targets."""
-    rows = [row for row in rows if not row.get("control")]  # controls are checks, reported apart (effects)
+    rows = [row for row in complete_rows(rows) if not row.get("control")]  # controls are reported apart (effects)
     return {
         "name": name,
-        "chains": summarize_chains(r for r in rows if r.get("split", TEST) == TEST),
-        DEV: {"chains": summarize_chains(r for r in rows if r.get("split") == DEV)},
+        "chains": summarize_chains(r for r in rows if r["split"] == TEST),
+        DEV: {"chains": summarize_chains(r for r in rows if r["split"] == DEV)},
     }
 
 
@@ -71,14 +71,16 @@ def split_chains(summary: Mapping[str, Any], split: str) -> dict[str, Any]:
 def summarize_chains(rows: Iterable[ResultRow]) -> dict[str, Any]:
     """The per-chain summary of rows of one split."""
     chains: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])):
+    for row in sorted(
+        complete_rows(rows), key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])
+    ):
         chain = chains.setdefault(
             row["chain_label"],
             {
                 "chain": row["chain"],
                 "chain_length": row["chain_length"],
-                "mode": row.get("mode", "full"),
-                "seed": row.get("seed", 0),
+                "mode": row["mode"],
+                "seed": row["seed"],
                 "targets": {},
             },
         )
@@ -122,7 +124,7 @@ def by_chain_length(
 ) -> dict[str, Any]:
     """Over the chains of each length (orders x seeds), on `split`: each target's score (targets with every planned
     language only), the XTREME and group scores, each language's score, and the English dev scores."""
-    incomplete = {(m["chain_label"], m["target"]) for m in missing if m.get("split", TEST) == split}
+    incomplete = {(m["chain_label"], m["target"]) for m in missing if m["split"] == split}
     per_length: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_language: dict[tuple[int, str, str], list[float]] = defaultdict(list)
     per_dev: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)

@@ -16,21 +16,22 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from xstilts.results.statistics import mean_interval, paired_statistic, seeded
-from xstilts.rundir.records import ResultRow
-from xstilts.tasks.registry import TEST
+from xstilts.rundir.records import ResultRow, complete_record, complete_rows
+from xstilts.terms import TEST
 
 Key = tuple[tuple[str, ...], int, str]  # (chain, seed, mode): one prefix of one run
 
 
 def _key(item: Mapping[str, Any]) -> Key:
-    return tuple(item.get("chain", [])), int(item.get("seed", 0)), str(item.get("mode", "full"))
+    item = complete_record(item)
+    return tuple(item["chain"]), int(item["seed"]), str(item["mode"])
 
 
 def measured_scores(rows: Sequence[ResultRow], split: str = TEST) -> dict[str, dict[Key, float]]:
     """target -> prefix -> the mean score over its languages on `split` (study rows only)."""
     scores: dict[str, dict[Key, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        if row.get("split", TEST) == split and not row.get("control"):
+    for row in complete_rows(rows):
+        if row["split"] == split and not row.get("control"):
             scores[row["target"]][_key(row)].append(float(row["score"]))
     return {target: {key: float(np.mean(v)) for key, v in by_key.items()} for target, by_key in scores.items()}
 
@@ -48,8 +49,8 @@ def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -
     """{"by_length": {mode: {k: measures}}, "alignment_layers": {mode: {k: [per layer]}}, "estimates": {...}}."""
     records = study_records(records, rows)
     by_mode: dict[str, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        by_mode[record.get("mode", "full")][int(record["chain_length"])].append(record)
+    for record in map(complete_record, records):
+        by_mode[record["mode"]][int(record["chain_length"])].append(record)
     by_length: dict[str, dict[int, dict[str, Any]]] = {}
     layers: dict[str, dict[int, list[float]]] = {}
     for mode, by_k in by_mode.items():

@@ -22,9 +22,9 @@ from xstilts.metrics.units import Units
 from xstilts.metrics.xtreme import XTREME_TASK_ORDER
 from xstilts.results import statistics as st
 from xstilts.results.resampling import RESAMPLES, item_replicates, seeded
-from xstilts.rundir.records import ResultRow
+from xstilts.rundir.records import ResultRow, complete_rows
 from xstilts.rundir.units import read_units
-from xstilts.tasks.registry import TEST
+from xstilts.terms import TEST
 
 AVERAGE = "average"  # the mean over targets, named by what it averages unless it is the full XTREME set
 XTREME = "XTREME"
@@ -131,11 +131,11 @@ def analyse(
     `unevaluated`: planned (target, split, language) the run could not evaluate (no files), named in the output."""
     result: dict[str, Any] = {}
     groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
-    for row in rows:
-        groups[(row.get("mode", "full"), row.get("split", TEST))].append(row)
+    for row in complete_rows(rows):
+        groups[(row["mode"], row["split"])].append(row)
     for (mode, split), group in sorted(groups.items()):
         if split in splits:
-            skipped = [u for u in unevaluated if u.get("split", TEST) == split]
+            skipped = [u for u in complete_rows(unevaluated) if u["split"] == split]
             result.setdefault(mode, {})[split] = _analyse_split(mode, split, group, load_units, resamples, skipped)
     return result
 
@@ -218,7 +218,7 @@ def target_scores(rows: Sequence[Mapping[str, Any]], languages: Sequence[str], d
     return st.ModelScores(
         labels,
         [tuple(r["chain"]) for r in first],
-        [int(r.get("seed", 0)) for r in first],
+        [int(r["seed"]) for r in first],
         points,
         draws.mean_of(labels, languages),
         list(languages),
@@ -284,7 +284,7 @@ def _target_json(
 def _baseline_labels(rows: Sequence[Mapping[str, Any]]) -> Callable[[int], str | None]:
     """seed -> the study's k = 0 model of that seed (the first seed's when k = 0 has no run of that seed)."""
     baselines = sorted(
-        {(int(r.get("seed", 0)), r["chain_label"]) for r in rows if r["chain_length"] == 0 and not r.get("control")}
+        {(int(r["seed"]), r["chain_label"]) for r in rows if r["chain_length"] == 0 and not r.get("control")}
     )
     by_seed: dict[int, str] = {}
     for seed, label in baselines:
@@ -306,7 +306,7 @@ def _row_intervals(rows: Sequence[ResultRow], draws: TargetDraws) -> dict[str, d
             entry["score"] = st.Interval(
                 row["score"], *st.percentile_interval(mine[0]), 1, "bootstrap over test items (one run)"
             ).to_json()
-        base = baseline_of(int(row.get("seed", 0)))
+        base = baseline_of(int(row["seed"]))
         base_row = by_key.get((base, language))
         if base_row is not None and base != row["chain_label"]:
             gain = row["score"] - base_row["score"]
@@ -364,7 +364,7 @@ def _controls(
         if not labels:
             continue
         points = np.array([np.mean([by_label[label][lang]["score"] for lang in study.languages]) for label in labels])
-        seeds = [int(next(iter(by_label[label].values())).get("seed", 0)) for label in labels]
+        seeds = [int(next(iter(by_label[label].values()))["seed"]) for label in labels]
         runs = st.Runs(points, draws.mean_of(labels, study.languages), [kind] * len(labels), seeds, "control runs")
         gain = st.difference(runs, study.runs(baseline, "k = 0's seeds"))
         name = "aa" if kind == "aa" else "positive-" + "+".join(chain)

@@ -18,8 +18,8 @@ from xstilts.results.effects import TargetDraws, UnitsLoader
 from xstilts.results.resampling import RESAMPLES
 from xstilts.results.selection import dev_is_test
 from xstilts.results.statistics import percentile_interval
-from xstilts.rundir.records import ResultRow
-from xstilts.tasks.registry import DEV, TEST
+from xstilts.rundir.records import ResultRow, complete_rows
+from xstilts.terms import DEV, TEST
 
 Chain = tuple[str, ...]
 
@@ -53,10 +53,10 @@ def _dev_rows(
     """The rows that rank chains: `split`, study rows of the first chain mode, targets that may choose."""
     return [
         row
-        for row in rows
-        if row.get("split") == split
+        for row in complete_rows(rows)
+        if row["split"] == split
         and not row.get("control")
-        and row.get("mode", "full") == config.chain_modes[0]
+        and row["mode"] == config.chain_modes[0]
         and row["target"] not in blind
         and (config.selection == "dev" or row["language"] == "en")
     ]

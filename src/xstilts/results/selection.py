@@ -17,12 +17,7 @@ from statistics import fmean
 from typing import Any
 
 from xstilts.results.aggregate import split_chains
-from xstilts.tasks.registry import DEV, TEST
-
-RULES = {
-    "dev": "the target's mean over its dev languages",
-    "dev-en": "the target's English dev score (strictly zero-shot)",
-}
+from xstilts.terms import DEV, TEST
 
 Scores = Mapping[Hashable, Mapping[str, float]]  # candidate -> target -> score
 

@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
+
+from xstilts.terms import FULL, TEST
 
 
 class StageRecord(TypedDict, total=False):
@@ -75,6 +78,24 @@ class ResultRow(TypedDict, total=False):
 
 
 RESULT_KEYS = ("chain", "chain_length", "chain_label", "target", "language", "metric", "metrics", "score")
+
+# What a record of an older run (or a hand-written one) may lack, filled once here: readers index the fields.
+RECORD_DEFAULTS: dict[str, Any] = {"mode": FULL, "seed": 0, "chain": []}  # stage, diagnostics and result records
+ROW_DEFAULTS: dict[str, Any] = {**RECORD_DEFAULTS, "split": TEST}  # result rows from before dev evaluation are test
+
+
+def complete_row(row: Mapping[str, Any]) -> ResultRow:
+    """A result row (or an expected or unevaluated entry) with every defaulted field present."""
+    return {**ROW_DEFAULTS, **row}  # type: ignore[typeddict-item]
+
+
+def complete_rows(rows: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
+    return [complete_row(row) for row in rows]
+
+
+def complete_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stage or diagnostics record with its defaulted fields (chain mode, seed, chain) present."""
+    return {**RECORD_DEFAULTS, **record}
 
 
 def is_evaluation(value: Any) -> bool:
@@ -191,15 +212,15 @@ class RunPlan:
 
 def _evaluations_from_expected(expected: list[dict[str, Any]]) -> list[PlannedEvaluation]:
     grouped: dict[tuple[str, str], PlannedEvaluation] = {}
-    for entry in expected:
+    for entry in complete_rows(expected):
         key = (entry["chain_label"], entry["target"])
         planned = grouped.get(key)
         if planned is None:
             grouped[key] = PlannedEvaluation(
                 entry["chain_label"],
-                tuple(entry.get("chain", ())),
-                entry.get("mode", "full"),
-                entry.get("seed", 0),
+                tuple(entry["chain"]),
+                entry["mode"],
+                entry["seed"],
                 "",
                 entry["target"],
                 entry.get("metric", ""),

@@ -19,9 +19,16 @@ from typing import Any
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json, read_json_or_none, write_json_atomic, write_text_atomic
 from xstilts.rundir import layout
-from xstilts.rundir.records import Evaluation, ResultRow, RunPlan, is_evaluation, is_result_row
+from xstilts.rundir.records import (
+    Evaluation,
+    ResultRow,
+    RunPlan,
+    complete_record,
+    complete_rows,
+    is_evaluation,
+    is_result_row,
+)
 from xstilts.rundir.store import StageStore, content_identity
-from xstilts.tasks.registry import TEST
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +134,7 @@ class RunDirectory:
             if directory.is_dir()
             else []
         )
-        return [{**row, "split": row.get("split", TEST)} for row in rows if is_result_row(row)]  # older runs: test
+        return complete_rows(row for row in rows if is_result_row(row))
 
     def write_chain_links(self, rows: list[ResultRow]) -> None:
         """Readable names for the hash-named stage folders, rebuilt from the result rows:
@@ -177,7 +184,7 @@ class RunDirectory:
         """Every intact prefix diagnostics record (a damaged one is skipped with a warning)."""
         directory = self.root / layout.DIAGNOSTICS_DIR
         records = [read_json_or_none(p, "diagnostics record") for p in sorted(directory.glob("*.json"))]
-        return [r for r in records if isinstance(r, dict) and "identity" in r]
+        return [complete_record(r) for r in records if isinstance(r, dict) and "identity" in r]
 
     # --- summary.json ----------------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from xstilts.rundir.layout import (
     evaluation_file,
     predictions_file,
 )
+from xstilts.rundir.records import complete_record
 
 _HASHES: dict[tuple[int, int, int, int], str] = {}
 
@@ -89,7 +90,7 @@ def inspect_stage_dir(directory: Path, full: bool = False, identity: str | None 
     problem = manifest_problem(Path(directory), record.get("files", {}), full)
     if problem:
         return StageState("damaged", record, problem)
-    return StageState("pruned" if record.get("pruned") else "done", record)
+    return StageState("pruned" if record.get("pruned") else "done", complete_record(record))
 
 
 @dataclass(frozen=True)

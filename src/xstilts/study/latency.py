@@ -207,7 +207,7 @@ def measure_run(
     )
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row.get("mode", "full"), row["target"]), {})[row["chain_label"]] = row
+        groups.setdefault((row["mode"], row["target"]), {})[row["chain_label"]] = row
     result: dict[str, Any] = {
         "settings": settings.model_dump(mode="json"),
         "device": str(device),

@@ -23,7 +23,8 @@ from xstilts.rundir.records import PlannedEvaluation, PlannedStage, RunPlan
 from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.store import StageStore, content_identity
 from xstilts.settings import AdapterSettings, resolve_settings
-from xstilts.tasks.registry import EVALUATION_SPLITS, TEST, LocalFiles, TaskRegistry, TaskSpec
+from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
+from xstilts.terms import EVALUATION_SPLITS, FULL, TEST
 from xstilts.train.mixture import Mixture, MixtureMember
 from xstilts.train.request import EncoderRecipe, StageRequest
 
@@ -37,12 +38,12 @@ class ChainPrefix:
     identity: str
     stage: StageRequest | None  # the stage that produces it (None for k = 0)
     seed: int = 0
-    mode: str = "full"
+    mode: str = FULL
     recipe: EncoderRecipe | None = None  # how to build this prefix's encoder
 
     @property
     def label(self) -> str:
-        prefix = "" if self.mode == "full" else f"{self.mode}-"
+        prefix = "" if self.mode == FULL else f"{self.mode}-"
         return f"{prefix}k{self.chain_length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
 
 
@@ -256,8 +257,8 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
     plan = Plan()
     root_identity = encoder_identity(config.encoder)
     for mode in config.chain_modes:
-        adapter = None if mode == "full" else config.adapters
-        mode_root = root_identity if mode == "full" else content_identity({"encoder": root_identity, "mode": mode})
+        adapter = None if mode == FULL else config.adapters
+        mode_root = root_identity if mode == FULL else content_identity({"encoder": root_identity, "mode": mode})
         for seed, stages in expand_chains(config):
             root = ChainPrefix(0, (), mode_root, None, seed, mode, EncoderRecipe(config.encoder, mode))
             plan.nodes.setdefault(root.identity, root)
@@ -316,7 +317,7 @@ def _plan_controls(plan: Plan, config: ExperimentConfig, registry: TaskRegistry,
     so that each control is analysed as a gain of the study is: the A/A refits of every trainable target at
     k = 0 (under seed + A_A_SEED_OFFSET) and one one-task chain per positive control and seed."""
     root = next(n for n in plan.nodes.values() if n.stage is None)
-    adapter = None if root.mode == "full" else config.adapters
+    adapter = None if root.mode == FULL else config.adapters
     for seed in control_seeds(config):
         if config.controls.a_a:
             chosen = config.controls.a_a if isinstance(config.controls.a_a, list) else [t.task for t in config.targets]
@@ -488,9 +489,7 @@ def format_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) ->
 
     roots = [n for n in plan.nodes.values() if n.stage is None]
     for root in roots:
-        lines.append(
-            f"{config.encoder}  [{root.identity}]" + ("" if root.mode == "full" else f"  ({root.mode} chains)")
-        )
+        lines.append(f"{config.encoder}  [{root.identity}]" + ("" if root.mode == FULL else f"  ({root.mode} chains)"))
         walk(root.identity, 1)
     counts = count(plan, config, registry)
     lines += ["", *(f"{name:<34} {value}" for name, value in counts.items())]

@@ -122,7 +122,7 @@ def _run_graph(
 
     from xstilts.rundir.runs import RunDirectory
     from xstilts.study.plan import build_plan, evaluated_prefixes, evaluation_languages, target_request
-    from xstilts.tasks.registry import EVALUATION_SPLITS
+    from xstilts.terms import EVALUATION_SPLITS
 
     registry = config.registry()
     store = RunDirectory(output_dir).store

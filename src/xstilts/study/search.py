@@ -119,7 +119,7 @@ def estimate_scores(records: Sequence[Mapping[str, Any]], config: ExperimentConf
     estimator = config.diagnostics.estimators[0]
     values: dict[str, dict[Chain, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if record.get("mode", "full") != config.chain_modes[0]:
+        if record["mode"] != config.chain_modes[0]:
             continue
         for target, estimate in record.get("estimates", {}).items():
             if estimator in estimate:

@@ -14,10 +14,7 @@ from typing import Any
 from xstilts.errors import XstiltsError
 from xstilts.files import read_lines
 from xstilts.names import name_problem
-
-KINDS = ("classification", "multiple_choice", "qa", "tagging", "retrieval", "mlm")
-DEV, TEST = "dev", "test"
-EVALUATION_SPLITS = (DEV, TEST)  # every target is evaluated on both, where it has them; test is the default view
+from xstilts.terms import DEV, KINDS, TEST
 
 # The metric each kind reports by default and the one used for model selection ("primary").
 DEFAULT_METRIC = {

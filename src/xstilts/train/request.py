@@ -13,6 +13,7 @@ from xstilts.rundir.layout import from_root, relative_to_root
 from xstilts.rundir.stage_directory import StageDirectory
 from xstilts.settings import AdapterSettings, TrainingSettings
 from xstilts.tasks.registry import TaskSpec
+from xstilts.terms import FULL
 from xstilts.train.mixture import Mixture, MixtureMember
 
 
@@ -25,7 +26,7 @@ class EncoderRecipe:
     """
 
     base: str
-    mode: str = "full"
+    mode: str = FULL
     adapters: tuple[str, ...] = ()
 
     def then(self, adapter_dir: str | Path) -> EncoderRecipe:
@@ -39,7 +40,7 @@ class EncoderRecipe:
     @classmethod
     def from_json(cls, data: dict[str, Any], store_root: Path | None = None) -> EncoderRecipe:
         located = (lambda path: from_root(path, store_root)) if store_root is not None else str
-        return cls(located(data["base"]), data.get("mode", "full"), tuple(located(a) for a in data.get("adapters", ())))
+        return cls(located(data["base"]), data.get("mode", FULL), tuple(located(a) for a in data.get("adapters", ())))
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class StageRequest:
     parent_heads: Path | None = None  # reuse this stage's head from here (explicit opt-in only)
     mixture: Mixture | None = None
     parent_recipe: EncoderRecipe | None = None  # how to build the parent encoder (default: `parent` as it is)
-    mode: str = "full"  # chain mode; with `adapter`, this stage trains only a fresh adapter
+    mode: str = FULL  # chain mode; with `adapter`, this stage trains only a fresh adapter
     adapter: AdapterSettings | None = None
 
     @property
