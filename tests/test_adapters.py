@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
+from xstilts.settings import AdapterSettings
 from xstilts.study.latency import verdict
-from xstilts.train.adapters import (
-    AdapterSettings,
-    Bottleneck,
-    EncoderRecipe,
-    active_lora_count,
-    add_stage_adapter,
-    build_encoder,
-    save_stage_adapter,
-)
+from xstilts.train.adapters import EncoderRecipe, add_stage_adapter, build_encoder, save_stage_adapter
+from xstilts.train.modes.bottleneck import Bottleneck
+from xstilts.train.modes.lora import active_lora_count
 
 SETTINGS = AdapterSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, bottleneck_reduction=4)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import typer
 
+from xstilts.chain_modes import CHAIN_MODES, FULL
 from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
 from xstilts.rundir.layout import RUN_LOG
 from xstilts.terms import SelectionRule
@@ -244,9 +245,7 @@ def demo(
     log_level: LogLevel = LOG_LEVEL,
     verbose: bool = VERBOSE,
     quiet: bool = QUIET,
-    modes: str = typer.Option(
-        "full", help="Comma-separated chain modes: full, lora-merged, lora-stacked, adapter-stacked."
-    ),
+    modes: str = typer.Option(FULL, help=f"Comma-separated chain modes: {', '.join(CHAIN_MODES)}."),
     latency: bool = typer.Option(
         True, "--latency/--no-latency", help="Time every target model against chain length at the end."
     ),
@@ -259,7 +258,6 @@ def demo(
       xstilts demo
       xstilts demo -o /tmp/demo --modes full,lora-merged --no-latency
     """
-    from xstilts.terms import CHAIN_MODES
 
     chain_modes = tuple(mode.strip() for mode in modes.split(","))
     unknown = [mode for mode in chain_modes if mode not in CHAIN_MODES]

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
+from xstilts.chain_modes import FULL, ChainModeName, chain_mode
 from xstilts.errors import ConfigError, DataError
 from xstilts.files import read_text
 from xstilts.names import Name, name_problem
@@ -33,7 +34,7 @@ from xstilts.settings import (
     resolve_settings,
 )
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec, default_registry
-from xstilts.terms import FULL, ChainMode, SelectionRule, UserTaskKind
+from xstilts.terms import SelectionRule, UserTaskKind
 from xstilts.tracking import TrackerName, check_available
 
 log = logging.getLogger(__name__)
@@ -372,7 +373,7 @@ class ExperimentConfig(Settings):
     study: Optional[StudyConfig] = Field(
         None, description="Many chains from a pool of tasks instead of `chain` (targets after every prefix)."
     )
-    chain_modes: list[ChainMode] = Field(
+    chain_modes: list[ChainModeName] = Field(
         default_factory=lambda: [FULL],
         min_length=1,
         description="How each stage changes the encoder; several modes run side by side (see xstilts.train.adapters).",
@@ -545,7 +546,7 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     for name, mixture in config.mixtures.items():
         problems += _mixture_problems(name, mixture, registry)
     for mode in config.chain_modes:
-        if mode.endswith("-stacked") and config.adapters.tuning_for(mode) == "full":
+        if chain_mode(mode).stacked and config.adapters.tuning_for(mode) == "full":
             problems.append(
                 (
                     ("adapters", "target_tuning"),

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from xstilts.chain_modes import default_target_tuning
 from xstilts.names import Name
 
 
@@ -232,7 +233,7 @@ class AdapterSettings(Settings):
     )
 
     def tuning_for(self, mode: str) -> str:
-        return self.target_tuning or ("full" if mode == "full" else "adapter")
+        return self.target_tuning or default_target_tuning(mode)
 
     def trained_adapter(self) -> dict[str, Any]:
         """The fields that determine a trained adapter (part of a stage's identity and of its adapter.json)."""

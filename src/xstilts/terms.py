@@ -1,8 +1,8 @@
 """The closed sets that configs, records, plans and reports speak in, each declared once.
 
-Every module that checks, stores or prints one of these imports it from here: adding a chain mode, a task
-kind or a selection rule starts with one line below (the config's schema, the CLI's choices and the
-records take their literals from it).
+Every module that checks, stores or prints one of these imports it from here (the config's schema, the
+CLI's choices and the records take their literals from it). Chain modes, which carry code, are declared in
+`xstilts.chain_modes`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ EVALUATION_SPLITS: tuple[str, ...] = (
     DEV,
     TEST,
 )  # every target is evaluated on both where it has them; test is the default view
-
-ChainMode = Literal["full", "lora-merged", "lora-stacked", "adapter-stacked"]
-CHAIN_MODES: tuple[str, ...] = typing.get_args(ChainMode)
-FULL = "full"  # every weight trains in every stage: the paper's mode, and the default
 
 SelectionRule = Literal["dev", "dev-en"]
 SELECTION_RULES: dict[str, str] = {  # rule -> what it chooses by, as the report says it

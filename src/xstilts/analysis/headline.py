@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xstilts.chain_modes import FULL
 from xstilts.results.effects import AVERAGE
 from xstilts.results.statistics import ALPHA, CONFIDENCE, POWER, TEST_SAMPLE_ONLY, WITH_TRAINING, format_p, holm
 from xstilts.results.statistics import signed as plus_sign
-from xstilts.terms import FULL, TEST
+from xstilts.terms import TEST
 
 Table = list[list[str]]
 

@@ -19,6 +19,7 @@ from typing import Any
 from xstilts.analysis import plots
 from xstilts.analysis.diagnostics_tables import diagnostics_tables, search_section
 from xstilts.analysis.headline import build_headline
+from xstilts.chain_modes import FULL
 from xstilts.errors import XstiltsError
 from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.languages import language_name
@@ -30,7 +31,7 @@ from xstilts.results.effects import AVERAGE, analyse, units_loader
 from xstilts.results.selection import choose, dev_is_test
 from xstilts.rundir.records import ResultRow, StageRecord
 from xstilts.rundir.runs import RunDirectory
-from xstilts.terms import DEV, FULL, SELECTION_RULES, TEST
+from xstilts.terms import DEV, SELECTION_RULES, TEST
 
 PRETRAINED = "pretrained"
 

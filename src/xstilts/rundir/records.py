@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
 
-from xstilts.terms import FULL, TEST
+from xstilts.chain_modes import FULL
+from xstilts.terms import TEST
 
 
 class StageRecord(TypedDict, total=False):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from xstilts.chain_modes import FULL, chain_mode
 from xstilts.config import ExperimentConfig, StageConfig, baseline_seeds, control_seeds, missing_data
 from xstilts.data.examples import data_fingerprint
 from xstilts.rundir.records import PlannedEvaluation, PlannedStage, RunPlan
@@ -24,7 +25,7 @@ from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.store import StageStore, content_identity
 from xstilts.settings import AdapterSettings, resolve_settings
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
-from xstilts.terms import EVALUATION_SPLITS, FULL, TEST
+from xstilts.terms import EVALUATION_SPLITS, TEST
 from xstilts.train.mixture import Mixture, MixtureMember
 from xstilts.train.request import EncoderRecipe, StageRequest
 
@@ -257,8 +258,9 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
     plan = Plan()
     root_identity = encoder_identity(config.encoder)
     for mode in config.chain_modes:
-        adapter = None if mode == FULL else config.adapters
-        mode_root = root_identity if mode == FULL else content_identity({"encoder": root_identity, "mode": mode})
+        trains_adapters = chain_mode(mode).trains_adapters
+        adapter = config.adapters if trains_adapters else None
+        mode_root = content_identity({"encoder": root_identity, "mode": mode}) if trains_adapters else root_identity
         for seed, stages in expand_chains(config):
             root = ChainPrefix(0, (), mode_root, None, seed, mode, EncoderRecipe(config.encoder, mode))
             plan.nodes.setdefault(root.identity, root)
@@ -317,7 +319,7 @@ def _plan_controls(plan: Plan, config: ExperimentConfig, registry: TaskRegistry,
     so that each control is analysed as a gain of the study is: the A/A refits of every trainable target at
     k = 0 (under seed + A_A_SEED_OFFSET) and one one-task chain per positive control and seed."""
     root = next(n for n in plan.nodes.values() if n.stage is None)
-    adapter = None if root.mode == FULL else config.adapters
+    adapter = config.adapters if chain_mode(root.mode).trains_adapters else None
     for seed in control_seeds(config):
         if config.controls.a_a:
             chosen = config.controls.a_a if isinstance(config.controls.a_a, list) else [t.task for t in config.targets]

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xstilts.chain_modes import FULL
 from xstilts.rundir.layout import from_root, relative_to_root
 from xstilts.rundir.stage_directory import StageDirectory
 from xstilts.settings import AdapterSettings, TrainingSettings
 from xstilts.tasks.registry import TaskSpec
-from xstilts.terms import FULL
 from xstilts.train.mixture import Mixture, MixtureMember
 
 
