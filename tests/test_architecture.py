@@ -353,3 +353,55 @@ def test_summary_csv_and_report_agree_on_a_run_with_missing_languages_and_tasks(
         and "| k1-mnli | xnli | fr |" in report
         and "| k1-mnli | mlqa | de |" in report
     )
+
+
+def test_a_registered_report_section_is_rendered_in_its_place_and_answers_when_it_says_so(tmp_path):
+    """A throw-away section, registered with one decorator before the languages, appears in report.md and HTML in
+    that place; marked as part of the answer, it is in the terminal summary too."""
+    from xstilts.analysis.render import Section
+    from xstilts.analysis.report import write_report_files
+    from xstilts.analysis.sections import REPORT_SECTIONS, report_section, unregister_section
+    from xstilts.rundir.records import PlannedEvaluation, RunPlan
+    from xstilts.rundir.runs import RunDirectory
+
+    run = RunDirectory(tmp_path / "run")
+    run.write_plan(
+        RunPlan(
+            "sections", "enc", [], [PlannedEvaluation("k0-pretrained", (), "full", 0, "r", "xnli", "accuracy", ("en",))]
+        )
+    )
+    for language, accuracy in (("en", 80.0),):
+        run.write_result(
+            {
+                "chain": [],
+                "chain_length": 0,
+                "chain_label": "k0-pretrained",
+                "mode": "full",
+                "seed": 0,
+                "target": "xnli",
+                "language": language,
+                "metric": "accuracy",
+                "metrics": {"accuracy": accuracy},
+                "score": accuracy,
+                "examples": 10,
+                "split": "test",
+                "english_dev": {},
+                "target_stage": None,
+            }
+        )
+
+    @report_section("rows counted", before="languages")
+    def rows_counted(inputs):
+        return [Section("Rows counted", [f"{len(inputs.rows)} result rows"], answer=True)]
+
+    try:
+        written = write_report_files(run.root)
+    finally:
+        unregister_section("rows counted")
+    assert "rows counted" not in [section.name for section in REPORT_SECTIONS]
+    report = written.path.read_text()
+    assert "## Rows counted\n\n1 result rows" in report
+    assert report.index("## Rows counted") < report.index("## Languages"), "registered before the languages"
+    assert "<h2>Rows counted</h2>" in run.html_file.read_text()
+    assert "## Rows counted" in written.headline, "an answer section is in the terminal summary"
+    assert "## Languages" not in written.headline

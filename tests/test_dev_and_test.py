@@ -111,7 +111,8 @@ def test_singles_study_dev_and_test_paper_tables_and_merging(tmp_path, tiny_enco
     assert "## demo_qa per intermediate task, by language (dev)" in report and "## demo_nli by language (dev)" in report
 
     # The report's choices never read test: scramble every test score and they stay the same.
-    from xstilts.analysis.report import _best_length_table, _paper_tables, aggregate, collect
+    from xstilts.analysis.report import collect
+    from xstilts.analysis.tables import _best_length_table, _paper_tables, aggregate
     from xstilts.rundir.runs import RunDirectory
 
     collected = collect([RunDirectory(run)])

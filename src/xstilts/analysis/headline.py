@@ -23,12 +23,21 @@ from xstilts.terms import TEST
 Table = list[list[str]]
 
 
+@dataclass(frozen=True)
+class Block:
+    """A heading with a table or bullet lines; `answer`: printed in the terminal summary too."""
+
+    title: str
+    content: Table | list[str]
+    answer: bool = False
+
+
 @dataclass
 class Headline:
     """What the report prints first, in order: per mode the answer table, then blocks of lines or tables."""
 
     tables: list[tuple[str, Table]] = field(default_factory=list)  # the answer, one table per chain mode
-    blocks: list[tuple[str, Table | list[str]]] = field(default_factory=list)  # (heading, table or bullet lines)
+    blocks: list[Block] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # paragraphs under the first table
 
 
@@ -58,23 +67,27 @@ def build_headline(
     """The headline over every chain mode's test effects."""
     headline = Headline()
     modes = sorted(m for m in effects if TEST in effects[m])
-    later: list[tuple[str, Table | list[str]]] = []
+    later: list[Block] = []
     for mode in modes:
         found = effects[mode][TEST]
         suffix = f" ({mode} chains)" if len(modes) > 1 else ""
         title = "Transfer against chain length (test" + (f", {mode} chains)" if len(modes) > 1 else ")")
         headline.tables.append((title, _table(found)))
-        headline.blocks.append((f"Verdicts{suffix}", _verdict_lines(found)))
+        headline.blocks.append(Block(f"Verdicts{suffix}", _verdict_lines(found), answer=True))
         steps = _steps_table(found)
         if steps:
-            headline.blocks.append((f"Gain of each added task: k against k - 1 (test){suffix}", steps))
+            headline.blocks.append(Block(f"Gain of each added task: k against k - 1 (test){suffix}", steps))
         if best_lengths is not None:
             best = _best_lines(found, best_lengths.get(mode, {}))
-            headline.blocks.append((f"Best chain length (chosen on dev, reported on test){suffix}", best))
+            headline.blocks.append(
+                Block(f"Best chain length (chosen on dev, reported on test){suffix}", best, answer=True)
+            )
         if found.get("controls"):
-            headline.blocks.append((f"Controls (known answers){suffix}", _control_lines(found["controls"])))
-        later.append((f"Where the variance between runs comes from (test){suffix}", _variance_block(found)))
-        later.append((f"Does the order of the same tasks matter?{suffix}", _order_lines(found)))
+            headline.blocks.append(
+                Block(f"Controls (known answers){suffix}", _control_lines(found["controls"]), answer=True)
+            )
+        later.append(Block(f"Where the variance between runs comes from (test){suffix}", _variance_block(found)))
+        later.append(Block(f"Does the order of the same tasks matter?{suffix}", _order_lines(found)))
     latency = []
     for mode in modes or [FULL]:
         lines = (latency_verdicts or {}).get(mode)
@@ -85,8 +98,8 @@ def build_headline(
                 f"{mode}: latency was not measured; `xstilts latency {run_hint}` measures it (RUN_DIR: this run's directory)"
             ]
         )
-    headline.blocks.append(("Latency", latency))
-    headline.blocks.append(("Sample sizes", _sample_lines(effects, modes)))
+    headline.blocks.append(Block("Latency", latency, answer=True))
+    headline.blocks.append(Block("Sample sizes", _sample_lines(effects, modes)))
     headline.blocks += later
     headline.notes += _notes(effects, modes)
     return headline

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
@@ -87,7 +88,7 @@ ROW_DEFAULTS: dict[str, Any] = {**RECORD_DEFAULTS, "split": TEST}  # result rows
 
 def complete_row(row: Mapping[str, Any]) -> ResultRow:
     """A result row (or an expected or unevaluated entry) with every defaulted field present."""
-    return {**ROW_DEFAULTS, **row}  # type: ignore[typeddict-item]
+    return _with_defaults(row, ROW_DEFAULTS)  # type: ignore[return-value]
 
 
 def complete_rows(rows: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
@@ -96,7 +97,13 @@ def complete_rows(rows: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
 
 def complete_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """A stage or diagnostics record with its defaulted fields (chain mode, seed, chain) present."""
-    return {**RECORD_DEFAULTS, **record}
+    return _with_defaults(record, RECORD_DEFAULTS)
+
+
+def _with_defaults(record: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's own fields in their order, then the missing defaults (fresh copies of mutable ones)."""
+    missing = {key: copy.copy(value) for key, value in defaults.items() if key not in record}
+    return {**record, **missing}
 
 
 def is_evaluation(value: Any) -> bool:
