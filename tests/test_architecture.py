@@ -405,3 +405,41 @@ def test_a_registered_report_section_is_rendered_in_its_place_and_answers_when_i
     assert "<h2>Rows counted</h2>" in run.html_file.read_text()
     assert "## Rows counted" in written.headline, "an answer section is in the terminal summary"
     assert "## Languages" not in written.headline
+
+
+def test_no_function_is_longer_than_a_screenful_and_a_half():
+    """Functions over 120 lines hide their steps; split them into named ones."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 120:
+                long.append(
+                    f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                )
+    assert not long, long
+
+
+def test_record_defaults_are_filled_by_the_record_types_only():
+    """`.get("mode", "full")` and its kind re-apply a record's defaults at every reader; the record types fill them
+    once (xstilts.rundir.records), and readers index the field."""
+    from xstilts.rundir.records import ROW_DEFAULTS
+
+    offences = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "rundir" / "records.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        readers = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "from_json"]
+        inside_a_type = {id(node) for reader in readers for node in ast.walk(reader)}  # a type reading its JSON
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and id(node) not in inside_a_type
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and len(node.args) == 2
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in ROW_DEFAULTS
+            ):
+                offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
+    assert not offences, offences

@@ -521,8 +521,21 @@ def _unknown(kind: str, value: str, known: list[str]) -> str:
 
 def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     """Cross-references pydantic cannot check: task names, languages, files on disk."""
-    problems: list[tuple[Loc, str]] = []
     registry = builtin_registry(config.data_dir)
+    problems = _own_task_problems(config, registry)
+    problems += _mode_problems(config)
+    problems += _repetition_problems(config)
+    problems += _environment_problems(config)
+    shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
+    problems += _chain_problems(config, registry, shared_settings_ok)
+    problems += _target_problems(config, registry, shared_settings_ok)
+    problems += _control_problems(config, registry)
+    return problems
+
+
+def _own_task_problems(config: ExperimentConfig, registry: TaskRegistry) -> list[tuple[Loc, str]]:
+    """The config's own tasks, variants and mixtures, added to `registry` when they are usable."""
+    problems: list[tuple[Loc, str]] = []
     for name, definition in config.tasks.items():
         if name in registry:
             problems.append((("tasks", name), f"a built-in task is called {name!r}; choose another name"))
@@ -545,6 +558,12 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
             )
     for name, mixture in config.mixtures.items():
         problems += _mixture_problems(name, mixture, registry)
+    return problems
+
+
+def _mode_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+    """Chain modes with the settings or the keep policy they cannot work with."""
+    problems: list[tuple[Loc, str]] = []
     for mode in config.chain_modes:
         if chain_mode(mode).stacked and config.adapters.tuning_for(mode) == "full":
             problems.append(
@@ -557,6 +576,12 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems.append((("latency",), "latency needs the trained target models; use keep: all"))
     if len(set(config.chain_modes)) != len(config.chain_modes):
         problems.append((("chain_modes",), "a mode appears twice"))
+    return problems
+
+
+def _repetition_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+    """Anything listed twice where it must be once."""
+    problems: list[tuple[Loc, str]] = []
     problems += _repeated(
         ("targets",), [t.task for t in config.targets], "target (its results would overwrite each other)"
     )
@@ -567,7 +592,12 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     if config.study is not None:
         problems += _repeated(("study", "pool"), config.study.pool, "task")
         problems += _repeated(("study", "seeds"), config.study.seeds, "seed")
+    return problems
 
+
+def _environment_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+    """The output directory, the encoder, trackers and the files a search or the diagnostics need."""
+    problems: list[tuple[Loc, str]] = []
     problems += _output_dir_problems(Path(config.output_dir))
     search = config.study.search if config.study else None
     if search is not None and search.guide == "estimate" and not (config.diagnostics and config.diagnostics.estimators):
@@ -586,8 +616,14 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     looks_local = encoder.startswith((".", "/", "~")) or Path(encoder).expanduser().exists()
     if looks_local and not Path(encoder).expanduser().is_dir():
         problems.append((("encoder",), f"directory not found: {encoder}"))
+    return problems
 
-    shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
+
+def _chain_problems(
+    config: ExperimentConfig, registry: TaskRegistry, shared_settings_ok: bool
+) -> list[tuple[Loc, str]]:
+    """The study's pool or the chain's stages: known, trainable tasks with their files."""
+    problems: list[tuple[Loc, str]] = []
     if config.study is not None:
         problems += _study_problems(config.study, config.chain, registry, config.mixtures)
     for i, stage in enumerate(config.chain):
@@ -611,7 +647,14 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         problems += _missing_files(
             spec, [spec.train_split, spec.dev_split], [spec.train_language], ("chain", i, "task")
         )
+    return problems
 
+
+def _target_problems(
+    config: ExperimentConfig, registry: TaskRegistry, shared_settings_ok: bool
+) -> list[tuple[Loc, str]]:
+    """Targets: known tasks, their languages and their files."""
+    problems: list[tuple[Loc, str]] = []
     for i, target in enumerate(config.targets):
         spec = _known_task(registry, target.task, ("targets", i, "task"), problems)
         if spec is None:
@@ -644,7 +687,6 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
         )
         valid = [lang for lang in languages if lang in spec.languages]
         problems += _missing_files(spec, [spec.eval_split], valid, ("targets", i, "languages"))
-    problems += _control_problems(config, registry)
     return problems
 
 

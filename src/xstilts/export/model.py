@@ -233,8 +233,8 @@ def model_card(spec: TaskSpec, rows: list[dict[str, Any]], record: dict[str, Any
         f"`{config.encoder}` trained in English on the intermediate tasks "
         f"{', '.join(f'`{task}`' for task in chain) or '(none: k = 0)'} one after another, then fine-tuned on "
         f"English `{spec.name}` ({spec.kind}) and evaluated zero-shot in {len(languages)} languages. Exported by "
-        f"xstilts {version} from the run `{config.name}` (chain `{rows[0]['chain_label']}`, seed {record.get('seed')}, "
-        f"chain mode {record.get('mode', 'full')}).",
+        f"xstilts {version} from the run `{config.name}` (chain `{rows[0]['chain_label']}`, seed {record['seed']}, "
+        f"chain mode {record['mode']}).",
         "",
         f"## Zero-shot scores ({metric})",
         "",

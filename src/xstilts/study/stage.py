@@ -89,46 +89,10 @@ def run_stage(
         log.debug("%s: already trained (%s)", label, request.identity)
         return done
     set_seed(request.seed)
-    settings = request.settings
     accelerator = get_accelerator()
-    _check_parent(request, store)
-    tokenizer = load_tokenizer(request.parent)
-    specs = {member.spec.name: member.spec for member in request.members}
-    encoder = build_encoder(request.parent_recipe or request.parent)
-    _check_lengths(request, encoder.config)
-    adapter_name = None
-    if request.adapter is not None:
-        adapter_name = f"stage{len(request.parent_recipe.adapters) + 1}"
-        encoder = add_stage_adapter(encoder, request.mode, request.adapter, adapter_name)
-    model = MultiTaskModel(encoder, specs, {m.spec.name: m.head for m in request.members})
-    reused = load_heads(model, request.parent_heads, list(specs)) if request.parent_heads else []
-    if request.parent_heads and not reused:
-        raise XstiltsError(f"reuse_heads: the parent stage has no head for {', '.join(specs)} ({request.parent_heads})")
-    mlm_head = _initial_mlm_head(model, request.parent) if "mlm" in {s.kind for s in specs.values()} else None
-    model.to(accelerator.device)
-
-    data = {member.spec.name: _member_data(member, tokenizer) for member in request.members}
+    built = _build_model(request, store, accelerator)
+    data = {member.spec.name: _member_data(member, built.tokenizer) for member in request.members}
     supervised = [d for d in data.values() if d.member.spec.kind != "mlm"]
-
-    def validate(current: MultiTaskModel) -> float:
-        """The primary dev metric; for a mixture, the mean over its supervised members."""
-        values = []
-        for item in supervised:
-            examples, features = item.validation()
-            spec = item.member.spec
-            metrics = evaluate(
-                current,
-                spec,
-                examples,
-                features,
-                item.member.settings,
-                accelerator,
-                tokenizer.pad_token_id,
-                spec.train_language,
-            ).metrics
-            values.append(metrics[kind_of(spec).primary_metric])
-        return sum(values) / len(values)
-
     log.info(
         "%s: training on %s",
         label,
@@ -145,12 +109,12 @@ def run_stage(
     sizes = {name: len(d.train_features) for name, d in data.items()}
     probabilities = request.mixture.probabilities(sizes) if request.mixture else None
     result = train(
-        model,
+        built.model,
         {name: d.train_features for name, d in data.items()},
-        settings,
+        request.settings,
         accelerator,
-        tokenizer.pad_token_id,
-        validate,
+        built.tokenizer.pad_token_id,
+        _validator(supervised, accelerator, built.tokenizer.pad_token_id),
         request.seed,
         label,
         progress,
@@ -159,7 +123,7 @@ def run_stage(
         epoch_size=request.mixture.epoch_size(sizes) if request.mixture else None,
     )
     dev_metrics, primary = _final_dev_metrics(
-        model, supervised, request.mixture is not None, accelerator, tokenizer.pad_token_id
+        built.model, supervised, request.mixture is not None, accelerator, built.tokenizer.pad_token_id
     )
     log.info(
         "%s: English dev %s = %.2f (best step %d of %d)",
@@ -169,8 +133,83 @@ def run_stage(
         result.best_step,
         result.steps,
     )
-
     log_metrics({f"english_dev/{name}": value for name, value in dev_metrics.items()}, result.steps)
+    record = _stage_record(request, store, built, data, result, dev_metrics, primary, probabilities, accelerator)
+    record["wall_seconds"] = round(time.perf_counter() - started, 3)
+    if accelerator.is_main_process:  # one writer; the other processes read the committed record
+        _commit(request, store, built, record)
+        if checkpointer is not None:
+            checkpointer.remove()
+    accelerator.wait_for_everyone()
+    return store.record(request.identity, request.name) or record  # as committed (with its file list), in every process
+
+
+@dataclass
+class _BuiltModel:
+    model: MultiTaskModel
+    tokenizer: Any
+    adapter_name: str | None  # the adapter this stage trains (adapter chain modes)
+    reused_heads: list[str]
+    mlm_head: str | None  # where a masked-LM head's weights came from
+
+
+def _build_model(request: StageRequest, store: StageStore, accelerator: Accelerator) -> _BuiltModel:
+    """The parent encoder (checked intact), the stage's fresh adapter if its mode trains one, and its heads."""
+    _check_parent(request, store)
+    tokenizer = load_tokenizer(request.parent)
+    specs = {member.spec.name: member.spec for member in request.members}
+    encoder = build_encoder(request.parent_recipe or request.parent)
+    _check_lengths(request, encoder.config)
+    adapter_name = None
+    if request.adapter is not None:
+        adapter_name = f"stage{len(request.parent_recipe.adapters) + 1}"
+        encoder = add_stage_adapter(encoder, request.mode, request.adapter, adapter_name)
+    model = MultiTaskModel(encoder, specs, {m.spec.name: m.head for m in request.members})
+    reused = load_heads(model, request.parent_heads, list(specs)) if request.parent_heads else []
+    if request.parent_heads and not reused:
+        raise XstiltsError(f"reuse_heads: the parent stage has no head for {', '.join(specs)} ({request.parent_heads})")
+    mlm_head = _initial_mlm_head(model, request.parent) if "mlm" in {s.kind for s in specs.values()} else None
+    model.to(accelerator.device)
+    return _BuiltModel(model, tokenizer, adapter_name, reused, mlm_head)
+
+
+def _validator(supervised: list[Any], accelerator: Accelerator, pad_token_id: int) -> Any:
+    """The primary dev metric of the model being trained; for a mixture, the mean over its supervised members."""
+
+    def validate(current: MultiTaskModel) -> float:
+        values = []
+        for item in supervised:
+            examples, features = item.validation()
+            spec = item.member.spec
+            metrics = evaluate(
+                current,
+                spec,
+                examples,
+                features,
+                item.member.settings,
+                accelerator,
+                pad_token_id,
+                spec.train_language,
+            ).metrics
+            values.append(metrics[kind_of(spec).primary_metric])
+        return sum(values) / len(values)
+
+    return validate
+
+
+def _stage_record(
+    request: StageRequest,
+    store: StageStore,
+    built: _BuiltModel,
+    data: dict[str, Any],
+    result: Any,
+    dev_metrics: dict[str, float],
+    primary: str,
+    probabilities: dict[str, float] | None,
+    accelerator: Accelerator,
+) -> dict[str, Any]:
+    """stage.json (less its file list, which the store adds when it commits the stage)."""
+    model, settings = built.model, request.settings
     record = {
         "identity": request.identity,
         "role": request.role,
@@ -181,7 +220,7 @@ def run_stage(
         "parent_identity": request.parent_identity,
         "seed": request.seed,
         "settings": settings.model_dump(),
-        "reused_heads": reused,
+        "reused_heads": built.reused_heads,
         "train_examples": sum(d.train_examples for d in data.values()),
         "train_features": sum(len(d.train_features) for d in data.values()),
         "unknown_tags": {name: d.unknown_tags for name, d in data.items() if d.member.spec.open_label_set},
@@ -193,7 +232,7 @@ def run_stage(
         "primary_metric": primary,
         "history": result.history,
         "train_seconds": round(result.seconds, 3),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        "wall_seconds": None,
         "train_tokens": result.tokens,
         "parameters": count_parameters(model),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -216,22 +255,24 @@ def run_stage(
                 }
                 for name, d in data.items()
             },
-            "mlm_head": mlm_head,
+            "mlm_head": built.mlm_head,
         }
-    if accelerator.is_main_process:  # one writer; the other processes read the committed record
-        scratch = store.begin(request.identity, request.name)
-        building = StageDirectory(scratch)
-        with writing(scratch):
-            if request.adapter is None:
-                save_encoder(model, tokenizer, building.encoder_dir, request.parent)
-            else:
-                save_stage_adapter(model.encoder, request.mode, request.adapter, adapter_name, building.adapter.path)
-            save_heads(model, building.heads_file)
-        store.commit(scratch, request.identity, request.name, record)
-        if checkpointer is not None:
-            checkpointer.remove()
-    accelerator.wait_for_everyone()
-    return store.record(request.identity, request.name) or record  # as committed (with its file list), in every process
+    return record
+
+
+def _commit(request: StageRequest, store: StageStore, built: _BuiltModel, record: dict[str, Any]) -> None:
+    """Write the encoder (or only the stage's adapter) and the heads aside, then commit the stage in one rename."""
+    scratch = store.begin(request.identity, request.name)
+    building = StageDirectory(scratch)
+    with writing(scratch):
+        if request.adapter is None:
+            save_encoder(built.model, built.tokenizer, building.encoder_dir, request.parent)
+        else:
+            save_stage_adapter(
+                built.model.encoder, request.mode, request.adapter, built.adapter_name, building.adapter.path
+            )
+        save_heads(built.model, building.heads_file)
+    store.commit(scratch, request.identity, request.name, record)
 
 
 def _check_parent(request: StageRequest, store: StageStore) -> None:

@@ -284,66 +284,14 @@ def train(
     optimizer = make_optimizer(model, settings, accelerator.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, counts.warmup_steps, counts.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    lengths = {
-        name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names
-    }
-    if len(names) == 1:
-        schedule = names * counts.total_steps
-        batches = {
-            names[0]: shuffled_batches(len(task_features[names[0]]), settings.batch_size, seed, lengths[names[0]])
-        }
-    else:
-        schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, counts.total_steps, seed)
-        batches = {
-            name: shuffled_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name])
-            for i, name in enumerate(names)
-        }
+    schedule, batches = _schedule(task_features, settings, counts.total_steps, seed, probabilities)
     kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
     if settings.compile:
         accelerator.unwrap_model(model).encoder.compile(dynamic=True)
-
-    result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, counts=counts)
-    best_state: dict[str, torch.Tensor] | None = None
-    evals_without_improvement = 0
-    running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
-    bad_gradients = torch.zeros(
-        (), dtype=torch.bool, device=accelerator.device
-    )  # any non-finite norm since the last check
-    loss_steps = 0
-    first_step = 1
-    restored = checkpointer.load(accelerator.unwrap_model(model), optimizer, scheduler) if checkpointer else None
-    if restored is not None:
-        progress_state, best_state = restored
-        first_step = progress_state["step"] + 1
-        result.best_step, result.best_metric = progress_state["best_step"], progress_state["best_metric"]
-        # The checkpoint holds the tokens of all processes; the main process carries them on.
-        result.history, result.tokens = (
-            progress_state["history"],
-            progress_state["tokens"] if accelerator.is_main_process else 0,
-        )
-        evals_without_improvement = progress_state["evals_without_improvement"]
-        running_loss += progress_state["running_loss"]
-        loss_steps = progress_state["loss_steps"]
-        for step_task in schedule[: progress_state["step"]]:  # skip the data already seen
-            next(batches[step_task])
-
-    def host_batches() -> Iterator[tuple[dict[str, torch.Tensor], int]]:
-        """Collated micro-batches in training order, with their real (non-pad) token counts."""
-        on_gpu = accelerator.device.type == "cuda"
-        rank, processes = accelerator.process_index, accelerator.num_processes
-        for step_task in schedule[first_step - 1 :]:
-            # One optimizer step's examples, cut into accumulation x processes equal parts: micro-step a of
-            # process r trains part a * processes + r, so the step sees the same examples however the
-            # work is split (a part left empty by a tiny tail repeats the step's last example).
-            step_batch = next(batches[step_task])
-            parts = np.array_split(step_batch, counts.accumulation_steps * processes)
-            for micro_step in range(counts.accumulation_steps):
-                shard = [int(i) for i in parts[micro_step * processes + rank]] or step_batch[-1:]
-                batch = kinds[step_task].collate([task_features[step_task][i] for i in shard], pad_token_id)
-                tokens = int(batch["attention_mask"].sum())
-                yield ({key: value.pin_memory() for key, value in batch.items()} if on_gpu else batch), tokens
-
-    ready = prefetched(host_batches(), enabled=accelerator.device.type == "cuda")
+    run = _Run(model, optimizer, scheduler, accelerator, settings, counts, description, checkpointer)
+    first_step = run.restore(schedule, batches)
+    host = _host_batches(schedule, first_step, batches, task_features, kinds, counts, accelerator, pad_token_id)
+    ready = prefetched(host, enabled=accelerator.device.type == "cuda")
     bar = progress_bar(
         progress and accelerator.is_main_process,
         total=counts.total_steps,
@@ -352,34 +300,11 @@ def train(
         leave=False,
     )
     lines = ProgressLines(description, counts.total_steps, first_step)
-    started = time.perf_counter()
+    run.started = time.perf_counter()
     model.train()
     with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
         for step in range(first_step, counts.total_steps + 1):
-            step_task = schedule[step - 1]
-            kind = kinds[step_task]
-            for micro_step in range(counts.accumulation_steps):
-                batch, tokens = next(ready)
-                result.tokens += tokens
-                batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
-                last_micro_step = micro_step == counts.accumulation_steps - 1
-                sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(model)
-                with sync, autocast(settings, accelerator.device):
-                    loss = kind.loss(model(step_task, batch), batch) / counts.accumulation_steps
-                    accelerator.backward(loss)
-                running_loss += loss.detach()
-            if settings.max_grad_norm is not None:
-                norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                if norm is not None:
-                    bad_gradients |= ~torch.isfinite(
-                        norm
-                    )  # stays on the device: checked below, when the host syncs anyway
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_steps += 1
-            result.steps = step
-
+            run.optimizer_step(step, kinds[schedule[step - 1]], schedule[step - 1], ready)
             evaluating = step % settings.eval_every_steps == 0 or step == counts.total_steps
             checkpointing = (
                 checkpointer is not None and step % checkpointer.every_steps == 0 and step < counts.total_steps
@@ -387,84 +312,221 @@ def train(
             if evaluating or checkpointing or step % settings.log_every_steps == 0:
                 # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
                 _stop_if_diverged(
-                    running_loss, bad_gradients, step, counts.total_steps, description, settings, accelerator
+                    run.running_loss, run.bad_gradients, step, counts.total_steps, description, settings, accelerator
                 )
-
-            at_interval = step % settings.log_every_steps == 0 or step == counts.total_steps
-            line_due = accelerator.is_main_process and lines.due(step, at_interval)
-            if at_interval:
-                mean_loss = (
-                    accelerator.reduce(running_loss, "mean").item() / loss_steps
-                )  # host-device sync, once per log interval (every process takes part)
-                running_loss.zero_()
-                loss_steps = 0
-                elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
-                result.history.append({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-                log_metrics(
-                    {
-                        "train/loss": mean_loss,
-                        "train/learning_rate": scheduler.get_last_lr()[0],
-                        "train/tokens_per_second": result.tokens / elapsed,
-                    },
-                    step,
-                )
-            elif line_due:  # a slow interval: this process's own running loss, no collective call
-                mean_loss = running_loss.item() / max(loss_steps, 1)
-            if line_due:
-                elapsed = time.perf_counter() - started
-                log.info(
-                    lines.line(
-                        step,
-                        f"loss {mean_loss:.4f}, lr {scheduler.get_last_lr()[0]:.2e}, {result.tokens / elapsed:.0f} tok/s",
-                    )
-                )
+            run.log(step, bar, lines)
             bar.update(1)
-
-            if evaluating:
-                metric = validate(accelerator.unwrap_model(model))
-                result.history.append({"step": step, "dev": metric})
-                log_metrics({"validation/english_dev": metric}, step)
-                improved = result.best_metric is None or metric > result.best_metric
-                log.info(
-                    "%s: step %d/%d English dev %.2f%s",
-                    description,
-                    step,
-                    counts.total_steps,
-                    metric,
-                    " (best so far)" if improved else f" (best {result.best_metric:.2f} at step {result.best_step})",
-                )
-                if improved:
-                    result.best_metric, result.best_step = metric, step
-                    best_state = {
-                        k: v.detach().to("cpu", copy=True)
-                        for k, v in accelerator.unwrap_model(model).state_dict().items()
-                    }
-                    evals_without_improvement = 0
-                else:
-                    evals_without_improvement += 1
-                    if settings.patience is not None and evals_without_improvement >= settings.patience:
-                        result.stopped_early = True
-                        break
-
+            if evaluating and run.validate(step, validate):
+                break
             if checkpointing:
-                state = {
-                    "step": step,
-                    "best_step": result.best_step,
-                    "best_metric": result.best_metric,
-                    "history": result.history,
-                    "tokens": _all_processes(result.tokens, accelerator),
-                    "evals_without_improvement": evals_without_improvement,
-                    "running_loss": running_loss.item(),
-                    "loss_steps": loss_steps,
-                }
-                if accelerator.is_main_process:
-                    checkpointer.save(accelerator.unwrap_model(model), optimizer, scheduler, state, best_state)
-                accelerator.wait_for_everyone()
+                run.checkpoint(step)
     bar.close()
-    result.seconds = time.perf_counter() - started
-    result.task_steps = dict(Counter(schedule[: result.steps]))
-    result.tokens = _all_processes(result.tokens, accelerator)
-    if best_state is not None:
-        accelerator.unwrap_model(model).load_state_dict(best_state)
-    return result
+    return run.finish(schedule)
+
+
+def _schedule(
+    task_features: Mapping[str, Sequence[Feature]],
+    settings: TrainingSettings,
+    total_steps: int,
+    seed: int,
+    probabilities: Mapping[str, float] | None,
+) -> tuple[list[str], dict[str, Iterator[list[int]]]]:
+    """Which task each optimizer step trains, and each task's endless stream of shuffled batches (functions of the
+    seed alone, so a resumed run replays them)."""
+    names = list(task_features)
+    lengths = {
+        name: [feature_length(f) for f in task_features[name]] if settings.group_by_length else None for name in names
+    }
+    if len(names) == 1:
+        only = names[0]
+        return names * total_steps, {
+            only: shuffled_batches(len(task_features[only]), settings.batch_size, seed, lengths[only])
+        }
+    schedule = task_schedule(probabilities or {n: 1 / len(names) for n in names}, total_steps, seed)
+    batches = {
+        name: shuffled_batches(len(task_features[name]), settings.batch_size, (seed, i + 1), lengths[name])
+        for i, name in enumerate(names)
+    }
+    return schedule, batches
+
+
+def _host_batches(
+    schedule: Sequence[str],
+    first_step: int,
+    batches: Mapping[str, Iterator[list[int]]],
+    task_features: Mapping[str, Sequence[Feature]],
+    kinds: Mapping[str, Any],
+    counts: StepCounts,
+    accelerator: Accelerator,
+    pad_token_id: int,
+) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+    """Collated micro-batches in training order, with their real (non-pad) token counts."""
+    on_gpu = accelerator.device.type == "cuda"
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    for step_task in schedule[first_step - 1 :]:
+        # One optimizer step's examples, cut into accumulation x processes equal parts: micro-step a of
+        # process r trains part a * processes + r, so the step sees the same examples however the
+        # work is split (a part left empty by a tiny tail repeats the step's last example).
+        step_batch = next(batches[step_task])
+        parts = np.array_split(step_batch, counts.accumulation_steps * processes)
+        for micro_step in range(counts.accumulation_steps):
+            shard = [int(i) for i in parts[micro_step * processes + rank]] or step_batch[-1:]
+            batch = kinds[step_task].collate([task_features[step_task][i] for i in shard], pad_token_id)
+            tokens = int(batch["attention_mask"].sum())
+            yield ({key: value.pin_memory() for key, value in batch.items()} if on_gpu else batch), tokens
+
+
+class _Run:
+    """The state of one training run between optimizer steps: what a checkpoint saves and a resume restores."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Any,
+        scheduler: Any,
+        accelerator: Accelerator,
+        settings: TrainingSettings,
+        counts: StepCounts,
+        description: str,
+        checkpointer: Checkpointer | None,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.accelerator, self.settings, self.counts = accelerator, settings, counts
+        self.description, self.checkpointer = description, checkpointer
+        self.result = TrainResult(steps=0, best_step=0, best_metric=None, stopped_early=False, counts=counts)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.evals_without_improvement = 0
+        self.running_loss = torch.zeros((), device=accelerator.device)  # summed on device: no sync per step
+        self.bad_gradients = torch.zeros((), dtype=torch.bool, device=accelerator.device)  # non-finite norm seen
+        self.loss_steps = 0
+        self.started = time.perf_counter()
+
+    def restore(self, schedule: Sequence[str], batches: Mapping[str, Iterator[list[int]]]) -> int:
+        """Resume from the checkpoint, if there is one; returns the first step to train."""
+        checkpointer, accelerator = self.checkpointer, self.accelerator
+        restored = (
+            checkpointer.load(accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+            if checkpointer
+            else None
+        )
+        if restored is None:
+            return 1
+        state, self.best_state = restored
+        self.result.best_step, self.result.best_metric = state["best_step"], state["best_metric"]
+        # The checkpoint holds the tokens of all processes; the main process carries them on.
+        self.result.history = state["history"]
+        self.result.tokens = state["tokens"] if accelerator.is_main_process else 0
+        self.evals_without_improvement = state["evals_without_improvement"]
+        self.running_loss += state["running_loss"]
+        self.loss_steps = state["loss_steps"]
+        for step_task in schedule[: state["step"]]:  # skip the data already seen
+            next(batches[step_task])
+        return state["step"] + 1
+
+    def optimizer_step(self, step: int, kind: Any, step_task: str, ready: Iterator[Any]) -> None:
+        """Forward and backward over the step's micro-batches, clip, step the optimizer and the schedule."""
+        accelerator, counts = self.accelerator, self.counts
+        for micro_step in range(counts.accumulation_steps):
+            batch, tokens = next(ready)
+            self.result.tokens += tokens
+            batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
+            last_micro_step = micro_step == counts.accumulation_steps - 1
+            sync = contextlib.nullcontext() if last_micro_step else accelerator.no_sync(self.model)
+            with sync, autocast(self.settings, accelerator.device):
+                loss = kind.loss(self.model(step_task, batch), batch) / counts.accumulation_steps
+                accelerator.backward(loss)
+            self.running_loss += loss.detach()
+        if self.settings.max_grad_norm is not None:
+            norm = accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+            if norm is not None:
+                # stays on the device: checked when the host syncs anyway
+                self.bad_gradients |= ~torch.isfinite(norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_steps += 1
+        self.result.steps = step
+
+    def log(self, step: int, bar: Any, lines: ProgressLines) -> None:
+        """The loss at each log interval (progress bar, history, trackers) and the plain progress lines."""
+        accelerator, result = self.accelerator, self.result
+        at_interval = step % self.settings.log_every_steps == 0 or step == self.counts.total_steps
+        line_due = accelerator.is_main_process and lines.due(step, at_interval)
+        if at_interval:
+            # host-device sync, once per log interval (every process takes part)
+            mean_loss = accelerator.reduce(self.running_loss, "mean").item() / self.loss_steps
+            self.running_loss.zero_()
+            self.loss_steps = 0
+            elapsed = time.perf_counter() - self.started
+            rate = self.scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / elapsed:.0f}")
+            result.history.append({"step": step, "loss": mean_loss, "lr": rate})
+            log_metrics(
+                {
+                    "train/loss": mean_loss,
+                    "train/learning_rate": rate,
+                    "train/tokens_per_second": result.tokens / elapsed,
+                },
+                step,
+            )
+        elif line_due:  # a slow interval: this process's own running loss, no collective call
+            mean_loss = self.running_loss.item() / max(self.loss_steps, 1)
+        if line_due:
+            elapsed = time.perf_counter() - self.started
+            rate = self.scheduler.get_last_lr()[0]
+            log.info(lines.line(step, f"loss {mean_loss:.4f}, lr {rate:.2e}, {result.tokens / elapsed:.0f} tok/s"))
+
+    def validate(self, step: int, validate: Callable[[MultiTaskModel], float]) -> bool:
+        """Score English dev, keep the best weights; True when patience runs out (stop early)."""
+        result, unwrapped = self.result, self.accelerator.unwrap_model(self.model)
+        metric = validate(unwrapped)
+        result.history.append({"step": step, "dev": metric})
+        log_metrics({"validation/english_dev": metric}, step)
+        improved = result.best_metric is None or metric > result.best_metric
+        log.info(
+            "%s: step %d/%d English dev %.2f%s",
+            self.description,
+            step,
+            self.counts.total_steps,
+            metric,
+            " (best so far)" if improved else f" (best {result.best_metric:.2f} at step {result.best_step})",
+        )
+        if improved:
+            result.best_metric, result.best_step = metric, step
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+            self.evals_without_improvement = 0
+            return False
+        self.evals_without_improvement += 1
+        if self.settings.patience is not None and self.evals_without_improvement >= self.settings.patience:
+            result.stopped_early = True
+            return True
+        return False
+
+    def checkpoint(self, step: int) -> None:
+        accelerator, result = self.accelerator, self.result
+        state = {
+            "step": step,
+            "best_step": result.best_step,
+            "best_metric": result.best_metric,
+            "history": result.history,
+            "tokens": _all_processes(result.tokens, accelerator),
+            "evals_without_improvement": self.evals_without_improvement,
+            "running_loss": self.running_loss.item(),
+            "loss_steps": self.loss_steps,
+        }
+        if accelerator.is_main_process:
+            assert self.checkpointer is not None
+            self.checkpointer.save(
+                accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state, self.best_state
+            )
+        accelerator.wait_for_everyone()
+
+    def finish(self, schedule: Sequence[str]) -> TrainResult:
+        """Timing and token totals; the best weights (by English dev) loaded back into the model."""
+        result = self.result
+        result.seconds = time.perf_counter() - self.started
+        result.task_steps = dict(Counter(schedule[: result.steps]))
+        result.tokens = _all_processes(result.tokens, self.accelerator)
+        if self.best_state is not None:
+            self.accelerator.unwrap_model(self.model).load_state_dict(self.best_state)
+        return result
