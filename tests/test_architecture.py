@@ -443,3 +443,12 @@ def test_record_defaults_are_filled_by_the_record_types_only():
             ):
                 offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
     assert not offences, offences
+
+
+def test_the_readme_module_map_is_the_tree():
+    from module_map import END, START, render
+
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert START in readme and END in readme, "README.md has the generated module map"
+    found = readme[readme.index(START) : readme.index(END) + len(END)]
+    assert found == render(), "README's module map is stale: paste the output of `python tests/module_map.py`"

@@ -1,4 +1,4 @@
-"""Metrics pinned to known values of the official definitions (protocol.md section 4)."""
+"""Metrics pinned to known values of the official definitions (docs/protocol.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+"""`python -m xstilts`: the command line, as `xstilts`."""
+
 import sys
 
 from xstilts.cli import main

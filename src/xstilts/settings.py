@@ -1,12 +1,12 @@
 """Settings: one validated type per concept, shared by the config, the runtime and the command line.
 
 - `TrainingSettings`: every stage (intermediate or target) trains with one, resolved in this order, later
-  layers winning: protocol defaults (protocol.md section 5) -> the task kind's defaults (QA uses batch 16
+  layers winning: protocol defaults (docs/protocol.md section 5) -> the task kind's defaults (QA uses batch 16
   and 384-token windows) -> the task's own defaults (XNLI trains 2 epochs) -> the experiment's `training`
   block -> the stage's or target's `training` block. The resolved settings are saved with every stage
   and are part of its identity.
 - `AdapterSettings`: the parameter-efficient chain modes (LoRA, bottleneck adapters).
-- `EmbeddingSettings`: sentence representations of retrieval targets (protocol.md 4.6).
+- `EmbeddingSettings`: sentence representations of retrieval targets (docs/protocol.md 4.6).
 - `LatencySettings`: the latency harness (the config's `latency:` block and `xstilts latency`).
 
 All of them refuse NaN, infinity, out-of-range numbers and booleans where a number is expected.
@@ -151,7 +151,7 @@ def _optional_copy(model: type[BaseModel], name: str) -> type[BaseModel]:
 TrainingOverrides = _optional_copy(TrainingSettings, "TrainingOverrides")
 TrainingOverrides.__doc__ = "A partial `TrainingSettings`: only the keys that are set override earlier layers."
 
-# Per-kind defaults (protocol.md section 5: QA uses batch 16, max length 384 with stride 128).
+# Per-kind defaults (docs/protocol.md section 5: QA uses batch 16, max length 384 with stride 128).
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "classification": {},
     "multiple_choice": {},
@@ -241,7 +241,7 @@ class AdapterSettings(Settings):
 
 
 class EmbeddingSettings(Settings):
-    """Sentence representations for retrieval targets (protocol.md 4.6), recorded with every retrieval result.
+    """Sentence representations for retrieval targets (docs/protocol.md 4.6), recorded with every retrieval result.
 
     Presets name the two code bases: `jiant` (which ran X-STILTs; the default) mean-pools hidden layer 14 of 24
     for BUCC and Tatoeba; `xtreme` (XTREME's scripts) does the same for Tatoeba but takes BUCC's first-token

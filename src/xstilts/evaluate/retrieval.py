@@ -1,5 +1,5 @@
 """Retrieval targets (BUCC 2018, Tatoeba): sentence embeddings from any stage's encoder, exact
-nearest neighbours with faiss, and the scores exactly as protocol.md 4.4-4.6 defines them.
+nearest neighbours with faiss, and the scores exactly as docs/protocol.md 4.4-4.6 defines them.
 
 Sentence representation: one hidden layer (default the 14th of 24 for XLM-R Large, scaled for other
 depths; hidden_states[0] is the embedding output), mean-pooled under the attention mask or the first

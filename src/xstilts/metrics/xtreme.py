@@ -1,4 +1,4 @@
-"""Aggregation the XTREME way (protocol.md section 3).
+"""Aggregation the XTREME way (docs/protocol.md section 3).
 
 A task's score is the unweighted mean over its languages; a QA task's is (mean EM + mean F1) / 2.
 Sums run in a fixed order (XTREME's own script sums over a set, so its last digits vary).

@@ -1,7 +1,7 @@
 """Delimited text: XTREME's preprocessed TSVs, the XNLI and PAWS-X releases, GLUE TSVs, Cosmos QA CSV.
 
 XTREME wrote its TSVs with Python's csv writer, so a field containing a quote is itself quoted:
-they must be read with a csv reader, never with str.split (protocol.md section 6).
+they must be read with a csv reader, never with str.split (docs/protocol.md section 6).
 """
 
 from __future__ import annotations

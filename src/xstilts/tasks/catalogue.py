@@ -1,4 +1,4 @@
-"""The tasks of the original X-STILTs study (protocol.md sections 2 and 3), as declarative entries.
+"""The tasks of the original X-STILTs study (docs/protocol.md sections 2 and 3), as declarative entries.
 
 Each entry names its kind, languages, labels, metric, training defaults and two data sources:
 upstream release files (several known layouts, tried in order) and the public hub copy. Hub ids:

@@ -1,7 +1,7 @@
 """Token tagging: one label per word (UD-POS, PAN-X, CCG supertags).
 
 Schema: {"tokens": [str, ...], "tags": [str, ...]}. The first sub-token of each word carries the
-word's label; the other sub-tokens are ignored in the loss and the prediction (protocol.md 4.3).
+word's label; the other sub-tokens are ignored in the loss and the prediction (docs/protocol.md 4.3).
 A sentence longer than `max_length` sub-tokens is split into consecutive chunks of whole words, as
 XTREME's preprocessing does, and the chunks' predictions are joined again. A word the tokenizer maps
 to no token at all gets the fallback label "O" (the first label if the task has no "O"), so that

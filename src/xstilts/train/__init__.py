@@ -1,1 +1,1 @@
-"""Training one stage: the model (encoder + heads), chain-mode adapters, multi-task mixtures, the loop."""
+"""Training one stage: the model (encoder + heads), the chain modes' code (`modes/`), multi-task mixtures, the loop."""
