@@ -89,6 +89,11 @@ Seed = Annotated[int, Field(ge=0, lt=2**32, description="0 <= seed < 2**32 (nump
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
+def _spec_default(field_name: str) -> Any:
+    """The default a `TaskSpec` field has: a user's task definition defaults to what a built-in task does."""
+    return TaskSpec.__dataclass_fields__[field_name].default
+
+
 class TaskDefinition(Settings):
     """A task of the user's own: their files, one of the known kinds."""
 
@@ -97,22 +102,24 @@ class TaskDefinition(Settings):
     data_dir: AbsolutePath = Field(description="Directory with {split}-{language}.jsonl files in the kind's schema.")
     labels: Optional[list[str]] = Field(None, description="Label set (classification, tagging).")
     num_choices: Optional[int] = Field(None, gt=1, description="Multiple choice: candidates per example.")
-    allow_no_answer: bool = Field(False, description="QA: SQuAD v2.0-style unanswerable questions.")
+    allow_no_answer: bool = Field(
+        _spec_default("allow_no_answer"), description="QA: SQuAD v2.0-style unanswerable questions."
+    )
     metric: Optional[str] = None
-    train_language: Name = "en"
+    train_language: Name = _spec_default("train_language")
     dev_languages: list[Name] = Field(
         default_factory=list,
         description="Languages with a labelled dev file besides train_language (dev-<lang>.jsonl).",
     )
-    eval_split: Name = "test"
+    eval_split: Name = _spec_default("eval_split")
     parallel: Optional[Literal["line", "id"]] = Field(
-        None,
+        _spec_default("parallel"),
         description="The dev and test sets hold the same items in every language: 'line' (line i of each language's "
         "file is one item) or 'id' (QA: matched by question id); intervals then draw an item in every language at "
         "once. null: each language is its own sample.",
     )
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
-    description: str = ""
+    description: str = _spec_default("description")
 
     def to_spec(self, name: str) -> TaskSpec:
         return TaskSpec(

@@ -210,7 +210,7 @@ def _max_logit_difference(model: nn.Module, exported: nn.Module, spec: TaskSpec,
 def model_card(spec: TaskSpec, rows: list[dict[str, Any]], record: dict[str, Any], config: Any, version: str) -> str:
     """README.md of an exported model: what it is, how it was made, how well it transfers (dev and test)."""
     chain = record["chain"]
-    metric = rows[0].get("metric", "score")
+    metric = rows[0]["metric"]
     languages = sorted({row["language"] for row in rows})
     scores = {(row["split"], row["language"]): row["score"] for row in rows}
     iso = [lang for lang in languages if len(lang) in (2, 3) and lang.isalpha()]
@@ -244,7 +244,7 @@ def model_card(spec: TaskSpec, rows: list[dict[str, Any]], record: dict[str, Any
     for language in languages:
         cells = [scores.get((split, language)) for split in ("dev", "test")]
         lines.append(f"| {language} | " + " | ".join("" if c is None else f"{c:.2f}" for c in cells) + " |")
-    english = record.get("dev_metrics", {})
+    english = record["dev_metrics"]
     lines += [
         "",
         "English dev of the fine-tune: " + ", ".join(f"{k} {v:.2f}" for k, v in english.items()),
@@ -252,7 +252,7 @@ def model_card(spec: TaskSpec, rows: list[dict[str, Any]], record: dict[str, Any
         "## Training settings of the fine-tune",
         "",
         "```yaml",
-        yaml.safe_dump(record.get("settings", {}), sort_keys=False).strip(),
+        yaml.safe_dump(record["settings"], sort_keys=False).strip(),
         "```",
         "",
         "## Use",

@@ -85,7 +85,7 @@ def summarize_chains(rows: Iterable[ResultRow]) -> dict[str, Any]:
             },
         )
         target = chain["targets"].setdefault(
-            row["target"], {"metric": row["metric"], "languages": {}, "english_dev": row.get("english_dev", {})}
+            row["target"], {"metric": row["metric"], "languages": {}, "english_dev": row["english_dev"]}
         )
         target["languages"][row["language"]] = row["metrics"]
     for chain in chains.values():

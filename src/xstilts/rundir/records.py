@@ -83,7 +83,8 @@ RESULT_KEYS = ("chain", "chain_length", "chain_label", "target", "language", "me
 
 # What a record of an older run (or a hand-written one) may lack, filled once here: readers index the fields.
 RECORD_DEFAULTS: dict[str, Any] = {"mode": FULL, "seed": 0, "chain": []}  # stage, diagnostics and result records
-ROW_DEFAULTS: dict[str, Any] = {**RECORD_DEFAULTS, "split": TEST}  # result rows from before dev evaluation are test
+ROW_DEFAULTS: dict[str, Any] = {**RECORD_DEFAULTS, "split": TEST, "english_dev": {}}  # rows before dev evaluation: test
+STAGE_DEFAULTS: dict[str, Any] = {**RECORD_DEFAULTS, "files": {}, "dev_metrics": {}, "settings": {}}
 
 
 def complete_row(row: Mapping[str, Any]) -> ResultRow:
@@ -93,6 +94,11 @@ def complete_row(row: Mapping[str, Any]) -> ResultRow:
 
 def complete_rows(rows: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
     return [complete_row(row) for row in rows]
+
+
+def complete_stage_record(record: Mapping[str, Any]) -> StageRecord:
+    """A stage record (stage.json) with its defaulted fields present."""
+    return _with_defaults(record, STAGE_DEFAULTS)  # type: ignore[return-value]
 
 
 def complete_record(record: Mapping[str, Any]) -> dict[str, Any]:

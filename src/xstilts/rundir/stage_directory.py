@@ -29,7 +29,7 @@ from xstilts.rundir.layout import (
     evaluation_file,
     predictions_file,
 )
-from xstilts.rundir.records import complete_record
+from xstilts.rundir.records import complete_stage_record
 
 _HASHES: dict[tuple[int, int, int, int], str] = {}
 
@@ -87,10 +87,11 @@ def inspect_stage_dir(directory: Path, full: bool = False, identity: str | None 
         or (identity is not None and record["identity"] != identity)
     ):
         return StageState("damaged", problem=f"{path} is not the completion record of this stage")
-    problem = manifest_problem(Path(directory), record.get("files", {}), full)
+    record = complete_stage_record(record)
+    problem = manifest_problem(Path(directory), record["files"], full)
     if problem:
         return StageState("damaged", record, problem)
-    return StageState("pruned" if record.get("pruned") else "done", complete_record(record))
+    return StageState("pruned" if record.get("pruned") else "done", record)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class StageStore:
         record = self.record(identity, task)
         if record is None or record.get("pruned"):
             return 0
-        kept_files = {name: entry for name, entry in record.get("files", {}).items() if name.split("/", 1)[0] in keep}
+        kept_files = {name: entry for name, entry in record["files"].items() if name.split("/", 1)[0] in keep}
         write_json_atomic(directory / RECORD_FILE, {**record, "pruned": True, "files": kept_files})
         freed = 0
         for entry in directory.iterdir():

@@ -268,7 +268,7 @@ def measure_run(
 def _chain_bytes(target_stage_dir: Path) -> int:
     """Bytes on disk of the target stage plus every stage its encoder is built from."""
     record = StageDirectory(target_stage_dir).read_record("latency", full=False)
-    recipe = EncoderRecipe.from_json(record.get("encoder_recipe", {"base": ""}), target_stage_dir.parent)
+    recipe = EncoderRecipe.from_json(record.get("encoder_recipe") or {"base": ""}, target_stage_dir.parent)
     total = directory_bytes(target_stage_dir)
     for adapter in recipe.adapters:
         if Path(adapter).resolve().parent != target_stage_dir.resolve():

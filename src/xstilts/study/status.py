@@ -28,7 +28,7 @@ def run_status(run_dir: str | Path) -> str:
         progress = read_json_or_none(run.store.checkpoint(stage.identity, stage.task).progress, "checkpoint")
         if state.status in ("done", "pruned"):
             record = state.record
-            score = record.get("dev_metrics", {}).get(record.get("primary_metric"))
+            score = record["dev_metrics"].get(record.get("primary_metric"))
             detail = f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (
                 f"{score:.2f}" if isinstance(score, (int, float)) else "?"
             )
