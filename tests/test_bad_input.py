@@ -285,7 +285,7 @@ def test_unreadable_config_files(case, cli, sandbox):
 
 def test_missing_config_and_directory_in_its_place(cli, sandbox):
     refused(cli("run", sandbox / "work" / "nothing.yaml"), 2, "nothing.yaml: config file not found")
-    refused(cli("run", sandbox / "victim"), 2, "victim: config file not found")
+    refused(cli("run", sandbox / "victim"), 2, "victim: is a directory; expected an experiment YAML file")
 
 
 # --- task data met during a run ---------------------------------------------------------------------------
@@ -678,7 +678,7 @@ def test_data_prepare_refuses_bad_files_and_writes_nothing(cli, sandbox):
     refused(
         cli("data", "prepare", "--tasks", "pawsx,nope", "--output-dir", out, "--from", root), 2, "unknown task 'nope'"
     )
-    refused(cli("data", "check", root / "missing"), 2, "missing: not a directory")
+    refused(cli("data", "check", root / "missing"), 2, "missing: no such directory")
 
 
 # --- xstilts score ----------------------------------------------------------------------------------------
@@ -1157,7 +1157,8 @@ def test_command_line_options_are_checked(cli, sandbox):
         cli("demo", "--modes", "full,lora-fancy", "--output-dir", sandbox / "work" / "demo"), 2, "--modes", "lora-fancy"
     )
     assert not (sandbox / "work" / "demo").exists(), "the demo checks its options before writing"
-    refused(cli("report", sandbox / "work" / "nothing"), 2, "no results and no plan.json")
+    refused(cli("report", sandbox / "work" / "nothing"), 2, "nothing: no such directory")
+    refused(cli("report", sandbox / "work"), 2, "no results and no plan.json")
     refused(cli("status", sandbox / "work"), 2, "no plan.json")
     refused(cli("latency", sandbox / "work"), 2, "no fine-tuned target results to time")
     refused(cli("frobnicate"), 2, "No such command")

@@ -65,7 +65,7 @@ def test_unknown_key_names_file_line_and_key_path(tmp_path, valid_yaml):
     problems = problems_of(path)
     assert len(problems) == 1
     assert problems[0].startswith(
-        f"{path}:19: training.lerning_rate: unknown key; expected one of: learning_rate, weight_decay"
+        f"{path}:19: training.lerning_rate: unknown key (did you mean 'learning_rate'?); expected one of: learning_rate, weight_decay"
     )
 
 

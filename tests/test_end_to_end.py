@@ -157,7 +157,7 @@ def test_cli_run_and_report(tmp_path, tiny_encoder_dir, demo_tasks):
         text=True,
         timeout=120,
     )
-    assert missing.returncode == 2 and "no results and no plan.json; is this a run directory?" in missing.stderr
+    assert missing.returncode == 2 and "nothing: no such directory" in missing.stderr
 
 
 def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):

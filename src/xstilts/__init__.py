@@ -3,7 +3,7 @@
 The Python API the CLI is a thin layer over:
 
     import xstilts
-    config = xstilts.load_config("configs/example.yaml")   # validated; raises ConfigError
+    config = xstilts.load_config("configs/paper/x-stilts.yaml")   # validated; raises ConfigError
     summary = xstilts.run(config)                          # trains, evaluates, writes results
     summary = xstilts.read_results(config.output_dir)      # the same summary, read back later
     xstilts.write_report(config.output_dir)                # report.md + plot

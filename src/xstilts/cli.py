@@ -21,9 +21,11 @@ from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, des
 from xstilts.rundir.layout import RUN_LOG
 from xstilts.terms import SelectionRule
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, as git, pip and torchrun take it
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Cross-lingual intermediate-task training (X-STILTs).",
@@ -84,6 +86,15 @@ def _usage_error(option: str, message: str) -> XstiltsError:
     return XstiltsError(f"{option}: {message}")
 
 
+def _run_directory(path: Path) -> Path:
+    """A RUN_DIR argument that names something other than a directory fails here, saying what it names."""
+    if not path.exists():
+        raise XstiltsError(f"{path}: no such directory (RUN_DIR is the output_dir of a run)")
+    if not path.is_dir():
+        raise XstiltsError(f"{path}: is a file, not a run directory (RUN_DIR is the output_dir of a run)")
+    return path
+
+
 def _int_list(option: str, text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
@@ -126,7 +137,7 @@ def _load_with_overrides(
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML file."),
     overrides: list[str] = typer.Argument(None, metavar="KEY.PATH=VALUE", help=OVERRIDES_HELP),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Where the run writes (replaces output_dir)."),
     seed: int = typer.Option(None, "--seed", help="The run's seed (a study: study.seeds = [SEED])."),
@@ -160,7 +171,7 @@ def run(
     \b
     Examples:
       xstilts run exp.yaml
-      xstilts run exp.yaml training.learning_rate=2e-5 seed=3 -o runs/lr2e-5
+      xstilts run exp.yaml training.learning_rate=2e-5 --seed 3 -o runs/lr2e-5
       xstilts run exp.yaml --executor ray --address auto --no-progress
       xstilts run exp.yaml --tracker tensorboard   # then: tensorboard --logdir OUTPUT_DIR/trackers
     """
@@ -182,7 +193,7 @@ def run(
 
 @app.command()
 def plan(
-    config: Path = typer.Argument(..., help="Experiment or study YAML file."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment or study YAML file."),
     overrides: list[str] = typer.Argument(None, metavar="KEY.PATH=VALUE", help=OVERRIDES_HELP),
     output_dir: Path = typer.Option(
         None, "--output-dir", "-o", help="The run directory whose finished stages count as done (replaces output_dir)."
@@ -275,7 +286,9 @@ def demo(
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="A run's output directory, or several to merge into one report."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR", help="A run's output directory, or several to merge into one report."
+    ),
     output_dir: Path = typer.Option(
         None, "--output-dir", "-o", help="Where a merged report goes (default: the one run directory)."
     ),
@@ -291,11 +304,14 @@ def report(
     """
     from xstilts.analysis.report import write_report
 
+    run_dirs = [_run_directory(path) for path in run_dirs]
     typer.echo(f"report: {write_report(run_dirs if len(run_dirs) > 1 else run_dirs[0], output_dir, selection)}")
 
 
 @app.command()
-def status(run_dir: Path = typer.Argument(..., help="A run's output directory (running or finished).")) -> None:
+def status(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run's output directory (running or finished)."),
+) -> None:
     """What a run has done: stages done, in progress (last checkpoint) or waiting, and results found.
 
     \b
@@ -304,12 +320,12 @@ def status(run_dir: Path = typer.Argument(..., help="A run's output directory (r
     """
     from xstilts.study.status import run_status
 
-    typer.echo(run_status(run_dir))
+    typer.echo(run_status(_run_directory(run_dir)))
 
 
 @app.command()
 def latency(
-    run_dir: Path = typer.Argument(..., help="A finished run's output directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A finished run's output directory."),
     batch_sizes: str = typer.Option("1,32", help="Comma-separated batch sizes."),
     lengths: str = typer.Option("128,512", help="Comma-separated sequence lengths (tokens, no padding)."),
     repetitions: int = typer.Option(30, help="Timed forward passes per model and shape (interleaved)."),
@@ -350,8 +366,7 @@ def latency(
     from xstilts.rundir.lock import run_lock
     from xstilts.study.latency import measure_run
 
-    if not Path(run_dir).is_dir():
-        raise XstiltsError(f"{run_dir}: not a run directory")
+    _run_directory(run_dir)
     with run_lock(run_dir), run_log(run_dir):
         result = measure_run(run_dir, settings, progress)
     for group in result["groups"]:
@@ -407,7 +422,7 @@ def score(
 
 @app.command("export-predictions")
 def export_predictions(
-    run_dir: Path = typer.Argument(..., help="A run's output directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run's output directory."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where the submission folders go."),
     selection: SelectionRule = typer.Option(None, help="How the model per target is chosen (default: the run's)."),
 ) -> None:
@@ -420,7 +435,7 @@ def export_predictions(
     """
     from xstilts.export.submission import export_predictions as export
 
-    for target, exported in export(run_dir, output_dir, selection).items():
+    for target, exported in export(_run_directory(run_dir), output_dir, selection).items():
         how = "the other targets' dev scores" if exported["by_other_targets"] else "its dev score"
         typer.echo(f"{target:<14} {exported['chain']:<50} (chosen by {how})  {len(exported['files'])} files")
     typer.echo(f"predictions: {output_dir}")
@@ -428,7 +443,7 @@ def export_predictions(
 
 @app.command("export")
 def export(
-    run_dir: Path = typer.Argument(..., help="A run's output directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run's output directory."),
     chain: str = typer.Option(
         ...,
         "--chain",
@@ -452,7 +467,7 @@ def export(
     _setup(quiet=True)
     from xstilts.export.model import export_model
 
-    exported = export_model(run_dir, chain, target, output_dir, push_to_hub)
+    exported = export_model(_run_directory(run_dir), chain, target, output_dir, push_to_hub)
     typer.echo(
         f"exported {exported.target} after {exported.chain_label} ({exported.kind}) to {exported.directory} "
         f"(largest logit difference from xstilts' model on sample inputs: {exported.max_logit_difference:.1e})"
@@ -485,7 +500,7 @@ def retrieval_eval(
     typer.echo(json_text({"task": task, "language": lang, "metrics": result}))
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Prepare and check task data.")
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS, help="Prepare and check task data.")
 app.add_typer(data_app, name="data")
 
 
@@ -528,6 +543,11 @@ def data_prepare(
     )
     for name in names:
         registry.get(name)
+    if source is not None and not source.is_dir():
+        raise _usage_error(
+            "--from",
+            f"{source}: {'is a file' if source.exists() else 'no such directory'}; expected the directory of upstream or XTREME files",
+        )
     reports = prepare(registry, names, output_dir, source, from_hub, tag_inventory)
     for report in reports:
         unknown = f"  ({report.unknown_tags} unknown tags)" if report.unknown_tags else ""
@@ -542,7 +562,11 @@ def data_prepare(
 
 
 @data_app.command("check")
-def data_check(directory: Path = typer.Argument(..., help="A directory of upstream files or a prepared copy.")) -> None:
+def data_check(
+    directory: Path = typer.Argument(
+        ..., metavar="DIRECTORY", help="A directory of upstream files or a prepared copy."
+    ),
+) -> None:
     """Count examples per task, split and language, and report every problem found.
 
     \b
@@ -553,8 +577,15 @@ def data_check(directory: Path = typer.Argument(..., help="A directory of upstre
     from xstilts.tasks import default_registry
 
     if not directory.is_dir():
-        raise XstiltsError(f"{directory}: not a directory")
+        raise XstiltsError(
+            f"{directory}: {'is a file' if directory.exists() else 'no such directory'}; expected a directory of task files"
+        )
     reports, unrecognised = check(default_registry(), directory)
+    if not reports:
+        found = f"none of its {len(unrecognised)} files belongs" if unrecognised else "it holds no file that belongs"
+        raise XstiltsError(
+            f"{directory}: {found} to a known task layout (upstream, XTREME or a prepared copy; see xstilts data prepare --help)"
+        )
     problems = warnings = 0
     for report in reports:
         files = ", ".join(
@@ -600,13 +631,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _click_error(error: Exception, name: str) -> bool:
+    """Whether `error` is click's exception `name` (typer ships its own copy of click, so match by class name)."""
+    return any(cls.__name__ == name for cls in type(error).__mro__)
+
+
 def _report_error(error: Exception) -> int:
     """Print `error` as one line per problem on stderr; returns the exit status it calls for."""
     lines: list[str]
-    if hasattr(error, "show") and isinstance(
-        getattr(error, "exit_code", None), int
-    ):  # a usage error: click words it, naming the option
-        error.show()
+    if _click_error(error, "NoArgsIsHelpError"):  # `xstilts` or `xstilts data` alone: the help
+        typer.echo(error.ctx.get_help() if error.ctx is not None else error.format_message())
+        return 0
+    if _click_error(error, "UsageError"):  # click words it, naming the option; we print it as ours
+        if error.ctx is not None:
+            help_option = error.ctx.help_option_names[-1] if error.ctx.help_option_names else "--help"
+            typer.echo(f"{error.ctx.get_usage()}\nTry '{error.ctx.command_path} {help_option}' for help.", err=True)
+        typer.echo(f"error: {error.format_message()}", err=True)
+        return error.exit_code
+    if _click_error(error, "ClickException"):
+        typer.echo(f"error: {error.format_message()}", err=True)
         return error.exit_code
     if isinstance(error, typer.Abort):
         typer.echo("aborted", err=True)

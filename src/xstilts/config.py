@@ -484,8 +484,10 @@ def _describe_pydantic_error(error: dict[str, Any], model: type[BaseModel]) -> t
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
-        allowed = ", ".join(parent.model_fields) if parent else "a known key"
-        return loc, f"unknown key; expected one of: {allowed}"
+        known = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return loc, f"unknown key{hint}; expected one of: {', '.join(known) or 'a known key'}"
     if error["type"] == "missing":
         return loc, "required key is missing"
     if loc and loc[-1] == "[key]":  # a dict key (a task, variant or mixture name) failed its own check
@@ -605,6 +607,13 @@ def _repetition_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
 def _environment_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     """The output directory, the encoder, trackers and the files a search or the diagnostics need."""
     problems: list[tuple[Loc, str]] = []
+    if config.study is not None and "seed" in config.model_fields_set:
+        problems.append(
+            (
+                ("seed",),
+                f"a study takes its seeds from study.seeds (seed would change nothing); set study.seeds: [{config.seed}]",
+            )
+        )
     problems += _output_dir_problems(Path(config.output_dir))
     search = config.study.search if config.study else None
     if search is not None and search.guide == "estimate" and not (config.diagnostics and config.diagnostics.estimators):
@@ -998,6 +1007,8 @@ def load_config(
     `seed` is the run's seed: `study.seeds: [seed]` for a study, `seed` otherwise.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a directory; expected an experiment YAML file"])
     if not path.is_file():
         raise ConfigError([f"{path}: config file not found"])
     try:
