@@ -16,14 +16,65 @@ from xstilts.tasks import kind_of
 
 
 def test_linear_cka_exact_values():
+    """The plain (biased) estimator, by hand."""
     x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
-    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, x, debiased=False) == pytest.approx(1.0)
     # y keeps only the first coordinate: X^T Y = [[2], [0]], ||.||^2 = 4; ||X^T X|| = ||2 I|| = 2*sqrt(2); ||Y^T Y|| = 2
     y = x[:, :1]
-    assert linear_cka(x, y) == pytest.approx(4 / (2 * np.sqrt(2) * 2))
-    assert linear_cka(x, x[:, 1:]) == pytest.approx(1 / np.sqrt(2))
+    assert linear_cka(x, y, debiased=False) == pytest.approx(4 / (2 * np.sqrt(2) * 2))
+    assert linear_cka(x, x[:, 1:], debiased=False) == pytest.approx(1 / np.sqrt(2))
     # orthogonal: the two coordinates carry unrelated information
-    assert linear_cka(x[:, :1], x[:, 1:]) == pytest.approx(0.0)
+    assert linear_cka(x[:, :1], x[:, 1:], debiased=False) == pytest.approx(0.0)
+
+
+def _unbiased_hsic(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
+    """Song et al. (2012)'s unbiased HSIC from two Gram matrices, written independently of the code under test."""
+    n = len(gram_x)
+    gram_x, gram_y = gram_x.copy(), gram_y.copy()
+    np.fill_diagonal(gram_x, 0.0)
+    np.fill_diagonal(gram_y, 0.0)
+    ones = np.ones(n)
+    return float(
+        (
+            np.trace(gram_x @ gram_y)
+            + (ones @ gram_x @ ones) * (ones @ gram_y @ ones) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * ones @ gram_x @ gram_y @ ones
+        )
+        / (n * (n - 3))
+    )
+
+
+def test_debiased_linear_cka_is_the_unbiased_hsic_ratio_and_about_zero_for_unrelated_inputs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 7))
+    x, y = x - x.mean(0), y - y.mean(0)
+    gram_x, gram_y = x @ x.T, y @ y.T
+    expected = _unbiased_hsic(gram_x, gram_y) / np.sqrt(_unbiased_hsic(gram_x, gram_x) * _unbiased_hsic(gram_y, gram_y))
+    assert linear_cka(x, y) == pytest.approx(expected, abs=1e-12)
+    for n, width in ((500, 1024), (100, 128), (50, 768)):  # few examples against many dimensions
+        a, b = rng.normal(size=(n, width)), rng.normal(size=(n, width))
+        assert linear_cka(a, b, debiased=False) > 0.5, "the plain estimator's upward bias, for the record"
+        assert abs(linear_cka(a, b)) < 0.05, (n, width)
+        assert linear_cka(a, 2.0 * a + 1.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_diagnostics_refuse_non_finite_numbers(bad):
+    from xstilts.metrics.transferability import knn_accuracy, logme
+
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    broken = x.copy()
+    broken[3, 1] = bad
+    labels = np.arange(20) % 2
+    for call in (
+        lambda: linear_cka(broken, x),
+        lambda: linear_cka(x, broken, debiased=False),
+        lambda: retrieval_accuracy(broken, x),
+        lambda: logme(broken, labels),
+        lambda: knn_accuracy(broken, labels),
+    ):
+        with pytest.raises(ValueError, match="1 of 80 values are NaN or infinite"):
+            call()
 
 
 def test_linear_cka_invariances_and_unrelated_data():

@@ -16,12 +16,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from xstilts.metrics import finite_matrix
+
 ESTIMATORS = ("logme", "knn")
 
 
 def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> float:
     """LogME of integer `labels` (n,) given `features` (n, d); the reference algorithm of You et al. 2021."""
-    f = np.asarray(features, dtype=np.float64)
+    f = finite_matrix("logme: features", features)
     y = np.asarray(labels)
     if f.ndim != 2 or len(f) != len(y) or len(f) < 2:
         raise ValueError(f"logme: expected features (n, d) and n labels, n >= 2; got {f.shape} and {y.shape}")
@@ -58,7 +60,7 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     """Leave-one-out accuracy (%) of a majority vote of the k most cosine-similar other examples."""
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    x = torch.as_tensor(finite_matrix("knn_accuracy: features", features).astype(np.float32))
     y = torch.as_tensor(np.asarray(labels)).long()
     if len(x) <= k:
         raise ValueError(f"knn_accuracy: needs more than k = {k} examples, got {len(x)}")
