@@ -218,6 +218,40 @@ def test_estimators_are_judged_by_rank_agreement_and_regret():
     assert lower <= 1.0 <= upper + 1e-12
 
 
+def test_regret_is_given_relative_to_the_best_too_and_a_constant_estimator_has_no_tau():
+    from xstilts.analysis.diagnostics_tables import diagnostics_tables
+    from xstilts.results.diagnostics import judge_estimates, summarise
+
+    chains = [(), ("a",), ("b",), ("a", "b"), ("b", "a")]
+    scores = [50.0, 52.0, 49.0, 55.0, 51.0]
+    rows = [_row(c, "t", s) for c, s in zip(chains, scores)]
+    records = [_record(c, s / 10) for c, s in zip(chains, scores)]
+    knn = judge_estimates(records, rows)["t"]["knn"]
+    assert knn["relative_regret_at_1"]["estimate"] == pytest.approx(100 * (55.0 - 49.0) / 55.0)
+    assert knn["relative_regret_at_3"]["estimate"] == pytest.approx(100 * (55.0 - 51.0) / 55.0)
+    assert "3 chains" in knn["kendall_tau"]["method"], "prefixes are drawn with their chain"
+    constant = [_record(c, 1.0) for c in chains]
+    logme = judge_estimates(constant, rows)["t"]["logme"]
+    assert logme["kendall_tau"] == {"estimate": None, "n": 5, "undefined": "the estimates are all equal"}
+    tables = diagnostics_tables(summarise(constant, rows))
+    estimates = next(table for title, table, _ in tables if title.startswith("Transfer estimates"))
+    assert estimates[0][3:6] == ["Kendall tau", "regret@1 (points)", "regret@1 (% of best)"]
+    assert "undefined: the estimates are all equal" in estimates[1] and "nan" not in str(estimates)
+
+
+def test_drawing_whole_clusters_is_wider_than_drawing_their_copies_as_independent_pairs():
+    from xstilts.results.statistics import paired_statistic, seeded
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=4), rng.normal(size=4)
+    copies = np.repeat(np.arange(4), 6)  # each pair six times, as the prefixes of a chain share its stages
+    spread = {}
+    for clusters in (None, list(copies)):
+        found = paired_statistic(x[copies], y[copies], lambda a, b: float(np.mean(a - b)), seeded("t"), clusters)
+        spread[clusters is None] = found.upper - found.lower
+    assert spread[False] > 1.8 * spread[True], spread
+
+
 def test_control_prefixes_are_not_points_of_the_study():
     from xstilts.results.diagnostics import summarise
 

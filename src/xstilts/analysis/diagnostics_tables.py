@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 Table = list[list[str]]
 
 EXPLANATION = (
@@ -27,13 +29,18 @@ ESTIMATES_EXPLANATION = (
     "LogME and leave-one-out k-NN accuracy of each prefix encoder's frozen features on the target's English "
     "training sample, against the target's measured test score after that prefix (mean over languages). "
     "Kendall tau over the prefixes; regret@m: how far the best measured score among the estimator's top m "
-    "prefixes falls below the best of all (0 = it found the best). Intervals resample the prefixes."
+    "prefixes falls below the best of all, in points and in % of the best (the published form, Poth et al. 2021; "
+    "0 = it found the best). Intervals resample whole chains (the prefixes of a chain share their stages)."
 )
 
 
 def _cell(entry: Mapping[str, Any] | None, digits: int) -> str:
     if not entry:
         return "-"
+    if entry.get("undefined"):
+        return f"undefined: {entry['undefined']}"
+    if entry.get("estimate") is None or not np.isfinite(entry["estimate"]):
+        return "undefined"
     text = f"{entry['estimate']:.{digits}f}"
     if entry.get("lower") is None:
         return f"{text} (n = {entry.get('n', 1)})"
@@ -87,7 +94,18 @@ def diagnostics_tables(summary: Mapping[str, Any]) -> list[tuple[str, Table, lis
         sections.append((f"Forgetting of earlier tasks{suffix}", table, [FORGETTING_EXPLANATION]))
     estimates = summary.get("estimates", {})
     if estimates:
-        table = [["target", "estimator", "prefixes", "Kendall tau", "regret@1", "regret@3"]]
+        table = [
+            [
+                "target",
+                "estimator",
+                "prefixes",
+                "Kendall tau",
+                "regret@1 (points)",
+                "regret@1 (% of best)",
+                "regret@3 (points)",
+                "regret@3 (% of best)",
+            ]
+        ]
         for target, by_estimator in sorted(estimates.items()):
             for estimator, judged in by_estimator.items():
                 table.append(
@@ -97,7 +115,9 @@ def diagnostics_tables(summary: Mapping[str, Any]) -> list[tuple[str, Table, lis
                         str(judged["prefixes"]),
                         _cell(judged["kendall_tau"], 2),
                         _cell(judged["regret_at_1"], 1),
+                        _cell(judged.get("relative_regret_at_1"), 1),
                         _cell(judged["regret_at_3"], 1),
+                        _cell(judged.get("relative_regret_at_3"), 1),
                     ]
                 )
         sections.append(("Transfer estimates against measured results (test)", table, [ESTIMATES_EXPLANATION]))

@@ -111,36 +111,64 @@ def _mean(values: Sequence[float | None]) -> dict[str, Any] | None:
 def judge_estimates(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> dict[str, dict[str, Any]]:
     """target -> estimator -> Kendall tau between the estimate and the measured test score over prefixes, and
     regret@1 / regret@3: how far the best measured score of the estimator's top 1 / top 3 prefixes falls below
-    the best measured score of all."""
+    the best measured score of all, in points and relative to the best (in %, the form of Poth et al. 2021 and
+    Renggli et al. 2022). Intervals draw whole chains (prefixes that share a first task share their stages)."""
     measured = measured_scores(rows)
     judged: dict[str, dict[str, Any]] = {}
     for target, scores in sorted(measured.items()):
         for estimator in ("logme", "knn"):
-            pairs = [
-                (record["estimates"][target][estimator], scores[_key(record)])
-                for record in records
+            found = [
+                (record["estimates"][target][estimator], scores[_key(record)], _chain_cluster(record))
+                for record in map(complete_record, records)
                 if _key(record) in scores and estimator in record.get("estimates", {}).get(target, {})
             ]
-            if len(pairs) < 2:
+            if len(found) < 2:
                 continue
-            estimates, values = (np.array(column, dtype=float) for column in zip(*pairs))
+            estimates, values = (np.array([item[i] for item in found], dtype=float) for i in (0, 1))
+            clusters = [item[2] for item in found]
             rng = seeded("estimates", target, estimator)
             judged.setdefault(target, {})[estimator] = {
-                "prefixes": len(pairs),
-                "kendall_tau": paired_statistic(estimates, values, _tau, rng).to_json(),
-                "regret_at_1": paired_statistic(estimates, values, _regret(1), rng).to_json(),
-                "regret_at_3": paired_statistic(estimates, values, _regret(3), rng).to_json(),
+                "prefixes": len(found),
+                "kendall_tau": _tau_entry(estimates, values, rng, clusters),
+                **{
+                    name: paired_statistic(estimates, values, function, rng, clusters).to_json()
+                    for name, function in (
+                        ("regret_at_1", _regret(1)),
+                        ("regret_at_3", _regret(3)),
+                        ("relative_regret_at_1", _regret(1, relative=True)),
+                        ("relative_regret_at_3", _regret(3, relative=True)),
+                    )
+                },
             }
     return judged
+
+
+def _chain_cluster(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cluster a prefix's record belongs to: its first task (k = 0 alone), as the report's runs are grouped."""
+    return tuple(record["chain"][:1])
+
+
+def _tau_entry(
+    estimates: np.ndarray, values: np.ndarray, rng: np.random.Generator, clusters: Sequence[Any]
+) -> dict[str, Any]:
+    """Kendall tau with its interval, or why it is undefined (no ranking to compare)."""
+    for name, column in (("estimates", estimates), ("measured scores", values)):
+        if len(np.unique(column)) < 2:
+            return {"estimate": None, "n": len(column), "undefined": f"the {name} are all equal"}
+    return paired_statistic(estimates, values, _tau, rng, clusters).to_json()
 
 
 def _tau(estimates: np.ndarray, values: np.ndarray) -> float:
     return float(kendalltau(estimates, values).statistic)
 
 
-def _regret(top: int):
+def _regret(top: int, relative: bool = False):
     def regret(estimates: np.ndarray, values: np.ndarray) -> float:
         chosen = np.argsort(-estimates, kind="stable")[:top]
-        return float(values.max() - values[chosen].max())
+        lost = float(values.max() - values[chosen].max())
+        if not relative:
+            return lost
+        best = float(values.max())
+        return 100.0 * lost / best if best > 0 else float("nan")
 
     return regret

@@ -279,21 +279,46 @@ def mean_interval(values: Sequence[float]) -> Interval:
 
 
 def paired_statistic(
-    x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float], rng: np.random.Generator
+    x: np.ndarray,
+    y: np.ndarray,
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    rng: np.random.Generator,
+    clusters: Sequence[Hashable] | None = None,
 ) -> Interval:
-    """`statistic(x, y)` of paired observations with a percentile interval from resampling the pairs; draws where
-    the statistic is undefined (a resample with one distinct value) are left out."""
+    """`statistic(x, y)` of paired observations with a percentile interval from resampling them; draws where the
+    statistic is undefined (a resample with one distinct value) are left out.
+
+    With `clusters`, whole clusters are drawn (every pair of a drawn cluster comes along), as pairs that share
+    a cluster are not independent: the prefixes of one chain are nested in each other.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     estimate = float(statistic(x, y))
-    if len(x) < 3:
+    groups = _cluster_indices(len(x), clusters)
+    if len(groups) < 3:
         return Interval(estimate, n=len(x))
-    draws = rng.integers(0, len(x), size=(RESAMPLES, len(x)))
-    sample = np.array([statistic(x[d], y[d]) for d in draws], dtype=float)
+    picks = rng.integers(0, len(groups), size=(RESAMPLES, len(groups)))
+    sample = []
+    for pick in picks:
+        drawn = np.concatenate([groups[i] for i in pick])
+        sample.append(statistic(x[drawn], y[drawn]))
+    sample = np.array(sample, dtype=float)
     sample = sample[np.isfinite(sample)]
     if len(sample) < RESAMPLES // 2:
         return Interval(estimate, n=len(x))
     low, high = percentile_interval(sample)
-    return Interval(estimate, low, high, len(x), "bootstrap over pairs")
+    method = "bootstrap over pairs" if clusters is None else f"bootstrap over {len(groups)} chains (clusters)"
+    return Interval(estimate, low, high, len(x), method)
+
+
+def _cluster_indices(n: int, clusters: Sequence[Hashable] | None) -> list[np.ndarray]:
+    if clusters is None:
+        return [np.array([i]) for i in range(n)]
+    if len(clusters) != n:
+        raise ValueError(f"paired_statistic: {len(clusters)} cluster labels for {n} pairs")
+    members: dict[Hashable, list[int]] = {}
+    for index, label in enumerate(clusters):
+        members.setdefault(label, []).append(index)
+    return [np.array(indices) for indices in members.values()]
 
 
 def ols_slope(lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
