@@ -332,3 +332,33 @@ def test_summaries_do_not_depend_on_the_order_records_are_read_in():
     summary = summarise(records, rows)
     assert summary["by_length"]["full"][1]["cka_pretrained_last"]["lower"] is not None
     assert summarise([records[i] for i in (3, 0, 4, 1, 2)], rows) == summary
+
+
+@pytest.mark.parametrize("windows", ["xtreme", "huggingface"])
+def test_qa_transfer_estimates_read_context_tokens_only(windows, tiny_tokenizer):
+    """An XLM-R tokenizer returns no token type ids, so they cannot separate question from context: the probe
+    features of a QA target are the context tokens by the tokenizer's sequence ids, nothing of the question."""
+    from xstilts.evaluate.diagnostics import context_tokens
+    from xstilts.settings import TrainingSettings
+    from xstilts.tasks import KIND_IMPLEMENTATIONS
+    from xstilts.tasks.registry import LocalFiles, TaskSpec
+
+    context = "the cat sees the dog near the river and the bird sings"
+    question = "who sings near the river"
+    example = {
+        "id": "q0",
+        "question": question,
+        "context": context,
+        "answers": {"text": ["the bird"], "answer_start": [42]},
+    }
+    spec = TaskSpec(name="qa_probe", kind="qa", languages=("en",), data=LocalFiles(Path(".")))
+    settings = TrainingSettings(max_length=64, doc_stride=16, qa_windows=windows)
+    kind = KIND_IMPLEMENTATIONS["qa"]
+    features = kind.build_features([example], tiny_tokenizer, spec, settings, training=True)
+    assert "token_type_ids" not in tiny_tokenizer(question, context), "the XLM-R-style tokenizer has no type ids"
+    batch = kind.collate(features, tiny_tokenizer.pad_token_id)
+    mask = context_tokens(features, batch["input_ids"].shape[1])
+    selected = batch["input_ids"][mask].tolist()
+    context_ids = tiny_tokenizer(context, add_special_tokens=False)["input_ids"]
+    assert selected == context_ids, "exactly the context's tokens, in order"
+    assert mask.sum() < batch["attention_mask"].sum(), "the question and special tokens are left out"

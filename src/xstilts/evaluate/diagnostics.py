@@ -183,9 +183,7 @@ def frozen_features(
             positions = torch.arange(hidden.shape[1], device=device)
             inside = (positions >= batch["start_position"][:, None]) & (positions <= batch["end_position"][:, None])
             inside &= batch["start_position"][:, None] > 0
-            keep = batch["attention_mask"].bool()
-            if "token_type_ids" in batch and batch["token_type_ids"].any():
-                keep &= batch["token_type_ids"].bool()
+            keep = context_tokens(features[start : start + batch_size], hidden.shape[1]).to(device)
             xs.append(hidden[keep])
             ys.append(inside[keep].long())
     encoder.train(was_training)
@@ -195,6 +193,17 @@ def frozen_features(
         chosen = sorted(random.Random(0).sample(range(len(y)), MAX_TOKEN_FEATURES))
         x, y = x[chosen], y[chosen]
     return x, y
+
+
+def context_tokens(features: Sequence[Any], length: int) -> torch.Tensor:
+    """(batch, length) mask of the context tokens of QA windows: the tokens the tokenizer's sequence ids put in the
+    second sequence (their character offsets are recorded; question, special and padding tokens have -1). Token
+    type ids cannot tell them apart for XLM-R, whose tokenizer returns none."""
+    mask = torch.zeros((len(features), length), dtype=torch.bool)
+    for row, feature in enumerate(features):
+        offsets = np.asarray(feature["offsets"])
+        mask[row, : len(offsets)] = torch.from_numpy(offsets[:, 0] >= 0)
+    return mask
 
 
 @dataclass
