@@ -232,19 +232,28 @@ def plan(
 def _print_search_plan(experiment: Any) -> None:
     """A searching study's plan is made round by round: print its bounds against the exhaustive study."""
     from xstilts.results.search import exhaustive_stage_count
-    from xstilts.study.search import most_stages
+    from xstilts.study.search import most_stages, prefix_budget, runs_per_prefix
 
     study, search = experiment.study, experiment.study.search
     limit = len(study.pool) if study.max_chain_length is None else study.max_chain_length
     width = 1 if search.strategy == "greedy" else search.width
-    bound = most_stages(len(study.pool), limit, width, search.budget)
-    exhaustive = exhaustive_stage_count(len(study.pool), limit)
+    runs = runs_per_prefix(experiment)
+    bound = most_stages(len(study.pool), limit, width, prefix_budget(experiment)) * runs
+    exhaustive = exhaustive_stage_count(len(study.pool), limit) * runs
+    ranked = (
+        "on the targets' mean dev score"
+        if search.guide == "dev"
+        else "by the diagnostics' transfer estimate (targets are fine-tuned after k = 0 and the chain found only)"
+    )
     typer.echo(
         f"a {search.strategy} search (width {width}) over {len(study.pool)} tasks up to K = {limit}, seeds "
-        f"{study.seeds}: its chains are chosen round by round on dev scores, so the stage graph is not known in advance"
+        f"{study.seeds}, chain modes {', '.join(experiment.chain_modes)}: its chains are chosen round by round "
+        f"{ranked}, so the stage graph is not known in advance"
     )
-    typer.echo(f"stages to train, at most          {bound:>8}")
+    typer.echo(f"stages to train, at most          {bound:>8}  (every seed and chain mode: {runs} per prefix)")
     typer.echo(f"stages of the exhaustive study     {exhaustive:>8}  (orders: {{all: true}})")
+    if search.budget is not None:
+        typer.echo(f"budget                            {search.budget:>8}  stages")
 
 
 @app.command()

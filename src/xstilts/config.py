@@ -260,7 +260,10 @@ class SearchConfig(Settings):
     )
     width: int = Field(2, ge=1, le=1000, description="Beam: prefixes extended each round (greedy: 1).")
     budget: Optional[int] = Field(
-        None, gt=0, description="At most this many intermediate stages trained; null: no limit."
+        None,
+        gt=0,
+        description="At most this many intermediate stages trained, every seed and chain mode counted (a prefix under "
+        "3 seeds and 1 mode is 3 stages), as `xstilts plan` counts them; null: no limit.",
     )
     guide: Literal["dev", "estimate"] = Field(
         "dev",
@@ -538,7 +541,35 @@ def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
     problems += _chain_problems(config, registry, shared_settings_ok)
     problems += _target_problems(config, registry, shared_settings_ok)
+    problems += _search_problems(config, registry)
     problems += _control_problems(config, registry)
+    return problems
+
+
+def _search_problems(config: ExperimentConfig, registry: TaskRegistry) -> list[tuple[Loc, str]]:
+    """A search that could not rank anything, or whose budget pays for no prefix."""
+    search = config.study.search if config.study else None
+    if search is None:
+        return []
+    problems: list[tuple[Loc, str]] = []
+    targets = [registry.get(t.task) for t in config.targets if t.task in registry]
+    if search.guide == "dev" and targets and not any(spec.has_dev and not spec.dev_is_test for spec in targets):
+        problems.append(
+            (
+                ("study", "search", "guide"),
+                "guide: dev ranks chains by the targets' dev scores, but none of "
+                f"{', '.join(spec.name for spec in targets)} has a dev split it may choose on (no dev split, or a dev "
+                "read from the test files); add a target with one, or use guide: estimate",
+            )
+        )
+    runs = len(config.study.seeds) * len(config.chain_modes)
+    if search.budget is not None and search.budget < runs:
+        problems.append(
+            (
+                ("study", "search", "budget"),
+                f"budget: {search.budget} stages pay for no prefix (each costs {runs}: one per seed and chain mode)",
+            )
+        )
     return problems
 
 

@@ -38,8 +38,9 @@ def exhaustive_stage_count(pool: int, limit: int) -> int:
 
 
 def dev_scores(rows: Sequence[ResultRow], config: ExperimentConfig, split: str = DEV) -> dict[Chain, float]:
-    """chain -> the mean over targets (those that can choose on dev) of the target's dev score (mean over its dev
-    languages, or English only with `selection: dev-en`), averaged over seeds; the chain's study rows only."""
+    """chain -> the mean over targets (those that can choose on dev) of the target's score on `split` (dev: the mean
+    over its dev languages, or English only with `selection: dev-en`; test: always every language, zero-shot),
+    averaged over seeds; the chain's study rows only."""
     by_chain: dict[Chain, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     blind = dev_is_test([t.task for t in config.targets])
     for row in _dev_rows(rows, config, blind, split):
@@ -58,7 +59,7 @@ def _dev_rows(
         and not row.get("control")
         and row["mode"] == config.chain_modes[0]
         and row["target"] not in blind
-        and (config.selection == "dev" or row["language"] == "en")
+        and (config.selection == "dev" or split != DEV or row["language"] == "en")
     ]
 
 

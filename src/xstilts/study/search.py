@@ -43,8 +43,9 @@ def run_search(config: ExperimentConfig, progress: bool = True) -> dict[str, Any
     while beam and len(beam[0]) < limit:
         candidates = [prefix + (task,) for prefix in beam for task in study.pool if task not in prefix]
         candidates = [c for c in dict.fromkeys(candidates) if c not in explored]
-        if search.budget is not None:
-            candidates = candidates[: max(0, search.budget - (len(explored) - 1))]
+        prefixes_left = prefix_budget(config)
+        if prefixes_left is not None:
+            candidates = candidates[: max(0, prefixes_left - (len(explored) - 1))]
         if not candidates:
             break
         explored += candidates
@@ -133,9 +134,20 @@ def estimate_scores(records: Sequence[Mapping[str, Any]], config: ExperimentConf
     return {chain: float(np.mean(r)) for chain, r in ranks.items()}
 
 
+def runs_per_prefix(config: ExperimentConfig) -> int:
+    """Stages one prefix costs: it is trained under every seed in every chain mode. The budget counts these."""
+    return len(config.study.seeds) * len(config.chain_modes)
+
+
+def prefix_budget(config: ExperimentConfig) -> int | None:
+    """How many prefixes the stage budget pays for (None: no budget)."""
+    budget = config.study.search.budget
+    return None if budget is None else budget // runs_per_prefix(config)
+
+
 def _costs(config: ExperimentConfig, prefixes: int, exhaustive_prefixes: int) -> dict[str, int]:
     """Stages and target fine-tunes of the search and of the exhaustive study (every seed and chain mode)."""
-    runs = len(config.study.seeds) * len(config.chain_modes)
+    runs = runs_per_prefix(config)
     targets = _trainable_targets(config)
     return {
         "stages_trained": prefixes * runs,
@@ -146,8 +158,9 @@ def _costs(config: ExperimentConfig, prefixes: int, exhaustive_prefixes: int) ->
 
 
 def most_stages(pool: int, limit: int, width: int, budget: int | None) -> int:
-    """The most intermediate stages a search can train: round k extends `width` prefixes (1 in round 1) by the
-    pool tasks not in them, within the budget and never beyond the exhaustive study."""
+    """The most prefixes a search can train (each costs `runs_per_prefix` stages): round k extends `width` prefixes
+    (1 in round 1) by the pool tasks not in them, within a budget of `budget` prefixes and never beyond the
+    exhaustive study."""
     total = sum(min(math.perm(pool, k), (1 if k == 1 else width) * (pool - k + 1)) for k in range(1, limit + 1))
     total = min(total, exhaustive_stage_count(pool, limit))
     return min(total, budget) if budget is not None else total
