@@ -638,7 +638,7 @@ def _repetition_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
 def _environment_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     """The output directory, the encoder, trackers and the files a search or the diagnostics need."""
     problems: list[tuple[Loc, str]] = []
-    if config.study is not None and "seed" in config.model_fields_set:
+    if config.study is not None and "seed" in config.model_fields_set and config.seed != 0:  # 0: older resolved configs
         problems.append(
             (
                 ("seed",),
@@ -1087,4 +1087,6 @@ def _repeated_keys(node: yaml.Node | None, loc: Loc) -> list[tuple[Loc, int, int
 
 def config_to_yaml(config: ExperimentConfig) -> str:
     """The resolved config as YAML (saved beside the artifacts it produced)."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
+    exclude = {"seed"} if config.study is not None else set()  # a study's seeds are study.seeds
+    dumped = config.model_dump(mode="json", exclude_none=True, exclude=exclude)
+    return yaml.safe_dump(dumped, sort_keys=False, allow_unicode=True)
