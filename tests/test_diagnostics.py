@@ -362,3 +362,26 @@ def test_qa_transfer_estimates_read_context_tokens_only(windows, tiny_tokenizer)
     context_ids = tiny_tokenizer(context, add_special_tokens=False)["input_ids"]
     assert selected == context_ids, "exactly the context's tokens, in order"
     assert mask.sum() < batch["attention_mask"].sum(), "the question and special tokens are left out"
+
+
+def test_the_transfer_against_latency_plot_draws_both_intervals_over_the_noise_floor(tmp_path, monkeypatch):
+    """Latency ratios of 1.003 and 1.005 inside a 6.5% noise floor must not read as a trend: each point carries its
+    latency interval and the plot shades the floor."""
+    from xstilts.analysis import plots
+
+    gains = {str(k): {"estimate": g, "lower": g - 2, "upper": g + 2} for k, g in ((1, 1.0), (2, 1.5))}
+    effects = {"full": {"test": {"targets": {"t": {"gains": gains}}, "average": None}}}
+    models = [
+        {"name": f"k{k}", "chain_length": k, "ratio_to_k0": r, "ratio_ci95": [r - 0.02, r + 0.03]}
+        for k, r in ((0, 1.0), (1, 1.003), (2, 1.005))
+    ]
+    latency = {"groups": [{"mode": "full", "models": models, "noise_floor": {"ci95": [0.97, 1.065]}}]}
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or [path])
+    assert plots.tradeoff(effects, latency, tmp_path / "tradeoff.png")
+    axes = drawn[0].axes[0]
+    low, high = axes.get_xlim()
+    assert low <= 0.97 and high >= 1.065, "the axis shows the whole noise floor"
+    assert any(patch.get_label().startswith("latency noise floor") for patch in axes.patches)
+    bars = [c for c in axes.containers if getattr(c, "has_xerr", False)]
+    assert bars and bars[0].has_yerr, "latency and gain intervals on every point"

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xstilts.terms import TEST
 
 
@@ -164,7 +166,9 @@ def latency_panels(latency: Mapping[str, Any], path: Path) -> list[Path]:
 
 
 def tradeoff(effects: Mapping[str, Any], latency: Mapping[str, Any] | None, path: Path) -> list[Path]:
-    """Gain of the average (or the only target) against the latency ratio, one point per (mode, k)."""
+    """Gain of the average (or the only target) against the latency ratio, one point per (mode, k), each with both
+    intervals, over the band of the latency noise floor (the k = 0 model timed twice as two models): a ratio
+    inside the band is not a measured slowdown."""
     if latency is None:
         return []
     points = []
@@ -175,17 +179,21 @@ def tradeoff(effects: Mapping[str, Any], latency: Mapping[str, Any] | None, path
         name = found.get("average") or sorted(found["targets"])[0]
         gains = {int(k): v for k, v in found["targets"][name]["gains"].items()}
         for k, gain in sorted(gains.items()):
-            ratios = [
-                m["ratio_to_k0"]
+            models = [
+                m
                 for g in latency["groups"]
                 if g["mode"] == mode
                 for m in g["models"]
                 if m["chain_length"] == k and not m["name"].endswith("(twin)")
             ]
-            if ratios:
-                points.append((mode, k, sum(ratios) / len(ratios), gain))
+            if models:
+                ratio = float(np.mean([m["ratio_to_k0"] for m in models]))
+                low = float(np.mean([m["ratio_ci95"][0] for m in models]))
+                high = float(np.mean([m["ratio_ci95"][1] for m in models]))
+                points.append((mode, k, ratio, gain, (low, high)))
     if not points:
         return []
+    floors = [g["noise_floor"]["ci95"] for g in latency["groups"] if g.get("noise_floor", {}).get("ci95")]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=110)
     for mode in sorted({p[0] for p in points}):
@@ -195,14 +203,26 @@ def tradeoff(effects: Mapping[str, Any], latency: Mapping[str, Any] | None, path
             [p[3]["estimate"] - p[3]["lower"] if p[3].get("lower") is not None else 0 for p in mine],
             [p[3]["upper"] - p[3]["estimate"] if p[3].get("upper") is not None else 0 for p in mine],
         ]
-        ax.errorbar(x, y, yerr=errors if any(any(e) for e in errors) else None, marker="o", linestyle="", label=mode)
+        x_errors = [[p[2] - p[4][0] for p in mine], [p[4][1] - p[2] for p in mine]]
+        ax.errorbar(
+            x,
+            y,
+            xerr=x_errors,
+            yerr=errors if any(any(e) for e in errors) else None,
+            marker="o",
+            linestyle="",
+            label=mode,
+        )
         for p in mine:
             ax.annotate(
                 f"k={p[1]}", (p[2], p[3]["estimate"]), fontsize="x-small", xytext=(4, 4), textcoords="offset points"
             )
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.axvline(1.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("latency / latency at k = 0 (mean over measured targets)")
+    if floors:
+        low, high = min(f[0] for f in floors), max(f[1] for f in floors)
+        ax.axvspan(low, high, color="grey", alpha=0.15, label="latency noise floor (k = 0 timed twice)")
+    ax.set_xlabel("latency / latency at k = 0 (mean over measured targets), 95% interval")
     ax.set_ylabel("gain over k = 0 (test)")
     ax.set_title("Transfer against latency", fontsize="small")
     ax.grid(alpha=0.3)
