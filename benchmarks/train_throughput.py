@@ -16,7 +16,8 @@ All train exactly one epoch over the same tokenised features (so every method tr
 tokens, in its own order); real tokens are the non-pad tokens of the batches trained on. A fourth
 row, `xstilts-compile`, is xstilts with `compile: true` (its compile time shows in time to first step). Each (method, task) runs in its own process, so peak memory is that process's own.
 
-    python benchmarks/train_throughput.py                       # CPU, tiny model, about a minute
+    python benchmarks/train_throughput.py                       # CPU, tiny model (several runs per method; the
+                                                                # record holds each run's time)
     python benchmarks/train_throughput.py --model xlmr-large    # GPU: XLM-R Large architecture, random weights
 
 Writes benchmarks/results/train_throughput-<date>-<device>.json and prints a table. On GPU the record

@@ -271,7 +271,8 @@ def demo(
     ),
 ) -> None:
     """A complete small study offline: a tiny self-pretrained encoder, generated languages, chains of up to two
-    tasks in three orders and two seeds, controls, latency and the report (about 4 minutes on 2 CPU cores).
+    tasks in three orders and two seeds, controls, latency and the report (README's quick start gives the time
+    measured, and on what).
 
     \b
     Examples:

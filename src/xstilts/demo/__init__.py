@@ -1,4 +1,5 @@
-"""`xstilts demo`: a real small X-STILTs study offline, from an empty cache, in under five minutes on 2 CPU cores.
+"""`xstilts demo`: a real small X-STILTs study offline, from an empty cache, on CPU (README's quick start gives the
+time measured, and on what).
 
 1. Pretrain (or take from the cache) a tiny XLM-R-architecture encoder on generated text in four
    languages (see `languages.py` for how they differ from English).
