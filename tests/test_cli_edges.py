@@ -91,3 +91,32 @@ def test_an_override_that_would_change_nothing_is_an_error_naming_the_key_to_set
 def test_misspelt_override_keys_get_a_suggestion(override, suggestion, capsys):
     assert main(["plan", str(STUDY), override]) == 2
     assert f"unknown key (did you mean {suggestion!r}?)" in capsys.readouterr().err
+
+
+def test_config_prints_the_resolved_config_that_a_run_would_use(tmp_path, capsys):
+    assert main(["config", str(STUDY), "training.learning_rate=2e-5", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(printed, encoding="utf-8")
+    from xstilts.config import load_config
+
+    again = load_config(resolved, require_data=False)
+    original = load_config(STUDY, require_data=False, overrides=["training.learning_rate=2e-5"], seed=3)
+    assert again == original, "the printed config loads back to the same config"
+    assert again.training.learning_rate == 2e-5 and again.study.seeds == [3]
+    assert "seed:" not in printed.split("study:")[0], "a study's seeds are study.seeds only"
+
+
+def test_env_names_versions_devices_and_caches(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("XSTILTS_CACHE", str(tmp_path / "cache"))
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "xstilts ",
+        "python ",
+        "torch ",
+        "transformers ",
+        f"xstilts cache: {tmp_path / 'cache'}",
+        "CPU cores",
+    ):
+        assert expected in out, expected

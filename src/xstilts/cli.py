@@ -229,6 +229,70 @@ def plan(
         )
 
 
+@app.command("config")
+def show_config(
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment or study YAML file."),
+    overrides: list[str] = typer.Argument(None, metavar="KEY.PATH=VALUE", help=OVERRIDES_HELP),
+    output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Replaces output_dir."),
+    seed: int = typer.Option(None, "--seed", help="The run's seed (a study: study.seeds = [SEED])."),
+) -> None:
+    """Print the config fully resolved (every default filled, overrides applied, paths absolute), as a run would
+    use it and save it in config.resolved.yaml; trains nothing and needs no data.
+
+    \b
+    Examples:
+      xstilts config exp.yaml
+      xstilts config exp.yaml training.learning_rate=2e-5 --seed 3 > resolved.yaml
+    """
+    from xstilts.config import config_to_yaml
+
+    _setup(training=False)
+    typer.echo(config_to_yaml(_load_with_overrides(config, overrides, output_dir, seed, require_data=False)), nl=False)
+
+
+@app.command()
+def env() -> None:
+    """Versions, devices and cache locations, to paste into a bug report."""
+    import importlib.metadata
+    import platform
+
+    from xstilts import __version__
+    from xstilts.data.cache import cache_root
+
+    _setup(training=False)
+    lines = [f"xstilts {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
+    for package in ("torch", "transformers", "accelerate", "datasets", "peft", "faiss-cpu", "faiss-gpu", "ray"):
+        try:
+            lines.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    lines += _device_lines()
+    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    lines += [
+        f"xstilts cache: {cache_root()} (XSTILTS_CACHE)",
+        f"Hugging Face cache: {hf_home} (HF_HOME); offline: {os.environ.get('HF_HUB_OFFLINE', '0')} (HF_HUB_OFFLINE)",
+        f"CPU cores: {os.cpu_count()}",
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _device_lines() -> list[str]:
+    import torch
+
+    lines = [f"torch threads: {torch.get_num_threads()}"]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            properties = torch.cuda.get_device_properties(index)
+            lines.append(
+                f"cuda:{index} {properties.name}, {properties.total_memory / 2**30:.0f} GiB, "
+                f"capability {properties.major}.{properties.minor}, bf16 {torch.cuda.is_bf16_supported()}"
+            )
+        lines.append(f"CUDA {torch.version.cuda}")
+    else:
+        lines.append("no CUDA device (training runs on CPU)")
+    return lines
+
+
 def _print_search_plan(experiment: Any) -> None:
     """A searching study's plan is made round by round: print its bounds against the exhaustive study."""
     from xstilts.results.search import exhaustive_stage_count
