@@ -252,7 +252,12 @@ def show_config(
 
 @app.command()
 def env() -> None:
-    """Versions, devices and cache locations, to paste into a bug report."""
+    """Versions, devices and cache locations, to paste into a bug report.
+
+    \b
+    Example:
+      xstilts env > env.txt
+    """
     import importlib.metadata
     import platform
 
