@@ -695,9 +695,37 @@ def _print_report(written: Any) -> None:
             typer.echo(f"  {path}")
 
 
+class Stopped(BaseException):
+    """SIGTERM (a scheduler preempting the job, `kill`) or SIGINT (Ctrl-C), raised where the process is, so that
+    every `finally` runs: the run lock is released and the log says so. Not an Exception, and not
+    KeyboardInterrupt (which typer turns into a silent exit status): nothing on the way may swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+RESUMES = "a run resumes from its last completed stage and mid-stage checkpoint when started again"
+STOPPED = {2: "interrupted (Ctrl-C)", 15: "terminated (SIGTERM)"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command and return its exit status; every error ends here as plain lines (see the module doc)."""
+    """Run one command and return its exit status; every error ends here as plain lines (see the module doc).
+
+    Ctrl-C exits with 130 and SIGTERM with 143 (128 + the signal, as shells report them), after the run lock is
+    released; what was written before stays intact (every file is written aside and renamed)."""
+    import signal
+    import threading
+
     _debug["on"] = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    owns_signals = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)} if owns_signals else {}
+    for signum in previous:
+        signal.signal(signum, _stop)
     try:
         status = app(args=list(argv) if argv is not None else None, prog_name="xstilts", standalone_mode=False)
         return status if isinstance(status, int) else 0
@@ -705,9 +733,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug["on"]:
             raise
         return _report_error(error)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+    except Stopped as stopped:
+        typer.echo(f"{STOPPED.get(stopped.signum, f'stopped by signal {stopped.signum}')}; {RESUMES}", err=True)
+        return 128 + stopped.signum
+    finally:
+        for signum, handler in previous.items():  # the caller's (a test runner's, a notebook's) handlers again
+            signal.signal(signum, handler)
 
 
 def _click_error(error: Exception, name: str) -> bool:
@@ -730,7 +761,7 @@ def _report_error(error: Exception) -> int:
     if _click_error(error, "ClickException"):
         typer.echo(f"error: {error.format_message()}", err=True)
         return error.exit_code
-    if isinstance(error, typer.Abort):
+    if _click_error(error, "Abort"):  # an end of input at a prompt
         typer.echo("aborted", err=True)
         return RUN_FAILED
     if isinstance(error, ConfigError):
