@@ -50,7 +50,7 @@ def test_a_signal_mid_stage_ends_cleanly_and_the_run_resumes(
     os.kill(process.pid, sent)
     _, err = process.communicate(timeout=120)
     assert process.returncode == status, err
-    assert said in err and "resumes from its last completed stage and mid-stage checkpoint" in err, (process.returncode, err)
+    assert said in err and "resumes from its last completed stage and mid-stage checkpoint" in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "run" / ".xstilts.lock").exists(), "the run lock is released"
     assert not list((tmp_path / "run" / "stages").glob(".partial-*")), "no half-built stage is left"
