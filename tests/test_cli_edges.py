@@ -120,3 +120,29 @@ def test_env_names_versions_devices_and_caches(capsys, monkeypatch, tmp_path):
         "CPU cores",
     ):
         assert expected in out, expected
+
+
+def test_an_offline_machine_asked_for_a_model_it_does_not_have_writes_nothing(tmp_path, demo_tasks):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = {
+        "encoder": "no-such-org/surely-not-cached-encoder",
+        "output_dir": str(tmp_path / "run"),
+        "tasks": {k: demo_tasks[k] for k in ("demo_paraphrase", "demo_nli")},
+        "chain": ["demo_paraphrase"],
+        "targets": ["demo_nli"],
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "xstilts", "run", str(path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no-such-org/surely-not-cached-encoder: cannot load the encoder's config" in result.stderr
+    assert "the machine is offline (HF_HUB_OFFLINE)" in result.stderr
+    assert not (tmp_path / "run").exists(), "nothing is written"

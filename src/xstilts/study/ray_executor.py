@@ -96,7 +96,9 @@ def run_on_ray(
         raise XstiltsError("--executor ray needs Ray: pip install 'xstilts[ray]'") from None
     from xstilts.rundir.lock import run_lock
     from xstilts.study.runner import run_once
+    from xstilts.train.modeling import check_encoder_available
 
+    check_encoder_available(config.encoder)  # before anything is written
     output_dir = Path(config.output_dir).resolve()
     config = config.model_copy(update={"output_dir": output_dir})
     output_dir.mkdir(parents=True, exist_ok=True)

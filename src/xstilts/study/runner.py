@@ -33,6 +33,7 @@ from xstilts.study.plan import ChainPrefix, Plan, build_plan, run_plan, target_r
 from xstilts.study.stage import evaluate_target, run_stage
 from xstilts.tasks.registry import TaskRegistry
 from xstilts.tracking import stage_tracking
+from xstilts.train.modeling import check_encoder_available
 from xstilts.train.request import StageRequest
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def run_once(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     The run holds the lock of its output directory throughout (a second run there fails with the owner's name).
     A search is several such runs (`xstilts.study.experiment` chooses).
     """
+    check_encoder_available(config.encoder)  # an encoder that cannot be had (offline, no such model) writes nothing
     run = RunDirectory(config.output_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     # The log only once the run is ours (a refused run writes nothing), and from one process.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,22 @@ def _loading(source: str | Path, what: str) -> Iterator[None]:
         raise
     except Exception as error:  # OSError, ValueError, safetensors' SafetensorError, ...: all about `source`
         detail = (str(error).strip().splitlines() or [""])[0]
-        raise XstiltsError(f"{source}: cannot load the {what} ({type(error).__name__}: {detail})") from None
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") and not Path(str(source)).exists()
+        hint = (
+            "; the machine is offline (HF_HUB_OFFLINE) and the model is not in the Hugging Face cache: download it "
+            "once where there is network, or give a local directory as encoder"
+            if offline
+            else ""
+        )
+        raise XstiltsError(f"{source}: cannot load the {what} ({type(error).__name__}: {detail}){hint}") from None
+
+
+def check_encoder_available(source: str | Path) -> None:
+    """Load the encoder's config and tokenizer (small files; from the cache when offline) so that a model that
+    cannot be had fails before a run writes anything."""
+    with _loading(source, "encoder's config"):
+        AutoConfig.from_pretrained(str(source))
+    load_tokenizer(source)
 
 
 def load_tokenizer(source: str | Path) -> Any:
