@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from module_map import imports_anywhere, module_name, room_graph
 
 from xstilts.rundir import layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "xstilts"
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
 def _top_level_imports(path: Path, modules: dict[str, Path]) -> set[str]:
@@ -63,40 +59,10 @@ def test_no_import_cycles_inside_the_package():
     assert not cycles, f"import cycles: {cycles[:3]}"
 
 
-def _room(module: str) -> str:
-    """The package a module lives in (`xstilts.train.loop` -> `train`); a top-level module is its own room."""
-    return module.split(".")[1] if module.count(".") else module
-
-
-def _imports_anywhere(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
-    """xstilts modules imported anywhere in `path`: module level, inside functions, relative or absolute."""
-    found: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names}
-    return {name for name in found if name in modules}
-
-
 def test_packages_form_a_directed_acyclic_graph_at_module_and_function_level():
     """Rooms import downwards only: no two packages import each other, directly or round a loop, even inside a
     function. (`__main__` and `cli` are the top; nothing imports them.)"""
-    modules = _modules()
-    rooms: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        if name == "xstilts":
-            continue
-        room = _room(name)
-        rooms.setdefault(room, set())
-        rooms[room] |= {_room(imported) for imported in _imports_anywhere(path, name, modules) if imported != "xstilts"}
-    for room in rooms:
-        rooms[room].discard(room)
+    rooms = room_graph()
     order: list[str] = []
     remaining = {room: set(imported) for room, imported in rooms.items()}
     while remaining:
@@ -116,7 +82,7 @@ def test_packages_form_a_directed_acyclic_graph_at_module_and_function_level():
 
 def test_no_module_imports_one_that_imports_it_back_even_inside_a_function():
     modules = _modules()
-    imports = {name: _imports_anywhere(path, name, modules) - {"xstilts"} for name, path in modules.items()}
+    imports = {name: imports_anywhere(path, name, modules) for name, path in modules.items()}
     mutual = sorted(
         f"{a} <-> {b}" for a, imported in imports.items() for b in imported if a < b and a in imports.get(b, set())
     )

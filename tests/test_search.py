@@ -17,16 +17,17 @@ POOL = ["task1", "task2", "task3"]
 TRAINING = {"max_steps": 3, "batch_size": 8, "eval_every_steps": 3, "eval_examples": 8, "max_length": 64}
 
 
-def search_config(tmp_path, encoder, demo_tasks, **search) -> dict:
+def search_config(tmp_path, encoder, demo_tasks, targets=None, seeds=None, **search) -> dict:
     tasks = {name: {**demo_tasks["demo_paraphrase"]} for name in POOL}
     tasks["demo_nli"] = demo_tasks["demo_nli"]
+    study = {"pool": POOL, "max_chain_length": 2, "search": search, "baseline_runs": 1}
     return {
         "encoder": str(encoder),
         "output_dir": str(tmp_path / "run"),
         "tasks": tasks,
-        "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
+        "targets": targets or [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
         "training": {**TRAINING, "learning_rate": 1e-3},
-        "study": {"pool": POOL, "max_chain_length": 2, "search": search, "baseline_runs": 1},
+        "study": {**study, "seeds": list(seeds)} if seeds is not None else study,
     }
 
 

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from test_search import search_config
 
 from xstilts.cli import main
 from xstilts.config import ConfigError, parse_config
 from xstilts.results.search import dev_scores
-
-POOL = ["task1", "task2", "task3"]
-
-
-def search_config(tmp_path, encoder, demo_tasks, targets=None, seeds=(0,), **search) -> dict:
-    tasks = {name: {**demo_tasks["demo_paraphrase"]} for name in POOL}
-    tasks["demo_nli"] = demo_tasks["demo_nli"]
-    return {
-        "encoder": str(encoder),
-        "output_dir": str(tmp_path / "run"),
-        "tasks": tasks,
-        "targets": targets or [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
-        "study": {"pool": POOL, "max_chain_length": 2, "search": search, "seeds": list(seeds), "baseline_runs": 1},
-    }
 
 
 @pytest.mark.parametrize("target", ["tatoeba", "tydiqa"])

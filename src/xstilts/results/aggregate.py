@@ -69,11 +69,9 @@ def split_chains(summary: Mapping[str, Any], split: str) -> dict[str, Any]:
 
 
 def summarize_chains(rows: Iterable[ResultRow]) -> dict[str, Any]:
-    """The per-chain summary of rows of one split."""
+    """The per-chain summary of rows of one split (completed rows, as `summarize` passes them)."""
     chains: dict[str, dict[str, Any]] = {}
-    for row in sorted(
-        complete_rows(rows), key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])
-    ):
+    for row in sorted(rows, key=lambda r: (r["chain_length"], r["chain_label"], r["target"], r["language"])):
         chain = chains.setdefault(
             row["chain_label"],
             {

@@ -23,7 +23,7 @@ Key = tuple[tuple[str, ...], int, str]  # (chain, seed, mode): one prefix of one
 
 
 def _key(item: Mapping[str, Any]) -> Key:
-    item = complete_record(item)
+    """Of a completed record or row (`complete_record`, `complete_rows`: every public function completes its input)."""
     return tuple(item["chain"]), int(item["seed"]), str(item["mode"])
 
 
@@ -39,17 +39,23 @@ def measured_scores(rows: Sequence[ResultRow], split: str = TEST) -> dict[str, d
 def study_records(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> list[Mapping[str, Any]]:
     """The records of the study's own prefixes (not those only control rows use), in chain order: identities
     (file names) depend on where the encoder lives, and the bootstrap draws must not."""
+    rows = complete_rows(rows)
     controls = {_key(row) for row in rows if row.get("control")}
     study = {_key(row) for row in rows if not row.get("control")}
-    kept = [record for record in records if _key(record) not in controls - study]
-    return sorted(kept, key=lambda record: (_key(record)[2], len(_key(record)[0]), _key(record)[0], _key(record)[1]))
+    kept = [record for record in map(complete_record, records) if _key(record) not in controls - study]
+    return sorted(kept, key=_chain_order)
+
+
+def _chain_order(record: Mapping[str, Any]) -> tuple:
+    chain, seed, mode = _key(record)
+    return mode, len(chain), chain, seed
 
 
 def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -> dict[str, Any]:
     """{"by_length": {mode: {k: measures}}, "alignment_layers": {mode: {k: [per layer]}}, "estimates": {...}}."""
     records = study_records(records, rows)
     by_mode: dict[str, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for record in map(complete_record, records):
+    for record in records:
         by_mode[record["mode"]][int(record["chain_length"])].append(record)
     by_length: dict[str, dict[int, dict[str, Any]]] = {}
     layers: dict[str, dict[int, list[float]]] = {}
@@ -77,6 +83,7 @@ def summarise(records: Sequence[Mapping[str, Any]], rows: Sequence[ResultRow]) -
 def forgetting_by_distance(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
     """mode -> tasks trained since (0, 1, ...) -> the earlier tasks' English dev scores, own head and probe, and
     their change since the task's own stage (each paired with the same chain's record right after that stage)."""
+    records = [complete_record(record) for record in records]
     by_key = {_key(record): record for record in records}
     pairs: dict[str, dict[int, list[tuple[dict[str, Any], dict[str, Any]]]]] = defaultdict(lambda: defaultdict(list))
     for record in records:

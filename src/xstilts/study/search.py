@@ -40,12 +40,12 @@ def run_search(config: ExperimentConfig, progress: bool = True) -> dict[str, Any
     explored: list[Chain] = [()]
     beam: list[Chain] = [()]
     rounds: list[dict[str, Any]] = []
+    affordable = prefix_budget(config)
     while beam and len(beam[0]) < limit:
         candidates = [prefix + (task,) for prefix in beam for task in study.pool if task not in prefix]
         candidates = [c for c in dict.fromkeys(candidates) if c not in explored]
-        prefixes_left = prefix_budget(config)
-        if prefixes_left is not None:
-            candidates = candidates[: max(0, prefixes_left - (len(explored) - 1))]
+        if affordable is not None:
+            candidates = candidates[: max(0, affordable - (len(explored) - 1))]
         if not candidates:
             break
         explored += candidates

@@ -134,8 +134,7 @@ def run_stage(
         result.steps,
     )
     log_metrics({f"english_dev/{name}": value for name, value in dev_metrics.items()}, result.steps)
-    record = _stage_record(request, store, built, data, result, dev_metrics, primary, probabilities, accelerator)
-    record["wall_seconds"] = round(time.perf_counter() - started, 3)
+    record = _stage_record(request, store, built, data, result, (dev_metrics, primary), probabilities, started)
     if accelerator.is_main_process:  # one writer; the other processes read the committed record
         _commit(request, store, built, record)
         if checkpointer is not None:
@@ -203,13 +202,14 @@ def _stage_record(
     built: _BuiltModel,
     data: dict[str, Any],
     result: Any,
-    dev_metrics: dict[str, float],
-    primary: str,
+    dev: tuple[dict[str, float], str],
     probabilities: dict[str, float] | None,
-    accelerator: Accelerator,
+    started: float,
 ) -> dict[str, Any]:
-    """stage.json (less its file list, which the store adds when it commits the stage)."""
-    model, settings = built.model, request.settings
+    """stage.json (less its file list, which the store adds when it commits the stage); `dev`: the final English
+    dev metrics and the primary one's name; `started`: when the stage began (perf_counter)."""
+    model, settings, accelerator = built.model, request.settings, get_accelerator()
+    dev_metrics, primary = dev
     record = {
         "identity": request.identity,
         "role": request.role,
@@ -232,7 +232,7 @@ def _stage_record(
         "primary_metric": primary,
         "history": result.history,
         "train_seconds": round(result.seconds, 3),
-        "wall_seconds": None,
+        "wall_seconds": round(time.perf_counter() - started, 3),
         "train_tokens": result.tokens,
         "parameters": count_parameters(model),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
