@@ -13,7 +13,8 @@ Table = list[list[str]]
 EXPLANATION = (
     "Measured on each prefix's encoder with no fine-tuning (`diagnostics:` in the config). Drift: linear CKA "
     "between the encoder's mean-pooled sentence representations of a fixed multilingual probe set (the targets' "
-    "dev text) and those of the pretrained encoder or of its parent (1 = the same up to rotation and scale). "
+    "dev text) and those of the pretrained encoder or of its parent, debiased (1 = the same up to rotation and "
+    "scale, about 0 = unrelated, whatever the number of probe sentences against the width). "
     "Alignment: how often a sentence's nearest English sentence by cosine is its translation, per layer. Each "
     "cell is the mean over the study's prefixes of that length with a 95% bootstrap interval over them "
     "(controls left out)."
