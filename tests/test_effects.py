@@ -45,7 +45,9 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     gain = nli["gains"][2]
     assert gain["n"] == 4 + 3 and gain["method"] == "t interval, runs and test items"
     assert gain["includes"] == "training and test sample" and gain["leaves_out"] is None
-    assert gain["lower"] <= gain["estimate"] <= gain["upper"] and gain["df"] > 0 and gain["se"] > 0
+    assert gain["lower"] <= gain["estimate"] <= gain["upper"] and gain["se"] >= 0
+    # tiny models may agree under every seed: df None is then the normal quantile (see test_statistics)
+    assert gain["df"] is None or gain["df"] > 0
     assert nli["further"]["estimate"] == pytest.approx(nli["steps"][2]["estimate"]), "K = 2: the one further step"
     assert nli["verdict"].startswith("demo_nli: first task ") and "each further task" in nli["verdict"]
     assert nli["examples"] == {"en": 12, "x-lex": 12} and nli["parallel"] is True

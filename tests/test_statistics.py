@@ -171,6 +171,27 @@ def test_one_run_or_one_baseline_run_leaves_training_noise_out_and_says_so():
     assert partial.includes == WITH_TRAINING and "k = 0's seeds" in partial.leaves_out and not partial.judged
 
 
+def test_runs_that_agree_exactly_give_a_test_sample_interval_with_normal_quantiles():
+    """Tiny models often predict one class under every seed: the arms' run-level spread is then exactly zero, the
+    Satterthwaite degrees of freedom go to infinity (df None: the normal quantile), and the interval is the
+    paired test sample's, still judged (the training noise was estimated, at zero)."""
+    rng = np.random.default_rng(1)
+    outcomes = correlated_outcomes(rng, 60, [0.2, 0.5])
+    replicates = paired_replicates([Units("mean", o) for o in outcomes], 400, rng)
+    same = 100 * outcomes[1].mean()
+    runs = Runs(np.full(4, same), np.repeat(replicates[1:2], 4, axis=0), ["a", "b", "a", "b"], [0, 0, 1, 1])
+    base = 100 * outcomes[0].mean()
+    baseline = Runs(np.full(3, base), np.repeat(replicates[0:1], 3, axis=0), [(), (), ()], [0, 1, 2])
+    gain = difference(runs, baseline)
+    assert gain.df is None and gain.judged and gain.n == 7
+    assert gain.se == pytest.approx(np.std(replicates[1] - replicates[0], ddof=1))
+    assert gain.upper - gain.estimate == pytest.approx(1.959964 * gain.se, rel=1e-5)
+    # Nothing differs at all (every model predicts the same): a zero gain with p = 1, never a call.
+    flat = Runs(np.full(3, base), np.repeat(replicates[0:1], 3, axis=0), [(), (), ()], [0, 1, 2])
+    none = difference(flat, baseline)
+    assert none.estimate == 0 and none.se == 0 and none.p_value == 1.0 and not none.excludes_zero()
+
+
 def test_first_task_and_each_further_task_are_answered_apart():
     """A +3 jump from k = 0 to 1 and nothing after: the old slope over k = 0..3 read about +0.9 per task,
     "grows"; the verdict now says the first task helps and further tasks add nothing detectable."""
