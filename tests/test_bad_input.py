@@ -1035,7 +1035,7 @@ RETRIEVAL_CASES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     "a pickled object array": (
         "tatoeba",
         {"de.src.npy": np.array([{"x": 1}] * 6, dtype=object), "de.en.npy": GOOD},
-        ("de.src.npy", "not a readable .npy array"),
+        ("de.src.npy", "holds Python objects (a pickle)"),
     ),
     "a truncated .npy": (
         "tatoeba",

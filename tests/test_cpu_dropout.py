@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from xstilts.runtime.cpu_dropout import ATTENTION, CPUDropout, cpu_dropout, sdpa_with_cpu_dropout, uniform_mask_dropout
+from xstilts.runtime.cpu_dropout import (
+    ATTENTION,
+    RESOLUTION,
+    CPUDropout,
+    cpu_dropout,
+    keep_mask,
+    sdpa_with_cpu_dropout,
+    uniform_mask_dropout,
+)
 
 
-def test_dropout_keeps_one_minus_p_and_rescales():
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_dropout_keeps_one_minus_p_and_rescales(p):
     torch.manual_seed(0)
     x = torch.ones(1_000_000, requires_grad=True)
-    y = uniform_mask_dropout(x, 0.1)
-    assert torch.all((y == 0) | (y == torch.tensor(1.0) * (1.0 / 0.9)))
+    y = uniform_mask_dropout(x, p)
+    dropped = round(p * RESOLUTION) / RESOLUTION
+    assert abs(dropped - p) <= 0.5 / RESOLUTION
+    assert torch.all((y == 0) | (y == torch.tensor(1.0) / (1 - dropped)))
     kept = (y > 0).float().mean().item()
-    assert abs(kept - 0.9) < 5 * (0.9 * 0.1 / 1e6) ** 0.5  # five standard deviations
+    assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / 1e6) ** 0.5  # five standard deviations
+    assert abs(y.mean().item() - 1) < 5 * (p / (1 - p) / 1e6) ** 0.5, "the expectation is x"
     y.sum().backward()  # the gradient is the same mask and scale
     assert torch.equal(x.grad, y.detach())
+
+
+def test_every_word_of_a_draw_is_uniform_and_seeded():
+    """Each 64-bit draw gives four 16-bit words: all four must be uniform (a draw over [0, 2^63) would leave the
+    top word non-negative and keep a quarter of the elements always), and the mask follows the seed."""
+    torch.manual_seed(3)
+    mask = keep_mask((400_000, 4), 0.5)  # column j: word j of every draw
+    rates = mask.float().mean(0)
+    assert torch.all((rates - 0.5).abs() < 5 * (0.25 / 400_000) ** 0.5), rates
+    torch.manual_seed(3)
+    assert torch.equal(keep_mask((400_000, 4), 0.5), mask)
+    assert keep_mask((3, 5), 0.2).shape == (3, 5) and keep_mask((7,), 0.2).shape == (7,)
 
 
 def test_attention_is_the_math_path_with_the_drawn_mask():
@@ -33,7 +58,7 @@ def test_attention_is_the_math_path_with_the_drawn_mask():
     torch.manual_seed(7)
     scores = (query @ key.transpose(-1, -2) * 0.5).masked_fill(~mask, float("-inf"))
     probabilities = scores.softmax(-1)
-    keep = torch.rand(probabilities.shape) >= 0.25
+    keep = keep_mask(probabilities.shape, 0.25)
     expected = (probabilities * keep / 0.75) @ value
     torch.testing.assert_close(output, expected.transpose(1, 2), rtol=0, atol=1e-6)
     assert output[1, :, :, :].isfinite().all()

@@ -137,6 +137,36 @@ def test_a_probe_head_recovers_a_planted_signal_and_not_noise():
     assert all(p.requires_grad for p in encoder.parameters()), "the encoder's own trainability is restored"
 
 
+def test_frozen_states_match_the_encoder_and_compute_each_example_once(tiny_encoder_dir):
+    """The probe's lookup of frozen states gives the encoder's own states at every attended position, whatever
+    the padding of the batch, and runs the encoder once per distinct example."""
+    from xstilts.evaluate.diagnostics import FrozenStates
+    from xstilts.train.modeling import load_encoder
+
+    encoder = load_encoder(tiny_encoder_dir).eval()
+    calls = []
+    encoder.register_forward_hook(lambda module, args, kwargs_or_out: calls.append(1))
+    states = FrozenStates(encoder)
+    rows = [[0, 5, 6, 7, 2], [0, 8, 2], [0, 9, 10, 2]]
+
+    def batch(selected):
+        length = max(len(rows[i]) for i in selected)
+        ids = torch.tensor([rows[i] + [1] * (length - len(rows[i])) for i in selected])
+        return ids, (ids != 1).long()
+
+    ids, mask = batch([0, 1])
+    first = states(input_ids=ids, attention_mask=mask).last_hidden_state
+    ids, mask = batch([1, 2])  # row 1 again, now with less padding after it
+    second = states(input_ids=ids, attention_mask=mask).last_hidden_state
+    with torch.no_grad():
+        for index, found in ((0, first[0]), (1, second[0]), (2, second[1])):
+            alone = torch.tensor([rows[index]])
+            expected = encoder(input_ids=alone, attention_mask=torch.ones_like(alone)).last_hidden_state[0]
+            torch.testing.assert_close(found[: len(rows[index])], expected, atol=1e-5, rtol=1e-4)
+    assert first[1, 3:].abs().sum() == 0, "padding reads zeros"
+    assert len(calls) == 2 + 3 and len(states.cache) == 3, "the second batch computed only the new example"
+
+
 def test_estimators_rank_features_by_how_much_label_signal_they_carry():
     """Five feature sets with growing noise: both estimators must rank them in that order."""
     rng = np.random.default_rng(1)

@@ -167,9 +167,56 @@ def test_export_errors_name_what_exists(run_dir, tmp_path, capsys):
     assert "fine-tuned targets: demo_ner, demo_nli, demo_qa" in capsys.readouterr().err
     (tmp_path / "keep.txt").write_text("mine")
     code = main(["export", str(run_dir), "--chain", "k1-demo_paraphrase", "--target", "demo_nli", "-o", str(tmp_path)])
-    assert code == 2 and "is not an exported model" in capsys.readouterr().err
+    assert code == 2 and "is not a model xstilts exported" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "mine", "an existing directory that is not an export is left alone"
     assert transformers  # imported for the pipelines above
+
+
+def test_exports_never_delete_what_they_did_not_write_nor_leave_half_a_model(run_dir, tmp_path, capsys, monkeypatch):
+    """A model folder of the user's own (it has config.json) is refused, not replaced; an export interrupted
+    while writing leaves the earlier export whole and nothing of its own; two exports at once leave one whole."""
+    import threading
+
+    from xstilts.export import model as export_module
+
+    foreign = tmp_path / "my-model"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    args = ["export", str(run_dir), "--chain", "k1-demo_paraphrase", "--target", "demo_nli", "-o"]
+    assert main([*args, str(foreign)]) == 2 and "is not a model xstilts exported" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["config.json"]
+
+    out = _export(run_dir, "demo_nli", tmp_path / "nli", capsys)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    original = export_module.save_clean_tokenizer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "save_clean_tokenizer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_module.export_model(run_dir, "k1-demo_paraphrase", "demo_nli", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the earlier export is as it was"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-model", "nli"], "no partial folder is left"
+    monkeypatch.setattr(export_module, "save_clean_tokenizer", original)
+
+    errors = []
+
+    def export_again():
+        try:
+            export_module.export_model(run_dir, "k1-demo_paraphrase", "demo_nli", out)
+        except Exception as error:  # noqa: BLE001 - the test reports any failure of either thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=export_again) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-model", "nli"]
+    assert {p.name for p in out.iterdir()} == set(before)
+    assert pipeline("text-classification", model=str(out))("a sentence")
 
 
 def test_lora_chains_export_merged_and_bottleneck_chains_refuse(tmp_path, tiny_encoder_dir, demo_tasks, capsys):

@@ -354,10 +354,11 @@ def demo(
     if unknown or len(set(chain_modes)) != len(chain_modes):
         raise _usage_error("--modes", f"expected distinct chain modes from {', '.join(CHAIN_MODES)}, got {modes!r}")
     _setup(log_level, verbose, quiet)
-    from xstilts.demo import run_demo
+    from xstilts.demo import check_demo_folder, run_demo
     from xstilts.logs import run_log
 
     started = time.perf_counter()
+    check_demo_folder(output_dir)  # before its log is written there
     with run_log(output_dir):
         _print_report(run_demo(output_dir, progress=progress, modes=chain_modes, latency=latency))
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s")

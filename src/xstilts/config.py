@@ -25,6 +25,7 @@ from xstilts.chain_modes import FULL, ChainModeName, chain_mode
 from xstilts.errors import ConfigError, DataError
 from xstilts.files import read_text
 from xstilts.names import Name, name_problem
+from xstilts.rundir.layout import is_run_directory
 from xstilts.settings import (
     AdapterSettings,
     EmbeddingSettings,
@@ -531,13 +532,13 @@ def _unknown(kind: str, value: str, known: list[str]) -> str:
     return f"unknown {kind} {value!r}{hint}; expected one of: {shown}"
 
 
-def _semantic_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+def _semantic_problems(config: ExperimentConfig, config_dir: Path | None = None) -> list[tuple[Loc, str]]:
     """Cross-references pydantic cannot check: task names, languages, files on disk."""
     registry = builtin_registry(config.data_dir)
     problems = _own_task_problems(config, registry)
     problems += _mode_problems(config)
     problems += _repetition_problems(config)
-    problems += _environment_problems(config)
+    problems += _environment_problems(config, config_dir)
     shared_settings_ok = _settings_problem(problems, ("training",), "classification", config.training)
     problems += _chain_problems(config, registry, shared_settings_ok)
     problems += _target_problems(config, registry, shared_settings_ok)
@@ -632,10 +633,38 @@ def _repetition_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
     if config.study is not None:
         problems += _repeated(("study", "pool"), config.study.pool, "task")
         problems += _repeated(("study", "seeds"), config.study.seeds, "seed")
+    return problems + _case_collisions(config)
+
+
+def _case_collisions(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+    """Names that differ only in case: on macOS and Windows (case-insensitive file systems) their directories and
+    files would be one, and one task's or language's results would overwrite the other's."""
+    problems: list[tuple[Loc, str]] = []
+    builtin = set(default_registry().names())
+    for index, name in enumerate(config.tasks):
+        earlier = [*builtin, *list(config.tasks)[:index]]  # each pair once, at the later name
+        other = next((o for o in earlier if o != name and o.casefold() == name.casefold()), None)
+        if other is not None:
+            problems.append((("tasks", name), _case_message(name, other, "task")))
+    lists = [(("targets", i, "languages"), t.languages or []) for i, t in enumerate(config.targets)]
+    lists += [(("tasks", name, "languages"), d.languages) for name, d in config.tasks.items()]
+    for loc, languages in lists:
+        seen: dict[str, str] = {}
+        for index, language in enumerate(languages):
+            first = seen.setdefault(language.casefold(), language)
+            if first != language:
+                problems.append((loc + (index,), _case_message(language, first, "language")))
     return problems
 
 
-def _environment_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+def _case_message(name: str, other: str, what: str) -> str:
+    return (
+        f"{what} {name!r} differs from {other!r} only in case; their files would be one on case-insensitive file "
+        "systems (macOS, Windows): rename one"
+    )
+
+
+def _environment_problems(config: ExperimentConfig, config_dir: Path | None) -> list[tuple[Loc, str]]:
     """The output directory, the encoder, trackers and the files a search or the diagnostics need."""
     problems: list[tuple[Loc, str]] = []
     if config.study is not None and "seed" in config.model_fields_set and config.seed != 0:  # 0: older resolved configs
@@ -645,7 +674,7 @@ def _environment_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
                 f"a study takes its seeds from study.seeds (seed would change nothing); set study.seeds: [{config.seed}]",
             )
         )
-    problems += _output_dir_problems(Path(config.output_dir))
+    problems += _output_dir_problems(Path(config.output_dir), config_dir)
     search = config.study.search if config.study else None
     if search is not None and search.guide == "estimate" and not (config.diagnostics and config.diagnostics.estimators):
         problems.append(
@@ -768,10 +797,24 @@ def _repeated(loc: Loc, values: list[Any], what: str) -> list[tuple[Loc, str]]:
     return []
 
 
-def _output_dir_problems(output_dir: Path) -> list[tuple[Loc, str]]:
-    """The run directory must be a directory we can create or write (checked before anything is written)."""
+def _output_dir_problems(output_dir: Path, config_dir: Path | None) -> list[tuple[Loc, str]]:
+    """The run directory must be a directory we can create or write (checked before anything is written), and
+    one a run may fill: new, empty, an earlier run, or the config's own folder (`output_dir: .` beside it). A run
+    never scatters its files among files it did not write."""
     if output_dir.exists() and not output_dir.is_dir():
         return [(("output_dir",), f"{output_dir} exists and is not a directory")]
+    own_folder = config_dir is not None and output_dir.absolute().resolve() == config_dir.resolve()
+    if output_dir.is_dir() and not own_folder and not is_run_directory(output_dir):
+        entries = sorted(entry.name for entry in output_dir.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            return [
+                (
+                    ("output_dir",),
+                    f"{output_dir} holds files that are not a run's ({shown}); a run writes only into a new or empty "
+                    "folder, an earlier run, or its config's own folder: choose another output_dir",
+                )
+            ]
     existing = next((p for p in [output_dir, *output_dir.absolute().parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():
         return [(("output_dir",), f"cannot create {output_dir}: {existing} is a file")]
@@ -947,7 +990,7 @@ def parse_config(
         )
     try:
         config = ExperimentConfig.model_validate(data, context={"base_dir": base_dir})
-        problems = [p for p in _semantic_problems(config) if require_data or not isinstance(p, _MissingData)]
+        problems = [p for p in _semantic_problems(config, base_dir) if require_data or not isinstance(p, _MissingData)]
     except ValidationError as error:
         problems = [_describe_pydantic_error(e, ExperimentConfig) for e in error.errors()]
     if problems:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -66,6 +67,42 @@ def read_text(path: str | Path) -> str:
     return "".join(decoded_lines(path))
 
 
+def read_npy(path: str | Path) -> Any:
+    """One .npy array, never a pickle, its header checked against the file before anything is allocated.
+
+    A header is a claim: a damaged or hostile file can claim a (10^12, 1024) array in a few bytes, and a plain
+    `np.load` allocates it before finding the data missing (an "out of memory" that names no file). The file is
+    mapped first (the mapping fails when the claim exceeds the file), and the claim must be exactly what the file
+    holds after its header; only then is it read into memory."""
+    import numpy as np
+
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "expected a file, found a directory")
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:  # "mmap length is greater than file size", object arrays, a bad header
+        if "Python objects" in str(error):
+            raise DataError(path, "holds Python objects (a pickle), which xstilts never loads") from None
+        size = path.stat().st_size
+        raise DataError(
+            path, f"not a readable .npy array of what its header claims ({error}; the file holds {size:,} bytes)"
+        ) from None
+    except (EOFError, OSError) as error:
+        raise DataError(path, f"not a readable .npy array ({error})") from None
+    if not isinstance(mapped, np.ndarray):
+        raise DataError(path, "expected one .npy array, found an archive")
+    offset = getattr(mapped, "offset", None)
+    held = path.stat().st_size - (offset or 0)
+    if offset is not None and mapped.nbytes != held:
+        raise DataError(
+            path, f"its header claims {mapped.nbytes:,} bytes of data, but the file holds {held:,}; it is damaged"
+        )
+    array = np.array(mapped)
+    del mapped  # close the mapping
+    return array
+
+
 def finite_json(value: Any) -> Any:
     """`value` with every NaN or infinite float replaced by None, so it serialises as strict JSON."""
     if isinstance(value, float):
@@ -111,7 +148,7 @@ def atomic_writer(path: Path) -> Iterator[TextIO]:
     `path`, on any error it is removed. A reader (or a crash) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = scratch_beside(path)
     try:
         with writing(path), tmp.open("w", encoding="utf-8") as handle:
             yield handle
@@ -122,6 +159,14 @@ def atomic_writer(path: Path) -> Iterator[TextIO]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def scratch_beside(path: Path) -> Path:
+    """A new empty file beside `path` (`.NAME.XXXX.tmp`), created exclusively: writers in other threads or
+    processes never share one, and no existing file or link is written through."""
+    handle, name = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+    os.close(handle)
+    return Path(name)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

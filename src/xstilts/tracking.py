@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xstilts.errors import XstiltsError
+from xstilts.rundir.layout import folder_name
 from xstilts.rundir.runs import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,12 @@ def stage_tracking(trackers: list[str], run_root: Path, study: str, request: Any
     """`tracked_stage` for one stage request: its readable name and its resolved settings."""
     if not trackers:
         return contextlib.nullcontext()
-    run_name = "-".join(
-        [request.role, request.name]
-        + (["after", "+".join(request.chain)] if request.chain else [])
-        + [f"seed{request.seed}", request.identity[:8]]
+    run_name = folder_name(
+        "-".join(
+            [request.role, request.name]
+            + (["after", "+".join(request.chain)] if request.chain else [])
+            + [f"seed{request.seed}", request.identity[:8]]
+        )
     )
     hyperparameters = {
         "study": study,

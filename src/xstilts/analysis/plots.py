@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xstilts.files import scratch_beside
 from xstilts.terms import TEST
 
 
@@ -34,7 +36,12 @@ def save(fig: Any, path: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".svg"):
         target = Path(path).with_suffix(suffix)
-        fig.savefig(target)
+        scratch = scratch_beside(target)
+        try:  # aside and renamed, as every file of a run: an interrupted report never leaves half a plot
+            fig.savefig(scratch, format=suffix[1:])
+            os.replace(scratch, target)
+        finally:
+            scratch.unlink(missing_ok=True)
         written.append(target)
     plt.close(fig)
     return written

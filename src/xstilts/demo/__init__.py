@@ -25,6 +25,8 @@ from xstilts.analysis.report import WrittenReport, write_report_files
 from xstilts.config import load_config
 from xstilts.demo.benchmark import write_benchmark, write_parallel
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
+from xstilts.errors import XstiltsError
+from xstilts.rundir.layout import is_run_directory
 from xstilts.study.experiment import run_experiment
 
 DEMO_POOL = ["demo_paraphrase", "demo_squad2", "demo_swag"]
@@ -100,6 +102,15 @@ def demo_config(
     return config
 
 
+def check_demo_folder(output_dir: Path) -> None:
+    """The demo writes its data, config and run into a new or empty folder or an earlier demo's, nowhere else."""
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not is_run_directory(output_dir):
+        raise XstiltsError(
+            f"{output_dir} holds files that are not an earlier demo's; the demo writes its data, config and run "
+            "into a new or empty folder (or an earlier demo's): choose another --output-dir"
+        )
+
+
 def run_demo(
     output_dir: str | Path = "runs/demo",
     progress: bool = True,
@@ -110,6 +121,7 @@ def run_demo(
 ) -> WrittenReport:
     """Run the demo study (in each chain mode given, optionally timing the targets); returns what its report wrote."""
     output_dir = Path(output_dir).absolute()
+    check_demo_folder(output_dir)
     encoder_dir = pretrain_encoder(pretrain, progress=progress)
     tasks = write_benchmark(output_dir / "data", train_size=train_size, eval_size=DEMO_EVAL_SIZE)
     write_parallel(output_dir / "data" / PARALLEL_DIR)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -270,7 +271,11 @@ def fit_probe_head(
     batch_size: int = 32,
     learning_rate: float = 1e-3,
 ) -> Any:
-    """A fresh head of the task's kind trained on the frozen encoder (no collective calls: any process can run it)."""
+    """A fresh head of the task's kind trained on the frozen encoder (no collective calls: any process can run it).
+
+    The probe sees each example many times (100 steps of 32 over 200 examples: 16 times); the frozen encoder's
+    states of an example never change, so they are computed once (`FrozenStates`) and the steps train the head
+    alone."""
     from xstilts.train.modeling import MultiTaskModel
 
     kind = kind_of(spec)
@@ -278,9 +283,10 @@ def fit_probe_head(
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     device = next(encoder.parameters()).device
+    states = FrozenStates(encoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MultiTaskModel(encoder, {spec.name: spec}).to(device)
+        model = MultiTaskModel(states, {spec.name: spec}).to(device)
         order = torch.randperm(len(features)).tolist()
     head = model.heads[model.head_of[spec.name]]
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)
@@ -299,4 +305,47 @@ def fit_probe_head(
     finally:
         for parameter, flag in zip(encoder.parameters(), frozen):
             parameter.requires_grad_(flag)
+    model.encoder = encoder  # the probe is evaluated like any model, on the encoder itself
     return model.eval()
+
+
+class FrozenStates(torch.nn.Module):
+    """A frozen encoder's last hidden states, computed once per distinct input row and then looked up.
+
+    A row is keyed by its attended token ids (and token types): with right padding (every collate of xstilts)
+    an attended token's state does not depend on how much padding follows. Padding positions read zeros, which
+    no head uses (they are masked or never gathered)."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        object.__setattr__(self, "wrapped", encoder)  # not a submodule: the probe model holds no copy of it
+        self.config = encoder.config
+        self.cache: dict[bytes, torch.Tensor] = {}
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.wrapped.get_input_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: Any = None) -> Any:
+        attended = attention_mask.bool()
+        keys = [self._key(input_ids, attended, token_type_ids, row) for row in range(len(input_ids))]
+        missing = sorted({row for row, key in enumerate(keys) if key not in self.cache})
+        if missing:
+            inputs = {"input_ids": input_ids[missing], "attention_mask": attention_mask[missing]}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids[missing]
+            with torch.no_grad():
+                hidden = self.wrapped(**inputs).last_hidden_state
+            for position, row in enumerate(missing):
+                self.cache[keys[row]] = hidden[position][attended[row]].detach()
+        first = self.cache[keys[0]]
+        states = first.new_zeros((*input_ids.shape, first.shape[-1]))
+        for row, key in enumerate(keys):
+            states[row][attended[row]] = self.cache[key]
+        return SimpleNamespace(last_hidden_state=states)
+
+    @staticmethod
+    def _key(input_ids: torch.Tensor, attended: torch.Tensor, token_type_ids: Any, row: int) -> bytes:
+        key = input_ids[row][attended[row]].cpu().numpy().tobytes()
+        if token_type_ids is not None:
+            key += b"|" + token_type_ids[row][attended[row]].cpu().numpy().tobytes()
+        return key

@@ -22,7 +22,7 @@ import torch
 
 from xstilts.data.cache import cache_root
 from xstilts.errors import DataError, RunError, XstiltsError
-from xstilts.files import read_json_or_none, read_lines, write_json_atomic
+from xstilts.files import read_json_or_none, read_lines, read_npy, write_json_atomic
 from xstilts.metrics.retrieval import bucc_counts_per_source, bucc_scores_from_pairs, tatoeba_accuracy
 from xstilts.metrics.units import Units
 from xstilts.readers.retrieval import read_bucc_gold, read_bucc_sentences, read_tatoeba_pair
@@ -233,16 +233,7 @@ def check_embeddings(matrix: np.ndarray, name: str) -> np.ndarray:
 def _load_matrix(path: Path) -> np.ndarray:
     if not path.is_file():
         raise XstiltsError(f"{path}: embeddings file not found")
-    try:
-        matrix = np.load(path, allow_pickle=False)
-    except (
-        ValueError,
-        EOFError,
-        OSError,
-    ) as error:  # truncated, not .npy, or an object array (pickles are never loaded)
-        raise DataError(path, f"not a readable .npy array ({error})") from None
-    if not isinstance(matrix, np.ndarray):
-        raise DataError(path, "expected one .npy array, found an archive")
+    matrix = read_npy(path)  # the header checked before anything is allocated
     return check_embeddings(matrix, str(path))
 
 

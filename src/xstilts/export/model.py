@@ -6,13 +6,21 @@ maps the head onto the standard head of the matching `AutoModelFor...` class (Ro
 `qa_outputs` for QA), merges LoRA chains into the weights, and checks on sample inputs that the exported
 model computes the same logits as xstilts' own before anything is written. A model card (README.md)
 records the chain, the settings and the dev/test scores per language.
+
+The export is written into a folder of its own beside the destination and renamed over it when complete, so an
+interrupted or concurrent export never leaves half a model under the destination's name, and a destination that
+xstilts did not write is refused, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,7 @@ import torch
 import yaml
 from torch import nn
 
-from xstilts.errors import XstiltsError
+from xstilts.errors import RunError, XstiltsError
 from xstilts.files import writing
 from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.stage_directory import inspect_stage_dir
@@ -58,6 +66,7 @@ def export_model(
     from xstilts.train.adapters import load_target_model
 
     run = RunDirectory(run_dir)
+    run.check_contained()
     rows = _rows_of(run, chain_label, target)
     stage_identity = rows[0]["target_stage"]
     config = load_config(run.config_file, require_data=False)
@@ -75,22 +84,67 @@ def export_model(
     card = model_card(spec, rows, record, config, __version__)
 
     destination = Path(output_dir)
-    scratch = destination.with_name(f".{destination.name}.partial")
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    with writing(scratch):
+    with _written_aside(destination) as scratch:
         exported.save_pretrained(scratch, safe_serialization=True)
         save_clean_tokenizer(tokenizer, scratch)
         (scratch / "README.md").write_text(card, encoding="utf-8")
-    if destination.exists():
-        if not (destination / "config.json").is_file():
-            shutil.rmtree(scratch)
-            raise XstiltsError(f"{destination} exists and is not an exported model; choose another --output-dir")
-        shutil.rmtree(destination)
-    os.replace(scratch, destination)
     if push_to_hub:
         _push(destination, push_to_hub, f"{target} after {chain_label} (xstilts)")
     return ExportedModel(destination, target, chain_label, spec.kind, difference)
+
+
+@contextlib.contextmanager
+def _written_aside(destination: Path) -> Iterator[Path]:
+    """A fresh folder beside `destination` to write the export into, renamed over it when the block succeeds.
+
+    An interrupted or failed export leaves `destination` as it was and removes its own folder; two exports to one
+    destination at once each write their own folder, and the last rename wins whole. An existing destination is
+    replaced only when it is an earlier export (`is_export`): a folder xstilts did not write is never deleted.
+    """
+    if destination.exists() and not is_export(destination) and any(destination.iterdir()):
+        raise XstiltsError(
+            f"{destination} exists and is not a model xstilts exported (no xstilts model card in it); "
+            "choose another --output-dir, or remove it yourself"
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.exporting-"))
+    try:
+        with writing(scratch):
+            yield scratch
+        _replace_folder(scratch, destination)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _replace_folder(new: Path, destination: Path) -> None:
+    """Rename `new` to `destination`, moving an existing destination aside first (and deleting it after). Another
+    export may move or fill the destination meanwhile: then the move is tried again."""
+    aside = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.old-"))
+    try:
+        for attempt in range(20):
+            try:
+                os.replace(new, destination)  # onto nothing (or an empty folder) only
+                return
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            with contextlib.suppress(FileNotFoundError):  # another export may have moved it already
+                os.replace(destination, aside / f"model-{attempt}")
+        raise RunError(f"{destination}: another process kept writing there during the export; export again")
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def is_export(directory: Path) -> bool:
+    """A folder `export_model` wrote: its README.md is a model card whose front matter tags it `xstilts`."""
+    card = Path(directory) / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8") if card.is_file() and not card.is_symlink() else ""
+        front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") and text.count("---") >= 2 else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(front, dict) and "xstilts" in (front.get("tags") or [])
 
 
 def _rows_of(run: RunDirectory, chain_label: str, target: str) -> list[dict[str, Any]]:

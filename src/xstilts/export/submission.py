@@ -26,6 +26,7 @@ def export_predictions(
 ) -> dict[str, dict[str, Any]]:
     """Write OUT/<target>/test-<lang>.<ext> for every target; returns {target: {"chain", "files"}}."""
     run = RunDirectory(run_dir)
+    run.check_contained()
     plan = run.read_plan()
     if plan is None:
         raise XstiltsError(f"{run.root}: no {run.plan_file.name}; is this a run directory?")

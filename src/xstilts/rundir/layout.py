@@ -20,6 +20,8 @@ never by name.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -68,6 +70,19 @@ CHECKPOINT_OPTIMIZER = "optimizer.pt"
 CHECKPOINT_PROGRESS = "progress.json"
 
 
+MAX_FOLDER_NAME = 128  # bytes; file systems allow 255 per name, and a chain of nine 64-character tasks is 584
+
+
+def folder_name(label: str) -> str:
+    """The folder name for a label (a chain's results: `results/<chain>/`, `by-chain/<chain>/`; a stage's tracker
+    run): the label itself, or for one too long for a file name, its start and a hash of the whole (what is
+    inside holds the full label)."""
+    if len(label.encode()) <= MAX_FOLDER_NAME:
+        return label
+    digest = hashlib.sha256(label.encode()).hexdigest()[:16]
+    return f"{label[: MAX_FOLDER_NAME - 20]}~{digest}"
+
+
 def evaluation_file(stage_dir: Path, split: str, language: str) -> Path:
     """A target stage's zero-shot evaluation of one split ("dev", "test") in one language."""
     return Path(stage_dir) / EVALUATIONS_DIR / f"{split}-{language}.json"
@@ -100,6 +115,35 @@ def inside(root: Path, path: Path) -> Path:
     if candidate.name in ("", ".", "..") or not resolved.is_relative_to(base) or resolved == base:
         raise XstiltsError(f"refusing to touch {path}: it is not inside the run directory {base}")
     return resolved
+
+
+def is_run_directory(path: Path) -> bool:
+    """A folder a run wrote into (any of its first files: the log, the resolved config, the lock, the plan, the
+    store)."""
+    first_files = (RUN_LOG, CONFIG_FILE, LOCK_FILE, PLAN_FILE, STAGES_DIR, RESULTS_DIR)
+    return any((Path(path) / name).exists() for name in first_files)
+
+
+def check_contained(root: Path) -> None:
+    """Refuse a run directory holding a symbolic link that leads outside it.
+
+    Every path xstilts writes or deletes must lie inside the run directory (`inside`); a link inside it that
+    leads elsewhere (a folder moved to another disk and linked back, a planted link) would make the run fail
+    half-way, or have a reader follow it. So every command that opens a run checks first, naming the link.
+    The run directory itself may be a link: it is resolved once. xstilts' own links (by-chain/) lead inside.
+    """
+    base = Path(root).resolve()
+    if not base.is_dir():
+        return
+    for directory, folders, files in os.walk(base):  # links to folders are listed, never entered
+        for name in folders + files:
+            path = Path(directory) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(base):
+                raise XstiltsError(
+                    f"{path} is a symbolic link to {os.readlink(path)}, outside the run directory {base}: xstilts "
+                    "writes and deletes only inside a run directory and does not follow it; put the files themselves "
+                    "there (to use another disk, move the whole run directory and link that)"
+                )
 
 
 def remove_inside(root: Path, path: Path) -> None:

@@ -89,8 +89,12 @@ class RunDirectory:
     def store(self) -> StageStore:
         return StageStore(self.root / layout.STAGES_DIR)
 
+    def check_contained(self) -> None:
+        """No symbolic link inside leads outside (`layout.check_contained`); every command that opens a run calls it."""
+        layout.check_contained(self.root)
+
     def looks_like_a_run(self) -> bool:
-        return (self.root / layout.PLAN_FILE).is_file() or (self.root / layout.RESULTS_DIR).is_dir()
+        return layout.is_run_directory(self.root)
 
     # --- the resolved config ---------------------------------------------------------------------------
 
@@ -117,7 +121,8 @@ class RunDirectory:
 
     def result_file(self, chain_label: str, target: str, split: str, language: str) -> Path:
         return layout.inside(
-            self.root, self.root / layout.RESULTS_DIR / chain_label / target / f"{split}-{language}.json"
+            self.root,
+            self.root / layout.RESULTS_DIR / layout.folder_name(chain_label) / target / f"{split}-{language}.json",
         )
 
     def write_result(self, row: ResultRow) -> None:
@@ -145,7 +150,7 @@ class RunDirectory:
         # one per fine-tuned model (rows repeat it for every split and language)
         models = sorted({(r["chain_label"], r["target"], r["target_stage"]) for r in rows if r.get("target_stage")})
         for label, target, identity in models:
-            folder = Path(label)  # a label names the chain mode and seed when the run has several
+            folder = Path(layout.folder_name(label))  # a label names the chain mode and seed when the run has several
             links[folder / target] = self.store.stage_dir(identity, target)
             record = self.store.record(identity, target)
             parent = (self.store.root / record["parent"]) if record and record.get("parent") else None

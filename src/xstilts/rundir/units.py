@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xstilts.errors import DataError
+from xstilts.files import read_npy
 from xstilts.metrics.units import Units
 
 
@@ -38,10 +40,10 @@ def read_units(path: Path, statistic: str, n: int, parallel: bool = False) -> Un
     """The stored units, or None when a file is missing or does not match its evaluation record (`parallel`: the
     record says the units carry item keys)."""
     try:
-        values = np.load(Path(path), allow_pickle=False)
-        keys = np.load(keys_file(Path(path)), allow_pickle=False) if parallel else None
+        values = read_npy(path)
+        keys = read_npy(keys_file(Path(path))) if parallel else None
         units = Units(statistic, values, keys)
-    except (OSError, ValueError):
+    except (OSError, ValueError, DataError):
         return None
     return units if len(units) == n else None
 

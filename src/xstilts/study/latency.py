@@ -194,6 +194,7 @@ def measure_run(
     from xstilts.train.adapters import load_target_model
 
     run = RunDirectory(run_dir)
+    run.check_contained()
     rows = [row for row in run.result_rows() if row.get("target_stage") and not row.get("control")]
     if not rows:
         raise XstiltsError(f"{run.root}: no fine-tuned target results to time (run the study first)")

@@ -47,6 +47,7 @@ def run_once(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     """
     check_encoder_available(config.encoder)  # an encoder that cannot be had (offline, no such model) writes nothing
     run = RunDirectory(config.output_dir)
+    run.check_contained()  # a link leading out of the run is refused before anything is written
     run.root.mkdir(parents=True, exist_ok=True)
     # The log only once the run is ours (a refused run writes nothing), and from one process.
     with run_lock(run.root), run_log(run.root) if is_main_process() else contextlib.nullcontext():

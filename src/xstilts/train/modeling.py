@@ -69,11 +69,51 @@ def _loading(source: str | Path, what: str) -> Iterator[None]:
 
 
 def check_encoder_available(source: str | Path) -> None:
-    """Load the encoder's config and tokenizer (small files; from the cache when offline) so that a model that
-    cannot be had fails before a run writes anything."""
+    """Load the encoder's config and tokenizer (small files; from the cache when offline), read the headers of
+    a local encoder's weight files, and size the model its config describes, so that a model that cannot be
+    had, or could never fit in this machine's memory, fails before a run writes anything."""
     with _loading(source, "encoder's config"):
-        AutoConfig.from_pretrained(str(source))
+        config = AutoConfig.from_pretrained(str(source))
     load_tokenizer(source)
+    if Path(str(source)).is_dir():
+        check_weight_headers(Path(str(source)))
+    check_model_fits(config, f"{source}/config.json" if Path(str(source)).is_dir() else f"{source} (its config.json)")
+
+
+def check_weight_headers(directory: Path) -> None:
+    """Every safetensors file of a model directory opens: its header is at most 100 MB and its tensors lie within
+    the file (safetensors checks both before allocating anything). A damaged or hostile file is named."""
+    from safetensors import safe_open
+
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # SafetensorError: HeaderTooLarge, MetadataIncompleteBuffer, InvalidHeader...
+            detail = (str(error).strip().splitlines() or [""])[0]
+            raise XstiltsError(
+                f"{path}: not a readable safetensors weight file ({detail}); the file is damaged"
+            ) from None
+
+
+def check_model_fits(config: Any, where: str) -> None:
+    """Refuse a config that describes a model larger than this machine's memory, even at 2 bytes per parameter.
+
+    The parameters are counted on the meta device (nothing is allocated); a config claiming a vocabulary of 10^12
+    would otherwise end, after minutes, in an "out of memory" that names no file."""
+    import psutil
+
+    try:
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+    except Exception:  # an architecture that cannot be built from its config alone: loading will say why
+        return
+    needed, memory = 2 * parameters, psutil.virtual_memory().total
+    if needed > memory:
+        raise XstiltsError(
+            f"{where} describes a model of {parameters:,} parameters ({needed / 2**30:,.0f} GiB even in 16 bits); "
+            f"this machine has {memory / 2**30:,.0f} GiB of memory: the config is damaged or meant for another machine"
+        )
 
 
 def load_tokenizer(source: str | Path) -> Any:
