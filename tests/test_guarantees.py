@@ -255,7 +255,9 @@ def test_a_damaged_pretrained_encoder_or_too_long_inputs_are_named(tmp_path, tin
     weights = damaged / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert main(["run", "--no-progress", "-q", str(chain_config(tmp_path / "a", damaged, demo_tasks))]) == 2
-    assert f"error: {weights}: not a readable safetensors weight file" in capsys.readouterr().err, "named, not its folder"
+    assert f"error: {weights}: not a readable safetensors weight file" in capsys.readouterr().err, (
+        "named, not its folder"
+    )
     too_long = chain_config(tmp_path / "b", tiny_encoder_dir, demo_tasks, training={**FAST, "max_length": 400})
     assert main(["run", "--no-progress", "-q", str(too_long)]) == 2
     assert "training.max_length is 400, but the encoder" in capsys.readouterr().err
