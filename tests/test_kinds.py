@@ -89,6 +89,49 @@ def test_qa_decoding_returns_exact_text_and_respects_no_answer(tiny_tokenizer):
     assert kind.decode(outputs, features, [example], spec("qa"), settings) == ["green map"]
 
 
+def _best_answer_by_loops(context, windows, allow_no_answer, settings):
+    """The span search written as the plain double loop over n-best starts and ends (the reference)."""
+    best_score, best_span, null_score = -np.inf, None, np.inf
+    for scores, offsets, *rest in windows:
+        max_context = rest[0] if rest else None
+        null_score = min(null_score, float(scores[0, 0] + scores[0, 1]))
+        for start in np.argsort(scores[:, 0])[::-1][: settings.n_best_size]:
+            if offsets[start, 0] < 0 or (max_context is not None and not max_context[start]):
+                continue
+            for end in np.argsort(scores[:, 1])[::-1][: settings.n_best_size]:
+                if end < start or end - start + 1 > settings.max_answer_length or offsets[end, 0] < 0:
+                    continue
+                score = float(scores[start, 0] + scores[end, 1])
+                if score > best_score:
+                    best_score, best_span = score, (int(offsets[start, 0]), int(offsets[end, 1]))
+    if best_span is None or (allow_no_answer and null_score > best_score):
+        return ""
+    return context[best_span[0] : best_span[1]].strip()
+
+
+def test_the_vectorised_span_search_chooses_what_the_double_loop_chooses():
+    rng = np.random.default_rng(0)
+    context = " ".join(f"w{i}" for i in range(40))
+    for case in range(300):
+        windows = []
+        for _ in range(rng.integers(1, 4)):
+            length = int(rng.integers(3, 30))
+            scores = rng.integers(-3, 4, size=(length, 2)).astype(np.float32)  # small integers: many ties
+            offsets = np.full((length, 2), -1)
+            first = int(rng.integers(1, length))
+            for position in range(first, length):
+                word = int(rng.integers(0, 40))
+                offsets[position] = (len(" ".join(f"w{i}" for i in range(word))) + (word > 0), 0)
+                offsets[position, 1] = offsets[position, 0] + len(f"w{word}")
+            flags = rng.random(length) < 0.7 if case % 2 else None
+            windows.append((scores, offsets, flags))
+        settings = TrainingSettings(n_best_size=int(rng.integers(1, 8)), max_answer_length=int(rng.integers(1, 6)))
+        for allow in (False, True):
+            assert best_answer(context, windows, allow, settings) == _best_answer_by_loops(
+                context, windows, allow, settings
+            ), case
+
+
 def test_best_answer_respects_max_answer_length_and_strips_spaces():
     context = "alpha beta gamma"
     offsets = np.array([[-1, -1], [0, 5], [5, 10], [11, 16]], dtype=np.int32)  # token 2 includes the space

@@ -327,8 +327,8 @@ class FrozenStates(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: Any = None) -> Any:
         attended = attention_mask.bool()
-        keys = [self._key(input_ids, attended, token_type_ids, row) for row in range(len(input_ids))]
-        missing = sorted({row for row, key in enumerate(keys) if key not in self.cache})
+        keys = self._keys(input_ids, attended, token_type_ids)
+        missing = [row for row, key in enumerate(keys) if key not in self.cache]
         if missing:
             inputs = {"input_ids": input_ids[missing], "attention_mask": attention_mask[missing]}
             if token_type_ids is not None:
@@ -337,15 +337,23 @@ class FrozenStates(torch.nn.Module):
                 hidden = self.wrapped(**inputs).last_hidden_state
             for position, row in enumerate(missing):
                 self.cache[keys[row]] = hidden[position][attended[row]].detach()
-        first = self.cache[keys[0]]
-        states = first.new_zeros((*input_ids.shape, first.shape[-1]))
-        for row, key in enumerate(keys):
-            states[row][attended[row]] = self.cache[key]
+        found = [self.cache[key] for key in keys]
+        states = found[0].new_zeros((*input_ids.shape, found[0].shape[-1]))
+        lengths = attended.sum(1)
+        if bool((attended == (torch.arange(attended.shape[1], device=attended.device) < lengths[:, None])).all()):
+            padded = torch.nn.utils.rnn.pad_sequence(found, batch_first=True)  # right padding: one copy
+            states[:, : padded.shape[1]] = padded
+        else:
+            for row, rows_states in enumerate(found):
+                states[row][attended[row]] = rows_states
         return SimpleNamespace(last_hidden_state=states)
 
     @staticmethod
-    def _key(input_ids: torch.Tensor, attended: torch.Tensor, token_type_ids: Any, row: int) -> bytes:
-        key = input_ids[row][attended[row]].cpu().numpy().tobytes()
-        if token_type_ids is not None:
-            key += b"|" + token_type_ids[row][attended[row]].cpu().numpy().tobytes()
-        return key
+    def _keys(input_ids: torch.Tensor, attended: torch.Tensor, token_type_ids: Any) -> list[bytes]:
+        ids, mask = input_ids.cpu().numpy(), attended.cpu().numpy()
+        types = token_type_ids.cpu().numpy() if token_type_ids is not None else None
+        keys = []
+        for row in range(len(ids)):
+            key = ids[row][mask[row]].tobytes()
+            keys.append(key if types is None else key + b"|" + types[row][mask[row]].tobytes())
+        return keys

@@ -305,17 +305,23 @@ def best_answer(
         max_context = rest[0] if rest and rest[0] is not None else None
         start_scores, end_scores = scores[:, 0], scores[:, 1]
         null_score = min(null_score, float(start_scores[0] + end_scores[0]))
-        top_starts = np.argsort(start_scores)[::-1][: settings.n_best_size]
-        top_ends = np.argsort(end_scores)[::-1][: settings.n_best_size]
-        for start in top_starts:
-            if offsets[start, 0] < 0 or (max_context is not None and not max_context[start]):
-                continue
-            for end in top_ends:
-                if end < start or end - start + 1 > settings.max_answer_length or offsets[end, 0] < 0:
-                    continue
-                score = float(start_scores[start] + end_scores[end])
-                if score > best_score:
-                    best_score, best_span = score, (int(offsets[start, 0]), int(offsets[end, 1]))
+        starts = np.argsort(start_scores)[::-1][: settings.n_best_size]
+        ends = np.argsort(end_scores)[::-1][: settings.n_best_size]
+        starts = starts[offsets[starts, 0] >= 0]
+        if max_context is not None:
+            starts = starts[np.asarray(max_context, dtype=bool)[starts]]
+        ends = ends[offsets[ends, 0] >= 0]
+        # every (start, end) pair of the n-best lists at once; the first best in (start, end) order wins, as a
+        # loop over starts, then ends, keeping only a strictly higher score would choose
+        lengths = ends[None, :] - starts[:, None] + 1
+        pair_scores = start_scores[starts][:, None] + end_scores[ends][None, :]
+        pair_scores = np.where((lengths >= 1) & (lengths <= settings.max_answer_length), pair_scores, -np.inf)
+        if pair_scores.size and np.isfinite(pair_scores).any():
+            row, column = np.unravel_index(int(np.argmax(pair_scores)), pair_scores.shape)
+            score = float(pair_scores[row, column])
+            if score > best_score:
+                best_score = score
+                best_span = (int(offsets[starts[row], 0]), int(offsets[ends[column], 1]))
     if best_span is None or (allow_no_answer and null_score > best_score):
         return ""
     return _strip_span(context, *best_span)
