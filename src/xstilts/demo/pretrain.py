@@ -32,11 +32,12 @@ from xstilts.logs import ProgressLines, progress_bar
 from xstilts.rundir.store import content_identity
 from xstilts.runtime.cpu_dropout import cpu_dropout
 from xstilts.tasks.mlm import mask_tokens
+from xstilts.train.loop import shuffled_batches
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
-PRETRAIN_RECIPE = 2  # what the settings do not say (2: CPU dropout draws, fused AdamW); part of the cache key
+PRETRAIN_RECIPE = 3  # what the settings do not say (3: length-grouped batches, CPU dropout, fused AdamW); cache key
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,11 @@ def pretrain_encoder(
     bar = progress_bar(progress, iterable=range(settings.steps), desc=name, leave=False)
     lines = ProgressLines(name, settings.steps)
     losses = []
+    # length-grouped batches, as the study's training draws them: half of each random batch was padding
+    batches = shuffled_batches(len(encoded), settings.batch_size, settings.seed, [len(ids) for ids in encoded])
     with cpu_dropout(model):
         for step in bar:
-            indices = torch.randint(len(encoded), (settings.batch_size,), generator=generator).tolist()
+            indices = next(batches)
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
             special = torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
             inputs, labels = mask_tokens(
