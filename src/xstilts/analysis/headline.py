@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xstilts.chain_modes import FULL
+from xstilts.results.curve import HORIZON
 from xstilts.results.effects import AVERAGE
 from xstilts.results.statistics import ALPHA, CONFIDENCE, POWER, TEST_SAMPLE_ONLY, WITH_TRAINING, format_p, holm
 from xstilts.results.statistics import signed as plus_sign
@@ -77,6 +78,11 @@ def build_headline(
         steps = _steps_table(found)
         if steps:
             headline.blocks.append(Block(f"Gain of each added task: k against k - 1 (test){suffix}", steps))
+        curves = _curve_lines(found)
+        if curves:
+            headline.blocks.append(
+                Block(f"The curve of the gain against k (form chosen on dev, fitted on test){suffix}", curves)
+            )
         if best_lengths is not None:
             best = _best_lines(found, best_lengths.get(mode, {}))
             headline.blocks.append(
@@ -103,6 +109,40 @@ def build_headline(
     headline.blocks += later
     headline.notes += _notes(effects, modes)
     return headline
+
+
+def _curve_lines(found: Mapping[str, Any]) -> list[str]:
+    """Per target: the form dev chose, its scale on test, the gains it predicts beyond the study, and the chain
+    length from which the next task adds less than the study could detect."""
+    lines = []
+    for name, curve in (found.get("curves") or {}).items():
+        if curve.get("form") is None:
+            lines.append(f"{name}: no curve ({curve['why_not']})")
+            continue
+        predicted = "; ".join(
+            f"at k = {k}: {interval_cell(entry, signed=True)}" for k, entry in curve["predictions"].items()
+        )
+        flat = curve.get("flat_after")
+        detectable = curve.get("detectable")
+        if detectable is None:
+            after = "no detectable gain is known for this design"
+        elif flat is None:
+            after = f"each task up to k = {HORIZON} adds at least the detectable {detectable:.1f} points"
+        else:
+            after = f"from k = {flat}, the next task adds less than the detectable {detectable:.1f} points"
+        errors = ", ".join(
+            f"{form} {error:.2g}" for form, error in sorted(curve["dev_errors"].items(), key=lambda e: e[1])[:3]
+        )
+        lines.append(
+            f"{name}: gain = {curve['formula']}, a = {interval_cell(curve['scale'], signed=True)}; predicted gain "
+            f"{predicted}; {after} (dev leave-one-length-out error: {errors})"
+        )
+    if lines:
+        lines.append(
+            "A prediction beyond the longest chain holds only if the chosen form holds there too, which no data of "
+            "this study can check; the form is chosen on dev (each chain length predicted from the others), never on test."
+        )
+    return lines
 
 
 def _notes(effects: Mapping[str, Any], modes: Sequence[str]) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 from xstilts.metrics.units import Units
 from xstilts.metrics.xtreme import XTREME_TASK_ORDER
 from xstilts.results import statistics as st
+from xstilts.results.curve import gain_curve
 from xstilts.results.resampling import RESAMPLES, item_replicates, seeded
 from xstilts.rundir.records import ResultRow, complete_rows
 from xstilts.rundir.units import read_units
@@ -130,14 +131,35 @@ def analyse(
     "rows" maps "chain_label/target/language" to that result's score and gain intervals (for results.csv).
     `unevaluated`: planned (target, split, language) the run could not evaluate (no files), named in the output."""
     result: dict[str, Any] = {}
+    models: dict[tuple[str, str], dict[str, st.ModelScores]] = {}
     groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
     for row in complete_rows(rows):
         groups[(row["mode"], row["split"])].append(row)
     for (mode, split), group in sorted(groups.items()):
         if split in splits:
             skipped = [u for u in complete_rows(unevaluated) if u["split"] == split]
-            result.setdefault(mode, {})[split] = _analyse_split(mode, split, group, load_units, resamples, skipped)
+            found, models[(mode, split)] = _analyse_split(mode, split, group, load_units, resamples, skipped)
+            result.setdefault(mode, {})[split] = found
+    for mode, by_split in result.items():
+        if TEST in by_split:
+            by_split[TEST]["curves"] = _curves(by_split, models.get((mode, TEST), {}), models.get((mode, "dev")))
     return result
+
+
+def _curves(
+    found: Mapping[str, Any], test: Mapping[str, st.ModelScores], dev: Mapping[str, st.ModelScores] | None
+) -> dict[str, Any]:
+    """The curve of the gain against k for every target and the average: form chosen on dev, fitted on test."""
+    dev_names = {} if dev is None else {name: name for name in dev}
+    if dev is not None and found[TEST].get("average") and found.get("dev", {}).get("average"):
+        dev_names[found[TEST]["average"]] = found["dev"]["average"]  # the average's label may name its split
+    curves = {}
+    for name, models in test.items():
+        detectable = found[TEST]["targets"][name]["detectable"]
+        mde = detectable.get("further") or detectable.get("first")
+        chosen = dev.get(dev_names.get(name, "")) if dev is not None else None
+        curves[name] = gain_curve(chosen, models, mde)
+    return curves
 
 
 def _analyse_split(
@@ -147,7 +169,8 @@ def _analyse_split(
     load_units: UnitsLoader,
     resamples: int,
     unevaluated: Sequence[Mapping[str, Any]],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, st.ModelScores]]:
+    """The split's analysis (JSON) and the models it analysed, per target and the average."""
     by_target: dict[str, list[ResultRow]] = defaultdict(list)
     for row in rows:
         by_target[row["target"]].append(row)
@@ -191,7 +214,7 @@ def _analyse_split(
             for target, target_rows in by_target.items()
             for key, value in _row_intervals(target_rows, draws[target]).items()
         },
-    }
+    }, models
 
 
 def average_label(names: Sequence[str], languages: Mapping[str, Sequence[str]], split: str) -> str:

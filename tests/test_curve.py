@@ -1,0 +1,114 @@
+"""The curve of the gain against k: exact on a noiseless study, the form chosen on dev, and the scale's interval
+checked by simulation against a known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xstilts.results import statistics as st
+from xstilts.results.curve import FORMS, choose_form, flat_after, gain_curve, lineages, scale
+from xstilts.results.effects import TargetDraws, analyse, target_languages, target_scores
+from xstilts.results.simulate import Design, SimulatedTarget, simulate_rows
+
+LOG = next(form for form in FORMS if form.name == "logarithmic")
+LINEAR = next(form for form in FORMS if form.name == "linear")
+
+
+def noiseless(curve, orders=(("a", "b", "c", "d"), ("b", "c", "d", "a")), seeds=(0, 1), level=50.0):
+    """Models whose score is level + curve(k) exactly (k = 0 under three seeds)."""
+    labels, chains, seed_list, points = [], [], [], []
+    for seed in (0, 1, 2):
+        labels.append(f"k0-s{seed}"), chains.append(()), seed_list.append(seed), points.append(level)
+    for seed in seeds:
+        for order in orders:
+            for k in range(1, len(order) + 1):
+                labels.append(f"{'+'.join(order[:k])}-s{seed}")
+                chains.append(tuple(order[:k]))
+                seed_list.append(seed)
+                points.append(level + curve(k))
+    return st.ModelScores(labels, chains, seed_list, np.array(points), None)
+
+
+def test_a_noiseless_logarithmic_study_is_recovered_exactly():
+    models = noiseless(lambda k: 3 * np.log1p(k))
+    form, errors = choose_form(models)
+    assert form.name == "logarithmic" and errors["logarithmic"] == pytest.approx(0, abs=1e-12)
+    assert all(error > 1e-6 for name, error in errors.items() if name != "logarithmic")
+    assert len(lineages(models)) == 4, "two orders x two seeds, each with its prefixes"
+    assert scale(models, LOG).estimate == pytest.approx(3.0)
+    curve = gain_curve(models, models, detectable=1.0)
+    assert curve["form"] == "logarithmic" and curve["formula"] == "a log(1 + k)"
+    assert curve["predictions"][5]["estimate"] == pytest.approx(3 * np.log(6))
+    assert curve["predictions"][7]["estimate"] == pytest.approx(3 * np.log(8))
+    # 3 (log(k + 2) - log(k + 1)) < 1 from k = 2 on
+    assert curve["flat_after"] == 2 and flat_after(3.0, LOG, None) is None
+
+
+def test_the_form_is_chosen_on_dev_not_on_test():
+    dev = noiseless(lambda k: 2.0 * k)
+    test = noiseless(lambda k: 3 * np.log1p(k))
+    curve = gain_curve(dev, test, detectable=None)
+    assert curve["form"] == "linear", "dev says linear; test's own shape must not choose"
+    assert curve["scale"]["estimate"] == pytest.approx(
+        float(np.sum(np.arange(1, 5) * 3 * np.log1p(np.arange(1, 5))) / 30)
+    )
+    assert gain_curve(None, test, None)["why_not"].startswith("no dev scores")
+    one_length = noiseless(lambda k: k, orders=(("a",), ("b",)))
+    assert "fewer than two chain lengths" in gain_curve(one_length, test, None)["why_not"]
+
+
+def test_the_baseline_level_cancels_and_each_k0_seed_counts():
+    """Shifting every score by a constant changes nothing; k = 0's own spread widens the scale's interval."""
+    first = scale(noiseless(lambda k: 2.0 * k, level=50.0), LINEAR)
+    shifted = scale(noiseless(lambda k: 2.0 * k, level=70.0), LINEAR)
+    assert first.estimate == pytest.approx(shifted.estimate) == pytest.approx(2.0)
+    noisy = noiseless(lambda k: 2.0 * k)
+    noisy.points[:3] = [48.0, 50.0, 52.0]
+    found = scale(noisy, LINEAR)
+    assert found.estimate == pytest.approx(2.0) and found.upper - found.lower > 0, "k = 0's seeds enter the interval"
+
+
+@pytest.mark.slow
+def test_the_scale_interval_covers_the_true_slope_in_simulated_studies():
+    """A linear truth (+1 point per task, K = 4, 3 orders x 2 seeds, seed, stage and order noise, parallel test
+    items): the report's interval for a covers 1 in about 95% of studies."""
+    design = Design(
+        "curve",
+        seeds=2,
+        orders=3,
+        max_length=4,
+        pool=4,
+        gains=(0.0, 1.0, 2.0, 3.0, 4.0),
+        targets=(SimulatedTarget("parallel", 4, 400, True),),
+        a_a=False,
+    )
+    rng = np.random.default_rng(11)
+    covered = []
+    for _ in range(120):
+        study = simulate_rows(design, rng)
+        draws = TargetDraws(study.rows, study.load, 200, key=("curve",))
+        models = target_scores(study.rows, target_languages("parallel", study.rows), draws)
+        found = scale(models, LINEAR)
+        covered.append(found.lower <= 1.0 <= found.upper)
+    assert np.mean(covered) >= 0.88, np.mean(covered)
+
+
+def test_curves_reach_the_report_analysis_with_dev_and_test():
+    design = Design(
+        "both",
+        seeds=2,
+        orders=2,
+        max_length=3,
+        pool=3,
+        gains=(0.0, 2.0, 3.0, 3.5),
+        a_a=False,
+        targets=(SimulatedTarget("parallel", 2, 200, True),),
+    )
+    rng = np.random.default_rng(3)
+    test, dev = simulate_rows(design, rng, "test"), simulate_rows(design, rng, "dev")
+    units = {**test.units, **dev.units}
+    found = analyse(test.rows + dev.rows, lambda row: units.get(row["units"]["file"]), resamples=100)["full"]
+    curve = found["test"]["curves"]["parallel"]
+    assert curve["form"] in {form.name for form in FORMS} and set(curve["predictions"]) == {4, 6}
+    assert curve["scale"]["includes"] == st.WITH_TRAINING and curve["scale"]["lower"] <= curve["scale"]["upper"]
