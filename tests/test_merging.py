@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xstilts.errors import XstiltsError
-from xstilts.train.merging import MergeSettings, merge_states, task_vectors
+from xstilts.train.merging import MergeSettings, merge_states
 
 BASE = {"w": torch.tensor([1.0, 1.0, 1.0, 1.0]), "ids": torch.arange(4)}
 DELTA_1 = torch.tensor([3.0, -1.0, 0.5, 2.0])
@@ -79,10 +79,12 @@ def test_settings_are_checked(settings, words):
 
 
 def test_only_models_of_the_same_base_merge():
-    with pytest.raises(XstiltsError, match="missing"):
-        task_vectors(BASE, [{"w": BASE["w"]}])
+    with pytest.raises(XstiltsError, match=r"lacks tensors of the base \(ids\)"):
+        merge_states(BASE, [{"w": BASE["w"]}], MergeSettings())
     with pytest.raises(XstiltsError, match=r"w has shape \(5,\), the base \(4,\)"):
-        task_vectors(BASE, [{"w": torch.zeros(5), "ids": torch.arange(4)}])
+        merge_states(BASE, [{"w": torch.zeros(5), "ids": torch.arange(4)}], MergeSettings())
+    extra = {**TUNED[0], "pooler": torch.ones(2)}  # more tensors than the base (a saved pooler): ignored
+    torch.testing.assert_close(merge_states(BASE, [extra], MergeSettings())["w"], TUNED[0]["w"])
     with pytest.raises(XstiltsError, match="at least one"):
         merge_states(BASE, [], MergeSettings())
 

@@ -53,38 +53,22 @@ class MergeSettings:
             raise XstiltsError(f"merge method {self.method} takes no density (got {self.density})")
 
 
-def task_vectors(
-    base: Mapping[str, torch.Tensor], tuned: Sequence[Mapping[str, torch.Tensor]]
-) -> list[dict[str, torch.Tensor]]:
-    """Each fine-tuned state minus the base, for the floating-point tensors (buffers such as position ids are
-    the base's). Every state must hold the base's tensors with the base's shapes."""
-    for index, state in enumerate(tuned):
-        missing = sorted(set(base) - set(state))
-        extra = sorted(set(state) - set(base))
-        if missing or extra:
-            raise XstiltsError(
-                f"model {index + 1} of the merge does not have the base's tensors (missing: {missing[:3]}, "
-                f"extra: {extra[:3]}); only encoders fine-tuned from the same base can be merged"
-            )
-        for key, value in base.items():
-            if state[key].shape != value.shape:
-                raise XstiltsError(
-                    f"model {index + 1} of the merge: {key} has shape {tuple(state[key].shape)}, the base "
-                    f"{tuple(value.shape)}; only encoders fine-tuned from the same base can be merged"
-                )
-    return [
-        {key: state[key].float() - value.float() for key, value in base.items() if value.is_floating_point()}
-        for state in tuned
-    ]
-
-
 def merge_states(
     base: Mapping[str, torch.Tensor], tuned: Sequence[Mapping[str, torch.Tensor]], settings: MergeSettings
 ) -> dict[str, torch.Tensor]:
-    """The merged state: base + the combined task vectors, tensor by tensor, in the base's dtypes."""
+    """The merged state: base + the combined task vectors (each model's tensor minus the base's), tensor by
+    tensor, in the base's dtypes. Buffers that are not floating point (position ids) are the base's. The models
+    may hold more tensors than the base (a pooler); the base's must all be there, with its shapes. `tuned` may
+    be lazy mappings (a weight file read one tensor at a time): only one tensor per model is held at once."""
     if not tuned:
         raise XstiltsError("a merge needs at least one fine-tuned model")
-    vectors = task_vectors(base, tuned)
+    for index, state in enumerate(tuned):
+        missing = sorted(set(base) - set(state))
+        if missing:
+            raise XstiltsError(
+                f"model {index + 1} of the merge lacks tensors of the base ({', '.join(missing[:3])}); only encoders "
+                "fine-tuned from the same base can be merged"
+            )
     weights = torch.full((len(tuned),), float(settings.weight))
     merged: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[]):
@@ -93,9 +77,18 @@ def merge_states(
             if not value.is_floating_point():
                 merged[key] = value.clone()
                 continue
-            delta = combine([vector[key] for vector in vectors], weights, settings)
-            merged[key] = (value.float() + delta).to(value.dtype)
+            deltas = [_delta(state[key], value, key, index) for index, state in enumerate(tuned)]
+            merged[key] = (value.float() + combine(deltas, weights, settings)).to(value.dtype)
     return merged
+
+
+def _delta(tensor: torch.Tensor, base: torch.Tensor, key: str, index: int) -> torch.Tensor:
+    if tensor.shape != base.shape:
+        raise XstiltsError(
+            f"model {index + 1} of the merge: {key} has shape {tuple(tensor.shape)}, the base {tuple(base.shape)}; "
+            "only encoders fine-tuned from the same base can be merged"
+        )
+    return tensor.float() - base.float()
 
 
 def combine(deltas: list[torch.Tensor], weights: torch.Tensor, settings: MergeSettings) -> torch.Tensor:

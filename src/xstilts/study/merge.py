@@ -1,0 +1,135 @@
+"""Merged encoders as stages: one encoder built from a study's single-task stages, with no training.
+
+A study already trains every pool task alone from the pretrained encoder (its k = 1 prefixes). A merge of any
+set of them (`xstilts.train.merging`: task arithmetic, TIES, DARE) is then a stage like any other: it has an
+identity (a hash of the base, the members' identities and the merge settings), a directory in the stage store
+with its record and the sha256 of its files, it is built once (a second request finds it), and targets are
+fine-tuned on its encoder as on any intermediate stage's. Its members must be intact full-mode stages: their
+weights are checked by sha256 before they are read.
+
+The merge reads one tensor at a time from each member's weight file, so its memory is one model (the base)
+plus a tensor per member, whatever k is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from transformers.utils import SAFE_WEIGHTS_NAME
+
+from xstilts.chain_modes import FULL
+from xstilts.errors import RunError, XstiltsError
+from xstilts.files import writing
+from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
+from xstilts.rundir.store import StageStore, content_identity
+from xstilts.train.merging import MergeSettings, merge_states
+from xstilts.train.modeling import MultiTaskModel, load_encoder, load_tokenizer, save_encoder
+from xstilts.train.request import EncoderRecipe
+
+MERGE_ROLE = "merge"
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """A merge of the full-mode stages `members` ((identity, task) pairs) of one store, on the encoder `base`."""
+
+    base: str  # the pretrained encoder every member was fine-tuned from (directory or hub id)
+    base_identity: str
+    members: tuple[tuple[str, str], ...]
+    settings: MergeSettings
+
+    @property
+    def name(self) -> str:
+        """The stage's name in the store (a name, not a path: `merge_ties`)."""
+        return f"merge_{self.settings.method}"
+
+    @property
+    def identity(self) -> str:
+        return content_identity(
+            {"merge": asdict(self.settings), "base": self.base_identity, "members": [list(m) for m in self.members]}
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        return [task for _, task in self.members]
+
+
+def build_merged_stage(store: StageStore, request: MergeRequest) -> Path:
+    """The merged stage's directory: built now, or found intact in the store."""
+    if len(request.members) < 1:
+        raise XstiltsError("a merge needs at least one stage")
+    if store.record(request.identity, request.name) is not None:
+        return store.stage_dir(request.identity, request.name)
+    started = time.perf_counter()
+    sources = [_member_weights(store, identity, task) for identity, task in request.members]
+    encoder = load_encoder(request.base)
+    with contextlib.ExitStack() as files:
+        members = [_WeightFile(files.enter_context(safe_open(str(path), framework="pt"))) for path in sources]
+        encoder.load_state_dict(merge_states(encoder.state_dict(), members, request.settings))
+    scratch = store.begin(request.identity, request.name)
+    building = StageDirectory(scratch)
+    with writing(scratch):
+        save_encoder(MultiTaskModel(encoder, {}), load_tokenizer(request.base), building.encoder_dir, request.base)
+    final = store.stage_dir(request.identity, request.name)
+    record: dict[str, Any] = {
+        "identity": request.identity,
+        "role": MERGE_ROLE,
+        "task": request.name,
+        "kind": MERGE_ROLE,
+        "chain": request.tasks,
+        "parent": request.base,
+        "parent_identity": request.base_identity,
+        "seed": request.settings.seed,
+        "mode": FULL,
+        "settings": asdict(request.settings),
+        "merge": {**asdict(request.settings), "members": [{"identity": i, "task": t} for i, t in request.members]},
+        "steps": 0,
+        "parameters": sum(p.numel() for p in encoder.parameters()),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "encoder_recipe": EncoderRecipe(str(StageDirectory(final).encoder_dir)).to_json(store.root),
+    }
+    return store.commit(scratch, request.identity, request.name, record)
+
+
+def _member_weights(store: StageStore, identity: str, task: str) -> Path:
+    """A member's encoder weight file, after checking the whole stage by sha256."""
+    directory = store.stage_dir(identity, task)
+    state = inspect_stage_dir(directory, full=True, identity=identity)
+    if state.status != "done":
+        problem = state.problem or {"pruned": "its weights were pruned", "missing": "it was never trained"}.get(
+            state.status, state.status
+        )
+        raise RunError(f"merge: the stage {directory.name} is not usable ({problem}); run the study again to train it")
+    weights = StageDirectory(directory).encoder_dir / SAFE_WEIGHTS_NAME
+    if not weights.is_file():
+        raise XstiltsError(
+            f"merge: the stage {directory.name} has no full encoder ({weights.name}); only stages of the full "
+            "chain mode can be merged"
+        )
+    return weights
+
+
+class _WeightFile(Mapping[str, torch.Tensor]):
+    """A safetensors file as a read-only mapping that loads each tensor when it is asked for."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+        self.names = set(handle.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.names:
+            raise KeyError(key)
+        return self.handle.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
