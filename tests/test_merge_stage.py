@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import xstilts
 from xstilts.config import parse_config
-from xstilts.errors import RunError
+from xstilts.errors import RunError, XstiltsError
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.rundir.store import StageStore
 from xstilts.study.merge import MergeRequest, build_merged_stage
@@ -23,10 +23,8 @@ from xstilts.train.merging import MergeSettings, merge_states
 from xstilts.train.modeling import load_encoder
 
 
-@pytest.fixture(scope="module")
-def single_task_stages(tmp_path_factory, tiny_encoder_dir, demo_tasks) -> tuple[Path, list[tuple[str, str]]]:
-    """A study of two orders of length 1: the two single-task stages a merge is built from."""
-    root = tmp_path_factory.mktemp("merge")
+def _single_task_study(root: Path, tiny_encoder_dir, demo_tasks, modes=("full",)) -> Path:
+    """A study of two orders of length 1 in each chain mode: the single-task stages a merge is built from."""
     raw = {
         "encoder": str(tiny_encoder_dir),
         "output_dir": str(root / "run"),
@@ -39,16 +37,26 @@ def single_task_stages(tmp_path_factory, tiny_encoder_dir, demo_tasks) -> tuple[
         },
         "targets": [{"task": "demo_nli", "languages": ["en"]}],
         "training": FAST,
+        "chain_modes": list(modes),
     }
     xstilts.run(parse_config(raw), progress=False)
-    stages = root / "run" / "stages"
+    return root / "run" / "stages"
+
+
+def _members(stages: Path, mode: str) -> list[tuple[str, str]]:
     members = []
     for record_file in sorted(stages.glob("*/stage.json")):
         record = json.loads(record_file.read_text())
-        if record["role"] == "intermediate":
+        if record["role"] == "intermediate" and record.get("mode", "full") == mode:
             members.append((record["identity"], record["task"]))
     assert sorted(task for _, task in members) == ["demo_paraphrase", "demo_swag"]
-    return stages, members
+    return members
+
+
+@pytest.fixture(scope="module")
+def single_task_stages(tmp_path_factory, tiny_encoder_dir, demo_tasks) -> tuple[Path, list[tuple[str, str]]]:
+    stages = _single_task_study(tmp_path_factory.mktemp("merge"), tiny_encoder_dir, demo_tasks)
+    return stages, _members(stages, "full")
 
 
 def _request(tiny_encoder_dir, members, **settings) -> MergeRequest:
@@ -100,3 +108,30 @@ def test_a_merge_refuses_a_damaged_or_pruned_member(single_task_stages, tiny_enc
     store.prune(*members[1])
     with pytest.raises(RunError, match="weights were pruned"):
         build_merged_stage(store, _request(tiny_encoder_dir, members[1:], method="task_arithmetic"))
+
+
+def test_lora_stages_merge_their_deltas_and_stacked_ones_are_refused(tmp_path, tiny_encoder_dir, demo_tasks):
+    """A lora-merged stage's task vector is its LoRA's delta (the base with the LoRA merged in, minus the base);
+    a lora-stacked stage keeps its LoRA a separate module: no delta to merge, refused by name."""
+    from xstilts.train.adapters import build_encoder
+    from xstilts.train.request import EncoderRecipe
+
+    stages = _single_task_study(tmp_path, tiny_encoder_dir, demo_tasks, ("lora-merged", "lora-stacked"))
+    store = StageStore(stages)
+    members = _members(stages, "lora-merged")
+    request = _request(tiny_encoder_dir, members, method="dare_ties", density=0.5, seed=2)
+    built = build_merged_stage(store, request)
+    base = load_encoder(tiny_encoder_dir).state_dict()
+    tuned = [
+        build_encoder(EncoderRecipe.from_json(store.record(i, t)["encoder_recipe"], stages)).state_dict()
+        for i, t in members
+    ]
+    expected = merge_states(base, tuned, request.settings)
+    merged = load_encoder(StageDirectory(built).encoder_dir).state_dict()
+    changed = [k for k in base if base[k].is_floating_point() and not torch.equal(tuned[0][k], base[k])]
+    assert changed and all("query" in k or "key" in k or "value" in k or "dense" in k for k in changed), "LoRA's layers"
+    for key in base:
+        torch.testing.assert_close(merged[key], expected[key], msg=key)
+    stacked = _members(stages, "lora-stacked")
+    with pytest.raises(XstiltsError, match="lora-stacked chains\\) has no weight delta to merge"):
+        build_merged_stage(store, _request(tiny_encoder_dir, stacked, method="task_arithmetic"))

@@ -4,11 +4,12 @@ A study already trains every pool task alone from the pretrained encoder (its k 
 set of them (`xstilts.train.merging`: task arithmetic, TIES, DARE) is then a stage like any other: it has an
 identity (a hash of the base, the members' identities and the merge settings), a directory in the stage store
 with its record and the sha256 of its files, it is built once (a second request finds it), and targets are
-fine-tuned on its encoder as on any intermediate stage's. Its members must be intact full-mode stages: their
-weights are checked by sha256 before they are read.
+fine-tuned on its encoder as on any intermediate stage's. Its members must be intact stages of the full or the
+lora-merged chain mode (a LoRA's task vector is its delta, merged into the base exactly; stacked adapters have
+none): their weights are checked by sha256 before they are read.
 
-The merge reads one tensor at a time from each member's weight file, so its memory is one model (the base)
-plus a tensor per member, whatever k is.
+A full-mode member is read one tensor at a time from its weight file, so the memory of a merge of full stages is
+one model (the base) plus a tensor per member, whatever k is; a lora-merged member's encoder is rebuilt whole.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch
 from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from xstilts.chain_modes import FULL
+from xstilts.chain_modes import FULL, chain_mode
 from xstilts.errors import RunError, XstiltsError
 from xstilts.files import writing
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.rundir.store import StageStore, content_identity
+from xstilts.train.adapters import build_encoder
 from xstilts.train.merging import MergeSettings, merge_states
 from xstilts.train.modeling import MultiTaskModel, load_encoder, load_tokenizer, save_encoder
 from xstilts.train.request import EncoderRecipe
@@ -68,10 +70,9 @@ def build_merged_stage(store: StageStore, request: MergeRequest) -> Path:
     if store.record(request.identity, request.name) is not None:
         return store.stage_dir(request.identity, request.name)
     started = time.perf_counter()
-    sources = [_member_weights(store, identity, task) for identity, task in request.members]
-    encoder = load_encoder(request.base)
     with contextlib.ExitStack() as files:
-        members = [_WeightFile(files.enter_context(safe_open(str(path), framework="pt"))) for path in sources]
+        members = [_member_state(store, identity, task, files) for identity, task in request.members]
+        encoder = load_encoder(request.base)
         encoder.load_state_dict(merge_states(encoder.state_dict(), members, request.settings))
     scratch = store.begin(request.identity, request.name)
     building = StageDirectory(scratch)
@@ -98,8 +99,12 @@ def build_merged_stage(store: StageStore, request: MergeRequest) -> Path:
     return store.commit(scratch, request.identity, request.name, record)
 
 
-def _member_weights(store: StageStore, identity: str, task: str) -> Path:
-    """A member's encoder weight file, after checking the whole stage by sha256."""
+def _member_state(
+    store: StageStore, identity: str, task: str, files: contextlib.ExitStack
+) -> Mapping[str, torch.Tensor]:
+    """A member's encoder weights, after checking the whole stage by sha256: a full-mode stage's weight file, read
+    one tensor at a time, or a lora-merged stage's encoder rebuilt (the base with its LoRA merged in, so its
+    task vector is the LoRA's delta, exactly)."""
     directory = store.stage_dir(identity, task)
     state = inspect_stage_dir(directory, full=True, identity=identity)
     if state.status != "done":
@@ -107,13 +112,19 @@ def _member_weights(store: StageStore, identity: str, task: str) -> Path:
             state.status, state.status
         )
         raise RunError(f"merge: the stage {directory.name} is not usable ({problem}); run the study again to train it")
+    mode = chain_mode(state.record.get("mode", FULL))
     weights = StageDirectory(directory).encoder_dir / SAFE_WEIGHTS_NAME
-    if not weights.is_file():
-        raise XstiltsError(
-            f"merge: the stage {directory.name} has no full encoder ({weights.name}); only stages of the full "
-            "chain mode can be merged"
-        )
-    return weights
+    if not mode.trains_adapters:
+        if not weights.is_file():
+            raise XstiltsError(f"merge: the stage {directory.name} has no single weight file {weights.name} to read")
+        return _WeightFile(files.enter_context(safe_open(str(weights), framework="pt")))
+    if not mode.stacked:
+        recipe = EncoderRecipe.from_json(state.record["encoder_recipe"], store.root)
+        return build_encoder(recipe).state_dict()
+    raise XstiltsError(
+        f"merge: the stage {directory.name} ({mode.name} chains) has no weight delta to merge: stacked adapters stay "
+        "separate modules; merge stages of the full or lora-merged chain modes"
+    )
 
 
 class _WeightFile(Mapping[str, torch.Tensor]):
