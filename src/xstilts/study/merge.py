@@ -28,6 +28,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from xstilts.chain_modes import FULL, chain_mode
 from xstilts.errors import RunError, XstiltsError
 from xstilts.files import writing
+from xstilts.rundir.records import complete_stage_record
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.rundir.store import StageStore, content_identity
 from xstilts.train.adapters import build_encoder
@@ -112,7 +113,7 @@ def _member_state(
             state.status, state.status
         )
         raise RunError(f"merge: the stage {directory.name} is not usable ({problem}); run the study again to train it")
-    mode = chain_mode(state.record.get("mode", FULL))
+    mode = chain_mode(complete_stage_record(state.record)["mode"])
     weights = StageDirectory(directory).encoder_dir / SAFE_WEIGHTS_NAME
     if not mode.trains_adapters:
         if not weights.is_file():
