@@ -135,3 +135,28 @@ def test_lora_stages_merge_their_deltas_and_stacked_ones_are_refused(tmp_path, t
     stacked = _members(stages, "lora-stacked")
     with pytest.raises(XstiltsError, match="lora-stacked chains\\) has no weight delta to merge"):
         build_merged_stage(store, _request(tiny_encoder_dir, stacked, method="task_arithmetic"))
+
+
+def test_xstilts_merge_builds_from_a_run_and_names_what_is_missing(single_task_stages, capsys, tmp_path):
+    from transformers import AutoModel
+
+    from xstilts.cli import main
+
+    stages, _ = single_task_stages
+    run = tmp_path / "run"
+    shutil.copytree(stages.parent, run, symlinks=True)
+    args = ["merge", str(run), "--tasks", "demo_paraphrase,demo_swag", "--method", "ties", "--density", "0.3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("merged demo_paraphrase+demo_swag (ties): ") and printed.strip().endswith("/encoder")
+    encoder = Path(printed.strip().split(": ", 1)[1])
+    assert encoder.is_relative_to(run / "stages") and AutoModel.from_pretrained(encoder) is not None
+    assert main(args) == 0 and capsys.readouterr().out.startswith("already merged demo_paraphrase+demo_swag")
+    assert main(["merge", str(run), "--tasks", "demo_paraphrase,demo_pos"]) == 2
+    err = capsys.readouterr().err
+    assert "no single-task stage of demo_pos under seed 0 in full chains" in err
+    assert "(single-task stages there: demo_paraphrase, demo_swag)" in err
+    assert main(["merge", str(run), "--tasks", "demo_paraphrase", "--method", "ties"]) == 2
+    assert "density must be in (0, 1]" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path / "nowhere"), "--tasks", "demo_paraphrase"]) == 2
+    assert "no such directory" in capsys.readouterr().err

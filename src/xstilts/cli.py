@@ -455,6 +455,46 @@ def latency(
 
 
 @app.command()
+def merge(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run whose single-task stages are merged."),
+    tasks: str = typer.Option(..., "--tasks", help="Comma-separated tasks whose single-task (k = 1) stages to merge."),
+    method: str = typer.Option("task_arithmetic", help="task_arithmetic, ties, dare_linear or dare_ties."),
+    weight: float = typer.Option(1.0, "--weight", help="lambda: the scale of the combined task vectors."),
+    density: float = typer.Option(None, "--density", help="The fraction of each task vector kept (TIES, DARE)."),
+    seed: int = typer.Option(0, "--seed", help="The seed the single-task stages were trained under."),
+    mode: str = typer.Option(FULL, "--mode", help="Their chain mode: full or lora-merged."),
+    merge_seed: int = typer.Option(0, "--merge-seed", help="The seed of DARE's drop masks."),
+) -> None:
+    """Merge single-task stages of a run into one encoder (a stage of the run), with no training.
+
+    The merged encoder is a Hugging Face model directory: give it as `encoder:` of another config to train
+    on top of the merge, or load it with AutoModel.
+
+    \b
+    Example:
+      xstilts merge runs/demo --tasks demo_paraphrase,demo_swag --method ties --density 0.5
+    """
+    from xstilts.logs import run_log
+    from xstilts.rundir.lock import run_lock
+    from xstilts.rundir.runs import RunDirectory
+    from xstilts.rundir.stage_directory import StageDirectory
+    from xstilts.study.merge import merge_in_run
+    from xstilts.train.merging import MergeSettings
+
+    _setup(quiet=True)
+    _run_directory(run_dir)
+    names = [task.strip() for task in tasks.split(",") if task.strip()]
+    if not names:
+        raise _usage_error("--tasks", "expected one or more comma-separated task names")
+    settings = MergeSettings(method, weight, density, merge_seed)  # type: ignore[arg-type]  # checked inside
+    RunDirectory(run_dir).check_contained()
+    with run_lock(run_dir), run_log(run_dir):
+        stage_dir, built = merge_in_run(run_dir, names, settings, seed, mode)
+    encoder = StageDirectory(stage_dir).encoder_dir
+    typer.echo(f"{'merged' if built else 'already merged'} {'+'.join(names)} ({method}): {encoder}")
+
+
+@app.command()
 def score(
     task: str = typer.Option(..., "--task", help="Task name (xnli, pawsx, udpos, panx, xquad, mlqa, tydiqa, ...)."),
     lang: str = typer.Option(None, "--lang", help="Language of the gold and prediction files."),

@@ -28,7 +28,9 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from xstilts.chain_modes import FULL, chain_mode
 from xstilts.errors import RunError, XstiltsError
 from xstilts.files import writing
+from xstilts.rundir.layout import PLAN_FILE
 from xstilts.rundir.records import complete_stage_record
+from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.rundir.store import StageStore, content_identity
 from xstilts.train.adapters import build_encoder
@@ -62,6 +64,33 @@ class MergeRequest:
     @property
     def tasks(self) -> list[str]:
         return [task for _, task in self.members]
+
+
+def merge_in_run(
+    run_dir: str | Path, tasks: list[str], settings: MergeSettings, seed: int = 0, mode: str = FULL
+) -> tuple[Path, bool]:
+    """Merge the single-task stages of `tasks` (trained under `seed` in chain mode `mode`) of a run into a merged
+    stage of its store; returns the stage directory and whether it was built now (False: found intact)."""
+    run = RunDirectory(run_dir)
+    plan = run.read_plan()
+    if plan is None:
+        raise XstiltsError(f"{run.root}: no {PLAN_FILE}; is this a run directory?")
+    singles = {s.chain[0]: s for s in plan.stages if len(s.chain) == 1 and s.seed == seed and s.mode == mode}
+    unknown = [task for task in tasks if task not in singles]
+    if unknown:
+        known = ", ".join(sorted(singles)) or "none"
+        raise XstiltsError(
+            f"{run.root}: no single-task stage of {', '.join(unknown)} under seed {seed} in {mode} chains "
+            f"(single-task stages there: {known})"
+        )
+    if len(set(tasks)) != len(tasks):
+        raise XstiltsError(f"merge: each task once, got {', '.join(tasks)}")
+    from xstilts.study.plan import encoder_identity
+
+    members = tuple((singles[task].identity, task) for task in tasks)
+    request = MergeRequest(plan.encoder, encoder_identity(plan.encoder), members, settings)
+    found = run.store.record(request.identity, request.name) is not None
+    return build_merged_stage(run.store, request), not found
 
 
 def build_merged_stage(store: StageStore, request: MergeRequest) -> Path:
