@@ -137,7 +137,7 @@ def test_lora_stages_merge_their_deltas_and_stacked_ones_are_refused(tmp_path, t
         build_merged_stage(store, _request(tiny_encoder_dir, stacked, method="task_arithmetic"))
 
 
-def test_xstilts_merge_builds_from_a_run_and_names_what_is_missing(single_task_stages, capsys, tmp_path):
+def test_xstilts_merge_builds_from_a_run_and_names_what_is_missing(single_task_stages, capsys, tmp_path, demo_tasks):
     from transformers import AutoModel
 
     from xstilts.cli import main
@@ -151,6 +151,17 @@ def test_xstilts_merge_builds_from_a_run_and_names_what_is_missing(single_task_s
     assert printed.startswith("merged demo_paraphrase+demo_swag (ties): ") and printed.strip().endswith("/encoder")
     encoder = Path(printed.strip().split(": ", 1)[1])
     assert encoder.is_relative_to(run / "stages") and AutoModel.from_pretrained(encoder) is not None
+    # ... then train C on the merge: the merged encoder is the encoder of an ordinary config
+    on_top = {
+        "encoder": str(encoder),
+        "output_dir": str(tmp_path / "on-top"),
+        "tasks": {"demo_nli": demo_tasks["demo_nli"]},
+        "chain": [],
+        "targets": [{"task": "demo_nli", "languages": ["en"]}],
+        "training": FAST,
+    }
+    summary = xstilts.run(parse_config(on_top), progress=False)
+    assert summary["chains"]["k0-pretrained"]["targets"]["demo_nli"]["scores"]
     assert main(args) == 0 and capsys.readouterr().out.startswith("already merged demo_paraphrase+demo_swag")
     assert main(["merge", str(run), "--tasks", "demo_paraphrase,demo_pos"]) == 2
     err = capsys.readouterr().err
