@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xstilts.results import statistics as st
-from xstilts.results.curve import FORMS, choose_form, flat_after, gain_curve, lineages, scale
+from xstilts.results.curve import FORMS, choose_form, flat_after, gain_curve, scale
 from xstilts.results.effects import TargetDraws, analyse, target_languages, target_scores
 from xstilts.results.simulate import Design, SimulatedTarget, simulate_rows
 
@@ -35,7 +35,7 @@ def test_a_noiseless_logarithmic_study_is_recovered_exactly():
     form, errors = choose_form(models)
     assert form.name == "logarithmic" and errors["logarithmic"] == pytest.approx(0, abs=1e-12)
     assert all(error > 1e-6 for name, error in errors.items() if name != "logarithmic")
-    assert len(lineages(models)) == 4, "two orders x two seeds, each with its prefixes"
+    assert len(st.lineages_of(models)) == 4, "two orders x two seeds, each with its prefixes"
     assert scale(models, LOG).estimate == pytest.approx(3.0)
     curve = gain_curve(models, models, detectable=1.0)
     assert curve["form"] == "logarithmic" and curve["formula"] == "a log(1 + k)"

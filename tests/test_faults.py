@@ -113,7 +113,7 @@ def test_links_in_the_feature_cache_are_not_followed(tmp_path, caplog):
     )
 
 
-def test_a_linked_demo_encoder_in_the_cache_is_built_again(tmp_path, monkeypatch, caplog):
+def test_a_linked_demo_encoder_in_the_cache_is_built_again(tmp_path, caplog):
     from xstilts.demo import pretrain
 
     settings = pretrain.PretrainSettings(

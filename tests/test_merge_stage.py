@@ -71,7 +71,8 @@ def test_a_merge_is_a_stage_with_the_merged_weights(single_task_stages, tiny_enc
     stages, members = single_task_stages
     store = StageStore(stages)
     request = _request(tiny_encoder_dir, members, method="ties", weight=1.0, density=0.5)
-    built = build_merged_stage(store, request)
+    built, fresh = build_merged_stage(store, request)
+    assert fresh
     state = inspect_stage_dir(built, full=True, identity=request.identity)
     assert state.status == "done" and state.record["role"] == "merge"
     assert state.record["chain"] == [task for _, task in members] and state.record["merge"]["density"] == 0.5
@@ -86,9 +87,9 @@ def test_a_merge_is_a_stage_with_the_merged_weights(single_task_stages, tiny_enc
     assert any(not torch.equal(loaded[k], base[k]) for k in base if base[k].is_floating_point()), "it changed"
 
     before = (built / "stage.json").stat().st_mtime_ns
-    assert build_merged_stage(store, request) == built and (built / "stage.json").stat().st_mtime_ns == before
+    assert build_merged_stage(store, request) == (built, False) and (built / "stage.json").stat().st_mtime_ns == before
     other = _request(tiny_encoder_dir, members, method="task_arithmetic", weight=0.5)
-    assert other.identity != request.identity and build_merged_stage(store, other) != built
+    assert other.identity != request.identity and build_merged_stage(store, other)[0] != built
 
 
 def test_a_merge_refuses_a_damaged_or_pruned_member(single_task_stages, tiny_encoder_dir, tmp_path):
@@ -120,7 +121,7 @@ def test_lora_stages_merge_their_deltas_and_stacked_ones_are_refused(tmp_path, t
     store = StageStore(stages)
     members = _members(stages, "lora-merged")
     request = _request(tiny_encoder_dir, members, method="dare_ties", density=0.5, seed=2)
-    built = build_merged_stage(store, request)
+    built, _ = build_merged_stage(store, request)
     base = load_encoder(tiny_encoder_dir).state_dict()
     tuned = [
         build_encoder(EncoderRecipe.from_json(store.record(i, t)["encoder_recipe"], stages)).state_dict()

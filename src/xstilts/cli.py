@@ -476,7 +476,6 @@ def merge(
     """
     from xstilts.logs import run_log
     from xstilts.rundir.lock import run_lock
-    from xstilts.rundir.runs import RunDirectory
     from xstilts.rundir.stage_directory import StageDirectory
     from xstilts.study.merge import merge_in_run
     from xstilts.train.merging import MergeSettings
@@ -487,7 +486,6 @@ def merge(
     if not names:
         raise _usage_error("--tasks", "expected one or more comma-separated task names")
     settings = MergeSettings(method, weight, density, merge_seed)  # type: ignore[arg-type]  # checked inside
-    RunDirectory(run_dir).check_contained()
     with run_lock(run_dir), run_log(run_dir):
         stage_dir, built = merge_in_run(run_dir, names, settings, seed, mode)
     encoder = StageDirectory(stage_dir).encoder_dir

@@ -25,7 +25,7 @@ from xstilts.chain_modes import FULL, ChainModeName, chain_mode
 from xstilts.errors import ConfigError, DataError
 from xstilts.files import read_text
 from xstilts.names import Name, name_problem
-from xstilts.rundir.layout import is_run_directory
+from xstilts.rundir.layout import foreign_files
 from xstilts.settings import (
     AdapterSettings,
     EmbeddingSettings,
@@ -804,17 +804,16 @@ def _output_dir_problems(output_dir: Path, config_dir: Path | None) -> list[tupl
     if output_dir.exists() and not output_dir.is_dir():
         return [(("output_dir",), f"{output_dir} exists and is not a directory")]
     own_folder = config_dir is not None and output_dir.absolute().resolve() == config_dir.resolve()
-    if output_dir.is_dir() and not own_folder and not is_run_directory(output_dir):
-        entries = sorted(entry.name for entry in output_dir.iterdir())
-        if entries:
-            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            return [
-                (
-                    ("output_dir",),
-                    f"{output_dir} holds files that are not a run's ({shown}); a run writes only into a new or empty "
-                    "folder, an earlier run, or its config's own folder: choose another output_dir",
-                )
-            ]
+    foreign = [] if own_folder else foreign_files(output_dir)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        return [
+            (
+                ("output_dir",),
+                f"{output_dir} holds files that are not a run's ({shown}); a run writes only into a new or empty "
+                "folder, an earlier run, or its config's own folder: choose another output_dir",
+            )
+        ]
     existing = next((p for p in [output_dir, *output_dir.absolute().parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():
         return [(("output_dir",), f"cannot create {output_dir}: {existing} is a file")]

@@ -197,7 +197,7 @@ def write_report_files(
         raise XstiltsError("several run directories: name the directory the merged report goes to (-o/--output-dir)")
     runs = [RunDirectory(path) for path in run_dirs]
     run = RunDirectory(output_dir) if output_dir is not None else runs[0]
-    for opened in {*runs, run}:
+    for opened in [*runs, run]:
         opened.check_contained()
     run.root.mkdir(parents=True, exist_ok=True)
     collected = collect(runs, selection)

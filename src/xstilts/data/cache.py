@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from xstilts.files import writing
+from xstilts.files import scratch_beside, writing
 
 Feature = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def cached(key_parts: dict[str, Any], build: Callable[[], list[Feature]], root: 
             path.unlink(missing_ok=True)
     features = build()
     directory.mkdir(parents=True, exist_ok=True)
-    scratch = directory / f".{key}.{os.getpid()}.tmp"
+    scratch = scratch_beside(path)  # a name of its own: two processes or threads building one entry never share it
     try:
         with writing(path):
             save_file(encode_features(features), str(scratch))

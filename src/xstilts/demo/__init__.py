@@ -26,7 +26,7 @@ from xstilts.config import load_config
 from xstilts.demo.benchmark import write_benchmark, write_parallel
 from xstilts.demo.pretrain import PretrainSettings, pretrain_encoder
 from xstilts.errors import XstiltsError
-from xstilts.rundir.layout import is_run_directory
+from xstilts.rundir.layout import foreign_files
 from xstilts.study.experiment import run_experiment
 
 DEMO_POOL = ["demo_paraphrase", "demo_squad2", "demo_swag"]
@@ -104,7 +104,7 @@ def demo_config(
 
 def check_demo_folder(output_dir: Path) -> None:
     """The demo writes its data, config and run into a new or empty folder or an earlier demo's, nowhere else."""
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not is_run_directory(output_dir):
+    if foreign_files(output_dir):
         raise XstiltsError(
             f"{output_dir} holds files that are not an earlier demo's; the demo writes its data, config and run "
             "into a new or empty folder (or an earlier demo's): choose another --output-dir"

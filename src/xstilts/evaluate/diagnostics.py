@@ -339,13 +339,7 @@ class FrozenStates(torch.nn.Module):
                 self.cache[keys[row]] = hidden[position][attended[row]].detach()
         found = [self.cache[key] for key in keys]
         states = found[0].new_zeros((*input_ids.shape, found[0].shape[-1]))
-        lengths = attended.sum(1)
-        if bool((attended == (torch.arange(attended.shape[1], device=attended.device) < lengths[:, None])).all()):
-            padded = torch.nn.utils.rnn.pad_sequence(found, batch_first=True)  # right padding: one copy
-            states[:, : padded.shape[1]] = padded
-        else:
-            for row, rows_states in enumerate(found):
-                states[row][attended[row]] = rows_states
+        states[attended] = torch.cat(found)  # the mask's positions in row order: each row's attended states
         return SimpleNamespace(last_hidden_state=states)
 
     @staticmethod

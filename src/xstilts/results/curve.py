@@ -50,16 +50,9 @@ FORMS: tuple[Form, ...] = (
 
 
 def mean_gains(models: st.ModelScores) -> dict[int, tuple[float, int]]:
-    """k -> (mean score at k minus the mean at k = 0, runs at k), for k >= 1."""
-    lengths = models.lengths
-    if not (lengths == 0).any():
-        return {}
-    baseline = models.runs(np.flatnonzero(lengths == 0), "k = 0's seeds").estimate()
-    found = {}
-    for k in sorted(set(lengths.tolist()) - {0}):
-        runs = models.runs(np.flatnonzero(lengths == k), f"runs at k = {k}")
-        found[k] = (runs.estimate() - baseline, len(runs))
-    return found
+    """k -> (the gain over k = 0, as the report computes it, and the runs at k), for k >= 1."""
+    found = st.effects(models)
+    return {k: (gain.estimate, found.runs[k]) for k, gain in found.gains.items()}
 
 
 def leave_one_length_out(form: Form, gains: dict[int, tuple[float, int]]) -> float | None:
@@ -87,28 +80,10 @@ def choose_form(dev: st.ModelScores) -> tuple[Form | None, dict[str, float]]:
     return next(form for form in FORMS if form.name == best), errors
 
 
-def lineages(models: st.ModelScores) -> list[list[int]]:
-    """Each chain the study extended no further, under one seed, with its prefixes of length >= 1 (model indices)."""
-    found = []
-    for leaf, chain in enumerate(models.chains):
-        if not chain or _extended(models, leaf):
-            continue
-        members = [models.index(chain[:k], models.seeds[leaf]) for k in range(1, len(chain) + 1)]
-        found.append([m for m in members if m is not None])
-    return found
-
-
-def _extended(models: st.ModelScores, index: int) -> bool:
-    chain, seed = models.chains[index], models.seeds[index]
-    return any(
-        s == seed and len(c) == len(chain) + 1 and c[: len(chain)] == chain for c, s in zip(models.chains, models.seeds)
-    )
-
-
 def scale(models: st.ModelScores, form: Form) -> st.Interval | None:
     """The scale a of `form` on these models with its interval: per lineage the least-squares fit through the origin
     of its scores over x(k), minus the baseline's share (x's sum over its sum of squares, times the k = 0 mean)."""
-    chains, lengths = lineages(models), models.lengths
+    chains, lengths = [members for _, _, members in st.lineages_of(models)], models.lengths
     baseline_members = np.flatnonzero(lengths == 0)
     if not chains or len(baseline_members) == 0:
         return None

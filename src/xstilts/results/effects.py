@@ -150,15 +150,13 @@ def _curves(
     found: Mapping[str, Any], test: Mapping[str, st.ModelScores], dev: Mapping[str, st.ModelScores] | None
 ) -> dict[str, Any]:
     """The curve of the gain against k for every target and the average: form chosen on dev, fitted on test."""
-    dev_names = {} if dev is None else {name: name for name in dev}
-    if dev is not None and found[TEST].get("average") and found.get("dev", {}).get("average"):
-        dev_names[found[TEST]["average"]] = found["dev"]["average"]  # the average's label may name its split
+    dev = dev or {}
+    averages = {found[TEST].get("average"): found.get("dev", {}).get("average")}  # its label may name its split
     curves = {}
     for name, models in test.items():
         detectable = found[TEST]["targets"][name]["detectable"]
         mde = detectable.get("further") or detectable.get("first")
-        chosen = dev.get(dev_names.get(name, "")) if dev is not None else None
-        curves[name] = gain_curve(chosen, models, mde)
+        curves[name] = gain_curve(dev.get(averages.get(name, name)), models, mde)
     return curves
 
 

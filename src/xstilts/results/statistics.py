@@ -437,15 +437,7 @@ def _prefix(models: ModelScores, index: int) -> int | None:
 def _further(models: ModelScores) -> Interval | None:
     """Each further task: per chain and seed, the least-squares slope of its scores over k = 1..len; the mean over
     them (clustered like any runs). None when no chain has two lengths >= 1."""
-    lineages = []
-    for leaf in range(len(models.labels)):
-        chain, seed = models.chains[leaf], models.seeds[leaf]
-        if len(chain) < 2 or _has_child(models, leaf):
-            continue
-        members = [models.index(chain[:k], seed) for k in range(1, len(chain) + 1)]
-        members = [m for m in members if m is not None]
-        if len(members) >= 2:
-            lineages.append((chain, seed, members))
+    lineages = [(c, s, m) for c, s, m in lineages_of(models) if len(m) >= 2]
     if not lineages:
         return None
     values = [ols_slope(models.lengths[m], models.points[m]) for _, _, m in lineages]
@@ -455,6 +447,17 @@ def _further(models: ModelScores) -> Interval | None:
     runs = Runs(np.array(values, dtype=float), replicates, [c[0] for c, _, _ in lineages], [s for _, s, _ in lineages])
     runs.description = "chains"
     return mean_of(runs)
+
+
+def lineages_of(models: ModelScores) -> list[tuple[tuple[str, ...], int, list[int]]]:
+    """(chain, seed, members) for each chain the study extended no further, under its seed: the model indices of its
+    prefixes of length >= 1 that were evaluated, shortest first."""
+    found = []
+    for leaf, (chain, seed) in enumerate(zip(models.chains, models.seeds)):
+        if chain and not _has_child(models, leaf):
+            members = [models.index(chain[:k], seed) for k in range(1, len(chain) + 1)]
+            found.append((chain, seed, [m for m in members if m is not None]))
+    return found
 
 
 def _has_child(models: ModelScores, index: int) -> bool:

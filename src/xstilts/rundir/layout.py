@@ -124,6 +124,15 @@ def is_run_directory(path: Path) -> bool:
     return any((Path(path) / name).exists() for name in first_files)
 
 
+def foreign_files(path: Path) -> list[str]:
+    """The names in a folder that is neither empty nor a run's (sorted; empty when a run may write there): commands
+    never scatter their files among files they did not write."""
+    folder = Path(path)
+    if not folder.is_dir() or is_run_directory(folder):
+        return []
+    return sorted(entry.name for entry in folder.iterdir())
+
+
 def check_contained(root: Path) -> None:
     """Refuse a run directory holding a symbolic link that leads outside it.
 

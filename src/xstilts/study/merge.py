@@ -33,6 +33,7 @@ from xstilts.rundir.records import complete_stage_record
 from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.rundir.store import StageStore, content_identity
+from xstilts.study.plan import encoder_identity
 from xstilts.train.adapters import build_encoder
 from xstilts.train.merging import MergeSettings, merge_states
 from xstilts.train.modeling import MultiTaskModel, load_encoder, load_tokenizer, save_encoder
@@ -72,9 +73,12 @@ def merge_in_run(
     """Merge the single-task stages of `tasks` (trained under `seed` in chain mode `mode`) of a run into a merged
     stage of its store; returns the stage directory and whether it was built now (False: found intact)."""
     run = RunDirectory(run_dir)
+    run.check_contained()
     plan = run.read_plan()
     if plan is None:
         raise XstiltsError(f"{run.root}: no {PLAN_FILE}; is this a run directory?")
+    if len(set(tasks)) != len(tasks):
+        raise XstiltsError(f"merge: each task once, got {', '.join(tasks)}")
     singles = {s.chain[0]: s for s in plan.stages if len(s.chain) == 1 and s.seed == seed and s.mode == mode}
     unknown = [task for task in tasks if task not in singles]
     if unknown:
@@ -83,22 +87,17 @@ def merge_in_run(
             f"{run.root}: no single-task stage of {', '.join(unknown)} under seed {seed} in {mode} chains "
             f"(single-task stages there: {known})"
         )
-    if len(set(tasks)) != len(tasks):
-        raise XstiltsError(f"merge: each task once, got {', '.join(tasks)}")
-    from xstilts.study.plan import encoder_identity
-
     members = tuple((singles[task].identity, task) for task in tasks)
     request = MergeRequest(plan.encoder, encoder_identity(plan.encoder), members, settings)
-    found = run.store.record(request.identity, request.name) is not None
-    return build_merged_stage(run.store, request), not found
+    return build_merged_stage(run.store, request)
 
 
-def build_merged_stage(store: StageStore, request: MergeRequest) -> Path:
-    """The merged stage's directory: built now, or found intact in the store."""
-    if len(request.members) < 1:
+def build_merged_stage(store: StageStore, request: MergeRequest) -> tuple[Path, bool]:
+    """The merged stage's directory, and whether it was built now (False: found intact in the store)."""
+    if not request.members:
         raise XstiltsError("a merge needs at least one stage")
     if store.record(request.identity, request.name) is not None:
-        return store.stage_dir(request.identity, request.name)
+        return store.stage_dir(request.identity, request.name), False
     started = time.perf_counter()
     with contextlib.ExitStack() as files:
         members = [_member_state(store, identity, task, files) for identity, task in request.members]
@@ -126,7 +125,7 @@ def build_merged_stage(store: StageStore, request: MergeRequest) -> Path:
         "wall_seconds": round(time.perf_counter() - started, 2),
         "encoder_recipe": EncoderRecipe(str(StageDirectory(final).encoder_dir)).to_json(store.root),
     }
-    return store.commit(scratch, request.identity, request.name, record)
+    return store.commit(scratch, request.identity, request.name, record), True
 
 
 def _member_state(
