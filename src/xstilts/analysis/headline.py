@@ -127,9 +127,9 @@ def _curve_lines(found: Mapping[str, Any]) -> list[str]:
         if detectable is None:
             after = "no detectable gain is known for this design"
         elif flat is None:
-            after = f"each task up to k = {HORIZON} adds at least the detectable {detectable:.1f} points"
+            after = f"each task up to k = {HORIZON} adds at least the {detectable:.1f} points a further task needs to be detected"
         else:
-            after = f"from k = {flat}, the next task adds less than the detectable {detectable:.1f} points"
+            after = f"from k = {flat}, the next task adds less than the {detectable:.1f} points a further task needs to be detected"
         errors = ", ".join(
             f"{form} {error:.2g}" for form, error in sorted(curve["dev_errors"].items(), key=lambda e: e[1])[:3]
         )
