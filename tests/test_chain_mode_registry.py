@@ -92,3 +92,52 @@ def test_a_registered_mode_runs_a_chain_end_to_end(tmp_path, tiny_encoder_dir, d
     assert {s["identity"] for s in scaled}.isdisjoint({s["identity"] for s in stages if s["mode"] == "full"})
     report = xstilts.write_report(tmp_path / "run").read_text()
     assert "scaled chains" in report
+
+
+MEAN_MERGE = '''
+"""`mean`: the task vectors' weighted mean (a model soup's delta)."""
+
+
+def combine(deltas, weights, density):
+    return sum(w * d for w, d in zip(weights, deltas)) / len(deltas)
+'''
+
+
+def test_a_merge_method_is_one_module_and_one_registration(tmp_path, monkeypatch, tiny_encoder_dir, demo_tasks):
+    import torch
+
+    from xstilts.chain_modes import MergeMethod, register_merge, unregister_merge
+    from xstilts.rundir.runs import RunDirectory
+    from xstilts.study.plan import build_plan
+    from xstilts.train.merging import merge_states
+    from xstilts.train.request import MergeSettings
+
+    (tmp_path / "mean_merge.py").write_text(textwrap.dedent(MEAN_MERGE), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_merge(MergeMethod("mean", "mean_merge:combine", uses_density=False, random=False, summary="the mean"))
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register_merge(MergeMethod("ties", "mean_merge:combine", False, False, "again"))
+        base = {"w": torch.zeros(3)}
+        tuned = [{"w": torch.tensor([1.0, 2.0, 3.0])}, {"w": torch.tensor([3.0, 2.0, 1.0])}]
+        merged = merge_states(base, tuned, MergeSettings("mean", weight=1.0))
+        torch.testing.assert_close(merged["w"], torch.tensor([2.0, 2.0, 2.0]))
+        config = xstilts.parse_config(
+            {
+                "encoder": str(tiny_encoder_dir),
+                "output_dir": str(tmp_path / "run"),
+                "tasks": demo_tasks,
+                "study": {
+                    "pool": ["demo_paraphrase", "demo_swag"],
+                    "orders": {"explicit": [["demo_paraphrase", "demo_swag"]]},
+                    "combine": {"methods": ["mean"], "weights": [1.0], "mixture": False},
+                },
+                "targets": [{"task": "demo_nli", "languages": ["en"]}],
+            }
+        )
+        plan = build_plan(config, config.registry(), RunDirectory(config.output_dir).store)
+        assert [node.label for node in plan.merges] == ["mean-w1-k2-demo_paraphrase+demo_swag"]
+    finally:
+        unregister_merge("mean")
+    with pytest.raises(xstilts.XstiltsError, match="merge method 'mean'"):
+        MergeSettings("mean")

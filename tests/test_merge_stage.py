@@ -17,10 +17,11 @@ from xstilts.config import parse_config
 from xstilts.errors import RunError, XstiltsError
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.rundir.store import StageStore
-from xstilts.study.merge import MergeRequest, build_merged_stage
+from xstilts.study.merge import build_merged_stage
 from xstilts.study.plan import encoder_identity
-from xstilts.train.merging import MergeSettings, merge_states
+from xstilts.train.merging import merge_states
 from xstilts.train.modeling import load_encoder
+from xstilts.train.request import MergeRequest, MergeSettings
 
 
 def _single_task_study(root: Path, tiny_encoder_dir, demo_tasks, modes=("full",)) -> Path:

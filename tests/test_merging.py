@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from xstilts.errors import XstiltsError
-from xstilts.train.merging import MergeSettings, merge_states
+from xstilts.train.merging import merge_states
+from xstilts.train.request import MergeSettings
 
 BASE = {"w": torch.tensor([1.0, 1.0, 1.0, 1.0]), "ids": torch.arange(4)}
 DELTA_1 = torch.tensor([3.0, -1.0, 0.5, 2.0])

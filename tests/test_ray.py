@@ -54,6 +54,8 @@ def _config(tmp_path: Path, name: str, encoder: Path, demo_tasks: dict) -> Path:
             "pool": ["demo_paraphrase", "demo_pos", "demo_swag"],
             "orders": {"explicit": [["demo_paraphrase", "demo_pos"], ["demo_paraphrase", "demo_swag"]]},
             "baseline_runs": 1,
+            # a merge per chain's task set: built by a Ray task after its single-task stages (two added for it)
+            "combine": {"methods": ["task_arithmetic"], "weights": [1.0], "mixture": False},
         },
         "targets": [{"task": "demo_nli", "languages": ["en", "x-lex"]}],
     }
@@ -141,7 +143,7 @@ def test_ray_executor_with_a_killed_worker_matches_the_local_executor(
 
     assert _results(tmp_path / "ray") == _results(tmp_path / "local") and _results(tmp_path / "local")
     stages = [json.loads(p.read_text()) for p in (tmp_path / "ray" / "stages").glob("*/stage.json")]
-    assert sorted(s["role"] for s in stages) == ["intermediate"] * 3 + ["target"] * 4, (
+    assert sorted(s["role"] for s in stages) == ["intermediate"] * 5 + ["merge"] * 2 + ["target"] * 6, (
         "each stage once, nothing duplicated"
     )
     assert not list((tmp_path / "ray" / "stages").glob(".partial-*")) and not any(checkpoints.iterdir())
@@ -155,6 +157,7 @@ def test_ray_executor_with_a_killed_worker_matches_the_local_executor(
     )
     assert status.returncode == 0, status.stderr
     assert (
-        "intermediate stages: 3 done, 0 pruned, 0 in progress, 0 waiting" in status.stdout
-        and "results: 16 of 16" in status.stdout  # 4 prefixes x 2 languages x dev and test
+        "intermediate stages: 5 done, 0 pruned, 0 in progress, 0 waiting" in status.stdout
+        and "merges: 2 built of 2" in status.stdout
+        and "results: 24 of 24" in status.stdout  # 4 prefixes and 2 merges x 2 languages x dev and test
     )

@@ -56,3 +56,22 @@ def test_the_paper_config_trains_each_task_once_and_the_baseline_under_three_see
         "prefixes evaluated": "13",  # 10 intermediate models, k = 0 under three seeds
         "target fine-tunes": str(13 * 7),  # bucc2018 and tatoeba are retrieval: not fine-tuned
     }
+
+
+NINE = "anli_plus, mnli, qqp, squad_v1, squad_v2, hellaswag, cosmosqa, commonsenseqa, ccg"
+
+
+def test_the_paper_config_asks_for_merges_of_the_nine_tasks_with_one_override(capsys):
+    """configs/paper/README.md: merges of the nine single-task stages beside the all-nine mixture; the merges
+    reuse the singles (no stage is added) and are counted apart from trained stages."""
+    from xstilts.cli import main
+
+    paper = next(p for p in CONFIGS if p.parent.name == "paper")
+    override = f"study.combine={{sets: [[{NINE}]], mixture: false}}"
+    assert main(["plan", str(paper), override]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = {key.strip(): value for key, value in (line.rsplit(None, 1) for line in lines if "  " in line.strip())}
+    assert counts["stages to train"] == "10" and counts["target fine-tunes"] == str(13 * 7)
+    # task arithmetic at 2 weights, TIES and DARE-TIES at 2 weights x 2 densities (the defaults)
+    assert counts["merges to build"] == "10" and counts["combination stages to train"] == "0"
+    assert counts["target fine-tunes on merges and mixtures"] == str(10 * 7)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import typer
 
-from xstilts.chain_modes import CHAIN_MODES, FULL
+from xstilts.chain_modes import CHAIN_MODES, FULL, MERGE_METHODS
 from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, describe_os_error
 from xstilts.rundir.layout import RUN_LOG
 from xstilts.terms import SelectionRule
@@ -458,7 +458,7 @@ def latency(
 def merge(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run whose single-task stages are merged."),
     tasks: str = typer.Option(..., "--tasks", help="Comma-separated tasks whose single-task (k = 1) stages to merge."),
-    method: str = typer.Option("task_arithmetic", help="task_arithmetic, ties, dare_linear or dare_ties."),
+    method: str = typer.Option("task_arithmetic", help="A merge method: " + ", ".join(MERGE_METHODS) + "."),
     weight: float = typer.Option(1.0, "--weight", help="lambda: the scale of the combined task vectors."),
     density: float = typer.Option(None, "--density", help="The fraction of each task vector kept (TIES, DARE)."),
     seed: int = typer.Option(0, "--seed", help="The seed the single-task stages were trained under."),
@@ -478,7 +478,7 @@ def merge(
     from xstilts.rundir.lock import run_lock
     from xstilts.rundir.stage_directory import StageDirectory
     from xstilts.study.merge import merge_in_run
-    from xstilts.train.merging import MergeSettings
+    from xstilts.train.request import MergeSettings
 
     _setup(quiet=True)
     _run_directory(run_dir)

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
-from xstilts.chain_modes import FULL, ChainModeName, chain_mode
+from xstilts.chain_modes import FULL, ChainModeName, MergeMethodName, chain_mode
 from xstilts.errors import ConfigError, DataError
 from xstilts.files import read_text
 from xstilts.names import Name, name_problem
@@ -273,6 +273,45 @@ class SearchConfig(Settings):
     )
 
 
+class CombineConfig(Settings):
+    """The combination study: for each task set of the study's chains, other ways to combine the same tasks than
+    training them one after another, compared on the same targets (xstilts.results.combination)."""
+
+    methods: list[MergeMethodName] = Field(
+        default_factory=lambda: ["task_arithmetic", "ties", "dare_ties"],
+        description="Merges of the set's single-task stages (k = 1 prefixes trained from the pretrained encoder); "
+        "[]: none.",
+    )
+    weights: list[float] = Field(
+        default_factory=lambda: [0.5, 1.0],
+        min_length=1,
+        description="The grid of lambda (each task vector's weight); the setting is chosen on dev per method and set.",
+    )
+    densities: list[float] = Field(
+        default_factory=lambda: [0.2, 0.5],
+        min_length=1,
+        description="The grid of densities (the fraction of each task vector kept) of TIES and DARE.",
+    )
+    mixture: bool = Field(
+        True, description="Also train one multi-task stage on the set's tasks (proportional sampling) per set."
+    )
+    sets: Optional[list[list[Name]]] = Field(
+        None,
+        description="The task sets to combine; null: the set of every chain of the study of length 2 or more.",
+    )
+
+    _weights = field_validator("weights")(lambda cls, v: _grid_values(v, 10.0))
+    _densities = field_validator("densities")(lambda cls, v: _grid_values(v, 1.0))
+
+
+def _grid_values(values: list[float], largest: float) -> list[float]:
+    if any(not (0 < value <= largest) for value in values):
+        raise ValueError(f"every value must be in (0, {largest:g}]")
+    if len(set(values)) != len(values):
+        raise ValueError("a value appears twice")
+    return values
+
+
 class StudyConfig(Settings):
     """The sequential-scaling study: chains of k = 0..max_chain_length tasks from a pool, over orders and seeds."""
 
@@ -294,6 +333,11 @@ class StudyConfig(Settings):
     evaluate_on: Optional[list[list[Name]]] = Field(
         None,
         description="Fine-tune and evaluate the targets only after these chains ([] is k = 0); null: after every prefix.",
+    )
+    combine: Optional[CombineConfig] = Field(
+        None,
+        description="Compare sequential chains with merges (task arithmetic, TIES, DARE) and a multi-task mixture of "
+        "the same tasks.",
     )
 
 
@@ -702,6 +746,8 @@ def _chain_problems(
     problems: list[tuple[Loc, str]] = []
     if config.study is not None:
         problems += _study_problems(config.study, config.chain, registry, config.mixtures)
+        if config.study.combine is not None:
+            problems += _combine_problems(config)
     for i, stage in enumerate(config.chain):
         if stage.task in config.mixtures:
             continue
@@ -856,6 +902,34 @@ def _mixture_problems(name: str, mixture: MixtureConfig, registry: TaskRegistry)
             path = mixture.mlm.data_dir / f"{language}.txt"
             if not path.is_file():
                 problems.append(_MissingData((loc + ("mlm", "languages", j), f"masked-LM text file not found: {path}")))
+    return problems
+
+
+def _combine_problems(config: ExperimentConfig) -> list[tuple[Loc, str]]:
+    """The combination study merges single-task stages of full chains, of pool tasks, in sets of two or more."""
+    study, combine, loc = config.study, config.study.combine, ("study", "combine")
+    problems: list[tuple[Loc, str]] = []
+    if FULL not in config.chain_modes:
+        problems.append((loc, f"merges combine full fine-tunes: add {FULL!r} to chain_modes (or remove combine)"))
+    if study.search is not None:
+        problems.append(
+            (loc, "a searching study's chains are found as it runs: combine the sets it found in a study of orders")
+        )
+    if combine.sets is None and any(task in config.mixtures for task in study.pool):
+        problems.append((loc + ("sets",), "the pool holds mixtures: name the sets of tasks to combine"))
+    if not combine.methods and not combine.mixture:
+        problems.append((loc, "nothing to combine: give methods, or mixture: true"))
+    for i, tasks in enumerate(combine.sets or []):
+        for j, task in enumerate(tasks):
+            if task not in study.pool or task in config.mixtures:
+                problems.append((loc + ("sets", i, j), f"{task!r} is not a task of the study's pool"))
+        if len(set(tasks)) != len(tasks) or len(tasks) < 2:
+            problems.append((loc + ("sets", i), "a set holds two or more different tasks"))
+    limit = len(study.pool) if study.max_chain_length is None else min(study.max_chain_length, len(study.pool))
+    drawn = [len(study.pool)] if study.orders.random or study.orders.all else []
+    longest = max([len(order) for order in study.orders.explicit] + drawn, default=1)
+    if combine.sets is None and min(limit, longest) < 2:
+        problems.append((loc, "the study's chains are shorter than 2 tasks: name the sets to combine (combine.sets)"))
     return problems
 
 

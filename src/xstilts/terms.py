@@ -27,3 +27,5 @@ SELECTION_RULES: dict[str, str] = {  # rule -> what it chooses by, as the report
     "dev-en": "the target's English dev score (strictly zero-shot)",
 }
 assert tuple(SELECTION_RULES) == typing.get_args(SelectionRule)
+
+MIXTURE = "mixture"  # the combination study's multi-task arm: its method name and its stage's name

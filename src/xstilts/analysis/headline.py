@@ -31,6 +31,7 @@ class Block:
     title: str
     content: Table | list[str]
     answer: bool = False
+    plots: tuple[str, ...] = ()  # the report's plots drawn under it, by name
 
 
 @dataclass

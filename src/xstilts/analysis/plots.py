@@ -5,6 +5,7 @@
 - heatmap: per target, the gain over k = 0 of every language at every k.
 - latency: latency / latency at k = 0 against k, one panel per input shape, one line per mode and target.
 - trade-off: gain of the average against the latency ratio, one point per chain mode and k.
+- cost: the combination study's gain of the average against training cost, one marker per method and k.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def tradeoff(effects: Mapping[str, Any], latency: Mapping[str, Any] | None, path
                 for g in latency["groups"]
                 if g["mode"] == mode
                 for m in g["models"]
-                if m["chain_length"] == k and not m["name"].endswith("(twin)")
+                if m["chain_length"] == k and not m["name"].endswith("(twin)") and not m.get("combination")
             ]
             if models:
                 ratio = float(np.mean([m["ratio_to_k0"] for m in models]))
@@ -232,6 +233,45 @@ def tradeoff(effects: Mapping[str, Any], latency: Mapping[str, Any] | None, path
     ax.set_xlabel("latency / latency at k = 0 (mean over measured targets), 95% interval")
     ax.set_ylabel("gain over k = 0 (test)")
     ax.set_title("Transfer against latency", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def gain_against_cost(points: list[dict[str, Any]], path: Path) -> list[Path]:
+    """The combination study: gain over k = 0 (test, with its interval) against the optimizer steps of the stages
+    a model is built from, one marker per method and k (`points`: {"method", "k", "steps", "gain"})."""
+    points = [p for p in points if p.get("gain") and p.get("steps") is not None]
+    if not points:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=110)
+    markers = "osD^vP*Xh"
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    steps = [p["steps"] for p in points]
+    dodge = 0.012 * ((max(steps) - min(steps)) or max(steps) or 1.0)  # methods of equal cost side by side
+    for index, method in enumerate(methods):
+        mine = [p for p in points if p["method"] == method]
+        x = [p["steps"] + (index - (len(methods) - 1) / 2) * dodge for p in mine]
+        y = [p["gain"]["estimate"] for p in mine]
+        errors = [
+            [p["gain"]["estimate"] - p["gain"]["lower"] if p["gain"].get("lower") is not None else 0 for p in mine],
+            [p["gain"]["upper"] - p["gain"]["estimate"] if p["gain"].get("upper") is not None else 0 for p in mine],
+        ]
+        ax.errorbar(x, y, yerr=errors, marker=markers[index % len(markers)], linestyle="", label=method)
+        for p, position in zip(mine, x):
+            ax.annotate(
+                f"k={p['k']}",
+                (position, p["gain"]["estimate"]),
+                fontsize="x-small",
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("training cost: optimizer steps of the stages a model is built from")
+    ax.set_ylabel("gain over k = 0 (test), 95% interval")
+    ax.set_title("Ways to combine k tasks: gain against training cost", fontsize="small")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     fig.tight_layout()

@@ -16,6 +16,7 @@ from statistics import fmean
 from typing import Any
 
 from xstilts.analysis import plots
+from xstilts.analysis.combination import combination_blocks, cost_points, training_costs
 from xstilts.analysis.headline import build_headline
 from xstilts.analysis.render import render_html, render_markdown
 from xstilts.analysis.sections import ReportInputs, build_sections
@@ -26,7 +27,7 @@ from xstilts.files import atomic_writer, write_json_atomic, write_text_atomic
 from xstilts.results import selection as choice_scores
 from xstilts.results.effects import AVERAGE, analyse, units_loader
 from xstilts.results.selection import choose, dev_is_test
-from xstilts.rundir.records import ResultRow, StageRecord
+from xstilts.rundir.records import ResultRow, StageRecord, is_study_row
 from xstilts.rundir.runs import RunDirectory
 from xstilts.terms import DEV, SELECTION_RULES, TEST
 
@@ -41,6 +42,8 @@ class Collected:
     stages: list[StageRecord]
     selection: str
     unevaluated: list[dict[str, Any]] = field(default_factory=list)  # planned nowhere: no files (RunPlan)
+    prefixes: dict[str, str] = field(default_factory=dict)  # chain label -> its prefix's identity (plan.json)
+    combined_stages: set[str] = field(default_factory=set)  # identities of the combination study's stages
 
 
 def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Collected:
@@ -87,7 +90,10 @@ def collect(runs: Sequence[RunDirectory], selection: str | None = None) -> Colle
     missing = [entry for key, entry in expected.items() if key not in found_keys]
     rule = selection or next((plan.selection for plan in plans), "dev")
     unevaluated = list({(u["target"], u["split"], u["language"]): u for p in plans for u in p.unevaluated}.values())
-    return Collected(" + ".join(dict.fromkeys(names)), merged, missing, list(stages.values()), rule, unevaluated)
+    prefixes = {e.chain_label: e.prefix for plan in plans for e in plan.evaluations if e.prefix}
+    combined = {s.identity for plan in plans for s in plan.stages if s.combination}
+    name = " + ".join(dict.fromkeys(names))
+    return Collected(name, merged, missing, list(stages.values()), rule, unevaluated, prefixes, combined)
 
 
 def _same_result(first: ResultRow, second: ResultRow) -> bool:
@@ -115,6 +121,7 @@ CSV_COLUMNS = [
     "interval_examples",
     "interval_method",
     "control",
+    "combination",
     "split",
 ]
 
@@ -161,6 +168,7 @@ def write_results_tables(run: RunDirectory, rows: list[ResultRow], effects: Mapp
                             row["score"],
                             *("" if v is None else v for v in interval),
                             row.get("control", ""),
+                            (row.get("combination") or {}).get("method", ""),
                             row["split"],
                         ]
                     )
@@ -208,9 +216,17 @@ def write_report_files(
     best = {mode: _dev_best_lengths(aggregated, collected.selection) for mode, aggregated in aggregated_by_mode.items()}
     latency_lines = _latency_verdicts(latency)
     headline = build_headline(effects, best, latency_lines)
+    costs = training_costs(collected.stages, collected.prefixes)
+    headline.blocks += combination_blocks(effects, costs, latency)
     write_results_tables(run, rows, effects)
 
     images = _plots(run, effects, aggregated_by_mode, latency)
+    lengths = {(r["mode"], r["chain_label"]): r["chain_length"] for r in rows if is_study_row(r)}
+    if plots.gain_against_cost(cost_points(effects, costs, lengths), run.plot_file("cost")):
+        images["cost"] = (
+            "gain over k = 0 against training cost, one marker per method and k",
+            run.plot_file("cost").name,
+        )
     inputs = ReportInputs(run, runs, rows, headline, tables, notes, latency, images)
     sections = build_sections(inputs)
     intro = (
@@ -241,7 +257,11 @@ def _aggregate_modes(
     for mode in modes:
         mode_missing = [m for m in missing if m["mode"] == mode]
         aggregated = aggregate(collected.name, [r for r in rows if r["mode"] == mode], mode_missing)
-        stages = (r for r in collected.stages if r["role"] == "intermediate" and r["mode"] == mode)
+        stages = (
+            r
+            for r in collected.stages
+            if r["role"] == "intermediate" and r["mode"] == mode and r["identity"] not in collected.combined_stages
+        )
         aggregated["intermediate_stages"] = sorted(stages, key=lambda r: (len(r["chain"]), r["chain"], r["seed"]))
         by_mode[mode] = aggregated
         mode_tables = build_tables(aggregated, mode_missing, collected.selection)

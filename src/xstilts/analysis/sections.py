@@ -81,10 +81,11 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
     return [section for registered in REPORT_SECTIONS for section in registered.build(inputs)]
 
 
-def _block_section(block: Block) -> Section:
+def _block_section(block: Block, inputs: ReportInputs) -> Section:
+    images = inputs.plots(*block.plots)
     if block.content and isinstance(block.content[0], list):
-        return Section(block.title, table=block.content, answer=block.answer)
-    return Section(block.title, bullets=list(block.content), answer=block.answer)
+        return Section(block.title, table=block.content, answer=block.answer, images=images)
+    return Section(block.title, bullets=list(block.content), answer=block.answer, images=images)
 
 
 @report_section("answer")
@@ -99,7 +100,7 @@ def answer(inputs: ReportInputs) -> list[Section]:
         answer=True,
     )
     others = [Section(title, table=table, answer=True) for title, table in headline.tables[1:]]
-    return [first, *others, *(_block_section(block) for block in headline.blocks)]
+    return [first, *others, *(_block_section(block, inputs) for block in headline.blocks)]
 
 
 @report_section("search")

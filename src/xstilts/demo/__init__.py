@@ -9,7 +9,9 @@ time measured, and on what).
    two targets (tagging and QA) fine-tuned after every prefix and evaluated on dev and test in four languages, and two
    controls with known answers: an A/A refit of k = 0 (its "gain" must fall inside its interval) and a
    positive control (plenty of English QA before the QA target, which trains on little: its gain must be
-   above zero beyond its interval). Latency of the `full` chain is measured at the end.
+   above zero beyond its interval); and the combination study of one task set (its chain against merges of
+   its single-task stages and a mixture of both). Latency of the `full` chain (and of one merged model) is
+   measured at the end.
 4. Write the report: the answer with intervals and verdicts first, then the detail and the plots.
 """
 
@@ -37,6 +39,16 @@ DEMO_SEEDS = [0, 1]
 # long to stop depending on the seed by 10 points: it stays in the benchmark for studies of your own).
 DEMO_TARGETS = ["demo_ner", "demo_qa"]
 DEMO_POSITIVE_CONTROL = {"task": "demo_squad", "targets": ["demo_qa"], "training": {"max_train_examples": 4000}}
+# The combination study on one task set of the chains (paraphrase and SQuAD 2.0, which the chain
+# demo_paraphrase -> demo_squad2 trains in sequence): task arithmetic and TIES from the two single-task
+# stages, lambda chosen on dev from two values, and one mixture stage of both, each under both seeds.
+DEMO_COMBINE = {
+    "sets": [DEMO_POOL[:2]],
+    "methods": ["task_arithmetic", "ties"],
+    "weights": [0.5, 1.0],
+    "densities": [0.5],
+    "mixture": True,
+}
 
 # Settings for a 0.6M-parameter encoder on tiny data: a far larger learning rate than the protocol's
 # 1e-5 (tuned for XLM-R Large; 1e-3 beat 3e-4 on every demo target), short sequences, one validation at
@@ -82,6 +94,7 @@ def demo_config(
             "orders": {"explicit": DEMO_ORDERS},
             "max_chain_length": DEMO_MAX_LENGTH,
             "seeds": DEMO_SEEDS,
+            "combine": DEMO_COMBINE,
         },
         "targets": [{"task": t, "training": DEMO_TARGET_TRAINING.get(t, {})} for t in DEMO_TARGETS],
         "training": DEMO_TRAINING,

@@ -14,7 +14,7 @@ from statistics import fmean, stdev
 from typing import Any
 
 from xstilts.metrics.xtreme import XTREME_SCORE_LANGUAGES, XTREME_TASK_ORDER, headline, task_score, xtreme_score
-from xstilts.rundir.records import ResultRow, complete_rows
+from xstilts.rundir.records import ResultRow, complete_rows, is_study_row
 from xstilts.terms import DEV, TEST
 
 Stats = tuple[float, float, int]  # mean, standard deviation (0 for n = 1), n
@@ -55,7 +55,7 @@ def summarize(name: str, rows: Iterable[ResultRow]) -> dict[str, Any]:
 
     Per chain: each target's metrics and headline score per language, its average over languages the XTREME
     way, the mean over targets, and the XTREME score when XTREME tasks are among the targets."""
-    rows = [row for row in complete_rows(rows) if not row.get("control")]  # controls are reported apart (effects)
+    rows = [row for row in complete_rows(rows) if is_study_row(row)]  # controls, combinations: reported apart (effects)
     return {
         "name": name,
         "chains": summarize_chains(r for r in rows if r["split"] == TEST),

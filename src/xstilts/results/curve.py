@@ -131,7 +131,11 @@ def gain_curve(dev: st.ModelScores | None, test: st.ModelScores, detectable: flo
         return {"form": None, "why_not": "no dev scores to choose the form by (choices are never made on test)"}
     form, errors = choose_form(dev)
     if form is None:
-        return {"form": None, "why_not": "fewer than two chain lengths >= 1 on dev: nothing to choose a form by"}
+        return {
+            "form": None,
+            "why_not": "fewer than three chain lengths (k = 0 and two k >= 1) on dev: no form is chosen and nothing is "
+            "extrapolated",
+        }
     fitted = scale(test, form)
     if fitted is None:
         return {"form": None, "why_not": "no chain and k = 0 runs on test to fit"}

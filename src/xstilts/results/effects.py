@@ -20,12 +20,13 @@ import numpy as np
 
 from xstilts.metrics.units import Units
 from xstilts.metrics.xtreme import XTREME_TASK_ORDER
+from xstilts.results import combination
 from xstilts.results import statistics as st
 from xstilts.results.curve import gain_curve
 from xstilts.results.resampling import RESAMPLES, item_replicates, seeded
-from xstilts.rundir.records import ResultRow, complete_rows
+from xstilts.rundir.records import ResultRow, complete_rows, is_study_row
 from xstilts.rundir.units import read_units
-from xstilts.terms import TEST
+from xstilts.terms import DEV, TEST
 
 AVERAGE = "average"  # the mean over targets, named by what it averages unless it is the full XTREME set
 XTREME = "XTREME"
@@ -131,7 +132,7 @@ def analyse(
     "rows" maps "chain_label/target/language" to that result's score and gain intervals (for results.csv).
     `unevaluated`: planned (target, split, language) the run could not evaluate (no files), named in the output."""
     result: dict[str, Any] = {}
-    models: dict[tuple[str, str], dict[str, st.ModelScores]] = {}
+    models: dict[tuple[str, str], tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]]] = {}
     groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
     for row in complete_rows(rows):
         groups[(row["mode"], row["split"])].append(row)
@@ -140,17 +141,42 @@ def analyse(
             skipped = [u for u in complete_rows(unevaluated) if u["split"] == split]
             found, models[(mode, split)] = _analyse_split(mode, split, group, load_units, resamples, skipped)
             result.setdefault(mode, {})[split] = found
+    combinations = {r["chain_label"]: r["combination"] for r in complete_rows(rows) if r.get("combination")}
     for mode, by_split in result.items():
         if TEST in by_split:
-            by_split[TEST]["curves"] = _curves(by_split, models.get((mode, TEST), {}), models.get((mode, "dev")))
+            test, dev = models[(mode, TEST)], models.get((mode, DEV), ({}, {}))
+            by_split[TEST]["curves"] = _curves(by_split, test[0], dev[0])
+            if test[1]:
+                by_split[TEST]["combination"] = _combination(by_split, test, dev, combinations)
     return result
 
 
+def _combination(
+    found: Mapping[str, Any],
+    test: tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]],
+    dev: tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]],
+    combinations: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The combination study of every target and the average (`xstilts.results.combination`): choices on each
+    target's dev scores, or for a target without dev on the dev average (of the targets that have dev)."""
+    dev_average = found.get(DEV, {}).get("average")
+    averages = {found[TEST].get("average"): dev_average}  # the average's label may name its split
+    out = {}
+    for name, combined in test[1].items():
+        if name not in test[0]:
+            continue
+        own = averages.get(name, name)
+        chooser = own if own in dev[0] else dev_average
+        out[name] = combination.analyse_target(
+            test[0][name], combined, dev[0].get(chooser), dev[1].get(chooser), combinations
+        )
+    return out
+
+
 def _curves(
-    found: Mapping[str, Any], test: Mapping[str, st.ModelScores], dev: Mapping[str, st.ModelScores] | None
+    found: Mapping[str, Any], test: Mapping[str, st.ModelScores], dev: Mapping[str, st.ModelScores]
 ) -> dict[str, Any]:
     """The curve of the gain against k for every target and the average: form chosen on dev, fitted on test."""
-    dev = dev or {}
     averages = {found[TEST].get("average"): found.get("dev", {}).get("average")}  # its label may name its split
     curves = {}
     for name, models in test.items():
@@ -167,8 +193,9 @@ def _analyse_split(
     load_units: UnitsLoader,
     resamples: int,
     unevaluated: Sequence[Mapping[str, Any]],
-) -> tuple[dict[str, Any], dict[str, st.ModelScores]]:
-    """The split's analysis (JSON) and the models it analysed, per target and the average."""
+) -> tuple[dict[str, Any], tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]]]:
+    """The split's analysis (JSON) and the models it analysed, per target and the average: the study's, and the
+    combination study's (scored on the same languages, drawn with the same test items)."""
     by_target: dict[str, list[ResultRow]] = defaultdict(list)
     for row in rows:
         by_target[row["target"]].append(row)
@@ -177,11 +204,15 @@ def _analyse_split(
         for target, target_rows in sorted(by_target.items())
     }
     models: dict[str, st.ModelScores] = {}
+    combined: dict[str, st.ModelScores] = {}
     for target, target_rows in sorted(by_target.items()):
-        study_rows = [r for r in target_rows if not r.get("control")]
+        study_rows = [r for r in target_rows if is_study_row(r)]
         languages = target_languages(target, study_rows)
         if languages:
             models[target] = target_scores(study_rows, languages, draws[target])
+            combined_rows = [r for r in target_rows if r.get("combination") and not r.get("control")]
+            if combined_rows:
+                combined[target] = target_scores(combined_rows, languages, draws[target])
     names = sorted(models)
     average_name = None
     if len(names) > 1:
@@ -189,6 +220,8 @@ def _analyse_split(
         if average is not None:
             average_name = average_label(names, {t: models[t].languages for t in names}, split)
             models[average_name] = average
+            if all(t in combined for t in names) and (merged := st.average_of([combined[t] for t in names])):
+                combined[average_name] = merged
     found = {name: st.effects(m) for name, m in models.items()}
     family = _family(found)
     adjusted = dict(zip(family, st.holm([p for _, p in family.items()]))) if family else {}
@@ -212,7 +245,7 @@ def _analyse_split(
             for target, target_rows in by_target.items()
             for key, value in _row_intervals(target_rows, draws[target]).items()
         },
-    }, models
+    }, (models, combined)
 
 
 def average_label(names: Sequence[str], languages: Mapping[str, Sequence[str]], split: str) -> str:
@@ -304,9 +337,7 @@ def _target_json(
 
 def _baseline_labels(rows: Sequence[Mapping[str, Any]]) -> Callable[[int], str | None]:
     """seed -> the study's k = 0 model of that seed (the first seed's when k = 0 has no run of that seed)."""
-    baselines = sorted(
-        {(int(r["seed"]), r["chain_label"]) for r in rows if r["chain_length"] == 0 and not r.get("control")}
-    )
+    baselines = sorted({(int(r["seed"]), r["chain_label"]) for r in rows if r["chain_length"] == 0 and is_study_row(r)})
     by_seed: dict[int, str] = {}
     for seed, label in baselines:
         by_seed.setdefault(seed, label)

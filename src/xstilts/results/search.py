@@ -18,7 +18,7 @@ from xstilts.results.effects import TargetDraws, UnitsLoader
 from xstilts.results.resampling import RESAMPLES
 from xstilts.results.selection import dev_is_test
 from xstilts.results.statistics import percentile_interval
-from xstilts.rundir.records import ResultRow, complete_rows
+from xstilts.rundir.records import ResultRow, complete_rows, is_study_row
 from xstilts.terms import DEV, TEST
 
 Chain = tuple[str, ...]
@@ -56,7 +56,7 @@ def _dev_rows(
         row
         for row in complete_rows(rows)
         if row["split"] == split
-        and not row.get("control")
+        and is_study_row(row)
         and row["mode"] == config.chain_modes[0]
         and row["target"] not in blind
         and (config.selection == "dev" or split != DEV or row["language"] == "en")

@@ -47,9 +47,16 @@ RESULTS_JSON = "results.json"
 GAIN_PLOT = "gain_vs_chain_length.png"  # each plot is also written as .svg
 HEATMAP_PLOT = "gain_by_language.png"
 TRADEOFF_PLOT = "transfer_vs_latency.png"
+COST_PLOT = "gain_vs_training_cost.png"
 LATENCY_FILE = "latency.json"
 LATENCY_PLOT = "latency_vs_chain_length.png"
-PLOTS = {"gain": GAIN_PLOT, "heatmap": HEATMAP_PLOT, "tradeoff": TRADEOFF_PLOT, "latency": LATENCY_PLOT}
+PLOTS = {
+    "gain": GAIN_PLOT,
+    "heatmap": HEATMAP_PLOT,
+    "tradeoff": TRADEOFF_PLOT,
+    "latency": LATENCY_PLOT,
+    "cost": COST_PLOT,
+}
 
 # A stage directory (stages/<identity>-<task>/)
 RECORD_FILE = "stage.json"

@@ -76,6 +76,7 @@ class ResultRow(TypedDict, total=False):
     english_dev: dict[str, float]  # the target's English dev metrics (model selection)
     target_stage: str | None  # identity of the fine-tuned target stage (None for retrieval)
     control: str  # "aa" or "positive" on the rows of controls (absent on the study's own rows)
+    combination: dict[str, Any]  # the combination study's rows: {"method", and a merge's "weight", "density"}
     units: dict[str, Any]  # {"statistic", "n", "file"}: per-unit statistics for intervals (file relative to the run)
 
 
@@ -94,6 +95,11 @@ def complete_row(row: Mapping[str, Any]) -> ResultRow:
 
 def complete_rows(rows: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
     return [complete_row(row) for row in rows]
+
+
+def is_study_row(row: Mapping[str, Any]) -> bool:
+    """A row of the sequential study itself: not a control's, not the combination study's (both reported apart)."""
+    return not row.get("control") and not row.get("combination")
 
 
 def complete_stage_record(record: Mapping[str, Any]) -> StageRecord:
@@ -131,7 +137,8 @@ class PlannedStage:
     seed: int
     mode: str
     label: str  # e.g. "k2-mnli+squad_v1"
-    settings: str  # hash of the resolved training settings
+    settings: str  # hash of the resolved training settings (a merge's: of its merge settings)
+    combination: dict[str, Any] | None = None  # the combination study's stages (a merge, a mixture of a set)
 
     @property
     def chain_length(self) -> int:
@@ -154,6 +161,7 @@ class PlannedEvaluation:
     retrieval: str | None = None  # retrieval results directory, relative to the run directory
     split: str = "test"  # "dev" or "test" (the plans of runs from before dev evaluation hold test only)
     control: str | None = None  # "aa" or "positive": a known-answer check, reported apart from the study
+    combination: dict[str, Any] | None = None  # {"method", ...}: the combination study, reported apart from it
 
     @property
     def chain_length(self) -> int:
@@ -187,6 +195,7 @@ class RunPlan:
                 "split": e.split,
                 "language": language,
                 **({"control": e.control} if e.control else {}),
+                **({"combination": e.combination} if e.combination else {}),
             }
             for e in self.evaluations
             for language in e.languages

@@ -28,6 +28,7 @@ import torch
 from xstilts.errors import XstiltsError
 from xstilts.logs import progress_bar
 from xstilts.results.statistics import ratio_of_medians, slope_of_median_ratios
+from xstilts.rundir.records import complete_rows
 from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
 from xstilts.settings import LatencySettings
@@ -45,6 +46,7 @@ class TimedModel:
     chain_label: str
     model: Any = field(repr=False, default=None)
     seconds: list[float] = field(default_factory=list)
+    combination: str | None = None  # a merge or mixture of the combination study: timed, not in the chain's slope
 
 
 def percentile(values: np.ndarray, q: float) -> float:
@@ -150,10 +152,11 @@ def summarize_models(
                 "tokens_per_second": batch_size * length / median,
                 "ratio_to_k0": ratio,
                 "ratio_ci95": [low, high],
+                **({"combination": timed.combination} if timed.combination else {}),
             }
         )
     twin = next(r for r in rows if r["name"].endswith("(twin)"))
-    measured = [m for m in models if not m.name.endswith("(twin)")]
+    measured = [m for m in models if not m.name.endswith("(twin)") and m.combination is None]
     lengths = [m.chain_length for m in measured]
     slope, slope_low, slope_high = slope_of_median_ratios(
         lengths, [np.asarray(m.seconds) for m in measured], baseline, min(settings.bootstrap, 500), rng
@@ -172,7 +175,7 @@ def verdict(mode: str, group: dict[str, Any]) -> str:
     slope, low, high = group["slope_per_task"]
     low_floor, high_floor = group["noise_floor"]["ci95"]
     floor = max(abs(1 - low_floor), abs(high_floor - 1))
-    lengths = [m["chain_length"] for m in group["models"]]
+    lengths = [m["chain_length"] for m in group["models"] if not m.get("combination")]
     span = (max(lengths) - min(lengths)) or 1
     text = f"{mode}: latency changes by {slope * 100:+.2f}% per added task (95% CI {low * 100:+.2f}% to {high * 100:+.2f}%)"
     if low <= 0 <= high or abs(slope) * span <= floor:
@@ -187,7 +190,8 @@ def verdict(mode: str, group: dict[str, Any]) -> str:
 def measure_run(
     run_dir: str | Path, settings: LatencySettings = LatencySettings(), progress: bool = True
 ) -> dict[str, Any]:
-    """Time every trained target model of a run directory; writes and returns `latency.json`."""
+    """Time every trained target model of a run directory; writes and returns `latency.json`. Of the combination
+    study, one model per method is timed (every merge has the same architecture; the mixture is one stage)."""
     from xstilts.config import load_config
     from xstilts.data.examples import example_text, load_examples
     from xstilts.runtime.device import get_accelerator
@@ -195,7 +199,7 @@ def measure_run(
 
     run = RunDirectory(run_dir)
     run.check_contained()
-    rows = [row for row in run.result_rows() if row.get("target_stage") and not row.get("control")]
+    rows = _timed_rows(run.result_rows())
     if not rows:
         raise XstiltsError(f"{run.root}: no fine-tuned target results to time (run the study first)")
     config = load_config(run.config_file)
@@ -227,7 +231,8 @@ def measure_run(
                     f"{stage_dir}: the target model is gone (keep: needed?); latency needs the trained models"
                 )
             model, tokenizer = load_target_model(stage_dir, spec)  # checks the model's files against their record
-            models.append(TimedModel(label, row["chain_length"], label, model.to(device)))
+            method = row["combination"]["method"] if row.get("combination") else None
+            models.append(TimedModel(label, row["chain_length"], label, model.to(device), combination=method))
             stages[label] = stage_dir
         if not any(m.chain_length == 0 for m in models):
             continue
@@ -264,6 +269,23 @@ def measure_run(
         del models
     run.write_latency(result)
     return result
+
+
+def _timed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fine-tuned targets to time: the study's, and per (target, method) the first model of the combination
+    study (controls are not timed)."""
+    timed, methods = [], set()
+    for row in sorted(complete_rows(rows), key=lambda r: (r["seed"], r["chain_label"])):
+        if not row.get("target_stage") or row.get("control"):
+            continue
+        if row.get("combination"):
+            key = (row["mode"], row["target"], row["combination"]["method"])
+            labels = {r["chain_label"] for r in timed if r.get("combination")}
+            if key in methods and row["chain_label"] not in labels:
+                continue
+            methods.add(key)
+        timed.append(row)
+    return timed
 
 
 def _chain_bytes(target_stage_dir: Path) -> int:

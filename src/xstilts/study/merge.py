@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,39 +32,14 @@ from xstilts.rundir.layout import PLAN_FILE
 from xstilts.rundir.records import complete_stage_record
 from xstilts.rundir.runs import RunDirectory
 from xstilts.rundir.stage_directory import StageDirectory, inspect_stage_dir
-from xstilts.rundir.store import StageStore, content_identity
+from xstilts.rundir.store import StageStore
 from xstilts.study.plan import encoder_identity
 from xstilts.train.adapters import build_encoder
-from xstilts.train.merging import MergeSettings, merge_states
+from xstilts.train.merging import merge_states
 from xstilts.train.modeling import MultiTaskModel, load_encoder, load_tokenizer, save_encoder
-from xstilts.train.request import EncoderRecipe
+from xstilts.train.request import EncoderRecipe, MergeRequest, MergeSettings
 
 MERGE_ROLE = "merge"
-
-
-@dataclass(frozen=True)
-class MergeRequest:
-    """A merge of the full-mode stages `members` ((identity, task) pairs) of one store, on the encoder `base`."""
-
-    base: str  # the pretrained encoder every member was fine-tuned from (directory or hub id)
-    base_identity: str
-    members: tuple[tuple[str, str], ...]
-    settings: MergeSettings
-
-    @property
-    def name(self) -> str:
-        """The stage's name in the store (a name, not a path: `merge_ties`)."""
-        return f"merge_{self.settings.method}"
-
-    @property
-    def identity(self) -> str:
-        return content_identity(
-            {"merge": asdict(self.settings), "base": self.base_identity, "members": [list(m) for m in self.members]}
-        )
-
-    @property
-    def tasks(self) -> list[str]:
-        return [task for _, task in self.members]
 
 
 def merge_in_run(

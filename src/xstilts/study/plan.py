@@ -13,21 +13,30 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from xstilts.chain_modes import FULL, chain_mode
-from xstilts.config import ExperimentConfig, StageConfig, baseline_seeds, control_seeds, missing_data
+from xstilts.chain_modes import FULL, chain_mode, merge_method
+from xstilts.config import (
+    ExperimentConfig,
+    MixtureConfig,
+    MixtureTask,
+    StageConfig,
+    baseline_seeds,
+    control_seeds,
+    missing_data,
+)
 from xstilts.data.examples import data_fingerprint
 from xstilts.rundir.records import PlannedEvaluation, PlannedStage, RunPlan
 from xstilts.rundir.runs import RunDirectory
+from xstilts.rundir.stage_directory import StageDirectory
 from xstilts.rundir.store import StageStore, content_identity
 from xstilts.settings import AdapterSettings, resolve_settings
 from xstilts.tasks.registry import LocalFiles, TaskRegistry, TaskSpec
-from xstilts.terms import EVALUATION_SPLITS, TEST
+from xstilts.terms import EVALUATION_SPLITS, MIXTURE, TEST
 from xstilts.train.mixture import Mixture, MixtureMember
-from xstilts.train.request import EncoderRecipe, StageRequest
+from xstilts.train.request import EncoderRecipe, MergeRequest, MergeSettings, StageRequest
 
 
 @dataclass(frozen=True)
@@ -41,11 +50,33 @@ class ChainPrefix:
     seed: int = 0
     mode: str = FULL
     recipe: EncoderRecipe | None = None  # how to build this prefix's encoder
+    merge: MergeRequest | None = None  # a merged encoder (built from single-task stages, not trained)
+    combination: dict[str, Any] | None = None  # the combination study's prefixes: {"method", "weight", "density"}
 
     @property
     def label(self) -> str:
-        prefix = "" if self.mode == FULL else f"{self.mode}-"
+        if self.combination is not None:
+            prefix = combination_tag(self.combination) + "-"
+        else:
+            prefix = "" if self.mode == FULL else f"{self.mode}-"
         return f"{prefix}k{self.chain_length}-" + ("+".join(self.tasks) if self.tasks else "pretrained")
+
+    @property
+    def built_name(self) -> str | None:
+        """The name of what produces this prefix in the stage store (a stage's task, a merge), None for k = 0."""
+        if self.merge is not None:
+            return self.merge.name
+        return self.stage.name if self.stage is not None else None
+
+
+def combination_tag(combination: dict[str, Any]) -> str:
+    """ "ties-w1-d0.5": a combination's method and merge setting, as chain labels carry them."""
+    tag = combination["method"]
+    if combination.get("weight") is not None:
+        tag += f"-w{combination['weight']:g}"
+    if combination.get("density") is not None:
+        tag += f"-d{combination['density']:g}"
+    return tag
 
 
 @dataclass
@@ -63,10 +94,17 @@ class Plan:
     baselines: list[tuple[str, int]] = field(
         default_factory=list
     )  # (k = 0 identity, seed): the extra seeds k = 0 is fine-tuned under (study.baseline_runs)
+    combined: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # (identity, seed): the combination study's merged and mixture prefixes, every target evaluated after each
 
     @property
     def stages(self) -> list[ChainPrefix]:
         return [node for node in self.nodes.values() if node.stage is not None]
+
+    @property
+    def merges(self) -> list[ChainPrefix]:
+        return [node for node in self.nodes.values() if node.merge is not None]
 
     def naive_stage_count(self) -> int:
         """Stages a per-chain run would train: every prefix chain k = 1..K of every order from scratch."""
@@ -164,10 +202,12 @@ def mixture_request(
     seed: int,
     parent: ChainPrefix,
     adapter: AdapterSettings | None = None,
+    mixture_config: MixtureConfig | None = None,
     **extra: Any,
 ) -> StageRequest:
-    """The request for a multi-task stage: members with their own lengths, one identity for the whole mixture."""
-    mixture_config = config.mixtures[name]
+    """The request for a multi-task stage: members with their own lengths, one identity for the whole mixture
+    (`config.mixtures[name]` unless `mixture_config` is given)."""
+    mixture_config = mixture_config or config.mixtures[name]
     layers = [config.training, mixture_config.training, *stage_layers]
     members = []
     for member in mixture_config.tasks:
@@ -310,8 +350,74 @@ def build_plan(config: ExperimentConfig, registry: TaskRegistry, store: StageSto
             chained = {seed for seed, _ in expand_chains(config)}
             plan.baselines += [(mode_root, seed) for seed in baseline_seeds(config.study) if seed not in chained]
     _plan_controls(plan, config, registry, store)
+    if config.study is not None and config.study.combine is not None:
+        _plan_combinations(plan, config, registry, store)
     plan.provisional = bool(missing_data(config))
     return plan
+
+
+def combination_sets(plan: Plan, config: ExperimentConfig) -> list[tuple[str, ...]]:
+    """The task sets the combination study combines: the config's, or the set of every full-mode chain of length
+    >= 2 the study runs (each prefix of each order), as sorted tuples, each once."""
+    combine = config.study.combine
+    if combine.sets is not None:
+        return list(dict.fromkeys(tuple(sorted(s)) for s in combine.sets))
+    found = []
+    for _, order, prefixes in plan.chains:
+        if plan.nodes[prefixes[0]].mode == FULL:
+            found += [tuple(sorted(order[:k])) for k in range(2, len(order) + 1)]
+    return list(dict.fromkeys(found))
+
+
+def _plan_combinations(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> None:
+    """For each task set and seed of the study: the merges of the set's single-task stages over the grid of each
+    method (settings chosen on dev by the report) and one mixture stage of the set, all hanging off the full
+    mode's pretrained encoder. Single-task stages the chains do not have are added (trained, not evaluated)."""
+    combine = config.study.combine
+    for seed in config.study.seeds:
+        root = replace(next(n for n in plan.nodes.values() if n.stage is None and n.mode == FULL), seed=seed)
+        for tasks in combination_sets(plan, config):
+            singles = [_single(plan, config, registry, store, root, task) for task in tasks]
+            members = tuple((single.identity, task) for single, task in zip(singles, tasks))
+            for method in combine.methods:
+                densities = combine.densities if merge_method(method).uses_density else [None]
+                for weight, density in itertools.product(combine.weights, densities):
+                    request = MergeRequest(
+                        config.encoder, root.identity, members, MergeSettings(method, weight, density, seed)
+                    )
+                    directory = store.stage_dir(request.identity, request.name)
+                    recipe = EncoderRecipe(str(StageDirectory(directory).encoder_dir))
+                    combination = {"method": method, "weight": weight, "density": density}
+                    node = ChainPrefix(
+                        len(tasks), tasks, request.identity, None, seed, FULL, recipe, request, combination
+                    )
+                    _add_combined(plan, node)
+            if combine.mixture:
+                mixture = MixtureConfig(tasks=[MixtureTask(task=task) for task in tasks])
+                request = mixture_request("intermediate", MIXTURE, config, registry, [], seed, root, None, mixture)
+                recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
+                node = ChainPrefix(
+                    len(tasks), tasks, request.identity, request, seed, FULL, recipe, None, {"method": MIXTURE}
+                )
+                _add_combined(plan, node)
+
+
+def _add_combined(plan: Plan, node: ChainPrefix) -> None:
+    plan.nodes.setdefault(node.identity, node)
+    plan.combined.append((node.identity, node.seed))
+
+
+def _single(
+    plan: Plan, config: ExperimentConfig, registry: TaskRegistry, store: StageStore, root: ChainPrefix, task: str
+) -> ChainPrefix:
+    """The single-task stage of `task` from the pretrained encoder under `root.seed`: the chains' own k = 1 stage
+    when they have it (the same identity), otherwise a node added for the merges."""
+    request = stage_request(
+        "intermediate", registry.get(task), [config.training, StageConfig(task=task).training], root.seed, root
+    )
+    recipe = request.output_recipe(store.stage_dir(request.identity, request.name))
+    node = ChainPrefix(1, (task,), request.identity, request, root.seed, FULL, recipe)
+    return plan.nodes.setdefault(request.identity, node)
 
 
 def _plan_controls(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, store: StageStore) -> None:
@@ -361,21 +467,9 @@ def control_label(kind: str, prefix: ChainPrefix) -> str:
 
 def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: RunDirectory) -> RunPlan:
     """plan.json: the stage graph and every evaluation, in the order the local executor runs them."""
-    stages = [
-        PlannedStage(
-            node.identity,
-            node.stage.name,
-            node.stage.parent_identity,
-            node.tasks,
-            node.seed,
-            node.mode,
-            node.label,
-            content_identity(node.stage.settings.model_dump()),
-        )
-        for node in plan.stages
-    ]
+    stages = [_planned_stage(node) for node in plan.nodes.values() if node.built_name is not None]
     evaluations = []
-    for identity, seed in evaluated_prefixes(plan, config):
+    for identity, seed in evaluated_prefixes(plan, config) + plan.combined:
         prefix = replace(plan.nodes[identity], seed=seed)
         for target in config.targets:
             evaluations += _planned_evaluations(config, registry, run, prefix, target, chain_label(prefix, config))
@@ -394,6 +488,17 @@ def run_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry, run: 
         plan.provisional,
         config.selection,
         unevaluated_languages(config, registry),
+    )
+
+
+def _planned_stage(node: ChainPrefix) -> PlannedStage:
+    """A stage (or a merge: its parent is the pretrained encoder, its settings the merge's) as plan.json lists it."""
+    if node.merge is not None:
+        parent, settings = node.merge.base_identity, content_identity(asdict(node.merge.settings))
+    else:
+        parent, settings = node.stage.parent_identity, content_identity(node.stage.settings.model_dump())
+    return PlannedStage(
+        node.identity, node.built_name, parent, node.tasks, node.seed, node.mode, node.label, settings, node.combination
     )
 
 
@@ -450,6 +555,7 @@ def _planned_evaluations(
                     retrieval,
                     split,
                     control,
+                    prefix.combination,
                 )
             )
     return planned
@@ -486,15 +592,20 @@ def format_plan(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) ->
 
     def walk(identity: str, depth: int) -> None:
         for child in children.get(identity, []):
-            lines.append(f"{'  ' * depth}└─ {child.tasks[-1]}  [{child.identity}{mark}] seed {child.seed}")
+            name = child.tasks[-1] if child.combination is None else f"{MIXTURE} of {'+'.join(child.tasks)}"
+            lines.append(f"{'  ' * depth}└─ {name}  [{child.identity}{mark}] seed {child.seed}")
             walk(child.identity, depth + 1)
 
-    roots = [n for n in plan.nodes.values() if n.stage is None]
+    roots = [n for n in plan.nodes.values() if n.stage is None and n.merge is None]
     for root in roots:
         lines.append(f"{config.encoder}  [{root.identity}]" + ("" if root.mode == FULL else f"  ({root.mode} chains)"))
         walk(root.identity, 1)
+    if plan.merges:
+        lines += ["", "merges (built from the single-task stages, not trained):"]
+        lines += [f"  {node.label}  [{node.identity}{mark}] seed {node.seed}" for node in plan.merges]
     counts = count(plan, config, registry)
-    lines += ["", *(f"{name:<34} {value}" for name, value in counts.items())]
+    width = max(len(name) for name in counts) + 1
+    lines += ["", *(f"{name:<{width}} {value}" for name, value in counts.items())]
     return "\n".join(lines)
 
 
@@ -521,9 +632,9 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
             for t in trainable
         )
     )
-    return {
+    counts = {
         "chains": len(plan.chains),
-        "stages to train": len(plan.stages),
+        "stages to train": len([node for node in plan.stages if node.combination is None]),
         "stages a naive per-chain run trains": plan.naive_stage_count(),
         "prefixes evaluated": len(evaluated),
         "target fine-tunes": finetunes,
@@ -534,6 +645,11 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
         if target_examples is None
         else target_examples,
     }
+    if plan.combined:  # the combination study's, counted apart: merges train nothing, mixtures are stages
+        counts["merges to build"] = len(plan.merges)
+        counts["combination stages to train"] = len([node for node in plan.stages if node.combination is not None])
+        counts["target fine-tunes on merges and mixtures"] = len(plan.combined) * len(trainable)
+    return counts
 
 
 def _total(values: Any) -> int | None:

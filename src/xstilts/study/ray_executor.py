@@ -51,6 +51,19 @@ def _train_stage(
     return request.identity
 
 
+def _build_merge(request: Any, store_root: str, threads: int, *members: Any) -> str:
+    """Ray task: one merged encoder of the combination study (its members are passed so Ray builds it after them)."""
+    import torch
+
+    from xstilts.rundir.store import StageStore
+    from xstilts.study.merge import build_merged_stage
+
+    torch.set_num_threads(threads)
+    with run_log(Path(store_root).parent):
+        build_merged_stage(StageStore(Path(store_root)), request)
+    return request.identity
+
+
 def _train_target(
     request: Any,
     store_root: str,
@@ -162,8 +175,13 @@ def _run_graph(
                 *([parent] if parent else []),
             )
             names[refs[node.identity]] = f"stage {node.label}"
+        build_merge = ray.remote(_build_merge).options(**options)
+        for node in plan.merges:
+            members = [refs[identity] for identity, _ in node.merge.members if identity in refs]
+            refs[node.identity] = build_merge.remote(node.merge, store_root, cpus_per_stage, *members)
+            names[refs[node.identity]] = f"merge {node.label}"
         targets = []
-        for identity, seed in evaluated_prefixes(plan, config):
+        for identity, seed in evaluated_prefixes(plan, config) + plan.combined:
             prefix = replace(plan.nodes[identity], seed=seed)
             for target in config.targets:
                 spec = registry.get(target.task)

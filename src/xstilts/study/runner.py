@@ -68,7 +68,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
     try:
         for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
             executor.ensure_trained(node)
-            if config.diagnostics is not None:
+            if config.diagnostics is not None and node.combination is None:
                 executor.diagnose(node)
             for evaluation in executor.evaluations_after(node.identity):
                 rows += executor.run_evaluation(evaluation)
@@ -119,12 +119,15 @@ class Executor:
         for evaluation in evaluations:
             self.by_prefix[evaluation.prefix].append(evaluation)
             self.by_stage[evaluation.stage].append(evaluation)
-        self.children: dict[str, list[ChainPrefix]] = {}
+        self.children: dict[str, list[ChainPrefix]] = {}  # what is built from a node's weights
         for node in plan.stages:
             self.children.setdefault(node.stage.parent_identity, []).append(node)
+        for node in plan.merges:
+            for identity, _ in node.merge.members:
+                self.children.setdefault(identity, []).append(node)
         self.bytes_pruned = 0
         target_stages = {e.stage for e in evaluations if e.stage is not None}
-        self.stage_count = len(plan.stages) + len(target_stages)
+        self.stage_count = len(plan.stages) + len(plan.merges) + len(target_stages)
         self.stage_numbers: dict[str, int] = {}  # identity -> its place in this run's order, for log lines
         self.tracking = contextlib.ExitStack()  # the experiment-tracker runs of the stage being worked on
         self.tracked_identity: str | None = None
@@ -144,6 +147,8 @@ class Executor:
 
         With `verify` (its weights are about to be loaded), every file's sha256 is checked against its record.
         """
+        if node.merge is not None:
+            self._ensure_merged(node, verify)
         if node.stage is None:
             return
         self.position(node.identity)  # numbered in plan order, trained now or not
@@ -160,6 +165,22 @@ class Executor:
         run_stage(
             node.stage, self.store, self.progress, self.config.checkpoint_every_steps, self.position(node.identity)
         )
+
+    def _ensure_merged(self, node: ChainPrefix, verify: bool) -> None:
+        """Build the merged encoder unless it is on disk and intact: its members first (trained again if pruned),
+        checked by sha256 as they are read. An interrupted merge left only its scratch folder: it is built again."""
+        self.position(node.identity)
+        if self.store.record(node.identity, node.merge.name, full=verify) is not None:
+            return
+        self._discard(node.identity, node.merge.name)
+        for identity, _ in node.merge.members:
+            self.ensure_trained(self.plan.nodes[identity], verify=True)
+        if is_main_process():
+            from xstilts.study.merge import build_merged_stage
+
+            log.info("%s merge %s (%s)", self.position(node.identity), node.label, node.merge.settings.describe())
+            build_merged_stage(self.store, node.merge)
+        wait_for_everyone()
 
     def track(self, request: StageRequest) -> None:
         """Send what follows to the stage's runs in the config's experiment trackers: one run per stage, kept
@@ -196,7 +217,7 @@ class Executor:
     def _needed(self, node: ChainPrefix) -> bool:
         """Does a child stage or an evaluation of this node still have to be trained from its weights?"""
         if any(
-            self.store.record(child.identity, child.stage.name) is None
+            self.store.record(child.identity, child.built_name) is None
             for child in self.children.get(node.identity, [])
         ):
             return True
@@ -374,6 +395,7 @@ def _result_row(
         "target_stage": record["identity"],
         **({"units": units} if units else {}),
         **({"control": evaluation.control} if evaluation.control else {}),
+        **({"combination": evaluation.combination} if evaluation.combination else {}),
     }
 
 

@@ -12,6 +12,7 @@ from xstilts.errors import XstiltsError
 from xstilts.files import read_json_or_none
 from xstilts.rundir.lock import describe_lock
 from xstilts.rundir.runs import RunDirectory
+from xstilts.terms import MIXTURE
 
 
 def run_status(run_dir: str | Path) -> str:
@@ -23,23 +24,23 @@ def run_status(run_dir: str | Path) -> str:
             raise XstiltsError(f"{run.plan_file} is damaged; `xstilts run` with the run's config writes it again")
         raise XstiltsError(f"{run.root}: no {run.plan_file.name}; is this a run directory?")
     lines, counts = [], {"done": 0, "pruned": 0, "damaged": 0, "in progress": 0, "waiting": 0}
+    merges: dict[str, int] = {}  # the combination study's merged encoders: built, not trained
     for stage in plan.stages:
         state = run.store.inspect(stage.identity, stage.task)
         progress = read_json_or_none(run.store.checkpoint(stage.identity, stage.task).progress, "checkpoint")
         if state.status in ("done", "pruned"):
-            record = state.record
-            score = record["dev_metrics"].get(record.get("primary_metric"))
-            detail = f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (
-                f"{score:.2f}" if isinstance(score, (int, float)) else "?"
-            )
-            status = state.status
+            detail, status = _done_detail(state.record), state.status
         elif state.status == "damaged":
             status, detail = "damaged", f"{state.problem}; `xstilts run` retrains it"
         elif isinstance(progress, dict) and "step" in progress:
             status, detail = "in progress", f"checkpoint at step {progress['step']}"
         else:
             status, detail = "waiting", ""
-        counts[status] += 1
+        if stage.combination and stage.combination["method"] != MIXTURE:
+            merges[status] = merges.get(status, 0) + 1
+            merges.setdefault("done", 0)
+        else:
+            counts[status] += 1
         lines.append(f"  {status:<12} {stage.label:<50} {detail}")
     fine_tunes = {(e.stage, e.target) for e in plan.evaluations if e.stage is not None}
     finished = sum(run.store.record(identity, task) is not None for identity, task in fine_tunes)
@@ -47,8 +48,23 @@ def run_status(run_dir: str | Path) -> str:
     header = [
         f"run {plan.name} at {run.root}: {describe_lock(run.root)}",
         "intermediate stages: " + ", ".join(f"{n} {state}" for state, n in counts.items() if state != "damaged" or n),
+        *([f"merges: {merges['done']} built of {sum(merges.values())}"] if merges else []),
         f"target fine-tunes done: {finished} of {len(fine_tunes)}",
         f"results: {found} of {len(plan.expected())} (chain, target, language)",
         "stages:",
     ]
     return "\n".join(header + lines)
+
+
+def _done_detail(record: dict) -> str:
+    """ "120 steps, English dev accuracy 81.20"; a merge: its method, setting and seconds."""
+    merge = record.get("merge")
+    if merge:
+        density = "" if merge.get("density") is None else f", density {merge['density']:g}"
+        return (
+            f"merged ({merge['method']}, lambda {merge['weight']:g}{density}) in {record.get('wall_seconds', 0):.1f} s"
+        )
+    score = record["dev_metrics"].get(record.get("primary_metric"))
+    return f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (
+        f"{score:.2f}" if isinstance(score, (int, float)) else "?"
+    )

@@ -1,16 +1,8 @@
 """Merging fine-tuned encoders: one encoder from several trained from the same base, with no further training.
 
 Each task's *task vector* is its fine-tuned weights minus the base's (Ilharco et al. 2023). A merge adds a
-combination of the task vectors to the base, tensor by tensor, with PEFT's merge functions
-(`peft.utils.merge_utils`), whose semantics `tests/test_merging.py` checks against the papers on small known
-tensors:
-
-- task arithmetic: base + lambda x the sum of the task vectors (Ilharco et al. 2023);
-- TIES: each task vector trimmed to its `density` largest magnitudes, a sign elected per entry by the total
-  mass, and the mean over the task vectors that agree with it (zeros not counted), times lambda (Yadav et al.
-  2023; trimmed tensor by tensor, as PEFT and mergekit do, where the paper ranks the whole vector at once);
-- DARE: each entry of each task vector dropped with probability 1 - `density` and the rest rescaled by
-  1 / `density`, then combined linearly (`dare_linear`) or as TIES does (`dare_ties`) (Yu et al. 2024).
+combination of the task vectors to the base, tensor by tensor, with the method's code (`xstilts.train.merges`: PEFT's merge functions for task arithmetic,
+TIES, DARE-linear and DARE-TIES; the registry is `xstilts.chain_modes.MERGE_METHODS`).
 
 In xstilts the task vectors are the k = 1 stages of a study (each task trained alone from the pretrained
 encoder), so a merge of any set of pool tasks costs the merge and its targets' fine-tuning only.
@@ -20,37 +12,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from peft.utils import merge_utils
 
+from xstilts.chain_modes import merge_method
 from xstilts.errors import XstiltsError
-
-MergeMethod = Literal["task_arithmetic", "ties", "dare_linear", "dare_ties"]
-MERGE_METHODS: tuple[str, ...] = ("task_arithmetic", "ties", "dare_linear", "dare_ties")
-NEEDS_DENSITY = {"ties", "dare_linear", "dare_ties"}
-RANDOM = {"dare_linear", "dare_ties"}  # draw their drop masks: seeded
-
-
-@dataclass(frozen=True)
-class MergeSettings:
-    """How the task vectors are combined: `weight` is lambda (the same for every task), `density` the fraction
-    of each task vector kept (TIES, DARE), `seed` the draws of DARE's drop masks."""
-
-    method: MergeMethod = "task_arithmetic"
-    weight: float = 1.0
-    density: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in MERGE_METHODS:
-            raise XstiltsError(f"merge method {self.method!r}: expected one of {', '.join(MERGE_METHODS)}")
-        if self.method in NEEDS_DENSITY and (self.density is None or not 0 < self.density <= 1):
-            raise XstiltsError(f"merge method {self.method}: density must be in (0, 1], got {self.density}")
-        if self.method not in NEEDS_DENSITY and self.density is not None:
-            raise XstiltsError(f"merge method {self.method} takes no density (got {self.density})")
+from xstilts.train.request import MergeSettings
 
 
 def merge_states(
@@ -92,17 +59,7 @@ def _delta(tensor: torch.Tensor, base: torch.Tensor, key: str, index: int) -> to
 
 
 def combine(deltas: list[torch.Tensor], weights: torch.Tensor, settings: MergeSettings) -> torch.Tensor:
-    """One tensor's combined task vectors, by PEFT's function for the method."""
+    """One tensor's combined task vectors, by the method's code (`xstilts.train.merges`)."""
     with warnings.catch_warnings():  # density 1 (keep everything) is a legitimate setting, not a mistake
         warnings.filterwarnings("ignore", message="The density .* no pruning will be performed")
-        return _peft_merge(deltas, weights, settings)
-
-
-def _peft_merge(deltas: list[torch.Tensor], weights: torch.Tensor, settings: MergeSettings) -> torch.Tensor:
-    if settings.method == "task_arithmetic":
-        return merge_utils.task_arithmetic(deltas, weights)
-    if settings.method == "ties":
-        return merge_utils.ties(deltas, weights, settings.density, majority_sign_method="total")
-    if settings.method == "dare_linear":
-        return merge_utils.dare_linear(deltas, weights, settings.density)
-    return merge_utils.dare_ties(deltas, weights, settings.density, majority_sign_method="total")
+        return merge_method(settings.method).implementation()(deltas, weights, settings.density)

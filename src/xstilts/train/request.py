@@ -5,13 +5,15 @@ Nothing here loads a model, so planning a study (`xstilts plan`) never imports t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from xstilts.chain_modes import FULL
+from xstilts.chain_modes import FULL, merge_method
+from xstilts.errors import XstiltsError
 from xstilts.rundir.layout import from_root, relative_to_root
 from xstilts.rundir.stage_directory import StageDirectory
+from xstilts.rundir.store import content_identity
 from xstilts.settings import AdapterSettings, TrainingSettings
 from xstilts.tasks.registry import TaskSpec
 from xstilts.train.mixture import Mixture, MixtureMember
@@ -88,3 +90,53 @@ class StageRequest:
     def label(self) -> str:
         """How logs and errors name the stage: "intermediate squad_v1 after mnli"."""
         return f"{self.role} {self.name}" + (f" after {'+'.join(self.chain)}" if self.chain else "")
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """How task vectors are combined (`xstilts.train.merging`): `weight` is lambda (the same for every task),
+    `density` the fraction of each task vector kept (methods that trim or drop), `seed` the draws of random masks."""
+
+    method: str = "task_arithmetic"
+    weight: float = 1.0
+    density: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            method = merge_method(self.method)
+        except ValueError as error:
+            raise XstiltsError(f"merge method {self.method!r}: {error}") from None
+        if method.uses_density and (self.density is None or not 0 < self.density <= 1):
+            raise XstiltsError(f"merge method {self.method}: density must be in (0, 1], got {self.density}")
+        if not method.uses_density and self.density is not None:
+            raise XstiltsError(f"merge method {self.method} takes no density (got {self.density})")
+
+    def describe(self) -> str:
+        """ "lambda 0.5, density 0.3": the setting as the report prints it."""
+        return f"lambda {self.weight:g}" + ("" if self.density is None else f", density {self.density:g}")
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """A merge of the single-task stages `members` ((identity, task) pairs) of one store, on the encoder `base`."""
+
+    base: str  # the pretrained encoder every member was fine-tuned from (directory or hub id)
+    base_identity: str
+    members: tuple[tuple[str, str], ...]
+    settings: MergeSettings
+
+    @property
+    def name(self) -> str:
+        """The stage's name in the store (a name, not a path: `merge_ties`)."""
+        return f"merge_{self.settings.method}"
+
+    @property
+    def identity(self) -> str:
+        return content_identity(
+            {"merge": asdict(self.settings), "base": self.base_identity, "members": [list(m) for m in self.members]}
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        return [task for _, task in self.members]
