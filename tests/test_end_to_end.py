@@ -90,7 +90,7 @@ def test_two_stage_chain_writes_results_summary_and_report(tmp_path, tiny_encode
     rows = json.loads((run_dir / "results.json").read_text())
     assert len(rows) == 2 * 3 * (3 + 4 + 4) and (run_dir / "results.csv").read_text().startswith(
         "mode,chain_label,chain_length,chain,seed,target,language,metric,value,score,score_lower,score_upper,"
-        "gain_over_k0,gain_lower,gain_upper,interval_examples,interval_method,control,split"
+        "gain_over_k0,gain_lower,gain_upper,interval_examples,interval_method,control,combination,split"
     )
     assert (
         "<table>" in (run_dir / "report.html").read_text()

@@ -21,6 +21,8 @@ from xstilts.errors import BAD_INPUT, RUN_FAILED, ConfigError, XstiltsError, des
 from xstilts.rundir.layout import RUN_LOG
 from xstilts.terms import SelectionRule
 
+DEVICE_NAMES = ("h100", "h200", "a100", "cpu")  # xstilts.study.price.DEVICES, named without importing it
+
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # -h as well, as git, pip and torchrun take it
 app = typer.Typer(
     add_completion=False,
@@ -199,8 +201,15 @@ def plan(
         None, "--output-dir", "-o", help="The run directory whose finished stages count as done (replaces output_dir)."
     ),
     seed: int = typer.Option(None, "--seed", help="The run's seed (a study: study.seeds = [SEED])."),
+    device: str = typer.Option(
+        None, "--device", help="Price the study on this device: " + ", ".join(DEVICE_NAMES) + "."
+    ),
+    utilisation: float = typer.Option(
+        0.4, "--utilisation", min=0.01, max=1.0, help="The fraction of the device's peak FLOP/s assumed (--device)."
+    ),
 ) -> None:
-    """Print the stage graph (shared prefixes once) and what the run would train and evaluate.
+    """Print the stage graph (shared prefixes once) and what the run would train and evaluate; with --device, its
+    price: training tokens, FLOPs, device-hours and disk per stage and in total.
 
     Works before the data is downloaded: identities are then marked provisional and the missing data is listed.
 
@@ -208,6 +217,7 @@ def plan(
     Examples:
       xstilts plan configs/scaling/xlmr-large-9-tasks-3-orders.yaml
       xstilts plan exp.yaml study.max_chain_length=2
+      xstilts plan configs/paper/x-stilts.yaml --device h100
     """
     from xstilts.config import missing_data
     from xstilts.rundir.runs import RunDirectory
@@ -221,6 +231,14 @@ def plan(
     registry = experiment.registry()
     study_plan = build_plan(experiment, registry, RunDirectory(experiment.output_dir).store)
     typer.echo(format_plan(study_plan, experiment, registry))
+    if device is not None:
+        from xstilts.study.price import DEVICES, encoder_shape, format_price, price_plan
+
+        if device not in DEVICES:
+            raise _usage_error("--device", f"expected one of {', '.join(DEVICES)}, got {device!r}")
+        shape = encoder_shape(experiment.encoder)
+        priced = price_plan(study_plan, experiment, registry, shape)
+        typer.echo("\n" + format_price(priced, shape, DEVICES[device], utilisation))
     missing = missing_data(experiment)
     if missing:
         typer.echo(

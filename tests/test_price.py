@@ -1,0 +1,74 @@
+"""The price of a study: the FLOP formula against torch's FLOP counter, the parameter count against the model's,
+and `xstilts plan --device` on the paper config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import XLMRobertaConfig, XLMRobertaModel
+
+from xstilts.cli import DEVICE_NAMES, main
+from xstilts.study.price import DEVICES, KNOWN_SHAPES, EncoderShape, encoder_shape
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def _config(shape: EncoderShape) -> XLMRobertaConfig:
+    return XLMRobertaConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=4,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=shape.positions,
+        type_vocab_size=shape.type_vocab,
+    )
+
+
+@pytest.mark.parametrize("length", [16, 48])
+def test_the_training_flop_formula_is_torchs_count_of_a_forward_and_backward(length):
+    shape = EncoderShape(vocab=300, hidden=64, layers=3, intermediate=160, positions=130)
+    config = _config(shape)
+    config._attn_implementation = "eager"  # the attention products as matrix products torch's counter sees
+    model = XLMRobertaModel(config, add_pooling_layer=False)
+    ids = torch.randint(5, 300, (2, length))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids).last_hidden_state.sum().backward()
+    tokens = ids.numel()
+    assert counter.get_total_flops() == shape.training_flops_per_token(length) * tokens
+
+
+def test_the_parameter_count_is_the_models_own():
+    tiny = EncoderShape(vocab=300, hidden=64, layers=3, intermediate=160, positions=130)
+    assert tiny.parameters == sum(p.numel() for p in XLMRobertaModel(_config(tiny)).parameters())
+    large = KNOWN_SHAPES["xlm-roberta-large"]
+    with torch.device("meta"):  # XLM-R Large's shape, nothing allocated
+        model = XLMRobertaModel(_config(large))
+    assert large.parameters == sum(p.numel() for p in model.parameters()) == 559_890_432
+
+
+def test_a_local_encoder_is_priced_from_its_config(tiny_encoder_dir):
+    shape = encoder_shape(str(tiny_encoder_dir))
+    assert shape.hidden == 32 and shape.layers == 2
+    with pytest.raises(Exception, match="no shape for the encoder 'nobody/nothing'"):
+        encoder_shape("nobody/nothing")
+
+
+def test_plan_prices_the_paper_on_a_device(capsys):
+    assert set(DEVICE_NAMES) == set(DEVICES)
+    paper = REPOSITORY / "configs" / "paper" / "x-stilts.yaml"
+    assert main(["plan", str(paper), "--device", "h100"]) == 0
+    out = capsys.readouterr().out
+    price = out[out.index("price on NVIDIA H100") :]
+    assert "at 40% utilisation; encoder 560M parameters (24 layers, hidden 1024, vocabulary 250002)" in price
+    total = next(line for line in price.splitlines() if line.strip().startswith("total"))
+    tokens, pflop, hours, disk = total.split()[-4:]
+    assert tokens.startswith("~") and float(hours.lstrip("~").replace(",", "")) > 0
+    # 10 stages and 13 x 7 target fine-tunes, each an encoder of 560M float32 parameters
+    assert float(disk) == pytest.approx((10 + 13 * 7) * 4 * 559_890_432 / 1e9, rel=1e-3)
+    assert "all stages (10)" in price and "all target fine-tunes (91)" in price
+    assert main(["plan", str(paper), "--device", "tpu"]) == 2
+    assert "--device: expected one of h100, h200, a100, cpu, got 'tpu'" in capsys.readouterr().err
