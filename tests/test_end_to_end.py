@@ -193,7 +193,7 @@ def test_demo_wiring_at_tiny_size(tmp_path, monkeypatch):
     assert "## What each added task does to the encoder" in text and "| demo_qa | LogME | 13 |" in text
     assert "## Forgetting of earlier tasks" in text
     combined = text.split("## Other ways to combine the same tasks (test, full chains)")[1].split("\n## ")[0]
-    for method in ("sequential (best order on dev)", "task_arithmetic", "ties", "mixture"):
+    for method in ("sequential (best order on dev)", "ties", "mixture"):
         assert f"| demo_paraphrase+demo_squad2 (2) | {method} |" in combined
     assert (tmp_path / "demo" / "gain_vs_training_cost.png").is_file()
     assert "## The curve of the gain against k" in text

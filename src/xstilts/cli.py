@@ -510,6 +510,34 @@ def merge(
     typer.echo(f"{'merged' if built else 'already merged'} {'+'.join(names)} ({method}): {encoder}")
 
 
+@app.command("shaped-encoder")
+def shaped_encoder(
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="The Hugging Face model directory to write."),
+    like: str = typer.Option("xlm-roberta-large", "--like", help="The encoder whose shapes to copy."),
+    text: list[Path] = typer.Argument(
+        None, metavar="TEXT_FILE...", help="Text files the tokenizer learns from (default: the demo's generated text)."
+    ),
+    layers: int = typer.Option(None, "--layers", min=1, help="Fewer layers than the real model (every width kept)."),
+) -> None:
+    """Write an encoder with a real model's shapes and random weights, and a tokenizer with its vocabulary size,
+    offline: for rehearsing a study, benchmarks and tests where the hub cannot be reached.
+
+    \b
+    Example:
+      xstilts shaped-encoder --like xlm-roberta-large -o models/xlmr-large-shaped data/xnli/dev-*.tsv
+    """
+    from xstilts.demo.benchmark import corpus_sentences
+    from xstilts.demo.shaped import build_shaped_encoder, text_lines
+
+    _setup(quiet=True)
+    for path in text or []:
+        if not path.is_file():
+            raise _usage_error("TEXT_FILE", f"{path}: no such file")
+    sentences = text_lines(text) if text else corpus_sentences(2000)
+    directory = build_shaped_encoder(output_dir, like, sentences, layers)
+    typer.echo(f"wrote an encoder shaped like {like}{f' ({layers} layers)' if layers else ''}: {directory}")
+
+
 @app.command()
 def score(
     task: str = typer.Option(..., "--task", help="Task name (xnli, pawsx, udpos, panx, xquad, mlqa, tydiqa, ...)."),

@@ -39,6 +39,7 @@ class EncoderShape:
     intermediate: int
     positions: int = 514
     type_vocab: int = 1
+    heads: int = 16
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EncoderShape:
@@ -49,6 +50,7 @@ class EncoderShape:
             config["intermediate_size"],
             config.get("max_position_embeddings", 514),
             config.get("type_vocab_size", 1),
+            config.get("num_attention_heads", 16),
         )
 
     @property
@@ -72,10 +74,10 @@ class EncoderShape:
 KNOWN_SHAPES = {
     "xlm-roberta-large": EncoderShape(250002, 1024, 24, 4096),
     "FacebookAI/xlm-roberta-large": EncoderShape(250002, 1024, 24, 4096),
-    "xlm-roberta-base": EncoderShape(250002, 768, 12, 3072),
-    "FacebookAI/xlm-roberta-base": EncoderShape(250002, 768, 12, 3072),
-    "bert-base-multilingual-cased": EncoderShape(119547, 768, 12, 3072, 512, 2),
-    "google-bert/bert-base-multilingual-cased": EncoderShape(119547, 768, 12, 3072, 512, 2),
+    "xlm-roberta-base": EncoderShape(250002, 768, 12, 3072, heads=12),
+    "FacebookAI/xlm-roberta-base": EncoderShape(250002, 768, 12, 3072, heads=12),
+    "bert-base-multilingual-cased": EncoderShape(119547, 768, 12, 3072, 512, 2, 12),
+    "google-bert/bert-base-multilingual-cased": EncoderShape(119547, 768, 12, 3072, 512, 2, 12),
 }
 
 # Approximate English training-set sizes of the built-in tasks (docs: the protocol's tables), used only while
