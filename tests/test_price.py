@@ -72,3 +72,36 @@ def test_plan_prices_the_paper_on_a_device(capsys):
     assert "all stages (10)" in price and "all target fine-tunes (91)" in price
     assert main(["plan", str(paper), "--device", "tpu"]) == 2
     assert "--device: expected one of h100, h200, a100, cpu, got 'tpu'" in capsys.readouterr().err
+
+
+def test_status_replaces_the_estimate_with_the_measured_rate(tmp_path, tiny_encoder_dir, demo_tasks, capsys):
+    import shutil
+
+    from fast_training import FAST
+
+    import xstilts
+    from xstilts.config import parse_config
+    from xstilts.rundir.runs import RunDirectory
+
+    config = parse_config(
+        {
+            "encoder": str(tiny_encoder_dir),
+            "output_dir": str(tmp_path / "run"),
+            "tasks": demo_tasks,
+            "study": {"pool": ["demo_paraphrase"], "orders": {"singles": True}, "baseline_runs": 1},
+            "targets": [{"task": "demo_nli", "languages": ["en"]}],
+            "training": FAST,
+        }
+    )
+    xstilts.run(config, progress=False)
+    run = RunDirectory(tmp_path / "run")
+    plan = run.read_plan()
+    # one intermediate stage and two fine-tunes, each max_steps x batch_size x max_length tokens
+    assert sorted(plan.estimated_tokens.values()) == [2 * 8 * 64] * 3
+    assert main(["status", str(run.root)]) == 0
+    assert "time left: none to train (3 stages and fine-tunes done)" in capsys.readouterr().out
+    stage = next(e.stage for e in plan.evaluations if e.stage and e.chain)
+    shutil.rmtree(run.store.stage_dir(stage, "demo_nli"))  # one fine-tune still to do
+    assert main(["status", str(run.root)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("time left"))
+    assert "to train 1 stages and fine-tunes, at the rate measured over the 2 finished" in line

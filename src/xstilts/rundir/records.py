@@ -180,6 +180,8 @@ class RunPlan:
     selection: str = "dev"  # how the report chooses models: "dev" (every dev language) or "dev-en"
     # (target, split, language) defined and asked for but without files: never planned, named in the report
     unevaluated: list[dict[str, str]] = field(default_factory=list)
+    # stage identity -> its estimated training tokens (xstilts.study.price), what status measures its rate against
+    estimated_tokens: dict[str, int] = field(default_factory=dict)
 
     def expected(self) -> list[dict[str, Any]]:
         """Every (chain, target, split, language) result the run is to produce."""
@@ -208,6 +210,7 @@ class RunPlan:
             "provisional": self.provisional,
             "selection": self.selection,
             "unevaluated": self.unevaluated,
+            "estimated_tokens": self.estimated_tokens,
             "stages": [{**asdict(s), "chain": list(s.chain)} for s in self.stages],
             "evaluations": [
                 {**asdict(e), "chain": list(e.chain), "languages": list(e.languages)} for e in self.evaluations
@@ -225,6 +228,7 @@ class RunPlan:
             provisional=bool(data.get("provisional", False)),
             selection=data.get("selection", "dev"),
             unevaluated=list(data.get("unevaluated", [])),
+            estimated_tokens=dict(data.get("estimated_tokens", {})),
             stages=[PlannedStage(**{**s, "chain": tuple(s["chain"])}) for s in data.get("stages", [])],
             evaluations=[
                 PlannedEvaluation(**{**e, "chain": tuple(e["chain"]), "languages": tuple(e["languages"])})

@@ -19,13 +19,12 @@ or, offline, from the shapes of the encoders the protocol names.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from xstilts.config import ExperimentConfig
 from xstilts.errors import XstiltsError
-from xstilts.settings import resolve_settings
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
 
 
@@ -120,12 +119,15 @@ UTILISATION = 0.4  # the fraction of peak a fine-tune of a large encoder reaches
 
 @dataclass
 class PricedStage:
+    identity: str  # the stage's (a target fine-tune's, a merge's) identity in the stage store
     label: str
     kind: str  # "stage", "target fine-tune", "merge"
     tokens: int | None  # None: unknown (no file and no known size)
     approximate: bool  # some size is the published approximation, not the file's
-    flops: float | None
-    disk_bytes: int
+    full: bool = True  # trains (and stores) every weight; False: an adapter
+    length: int = 0  # tokens per feature (max_length)
+    flops: float | None = None
+    disk_bytes: int = 0
 
 
 def encoder_shape(encoder: str) -> EncoderShape:
@@ -150,9 +152,10 @@ def encoder_shape(encoder: str) -> EncoderShape:
     )
 
 
-def price_plan(plan: Any, config: ExperimentConfig, registry: TaskRegistry, shape: EncoderShape) -> list[PricedStage]:
-    """Every trained stage, merge and target fine-tune of the plan, priced."""
-    from xstilts.study.plan import _count_lines, evaluated_prefixes
+def stage_tokens(plan: Any, config: ExperimentConfig, registry: TaskRegistry) -> list[PricedStage]:
+    """Every trained stage, merge and target fine-tune of the plan with its training tokens (no shape needed:
+    what `xstilts status` divides measured seconds by)."""
+    from xstilts.study.plan import _count_lines, evaluated_prefixes, target_request
 
     def examples(spec: TaskSpec, limit: int | None) -> tuple[int | None, bool]:
         path = spec.data.path(spec.train_split, spec.train_language)
@@ -162,34 +165,45 @@ def price_plan(plan: Any, config: ExperimentConfig, registry: TaskRegistry, shap
         known = APPROXIMATE_TRAIN_SIZES.get(spec.name)
         return (None if known is None else (min(known, limit) if limit else known)), True
 
-    def priced(label: str, kind: str, settings: Any, members: list[tuple[TaskSpec, Any]], full: bool) -> PricedStage:
+    def counted(identity: str, label: str, kind: str, settings: Any, members: list, full: bool) -> PricedStage:
         sizes = [examples(spec, member.max_train_examples) for spec, member in members]
-        approximate = any(approx for _, approx in sizes)
         if settings.max_steps:
             count: int | None = settings.max_steps * settings.batch_size
         else:
             count = None if any(n is None for n, _ in sizes) else int(sum(n for n, _ in sizes) * settings.epochs)
         tokens = None if count is None else count * settings.max_length
-        flops = None if tokens is None else float(tokens) * shape.training_flops_per_token(settings.max_length)
-        disk = 4 * shape.parameters if full else 4 * _adapter_parameters(config, shape)
-        return PricedStage(label, kind, tokens, approximate, flops, disk)
+        approximate = any(approx for _, approx in sizes)
+        return PricedStage(identity, label, kind, tokens, approximate, full, settings.max_length)
 
     found = []
     for node in plan.stages:
         request = node.stage
         members = [(m.spec, m.settings) for m in request.members if m.spec.kind != "mlm"]
-        found.append(priced(node.label, "stage", request.settings, members, request.adapter is None))
-    found += [PricedStage(node.label, "merge", 0, False, 0.0, 4 * shape.parameters) for node in plan.merges]
+        found.append(counted(node.identity, node.label, "stage", request.settings, members, request.adapter is None))
+    found += [PricedStage(node.identity, node.label, "merge", 0, False) for node in plan.merges]
     trainable = [t for t in config.targets if registry.get(t.task).trainable]
     for identity, seed in evaluated_prefixes(plan, config) + plan.combined:
-        node = plan.nodes[identity]
-        adapter = config.adapters.tuning_for(node.mode) == "adapter"
+        prefix = replace(plan.nodes[identity], seed=seed)
         for target in trainable:
-            spec = registry.get(target.task)
-            settings = resolve_settings(spec.kind, spec.training_defaults, config.training, target.training)
-            label = f"{target.task} after {node.label}" + ("" if seed == node.seed else f" (seed {seed})")
-            found.append(priced(label, "target fine-tune", settings, [(spec, settings)], not adapter))
+            request = target_request(config, registry, prefix, target)
+            label = f"{target.task} after {prefix.label}" + (
+                "" if seed == plan.nodes[identity].seed else f" (seed {seed})"
+            )
+            members = [(request.spec, request.settings)]
+            found.append(
+                counted(request.identity, label, "target fine-tune", request.settings, members, request.adapter is None)
+            )
     return found
+
+
+def price_plan(plan: Any, config: ExperimentConfig, registry: TaskRegistry, shape: EncoderShape) -> list[PricedStage]:
+    """`stage_tokens` with each one's FLOPs and the disk its stage takes."""
+    priced = stage_tokens(plan, config, registry)
+    for stage in priced:
+        per_token = shape.training_flops_per_token(stage.length)
+        stage.flops = None if stage.tokens is None else float(stage.tokens) * per_token
+        stage.disk_bytes = 4 * (shape.parameters if stage.full else _adapter_parameters(config, shape))
+    return priced
 
 
 def _adapter_parameters(config: ExperimentConfig, shape: EncoderShape) -> int:
@@ -232,12 +246,13 @@ def _unknown(stages: list[PricedStage]) -> str:
 def _sum(stages: list[PricedStage]) -> PricedStage:
     known = [s for s in stages if s.tokens is not None]
     return PricedStage(
-        "",
-        "sum",
-        sum(s.tokens for s in known),
-        any(s.approximate or s.tokens is None for s in stages),
-        sum(s.flops or 0.0 for s in known),
-        sum(s.disk_bytes for s in stages),
+        identity="",
+        label="sum",
+        kind="sum",
+        tokens=sum(s.tokens for s in known),
+        approximate=any(s.approximate or s.tokens is None for s in stages),
+        flops=sum(s.flops or 0.0 for s in known),
+        disk_bytes=sum(s.disk_bytes for s in stages),
     )
 
 

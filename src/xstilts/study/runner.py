@@ -30,6 +30,7 @@ from xstilts.rundir.runs import RunDirectory, read_evaluation, write_evaluation
 from xstilts.rundir.units import units_file, write_units
 from xstilts.runtime.device import is_main_process, wait_for_everyone
 from xstilts.study.plan import ChainPrefix, Plan, build_plan, run_plan, target_request
+from xstilts.study.price import stage_tokens
 from xstilts.study.stage import evaluate_target, run_stage
 from xstilts.tasks.registry import TaskRegistry
 from xstilts.tracking import stage_tracking
@@ -59,6 +60,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
     registry = config.registry()
     plan = build_plan(config, registry, run.store)
     record = run_plan(plan, config, registry, run)
+    record.estimated_tokens = {s.identity: s.tokens for s in stage_tokens(plan, config, registry) if s.tokens}
     if is_main_process():
         run.write_config(config_to_yaml(config))
         run.write_plan(record)  # what status and the report account for, before anything is trained

@@ -11,6 +11,7 @@ from pathlib import Path
 from xstilts.errors import XstiltsError
 from xstilts.files import read_json_or_none
 from xstilts.rundir.lock import describe_lock
+from xstilts.rundir.records import RunPlan
 from xstilts.rundir.runs import RunDirectory
 from xstilts.terms import MIXTURE
 
@@ -51,6 +52,7 @@ def run_status(run_dir: str | Path) -> str:
         *([f"merges: {merges['done']} built of {sum(merges.values())}"] if merges else []),
         f"target fine-tunes done: {finished} of {len(fine_tunes)}",
         f"results: {found} of {len(plan.expected())} (chain, target, language)",
+        _time_left(run, plan),
         "stages:",
     ]
     return "\n".join(header + lines)
@@ -68,3 +70,39 @@ def _done_detail(record: dict) -> str:
     return f"{record.get('steps')} steps, English dev {record.get('primary_metric')} " + (
         f"{score:.2f}" if isinstance(score, (int, float)) else "?"
     )
+
+
+def _time_left(run: RunDirectory, plan: RunPlan) -> str:
+    """The measured rate (seconds per estimated training token of the finished stages and fine-tunes) and the time
+    the rest takes at that rate: the measurement replaces `xstilts plan --device`'s estimate once a stage is done."""
+    if not plan.estimated_tokens:
+        return "time left: unknown (the plan holds no token estimates; runs of an older version)"
+    names = {s.identity: s.task for s in plan.stages} | {e.stage: e.target for e in plan.evaluations if e.stage}
+    done_seconds = done_tokens = left_tokens = left = finished = 0
+    for identity, tokens in plan.estimated_tokens.items():
+        record = run.store.record(identity, names.get(identity, ""))
+        if record is not None and record.get("train_seconds") is not None:
+            done_seconds, done_tokens, finished = (
+                done_seconds + record["train_seconds"],
+                done_tokens + tokens,
+                finished + 1,
+            )
+        elif tokens:
+            left_tokens, left = left_tokens + tokens, left + 1
+    if not left:
+        return f"time left: none to train ({finished} stages and fine-tunes done)"
+    if not done_tokens:
+        return f"time left: unknown until a stage finishes ({left} to train; `xstilts plan --device` estimates it)"
+    rate = done_seconds / done_tokens
+    return (
+        f"time left: about {_duration(rate * left_tokens)} to train {left} stages and fine-tunes, at the rate measured "
+        f"over the {finished} finished ({rate * 1e6:.2f} s per million planned tokens; evaluation not included)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
