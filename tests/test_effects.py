@@ -51,7 +51,9 @@ def test_orders_seeds_and_controls_end_to_end(tmp_path, tiny_encoder_dir, demo_t
     assert nli["further"]["estimate"] == pytest.approx(nli["steps"][2]["estimate"]), "K = 2: the one further step"
     assert nli["verdict"].startswith("demo_nli: first task ") and "each further task" in nli["verdict"]
     assert nli["examples"] == {"en": 12, "x-lex": 12} and nli["parallel"] is True
-    assert nli["detectable"]["first"] > 0 and nli["detectable"]["alpha"] == pytest.approx(0.05 / 2)
+    # the same agreement makes the gain's se, and so the detectable gain, exactly 0 (seen on CI's CPU)
+    assert nli["detectable"]["first"] >= 0 and nli["detectable"]["alpha"] == pytest.approx(0.05 / 2)
+    assert (nli["detectable"]["first"] == 0) == (nli["gains"][1]["se"] == 0)
     (order_test,) = found["order_tests"]["tests"]
     assert sorted(order_test["chains"]) == ["demo_paraphrase+demo_swag", "demo_swag+demo_paraphrase"]
     assert order_test["runs"] == [2, 2] and 0 <= order_test["p_value"] <= 1, "two orders, each under two seeds"
