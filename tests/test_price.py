@@ -105,3 +105,28 @@ def test_status_replaces_the_estimate_with_the_measured_rate(tmp_path, tiny_enco
     assert main(["status", str(run.root)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("time left"))
     assert "to train 1 stages and fine-tunes, at the rate measured over the 2 finished" in line
+
+
+def test_a_retrieval_layer_beyond_the_encoders_depth_is_refused_before_any_stage(tmp_path, tiny_encoder_dir, capsys):
+    """The tiny encoder has 2 layers (hidden states 0..2): layer 9 would fail at Tatoeba's first evaluation, after
+    every stage before it; run refuses it before writing anything and plan says it would fail."""
+    import yaml
+
+    data = tmp_path / "data" / "tatoeba" / "v1"
+    data.mkdir(parents=True)
+    (data / "tatoeba.deu-eng.deu").write_text("Tom isst Brot .\nDie Katze schläft .\n", encoding="utf-8")
+    (data / "tatoeba.deu-eng.eng").write_text("Tom eats bread .\nThe cat sleeps .\n", encoding="utf-8")
+    config = tmp_path / "retrieval.yaml"
+    raw = {
+        "encoder": str(tiny_encoder_dir),
+        "output_dir": str(tmp_path / "run"),
+        "data_dir": str(tmp_path / "data"),
+        "targets": [{"task": "tatoeba", "languages": ["de"], "embedding": {"layer": 9}}],
+    }
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["plan", str(config)]) == 0
+    assert "would fail: targets[0].embedding.layer: embedding layer 9 does not exist" in capsys.readouterr().out
+    assert main(["run", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "targets[0].embedding.layer: embedding layer 9 does not exist: the encoder has hidden states 0..2" in error
+    assert not (tmp_path / "run").exists(), "nothing is written"

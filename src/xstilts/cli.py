@@ -7,6 +7,7 @@ traceback unless `--debug` or XSTILTS_DEBUG=1 asks for one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -231,6 +232,12 @@ def plan(
     registry = experiment.registry()
     study_plan = build_plan(experiment, registry, RunDirectory(experiment.output_dir).store)
     typer.echo(format_plan(study_plan, experiment, registry))
+    from xstilts.study.preflight import shape_problems
+    from xstilts.study.price import encoder_shape
+
+    with contextlib.suppress(XstiltsError):  # a hub model not downloaded yet: its shape is checked when it is
+        for problem in shape_problems(experiment, registry, encoder_shape(experiment.encoder)):
+            typer.echo(f"\nwould fail: {problem}")
     if device is not None:
         from xstilts.study.price import DEVICES, encoder_shape, format_price, price_plan
 

@@ -30,6 +30,7 @@ from xstilts.rundir.runs import RunDirectory, read_evaluation, write_evaluation
 from xstilts.rundir.units import units_file, write_units
 from xstilts.runtime.device import is_main_process, wait_for_everyone
 from xstilts.study.plan import ChainPrefix, Plan, build_plan, run_plan, target_request
+from xstilts.study.preflight import check_before_training
 from xstilts.study.price import stage_tokens
 from xstilts.study.stage import evaluate_target, run_stage
 from xstilts.tasks.registry import TaskRegistry
@@ -47,6 +48,7 @@ def run_once(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     A search is several such runs (`xstilts.study.experiment` chooses).
     """
     check_encoder_available(config.encoder)  # an encoder that cannot be had (offline, no such model) writes nothing
+    check_before_training(config, config.registry())  # what the encoder's shape says would fail, before any stage
     run = RunDirectory(config.output_dir)
     run.check_contained()  # a link leading out of the run is refused before anything is written
     run.root.mkdir(parents=True, exist_ok=True)
