@@ -8,30 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import XLMRobertaConfig, XLMRobertaModel
+from transformers import XLMRobertaModel
 
 from xstilts.cli import DEVICE_NAMES, main
+from xstilts.demo.shaped import xlmr_config
 from xstilts.study.price import DEVICES, KNOWN_SHAPES, EncoderShape, encoder_shape
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def _config(shape: EncoderShape) -> XLMRobertaConfig:
-    return XLMRobertaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=4,
-        intermediate_size=shape.intermediate,
-        max_position_embeddings=shape.positions,
-        type_vocab_size=shape.type_vocab,
-    )
-
-
 @pytest.mark.parametrize("length", [16, 48])
 def test_the_training_flop_formula_is_torchs_count_of_a_forward_and_backward(length):
     shape = EncoderShape(vocab=300, hidden=64, layers=3, intermediate=160, positions=130)
-    config = _config(shape)
+    config = xlmr_config(shape)
     config._attn_implementation = "eager"  # the attention products as matrix products torch's counter sees
     model = XLMRobertaModel(config, add_pooling_layer=False)
     ids = torch.randint(5, 300, (2, length))
@@ -43,10 +32,10 @@ def test_the_training_flop_formula_is_torchs_count_of_a_forward_and_backward(len
 
 def test_the_parameter_count_is_the_models_own():
     tiny = EncoderShape(vocab=300, hidden=64, layers=3, intermediate=160, positions=130)
-    assert tiny.parameters == sum(p.numel() for p in XLMRobertaModel(_config(tiny)).parameters())
+    assert tiny.parameters == sum(p.numel() for p in XLMRobertaModel(xlmr_config(tiny)).parameters())
     large = KNOWN_SHAPES["xlm-roberta-large"]
     with torch.device("meta"):  # XLM-R Large's shape, nothing allocated
-        model = XLMRobertaModel(_config(large))
+        model = XLMRobertaModel(xlmr_config(large))
     assert large.parameters == sum(p.numel() for p in model.parameters()) == 559_890_432
 
 

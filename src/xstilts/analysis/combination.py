@@ -119,13 +119,11 @@ def _row(
     known = [costs[label] for label in arm["labels"] if label in costs]
     steps = f"{np.mean([c[0] for c in known]):.0f}" if known else "-"
     seconds = f"{np.mean([c[1] for c in known]):.1f}" if known else "-"
-    orders = entry["orders"]
-    setting = f"{orders} order{'s' if orders != 1 else ''}" if arm["method"] == MEAN_ORDER else arm["setting"]
     return [
         name,
         f"{'+'.join(entry['tasks'])} ({entry['k']})",
         arm["method"],
-        setting or "-",
+        arm["setting"] or "-",
         str(arm["runs"]),
         interval_cell(arm["score"]),
         interval_cell(arm["gain"], signed=True),

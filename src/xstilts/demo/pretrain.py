@@ -75,8 +75,13 @@ def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int) -> P
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
+    return xlmr_tokenizer(tokenizer, max_length)
+
+
+def xlmr_tokenizer(backend: Tokenizer, max_length: int) -> PreTrainedTokenizerFast:
+    """A `tokenizers` model behind transformers' fast tokenizer, with XLM-R's special tokens."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+        tokenizer_object=backend,
         bos_token="<s>",
         eos_token="</s>",
         sep_token="</s>",

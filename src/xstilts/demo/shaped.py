@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, XLMRobertaConfig
 
-from xstilts.demo.pretrain import train_tokenizer
+from xstilts.demo.pretrain import train_tokenizer, xlmr_tokenizer
 from xstilts.errors import XstiltsError
 from xstilts.study.price import KNOWN_SHAPES, EncoderShape
 
@@ -40,18 +40,7 @@ def shaped_tokenizer(sentences: Iterable[str], vocab_size: int, max_length: int 
     for token in data["added_tokens"]:
         if token["content"] == "<mask>":
             token["id"] = vocab_size - 1
-    backend = Tokenizer.from_str(json.dumps(data))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=max_length,
-    )
+    return xlmr_tokenizer(Tokenizer.from_str(json.dumps(data)), max_length)
 
 
 def text_lines(paths: Iterable[Path], limit: int = 20_000) -> list[str]:
@@ -66,20 +55,9 @@ def text_lines(paths: Iterable[Path], limit: int = 20_000) -> list[str]:
     return lines[:limit]
 
 
-def build_shaped_encoder(
-    directory: str | Path, like: str | EncoderShape, sentences: Iterable[str], layers: int | None = None, seed: int = 0
-) -> Path:
-    """Write a random-weight encoder shaped like `like` (a name of `KNOWN_SHAPES`, or a shape) and its tokenizer to
-    `directory`; `layers` keeps every other dimension and changes the depth only."""
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
-    if isinstance(like, str) and like not in KNOWN_SHAPES:
-        raise XstiltsError(f"--like {like!r}: expected one of {', '.join(sorted(KNOWN_SHAPES))}")
-    shape: EncoderShape = KNOWN_SHAPES[like] if isinstance(like, str) else like
-    directory = Path(directory)
-    tokenizer = shaped_tokenizer(sentences, shape.vocab, shape.positions - 2)
-    config = XLMRobertaConfig(
+def xlmr_config(shape: EncoderShape, layers: int | None = None) -> XLMRobertaConfig:
+    """XLM-R's configuration at `shape` (its special ids: <s> 0, <pad> 1, </s> 2), `layers` deep if given."""
+    return XLMRobertaConfig(
         vocab_size=shape.vocab,
         hidden_size=shape.hidden,
         num_hidden_layers=layers or shape.layers,
@@ -87,10 +65,26 @@ def build_shaped_encoder(
         intermediate_size=shape.intermediate,
         max_position_embeddings=shape.positions,
         type_vocab_size=shape.type_vocab,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
+
+
+def build_shaped_encoder(
+    directory: str | Path, like: str | EncoderShape, sentences: Iterable[str], layers: int | None = None, seed: int = 0
+) -> Path:
+    """Write a random-weight encoder shaped like `like` (a name of `KNOWN_SHAPES`, or a shape) and its tokenizer to
+    `directory`; `layers` keeps every other dimension and changes the depth only."""
+    import torch
+    from transformers import XLMRobertaModel
+
+    if isinstance(like, str) and like not in KNOWN_SHAPES:
+        raise XstiltsError(f"--like {like!r}: expected one of {', '.join(sorted(KNOWN_SHAPES))}")
+    shape: EncoderShape = KNOWN_SHAPES[like] if isinstance(like, str) else like
+    directory = Path(directory)
+    tokenizer = shaped_tokenizer(sentences, shape.vocab, shape.positions - 2)
+    config = xlmr_config(shape, layers)
     torch.manual_seed(seed)
     model = XLMRobertaModel(config)
     directory.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def _analyse_set(
     for index, chain in enumerate(test.chains):
         if len(chain) == k and tuple(sorted(chain)) == tasks:
             orders[chain].append(index)
-    arms: list[dict[str, Any]] = []
+    arms: list[tuple[dict[str, Any], st.Runs]] = []
     best_runs = mean_runs = None
     choice_note = None
     if orders:
@@ -87,8 +87,20 @@ def _analyse_set(
         best, choice_note = _choose(chooser, {order: [test.labels[i] for i in m] for order, m in orders.items()})
         if best is not None:
             best_runs = test.runs(orders[best], "the best order's seeds")
-            arms.append(_arm(BEST_ORDER, " → ".join(best), best_runs, [test.labels[i] for i in orders[best]]))
-        arms.append(_arm(MEAN_ORDER, f"{len(orders)} orders", mean_runs, [test.labels[i] for i in every]))
+            arms.append(
+                (_arm(BEST_ORDER, " → ".join(best), best_runs, [test.labels[i] for i in orders[best]]), best_runs)
+            )
+        arms.append(
+            (
+                _arm(
+                    MEAN_ORDER,
+                    f"{len(orders)} order{'s' * (len(orders) != 1)}",
+                    mean_runs,
+                    [test.labels[i] for i in every],
+                ),
+                mean_runs,
+            )
+        )
     grid: dict[tuple, list[int]] = defaultdict(list)
     for index, (label, chain) in enumerate(zip(combined_test.labels, combined_test.chains)):
         if tuple(sorted(chain)) == tasks:
@@ -108,9 +120,10 @@ def _analyse_set(
         }
         if chosen is not None:
             runs = combined_test.runs(points[chosen], f"{method} seeds")
-            arms.append(_arm(method, describe_setting(combinations[labelled[chosen][0]]), runs, labelled[chosen]))
-    for arm in arms:
-        runs = arm.pop("_runs")
+            arms.append(
+                (_arm(method, describe_setting(combinations[labelled[chosen][0]]), runs, labelled[chosen]), runs)
+            )
+    for arm, runs in arms:
         arm["gain"] = st.difference(runs, baseline).to_json() if len(baseline) else None
         arm["vs_best_order"] = st.difference(runs, best_runs).to_json() if best_runs is not None else None
         arm["vs_mean_order"] = st.difference(runs, mean_runs).to_json() if mean_runs is not None else None
@@ -119,7 +132,7 @@ def _analyse_set(
         "k": k,
         "orders": len(orders),
         "order_spread": _order_spread(test, orders),
-        "arms": arms,
+        "arms": [arm for arm, _ in arms],
         "choices": choices,
         "order_choice": choice_note,
     }
@@ -132,7 +145,6 @@ def _arm(method: str, setting: str, runs: st.Runs, labels: Sequence[str]) -> dic
         "runs": len(runs),
         "labels": list(labels),
         "score": st.mean_of(runs).to_json(),
-        "_runs": runs,
     }
 
 

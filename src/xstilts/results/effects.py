@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -121,6 +121,13 @@ def _signature(units: Units) -> tuple:
     return (len(units), units.statistic, None if units.keys is None else tuple(units.keys.tolist()))
 
 
+class SplitModels(NamedTuple):
+    """The models of one (mode, split), per target and the average: the study's and the combination study's."""
+
+    study: dict[str, st.ModelScores]
+    combined: dict[str, st.ModelScores]
+
+
 def analyse(
     rows: Sequence[ResultRow],
     load_units: UnitsLoader,
@@ -132,7 +139,7 @@ def analyse(
     "rows" maps "chain_label/target/language" to that result's score and gain intervals (for results.csv).
     `unevaluated`: planned (target, split, language) the run could not evaluate (no files), named in the output."""
     result: dict[str, Any] = {}
-    models: dict[tuple[str, str], tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]]] = {}
+    models: dict[tuple[str, str], SplitModels] = {}
     groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
     for row in complete_rows(rows):
         groups[(row["mode"], row["split"])].append(row)
@@ -144,31 +151,30 @@ def analyse(
     combinations = {r["chain_label"]: r["combination"] for r in complete_rows(rows) if r.get("combination")}
     for mode, by_split in result.items():
         if TEST in by_split:
-            test, dev = models[(mode, TEST)], models.get((mode, DEV), ({}, {}))
-            by_split[TEST]["curves"] = _curves(by_split, test[0], dev[0])
-            if test[1]:
+            test, dev = models[(mode, TEST)], models.get((mode, DEV), SplitModels({}, {}))
+            by_split[TEST]["curves"] = _curves(by_split, test.study, dev.study)
+            if test.combined:
                 by_split[TEST]["combination"] = _combination(by_split, test, dev, combinations)
     return result
 
 
+def _dev_name(found: Mapping[str, Any], name: str) -> str | None:
+    """The dev analysis's name of a test target or average (an average's label may name its split)."""
+    return {found[TEST].get("average"): found.get(DEV, {}).get("average")}.get(name, name)
+
+
 def _combination(
-    found: Mapping[str, Any],
-    test: tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]],
-    dev: tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]],
-    combinations: Mapping[str, Mapping[str, Any]],
+    found: Mapping[str, Any], test: SplitModels, dev: SplitModels, combinations: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
     """The combination study of every target and the average (`xstilts.results.combination`): choices on each
     target's dev scores, or for a target without dev on the dev average (of the targets that have dev)."""
-    dev_average = found.get(DEV, {}).get("average")
-    averages = {found[TEST].get("average"): dev_average}  # the average's label may name its split
     out = {}
-    for name, combined in test[1].items():
-        if name not in test[0]:
-            continue
-        own = averages.get(name, name)
-        chooser = own if own in dev[0] else dev_average
+    for name, combined in test.combined.items():
+        chooser = _dev_name(found, name)
+        if chooser not in dev.study:
+            chooser = found.get(DEV, {}).get("average")
         out[name] = combination.analyse_target(
-            test[0][name], combined, dev[0].get(chooser), dev[1].get(chooser), combinations
+            test.study[name], combined, dev.study.get(chooser), dev.combined.get(chooser), combinations
         )
     return out
 
@@ -177,12 +183,11 @@ def _curves(
     found: Mapping[str, Any], test: Mapping[str, st.ModelScores], dev: Mapping[str, st.ModelScores]
 ) -> dict[str, Any]:
     """The curve of the gain against k for every target and the average: form chosen on dev, fitted on test."""
-    averages = {found[TEST].get("average"): found.get("dev", {}).get("average")}  # its label may name its split
     curves = {}
     for name, models in test.items():
         detectable = found[TEST]["targets"][name]["detectable"]
         mde = detectable.get("further") or detectable.get("first")
-        curves[name] = gain_curve(dev.get(averages.get(name, name)), models, mde)
+        curves[name] = gain_curve(dev.get(_dev_name(found, name)), models, mde)
     return curves
 
 
@@ -193,7 +198,7 @@ def _analyse_split(
     load_units: UnitsLoader,
     resamples: int,
     unevaluated: Sequence[Mapping[str, Any]],
-) -> tuple[dict[str, Any], tuple[dict[str, st.ModelScores], dict[str, st.ModelScores]]]:
+) -> tuple[dict[str, Any], SplitModels]:
     """The split's analysis (JSON) and the models it analysed, per target and the average: the study's, and the
     combination study's (scored on the same languages, drawn with the same test items)."""
     by_target: dict[str, list[ResultRow]] = defaultdict(list)
@@ -210,7 +215,7 @@ def _analyse_split(
         languages = target_languages(target, study_rows)
         if languages:
             models[target] = target_scores(study_rows, languages, draws[target])
-            combined_rows = [r for r in target_rows if r.get("combination") and not r.get("control")]
+            combined_rows = [r for r in target_rows if r.get("combination")]
             if combined_rows:
                 combined[target] = target_scores(combined_rows, languages, draws[target])
     names = sorted(models)
@@ -245,7 +250,7 @@ def _analyse_split(
             for target, target_rows in by_target.items()
             for key, value in _row_intervals(target_rows, draws[target]).items()
         },
-    }, (models, combined)
+    }, SplitModels(models, combined)
 
 
 def average_label(names: Sequence[str], languages: Mapping[str, Sequence[str]], split: str) -> str:

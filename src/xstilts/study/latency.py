@@ -272,20 +272,19 @@ def measure_run(
 
 
 def _timed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The fine-tuned targets to time: the study's, and per (target, method) the first model of the combination
-    study (controls are not timed)."""
-    timed, methods = [], set()
-    for row in sorted(complete_rows(rows), key=lambda r: (r["seed"], r["chain_label"])):
-        if not row.get("target_stage") or row.get("control"):
-            continue
+    """The fine-tuned targets to time: the study's, and per (target, method) the lowest seed's first model of the
+    combination study (controls are not timed)."""
+    rows = sorted(complete_rows(rows), key=lambda r: (r["seed"], r["chain_label"]))
+    rows = [r for r in rows if r.get("target_stage") and not r.get("control")]
+    first: dict[tuple[str, str, str], str] = {}
+    for row in rows:
         if row.get("combination"):
-            key = (row["mode"], row["target"], row["combination"]["method"])
-            labels = {r["chain_label"] for r in timed if r.get("combination")}
-            if key in methods and row["chain_label"] not in labels:
-                continue
-            methods.add(key)
-        timed.append(row)
-    return timed
+            first.setdefault((row["mode"], row["target"], row["combination"]["method"]), row["chain_label"])
+    return [
+        r
+        for r in rows
+        if not r.get("combination") or first[(r["mode"], r["target"], r["combination"]["method"])] == r["chain_label"]
+    ]
 
 
 def _chain_bytes(target_stage_dir: Path) -> int:

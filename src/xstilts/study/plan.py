@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -379,19 +380,12 @@ def _plan_combinations(plan: Plan, config: ExperimentConfig, registry: TaskRegis
         for tasks in combination_sets(plan, config):
             singles = [_single(plan, config, registry, store, root, task) for task in tasks]
             members = tuple((single.identity, task) for single, task in zip(singles, tasks))
-            for method in combine.methods:
-                densities = combine.densities if merge_method(method).uses_density else [None]
-                for weight, density in itertools.product(combine.weights, densities):
-                    request = MergeRequest(
-                        config.encoder, root.identity, members, MergeSettings(method, weight, density, seed)
-                    )
-                    directory = store.stage_dir(request.identity, request.name)
-                    recipe = EncoderRecipe(str(StageDirectory(directory).encoder_dir))
-                    combination = {"method": method, "weight": weight, "density": density}
-                    node = ChainPrefix(
-                        len(tasks), tasks, request.identity, None, seed, FULL, recipe, request, combination
-                    )
-                    _add_combined(plan, node)
+            for settings in merge_grid(combine, seed):
+                request = MergeRequest(config.encoder, root.identity, members, settings)
+                recipe = EncoderRecipe(str(StageDirectory(store.stage_dir(request.identity, request.name)).encoder_dir))
+                combination = {"method": settings.method, "weight": settings.weight, "density": settings.density}
+                node = ChainPrefix(len(tasks), tasks, request.identity, None, seed, FULL, recipe, request, combination)
+                _add_combined(plan, node)
             if combine.mixture:
                 mixture = MixtureConfig(tasks=[MixtureTask(task=task) for task in tasks])
                 request = mixture_request("intermediate", MIXTURE, config, registry, [], seed, root, None, mixture)
@@ -400,6 +394,16 @@ def _plan_combinations(plan: Plan, config: ExperimentConfig, registry: TaskRegis
                     len(tasks), tasks, request.identity, request, seed, FULL, recipe, None, {"method": MIXTURE}
                 )
                 _add_combined(plan, node)
+
+
+def merge_grid(combine: Any, seed: int) -> list[MergeSettings]:
+    """Every grid point of every method of `combine` (densities only for the methods that keep a fraction)."""
+    return [
+        MergeSettings(method, weight, density, seed)
+        for method in combine.methods
+        for weight in combine.weights
+        for density in (combine.densities if merge_method(method).uses_density else [None])
+    ]
 
 
 def _add_combined(plan: Plan, node: ChainPrefix) -> None:
@@ -616,11 +620,11 @@ def count(plan: Plan, config: ExperimentConfig, registry: TaskRegistry) -> dict[
     retrieval = [t for t in config.targets if not registry.get(t.task).trainable]
     finetunes = len(evaluated) * len(trainable)
     evaluations = sum(len(config.target_languages(t, registry)) for t in config.targets) * len(evaluated)
-    stage_examples = _total(_stage_example_epochs(node.stage) for node in plan.stages)
+    stage_examples = _total(stage_example_epochs(node.stage) for node in plan.stages)
     target_examples = _total(
         _times(
             len(evaluated),
-            _example_epochs(settings, _train_examples(spec, [spec.train_language], settings.max_train_examples)),
+            _example_epochs(settings, train_examples_on_disk(spec, [spec.train_language], settings.max_train_examples)),
         )
         for spec, settings in (
             (
@@ -680,23 +684,7 @@ def _count_lines(path: Path, stamp: int) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def _stage_example_epochs(request: StageRequest) -> int | None:
-    """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler); None when unknown."""
-    if request.mixture is None:
-        spec = request.spec
-        return _example_epochs(
-            request.settings, _train_examples(spec, [spec.train_language], request.settings.max_train_examples)
-        )
-    sizes = {
-        m.spec.name: _train_examples(m.spec, m.languages, m.max_examples_per_language or m.settings.max_train_examples)
-        for m in request.mixture.members
-    }
-    if any(size is None for size in sizes.values()):
-        return _example_epochs(request.settings, None)
-    return _example_epochs(request.settings, request.mixture.epoch_size(sizes))
-
-
-def _train_examples(spec: TaskSpec, languages: Any, limit: int | None) -> int | None:
+def train_examples_on_disk(spec: TaskSpec, languages: Any, limit: int | None) -> int | None:
     """Training examples the stage reads: at most `limit` per language, as the stage loads them (None: not on disk)."""
     total = 0
     for language in languages:
@@ -706,6 +694,25 @@ def _train_examples(spec: TaskSpec, languages: Any, limit: int | None) -> int | 
         count = _count_lines(path, path.stat().st_mtime_ns)
         total += min(count, limit) if limit else count
     return total
+
+
+def stage_example_epochs(
+    request: StageRequest, train_examples: Callable[[TaskSpec, Any, int | None], int | None] = train_examples_on_disk
+) -> int | None:
+    """Examples x epochs of one stage (a mixture: its members' sizes, capped for the capped sampler); None when unknown.
+    `train_examples` counts a member's examples (default: its files on disk)."""
+    if request.mixture is None:
+        spec = request.spec
+        return _example_epochs(
+            request.settings, train_examples(spec, [spec.train_language], request.settings.max_train_examples)
+        )
+    sizes = {
+        m.spec.name: train_examples(m.spec, m.languages, m.max_examples_per_language or m.settings.max_train_examples)
+        for m in request.mixture.members
+    }
+    if any(size is None for size in sizes.values()):
+        return _example_epochs(request.settings, None)
+    return _example_epochs(request.settings, request.mixture.epoch_size(sizes))
 
 
 def _example_epochs(settings: Any, examples: int | None) -> int | None:

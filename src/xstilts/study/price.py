@@ -155,44 +155,33 @@ def encoder_shape(encoder: str) -> EncoderShape:
 def stage_tokens(plan: Any, config: ExperimentConfig, registry: TaskRegistry) -> list[PricedStage]:
     """Every trained stage, merge and target fine-tune of the plan with its training tokens (no shape needed:
     what `xstilts status` divides measured seconds by)."""
-    from xstilts.study.plan import _count_lines, evaluated_prefixes, target_request
+    from xstilts.study.plan import evaluated_prefixes, stage_example_epochs, target_request, train_examples_on_disk
 
-    def examples(spec: TaskSpec, limit: int | None) -> tuple[int | None, bool]:
-        path = spec.data.path(spec.train_split, spec.train_language)
-        if path.is_file():
-            found = _count_lines(path, path.stat().st_mtime_ns)
-            return (min(found, limit) if limit else found), False
-        known = APPROXIMATE_TRAIN_SIZES.get(spec.name)
-        return (None if known is None else (min(known, limit) if limit else known)), True
+    def priced(request: Any, label: str, kind: str) -> PricedStage:
+        approximated: list[str] = []
 
-    def counted(identity: str, label: str, kind: str, settings: Any, members: list, full: bool) -> PricedStage:
-        sizes = [examples(spec, member.max_train_examples) for spec, member in members]
-        if settings.max_steps:
-            count: int | None = settings.max_steps * settings.batch_size
-        else:
-            count = None if any(n is None for n, _ in sizes) else int(sum(n for n, _ in sizes) * settings.epochs)
-        tokens = None if count is None else count * settings.max_length
-        approximate = any(approx for _, approx in sizes)
-        return PricedStage(identity, label, kind, tokens, approximate, full, settings.max_length)
+        def examples(spec: TaskSpec, languages: Any, limit: int | None) -> int | None:
+            found = train_examples_on_disk(spec, languages, limit)
+            if found is None and spec.name in APPROXIMATE_TRAIN_SIZES:
+                approximated.append(spec.name)
+                found = APPROXIMATE_TRAIN_SIZES[spec.name]
+                return min(found, limit) if limit else found
+            return found
 
-    found = []
-    for node in plan.stages:
-        request = node.stage
-        members = [(m.spec, m.settings) for m in request.members if m.spec.kind != "mlm"]
-        found.append(counted(node.identity, node.label, "stage", request.settings, members, request.adapter is None))
+        count = stage_example_epochs(request, examples)
+        tokens = None if count is None else count * request.settings.max_length
+        full = request.adapter is None
+        return PricedStage(request.identity, label, kind, tokens, bool(approximated), full, request.settings.max_length)
+
+    found = [priced(node.stage, node.label, "stage") for node in plan.stages]
     found += [PricedStage(node.identity, node.label, "merge", 0, False) for node in plan.merges]
     trainable = [t for t in config.targets if registry.get(t.task).trainable]
     for identity, seed in evaluated_prefixes(plan, config) + plan.combined:
         prefix = replace(plan.nodes[identity], seed=seed)
+        suffix = "" if seed == plan.nodes[identity].seed else f" (seed {seed})"
         for target in trainable:
             request = target_request(config, registry, prefix, target)
-            label = f"{target.task} after {prefix.label}" + (
-                "" if seed == plan.nodes[identity].seed else f" (seed {seed})"
-            )
-            members = [(request.spec, request.settings)]
-            found.append(
-                counted(request.identity, label, "target fine-tune", request.settings, members, request.adapter is None)
-            )
+            found.append(priced(request, f"{target.task} after {prefix.label}{suffix}", "target fine-tune"))
     return found
 
 

@@ -6,6 +6,7 @@ library is imported, so it works from any directory and on a moved or copied run
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from xstilts.errors import XstiltsError
@@ -25,7 +26,7 @@ def run_status(run_dir: str | Path) -> str:
             raise XstiltsError(f"{run.plan_file} is damaged; `xstilts run` with the run's config writes it again")
         raise XstiltsError(f"{run.root}: no {run.plan_file.name}; is this a run directory?")
     lines, counts = [], {"done": 0, "pruned": 0, "damaged": 0, "in progress": 0, "waiting": 0}
-    merges: dict[str, int] = {}  # the combination study's merged encoders: built, not trained
+    merges: Counter[str] = Counter()  # the combination study's merged encoders: built, not trained
     for stage in plan.stages:
         state = run.store.inspect(stage.identity, stage.task)
         progress = read_json_or_none(run.store.checkpoint(stage.identity, stage.task).progress, "checkpoint")
@@ -37,11 +38,7 @@ def run_status(run_dir: str | Path) -> str:
             status, detail = "in progress", f"checkpoint at step {progress['step']}"
         else:
             status, detail = "waiting", ""
-        if stage.combination and stage.combination["method"] != MIXTURE:
-            merges[status] = merges.get(status, 0) + 1
-            merges.setdefault("done", 0)
-        else:
-            counts[status] += 1
+        (merges if stage.combination and stage.combination["method"] != MIXTURE else counts)[status] += 1
         lines.append(f"  {status:<12} {stage.label:<50} {detail}")
     fine_tunes = {(e.stage, e.target) for e in plan.evaluations if e.stage is not None}
     finished = sum(run.store.record(identity, task) is not None for identity, task in fine_tunes)
