@@ -165,11 +165,23 @@ def run(
         None, help="Ray executor: GPUs per stage task (default: 1 when the cluster has GPUs)."
     ),
     cpus_per_stage: int = typer.Option(1, help="Ray executor: CPUs per stage task (also its torch threads)."),
+    rehearse: bool = typer.Option(
+        False,
+        "--rehearse",
+        help="Walk the whole plan at the real model's shapes, one step and a few examples each, in a scratch "
+        "directory removed after; print what would break (missing data, failures, memory, disk). Writes no run.",
+    ),
+    memory_limit: float = typer.Option(
+        None, "--memory-limit", metavar="GB", help="Rehearsal: the memory the real run has (default: this machine's)."
+    ),
+    rehearse_examples: int = typer.Option(2, "--rehearse-examples", min=1, help="Rehearsal: examples per language."),
+    rehearse_batch: int = typer.Option(1, "--rehearse-batch", min=1, help="Rehearsal: examples per training step."),
 ) -> None:
     """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language.
 
     A killed run resumes where it stopped when started again with the same config. Everything logged also
-    goes to OUTPUT_DIR/run.log.
+    goes to OUTPUT_DIR/run.log. With --rehearse, nothing is run for real: the exit status is 1 when the
+    rehearsal found something that would break.
 
     \b
     Examples:
@@ -177,8 +189,14 @@ def run(
       xstilts run exp.yaml training.learning_rate=2e-5 --seed 3 -o runs/lr2e-5
       xstilts run exp.yaml --executor ray --address auto --no-progress
       xstilts run exp.yaml --tracker tensorboard   # then: tensorboard --logdir OUTPUT_DIR/trackers
+      xstilts run configs/paper/x-stilts.yaml --rehearse --memory-limit 80
     """
     _setup(log_level, verbose, quiet)
+    if rehearse:
+        _rehearse(
+            config, overrides, output_dir, seed, tracker, progress, memory_limit, rehearse_examples, rehearse_batch
+        )
+        return
     experiment = _load_with_overrides(config, overrides, output_dir, seed, trackers=tracker)  # validated first
     from xstilts.analysis.report import write_report_files
     from xstilts.runtime.device import is_main_process
@@ -192,6 +210,30 @@ def run(
         run_experiment(experiment, progress=progress)  # logs to OUTPUT_DIR/run.log once it holds the run
     if is_main_process():  # under `accelerate launch` / torchrun every process runs this; one reports
         _print_report(write_report_files(experiment.output_dir))
+
+
+def _rehearse(
+    config: Path,
+    overrides: list[str] | None,
+    output_dir: Path | None,
+    seed: int | None,
+    tracker: list[str] | None,
+    progress: bool,
+    memory_limit: float | None,
+    examples: int,
+    batch_size: int,
+) -> None:
+    """`run --rehearse`: the data may be missing (that is one thing a rehearsal finds)."""
+    experiment = _load_with_overrides(config, overrides, output_dir, seed, require_data=False, trackers=tracker)
+    if memory_limit is not None and memory_limit <= 0:
+        raise _usage_error("--memory-limit", f"expected a positive number of GB, got {memory_limit}")
+    from xstilts.rehearsal import format_findings, rehearse, would_break
+
+    limit = int(memory_limit * 1e9) if memory_limit else None
+    findings = rehearse(experiment, examples=examples, batch_size=batch_size, memory_limit=limit, progress=progress)
+    typer.echo(format_findings(findings))
+    if would_break(findings):
+        raise typer.Exit(1)
 
 
 @app.command()

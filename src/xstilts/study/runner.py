@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,24 @@ from xstilts.train.request import StageRequest
 log = logging.getLogger(__name__)
 
 
-def run_once(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+class Attempts:
+    """How the runner tries each piece of work (a stage, a merge, an evaluation, diagnostics, latency).
+
+    A real run lets every error stop it: `attempt` catches nothing. A rehearsal (`xstilts.rehearsal`) records
+    each error and the memory each piece took, and goes on with the pieces that do not depend on it.
+    """
+
+    @contextlib.contextmanager
+    def attempt(self, kind: str, label: str) -> Iterator[list[BaseException]]:
+        """Do the block as a piece of work of `kind`; yields the list its error is put in (a real run: never)."""
+        yield []
+
+
+def run_once(config: ExperimentConfig, progress: bool = True, attempts: Attempts | None = None) -> dict[str, Any]:
     """Run (or resume) the plan of `config` once; returns the summary that is also written to `summary.json`.
 
     The run holds the lock of its output directory throughout (a second run there fails with the owner's name).
-    A search is several such runs (`xstilts.study.experiment` chooses).
+    A search is several such runs (`xstilts.study.experiment` chooses). `attempts`: see `Attempts`.
     """
     check_encoder_available(config.encoder)  # an encoder that cannot be had (offline, no such model) writes nothing
     check_before_training(config, config.registry())  # what the encoder's shape says would fail, before any stage
@@ -54,10 +68,10 @@ def run_once(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     run.root.mkdir(parents=True, exist_ok=True)
     # The log only once the run is ours (a refused run writes nothing), and from one process.
     with run_lock(run.root), run_log(run.root) if is_main_process() else contextlib.nullcontext():
-        return _run_locked(config, run, progress)
+        return _run_locked(config, run, progress, attempts or Attempts())
 
 
-def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> dict[str, Any]:
+def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool, attempts: Attempts) -> dict[str, Any]:
     started = time.perf_counter()
     registry = config.registry()
     plan = build_plan(config, registry, run.store)
@@ -71,11 +85,16 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
     rows: list[ResultRow] = []
     try:
         for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
-            executor.ensure_trained(node)
+            with attempts.attempt(node_kind(node), node.label) as failed:
+                executor.ensure_trained(node)
+            if failed:
+                continue
             if config.diagnostics is not None and node.combination is None:
-                executor.diagnose(node)
+                with attempts.attempt("diagnostics", node.label):
+                    executor.diagnose(node)
             for evaluation in executor.evaluations_after(node.identity):
-                rows += executor.run_evaluation(evaluation)
+                with attempts.attempt(executor.evaluation_kind(evaluation), evaluation.target + " after " + node.label):
+                    rows += executor.run_evaluation(evaluation)
             if config.keep == "needed":
                 executor.prune_finished(node)
     finally:
@@ -87,7 +106,8 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
         from xstilts.study.latency import measure_run
 
         if is_main_process():
-            measure_run(run.root, config.latency, progress)
+            with attempts.attempt("latency", "every evaluated model"):
+                measure_run(run.root, config.latency, progress)
         wait_for_everyone()
     summary = summarize(config.name, rows)
     summary["effects"] = analyse(rows, units_loader(run.root), unevaluated=record.unevaluated)
@@ -101,6 +121,17 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool) -> 
         run.write_summary(summary)
         run.write_chain_links(run.result_rows())
     return summary
+
+
+def node_kind(node: ChainPrefix) -> str:
+    """What building a plan node is, for a rehearsal's table: a merge, a mixture, an intermediate stage of a kind."""
+    if node.merge is not None:
+        return f"merge ({node.merge.settings.method})"
+    if node.stage is None:
+        return "pretrained encoder"
+    if node.stage.mixture is not None:
+        return "mixture stage"
+    return f"intermediate {node.stage.spec.kind} ({node.stage.mode})"
 
 
 class Executor:
@@ -141,6 +172,11 @@ class Executor:
         """ "stage 3/14": where a stage stands in the run (done stages count too, so numbers hold across resumes)."""
         number = self.stage_numbers.setdefault(identity, len(self.stage_numbers) + 1)
         return f"stage {number}/{self.stage_count}"
+
+    def evaluation_kind(self, evaluation: PlannedEvaluation) -> str:
+        """ "target qa (full)": a fine-tune and its evaluation; "retrieval": an encoder evaluated as it is."""
+        spec = self.registry.get(evaluation.target)
+        return "retrieval" if evaluation.stage is None else f"target {spec.kind} ({evaluation.mode})"
 
     def evaluations_after(self, identity: str) -> list[PlannedEvaluation]:
         """The evaluations hanging off a prefix: seed by seed, targets in config order."""
