@@ -174,7 +174,7 @@ def run(
     memory_limit: float = typer.Option(
         None, "--memory-limit", metavar="GB", help="Rehearsal: the memory the real run has (default: this machine's)."
     ),
-    rehearse_examples: int = typer.Option(2, "--rehearse-examples", min=1, help="Rehearsal: examples per language."),
+    rehearse_examples: int = typer.Option(1, "--rehearse-examples", min=1, help="Rehearsal: examples per language."),
     rehearse_batch: int = typer.Option(1, "--rehearse-batch", min=1, help="Rehearsal: examples per training step."),
 ) -> None:
     """Train the chain's intermediate stages, fine-tune each target, and evaluate it in every language.

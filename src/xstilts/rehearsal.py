@@ -3,15 +3,16 @@ shapes, a step and a few examples each, in a scratch directory that is removed a
 
 The rehearsal runs the study's own runner (`xstilts.study.runner.run_once`) on a derived config, so every stage,
 chain mode, merge, target fine-tune, language, evaluation, diagnostic and latency measurement goes through the
-code the real run uses; then one export per chain mode and target kind, and the report. What changes:
+code the real run uses; with one export per chain mode and target kind (before `keep: needed` prunes the
+fine-tune: the rehearsal keeps a few stages on disk at a time), and the report. What changes:
 
 - the encoder: a hub model is replaced by random weights at its shapes (`xstilts.demo.shaped`, cached), a local
   directory is used as it is;
 - the data: the first examples of every file the study reads, stand-ins where a file is missing (listed as
   missing, `xstilts.data.samples`);
 - the plan, deduplicated: each intermediate task trained once (singles, and one chain of two when the study has
-  longer chains), one seed, one k = 0 run, the targets fine-tuned after k = 0 and after the first task, one
-  grid point per merge method;
+  longer chains), one seed, the targets fine-tuned after the first task only (k = 0 is the same code on the
+  pretrained encoder), one grid point per merge method;
 - training: one optimizer step per stage at `batch_size` examples and the stage's real max_length, `examples`
   per evaluation language.
 
@@ -37,6 +38,7 @@ from xstilts.config import ExperimentConfig, parse_config
 from xstilts.data.cache import cache_root
 from xstilts.data.samples import SampledFile, sample_retrieval_files, sample_task_files
 from xstilts.errors import XstiltsError
+from xstilts.rundir.records import PlannedEvaluation
 from xstilts.runtime.memory import Peak, device_memory, peak_memory
 from xstilts.study.runner import Attempts
 from xstilts.tasks.registry import TaskRegistry, TaskSpec
@@ -62,8 +64,22 @@ class Outcome:
 class Rehearsal(Attempts):
     """The runner's `Attempts` of a rehearsal: each piece's error is kept (the runner skips what depends on it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: TaskRegistry, exports: Path) -> None:
         self.outcomes: list[Outcome] = []
+        self.registry, self.exports = registry, exports
+        self.exported: set[tuple[str, str]] = set()
+
+    def fine_tuned(self, run_root: Path, evaluation: PlannedEvaluation) -> None:
+        """Export the first fine-tune of each chain mode and target kind, before `keep: needed` prunes it."""
+        from xstilts.export.model import export_model
+
+        kind = self.registry.get(evaluation.target).kind
+        if (evaluation.mode, kind) in self.exported:
+            return
+        self.exported.add((evaluation.mode, kind))
+        with self.attempt(f"export {kind} ({evaluation.mode})", f"{evaluation.target} after {evaluation.chain_label}"):
+            export_model(run_root, evaluation.chain_label, evaluation.target, self.exports / evaluation.target)
+        shutil.rmtree(self.exports, ignore_errors=True)
 
     @contextlib.contextmanager
     def attempt(self, kind: str, label: str) -> Iterator[list[BaseException]]:
@@ -113,7 +129,7 @@ class Findings:
 
 def rehearse(
     config: ExperimentConfig,
-    examples: int = 2,
+    examples: int = 1,
     batch_size: int = 1,
     memory_limit: int | None = None,
     scratch_parent: Path | None = None,
@@ -132,8 +148,8 @@ def rehearse(
         with _environment("XSTILTS_CACHE", scratch / "cache"):
             findings.encoder = f"{encoder}" if encoder == config.encoder else f"{config.encoder}'s shapes"
             rehearsed = _derive(config, registry, scratch, encoder, batch_size, examples, findings)
-            attempts = Rehearsal()
-            _walk(rehearsed, attempts, scratch, progress)
+            attempts = Rehearsal(rehearsed.registry(), scratch / "exports")
+            _walk(rehearsed, attempts, progress)
             findings.outcomes = attempts.outcomes
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -141,26 +157,13 @@ def rehearse(
     return findings
 
 
-def _walk(config: ExperimentConfig, attempts: Rehearsal, scratch: Path, progress: bool) -> None:
-    """The run, one export per chain mode and target kind, and the report, each attempted."""
+def _walk(config: ExperimentConfig, attempts: Rehearsal, progress: bool) -> None:
+    """The run (exports happen in it, `Rehearsal.fine_tuned`), then the report, each attempted."""
     from xstilts.analysis.report import write_report_files
-    from xstilts.export.model import export_model
-    from xstilts.rundir.runs import RunDirectory
     from xstilts.study.runner import run_once
 
     with attempts.attempt("whole run", "the plan"):  # what fails outside any one node (planning, the summary)
         run_once(config, progress, attempts)
-    registry = config.registry()
-    exported: set[tuple[str, str]] = set()
-    rows = RunDirectory(config.output_dir).result_rows() if Path(config.output_dir).is_dir() else []
-    for row in sorted(rows, key=lambda r: -r["chain_length"]):
-        spec = registry.get(row["target"])
-        if not spec.trainable or (row["mode"], spec.kind) in exported:
-            continue
-        exported.add((row["mode"], spec.kind))
-        with attempts.attempt(f"export {spec.kind} ({row['mode']})", f"{spec.name} after {row['chain_label']}"):
-            export_model(config.output_dir, row["chain_label"], spec.name, scratch / "exports" / spec.name)
-        shutil.rmtree(scratch / "exports", ignore_errors=True)
     with attempts.attempt("report", "results, tables and plots"):
         write_report_files(config.output_dir)
 
@@ -253,7 +256,9 @@ def _derive(
     missing: list[SampledFile] = []
     sampled_tasks = _trainable_files(config, registry)
     for name, files in sampled_tasks.items():
-        sampled = sample_task_files(registry.get(name), files, data_dir / name, count, _SENTENCES, 512)
+        spec = registry.get(name)
+        words = _stand_in_words(spec, config)
+        sampled = sample_task_files(spec, files, data_dir / name, count, _SENTENCES, words)
         missing += [f for f in sampled if not f.found]
     targets = []
     for index, (target, dumped) in enumerate(zip(config.targets, data["targets"])):
@@ -278,17 +283,12 @@ def _derive(
         output_dir=str(scratch / "run"),
         data_dir=str(data_dir),
         targets=targets,
-        keep="all",  # the exports after the run need the fine-tuned weights
+        keep="needed",  # the scratch holds a few stages at a time (each exported before it is pruned)
         checkpoint_every_steps=None,
     )
     _cut_training(data, batch_size, examples)
     _deduplicate(data)
-    quiet = logging.getLogger("xstilts.config")  # its advice (baseline_runs: 1) is about the real study's config
-    quiet.disabled, before = True, quiet.disabled
-    try:
-        return parse_config(data, source=f"the rehearsal of {config.name}", base_dir=scratch)
-    finally:
-        quiet.disabled = before
+    return parse_config(data, source=f"the rehearsal of {config.name}", base_dir=scratch)
 
 
 _SENTENCES = [
@@ -299,15 +299,20 @@ _SENTENCES = [
 ]  # the words of stand-in examples; their meaning does not matter, their length does
 
 
+def _stand_in_words(spec: TaskSpec, config: ExperimentConfig) -> int:
+    """Words per stand-in text: about the stage's max_length in tokens (a word is a token or more), so that a
+    stand-in fills a feature as a long real example does without being cut into many windows."""
+    from xstilts.settings import resolve_settings
+
+    return resolve_settings(spec.kind, spec.training_defaults, config.training).max_length * 3 // 4
+
+
 def _trainable_files(config: ExperimentConfig, registry: TaskRegistry) -> dict[str, list[tuple[str, str]]]:
     """Every (split, language) file each trainable task of the study reads: training and English dev for every
     stage, and the targets' evaluation files in their languages."""
     names = [stage.task for stage in config.chain] + [c.task for c in config.controls.positive]
-    if config.study is not None:
-        names += config.study.pool
-    for name in list(names):
-        if name in config.mixtures:
-            names += [member.task for member in config.mixtures[name].tasks]
+    names += config.study.pool if config.study is not None else []
+    names += [member.task for mixture in config.mixtures.values() for member in mixture.tasks]  # all are checked
     files: dict[str, list[tuple[str, str]]] = {}
     for name in dict.fromkeys(names + [t.task for t in config.targets]):
         if name in config.mixtures or not registry.get(name).trainable:
@@ -372,8 +377,8 @@ def _cut_training(data: dict[str, Any], batch_size: int, examples: int) -> None:
 
 
 def _deduplicate(data: dict[str, Any]) -> None:
-    """Each intermediate task once (singles, and one chain of two when the study chains further), one seed, one
-    k = 0 run, targets after k = 0 and after the first task, the first grid point of each merge method."""
+    """Each intermediate task once (singles, and one chain of two when the study chains further), one seed,
+    targets after the first task only, the first grid point of each merge method."""
     data["controls"]["a_a"] = False
     study = data.get("study")
     if not study:
@@ -383,10 +388,9 @@ def _deduplicate(data: dict[str, Any]) -> None:
     study.update(
         orders={"singles": True, "explicit": [pool[:2]] if longest >= 2 and len(pool) >= 2 else []},
         max_chain_length=min(longest, 2),
-        seeds=study["seeds"][:1],
-        baseline_runs=1,
+        seeds=study["seeds"][:1],  # baseline_runs stays: k = 0 gets no fine-tune here, so it costs nothing
         search=None,
-        evaluate_on=[[], pool[:1]],
+        evaluate_on=[pool[:1]],  # k = 0 is the same code on the pretrained encoder: the first task covers both
     )
     if study.get("combine"):
         combine = study["combine"]

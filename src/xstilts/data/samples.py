@@ -133,18 +133,15 @@ def sample_retrieval_files(spec: TaskSpec, split: str, language: str, destinatio
 
 
 def _sample_bucc(path: Path, copied: Path, count: int) -> None:
-    """BUCC: the first `count` source sentences, the gold pairs among them, their English sides and `count` more."""
-    sources = _first_lines(path, count)
-    kept = {line.split("\t", 1)[0] for line in sources}
+    """BUCC: the first `count` gold pairs and the first `count` sentences of each side, with the gold pairs'
+    sentences (a sample without gold pairs would have no F1 to compute)."""
     gold_file = path.with_suffix(".gold")
-    gold = (
-        [line for line in _first_lines(gold_file, 10**9) if line.split("\t")[0] in kept] if gold_file.is_file() else []
-    )
-    partners = {line.split("\t")[1].strip() for line in gold}
-    with path.with_suffix(".en").open(encoding="utf-8") as handle:
-        english = [
-            line for i, line in enumerate(handle) if line.strip() and (i < count or line.split("\t")[0] in partners)
-        ]
-    write_text_atomic(copied, "".join(sources))
-    write_text_atomic(copied.with_suffix(".en"), "".join(english))
+    gold = _first_lines(gold_file, count) if gold_file.is_file() else []
+    pairs = [line.rstrip("\n").split("\t") for line in gold]
+    for side, file, ids in ((0, path, {p[0] for p in pairs}), (1, path.with_suffix(".en"), {p[-1] for p in pairs})):
+        with file.open(encoding="utf-8") as handle:
+            kept = [
+                line for i, line in enumerate(handle) if line.strip() and (i < count or line.split("\t", 1)[0] in ids)
+            ]
+        write_text_atomic(copied if side == 0 else copied.with_suffix(".en"), "".join(kept))
     write_text_atomic(copied.with_suffix(".gold"), "".join(gold))

@@ -54,6 +54,10 @@ class Attempts:
         """Do the block as a piece of work of `kind`; yields the list its error is put in (a real run: never)."""
         yield []
 
+    def fine_tuned(self, run_root: Path, evaluation: PlannedEvaluation) -> None:
+        """A target was fine-tuned and evaluated, its rows written, its weights not yet pruned (a rehearsal
+        exports it here); a real run does nothing."""
+
 
 def run_once(config: ExperimentConfig, progress: bool = True, attempts: Attempts | None = None) -> dict[str, Any]:
     """Run (or resume) the plan of `config` once; returns the summary that is also written to `summary.json`.
@@ -81,7 +85,7 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool, att
         run.write_config(config_to_yaml(config))
         run.write_plan(record)  # what status and the report account for, before anything is trained
 
-    executor = Executor(config, registry, run, plan, record.evaluations, progress)
+    executor = Executor(config, registry, run, plan, record.evaluations, progress, attempts)
     rows: list[ResultRow] = []
     try:
         for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
@@ -145,8 +149,10 @@ class Executor:
         plan: Plan,
         evaluations: list[PlannedEvaluation],
         progress: bool,
+        attempts: Attempts | None = None,
     ):
         self.config, self.registry, self.run, self.plan, self.progress = config, registry, run, plan, progress
+        self.attempts = attempts or Attempts()
         self.store = run.store
         self.targets: dict[str, TargetConfig] = {target.task: target for target in config.targets}
         self.by_prefix: dict[str, list[PlannedEvaluation]] = defaultdict(list)
@@ -326,10 +332,6 @@ class Executor:
                 self.progress,
                 self.position(request.identity) + " " + request.label,
             )
-            if self.config.keep == "needed" and all(self._done(e) for e in self.by_stage[request.identity]):
-                # every split of this fine-tune is evaluated: its weights are no longer needed
-                self.bytes_pruned += self.store.prune(request.identity, spec.name) if is_main_process() else 0
-                wait_for_everyone()
         rows = [
             _result_row(evaluation, language, result, record, self._units_path(evaluation, language, record))
             for language, result in evaluations.items()
@@ -337,7 +339,18 @@ class Executor:
         if is_main_process():
             for row in rows:
                 self.run.write_result(row)
+        if evaluation.stage is not None:
+            self._after_fine_tune(evaluation, record["identity"], spec.name)
         return rows
+
+    def _after_fine_tune(self, evaluation: PlannedEvaluation, identity: str, target: str) -> None:
+        """The fine-tune's rows are written: `Attempts.fine_tuned` may use its weights, which are then pruned
+        (`keep: needed`) once every split of it is evaluated."""
+        if is_main_process():
+            self.attempts.fine_tuned(self.run.root, evaluation)
+        if self.config.keep == "needed" and all(self._done(e) for e in self.by_stage[identity]):
+            self.bytes_pruned += self.store.prune(identity, target) if is_main_process() else 0
+            wait_for_everyone()
 
     def _units_path(self, evaluation: PlannedEvaluation, language: str, record: StageRecord) -> str:
         """Where the evaluation's units are, relative to the run directory (the result row points there)."""

@@ -284,44 +284,56 @@ def train(
     optimizer = make_optimizer(model, settings, accelerator.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, counts.warmup_steps, counts.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    schedule, batches = _schedule(task_features, settings, counts.total_steps, seed, probabilities)
-    kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
-    if settings.compile:
-        accelerator.unwrap_model(model).encoder.compile(dynamic=True)
-    run = _Run(model, optimizer, scheduler, accelerator, settings, counts, description, checkpointer)
-    first_step = run.restore(schedule, batches)
-    host = _host_batches(schedule, first_step, batches, task_features, kinds, counts, accelerator, pad_token_id)
-    ready = prefetched(host, enabled=accelerator.device.type == "cuda")
-    bar = progress_bar(
-        progress and accelerator.is_main_process,
-        total=counts.total_steps,
-        initial=first_step - 1,
-        desc=description,
-        leave=False,
-    )
-    lines = ProgressLines(description, counts.total_steps, first_step)
-    run.started = time.perf_counter()
-    model.train()
-    with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
-        for step in range(first_step, counts.total_steps + 1):
-            run.optimizer_step(step, kinds[schedule[step - 1]], schedule[step - 1], ready)
-            evaluating = step % settings.eval_every_steps == 0 or step == counts.total_steps
-            checkpointing = (
-                checkpointer is not None and step % checkpointer.every_steps == 0 and step < counts.total_steps
-            )
-            if evaluating or checkpointing or step % settings.log_every_steps == 0:
-                # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
-                _stop_if_diverged(
-                    run.running_loss, run.bad_gradients, step, counts.total_steps, description, settings, accelerator
+    try:
+        schedule, batches = _schedule(task_features, settings, counts.total_steps, seed, probabilities)
+        kinds = {name: kind_of(accelerator.unwrap_model(model).specs[name]) for name in names}
+        if settings.compile:
+            accelerator.unwrap_model(model).encoder.compile(dynamic=True)
+        run = _Run(model, optimizer, scheduler, accelerator, settings, counts, description, checkpointer)
+        first_step = run.restore(schedule, batches)
+        host = _host_batches(schedule, first_step, batches, task_features, kinds, counts, accelerator, pad_token_id)
+        ready = prefetched(host, enabled=accelerator.device.type == "cuda")
+        bar = progress_bar(
+            progress and accelerator.is_main_process,
+            total=counts.total_steps,
+            initial=first_step - 1,
+            desc=description,
+            leave=False,
+        )
+        lines = ProgressLines(description, counts.total_steps, first_step)
+        run.started = time.perf_counter()
+        model.train()
+        with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
+            for step in range(first_step, counts.total_steps + 1):
+                run.optimizer_step(step, kinds[schedule[step - 1]], schedule[step - 1], ready)
+                evaluating = step % settings.eval_every_steps == 0 or step == counts.total_steps
+                checkpointing = (
+                    checkpointer is not None and step % checkpointer.every_steps == 0 and step < counts.total_steps
                 )
-            run.log(step, bar, lines)
-            bar.update(1)
-            if evaluating and run.validate(step, validate):
-                break
-            if checkpointing:
-                run.checkpoint(step)
-    bar.close()
-    return run.finish(schedule)
+                if evaluating or checkpointing or step % settings.log_every_steps == 0:
+                    # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
+                    _stop_if_diverged(
+                        run.running_loss,
+                        run.bad_gradients,
+                        step,
+                        counts.total_steps,
+                        description,
+                        settings,
+                        accelerator,
+                    )
+                run.log(step, bar, lines)
+                bar.update(1)
+                if evaluating and run.validate(step, validate):
+                    break
+                if checkpointing:
+                    run.checkpoint(step)
+        bar.close()
+        return run.finish(schedule)
+    finally:
+        # The process's one Accelerator keeps every prepared model and optimizer: released here, each stage's weights,
+        # gradients and optimizer state would stay in memory for the rest of the study (a host or device OOM a few
+        # stages in, found by rehearsing the paper's study at XLM-R Large's shapes).
+        accelerator.free_memory()
 
 
 def _schedule(
