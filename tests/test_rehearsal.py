@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -203,3 +204,47 @@ def test_stand_ins_follow_a_user_tasks_schema(demo_tasks):
         spec = TaskDefinition(**definition).to_spec(name)
         if spec.kind != "retrieval":
             assert all(validate_example(e, spec) is None for e in stand_in_examples(spec, 3, ["a b c"], words=40))
+
+
+def test_a_killed_rehearsals_scratch_is_removed_by_the_next(tmp_path, tiny_encoder_dir, copied_tasks):
+    from xstilts.rehearsal import SCRATCH_PREFIX
+
+    dead = tmp_path / "scratch" / f"{SCRATCH_PREFIX}{2**22 + 7}-abc"  # above Linux's largest process id
+    alive = tmp_path / "scratch" / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    for directory in (dead, alive):
+        (directory / "run").mkdir(parents=True)
+    raw = _study(tmp_path, tiny_encoder_dir, copied_tasks, study={"pool": POOL[:1], "orders": {"singles": True}})
+    raw["targets"] = ["demo_nli"]
+    raw.pop("diagnostics")
+    rehearse(parse_config(raw), progress=False, scratch_parent=tmp_path / "scratch")
+    assert not dead.exists() and alive.exists()
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [alive.name], "its own scratch is removed too"
+
+
+def test_an_enclosing_piece_reports_the_highest_peak_of_the_pieces_inside_it(tmp_path):
+    import numpy as np
+
+    from xstilts.rehearsal import Rehearsal
+
+    rehearsal = Rehearsal(None, tmp_path)
+    with rehearsal.attempt("whole run", "outer"):
+        with rehearsal.attempt("inner", "big"):
+            block = np.ones(400_000_000 // 8)  # 400 MB touched
+            del block
+        with rehearsal.attempt("inner", "small"):
+            pass
+    inner_big, inner_small, outer = rehearsal.outcomes
+    assert outer.peak.bytes >= inner_big.peak.bytes >= inner_small.peak.bytes
+    if inner_big.peak.exact:  # Linux: each piece's own high-water mark
+        assert inner_big.peak.bytes - inner_small.peak.bytes > 300_000_000
+
+
+def test_a_failing_piece_is_recorded_and_the_rehearsal_goes_on(tmp_path):
+    from xstilts.rehearsal import Rehearsal
+
+    rehearsal = Rehearsal(None, tmp_path)
+    with rehearsal.attempt("target qa (full)", "xquad after k1-mnli") as failed:
+        raise OSError(28, "No space left on device")
+    assert failed and rehearsal.outcomes[0].error == "OSError: [Errno 28] No space left on device"
+    with pytest.raises(KeyboardInterrupt), rehearsal.attempt("stage", "k1"):
+        raise KeyboardInterrupt

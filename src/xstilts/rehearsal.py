@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FORCED_TRAINING = ("max_steps", "batch_size", "micro_batch_size", "eval_examples", "max_eval_examples", "epochs")
 TOKENIZER_LINES = 20_000  # text the shaped encoder's tokenizer learns from
+SCRATCH_PREFIX = "xstilts-rehearsal-"
 DIAGNOSTIC_SENTENCES = 8  # per language: representation similarity (CKA) needs at least 4
 
 
@@ -66,6 +67,7 @@ class Rehearsal(Attempts):
 
     def __init__(self, registry: TaskRegistry, exports: Path) -> None:
         self.outcomes: list[Outcome] = []
+        self.inner_peaks: list[int] = []
         self.registry, self.exports = registry, exports
         self.exported: set[tuple[str, str]] = set()
 
@@ -85,6 +87,7 @@ class Rehearsal(Attempts):
     def attempt(self, kind: str, label: str) -> Iterator[list[BaseException]]:
         failed: list[BaseException] = []
         started = time.perf_counter()
+        self.inner_peaks.append(0)  # what the pieces inside this one reached (each resets the high-water mark)
         with peak_memory() as peak:
             try:
                 yield failed
@@ -92,6 +95,9 @@ class Rehearsal(Attempts):
                 failed.append(error)
                 log.warning("rehearsal: %s %s failed: %s", kind, label, _describe(error))
                 log.debug("%s", "".join(traceback.format_exception(error)))
+        peak.bytes = max(peak.bytes, self.inner_peaks.pop())
+        if self.inner_peaks:
+            self.inner_peaks[-1] = max(self.inner_peaks[-1], peak.bytes)
         if kind != "pretrained encoder":  # nothing to build
             error = _describe(failed[0]) if failed else None
             self.outcomes.append(Outcome(kind, label, time.perf_counter() - started, peak, error))
@@ -143,7 +149,8 @@ def rehearse(
     registry = config.registry()
     findings.disk_needed, findings.disk_free = _disk(config, registry)
     encoder = _rehearsal_encoder(config, registry, cache_root() / "shaped-encoders")
-    scratch = Path(tempfile.mkdtemp(prefix="xstilts-rehearsal-", dir=scratch_parent))
+    _remove_stale_scratch(Path(scratch_parent or tempfile.gettempdir()))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch_parent))
     try:
         with _environment("XSTILTS_CACHE", scratch / "cache"):
             findings.encoder = f"{encoder}" if encoder == config.encoder else f"{config.encoder}'s shapes"
@@ -155,6 +162,18 @@ def rehearse(
         shutil.rmtree(scratch, ignore_errors=True)
     findings.seconds = time.perf_counter() - started
     return findings
+
+
+def _remove_stale_scratch(parent: Path) -> None:
+    """A rehearsal killed outright (SIGKILL, out of memory) cannot remove its scratch: the next one does, by the
+    process id in its name (a rehearsal still running elsewhere keeps its own)."""
+    import psutil
+
+    for directory in parent.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = directory.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            log.info("removing the scratch of a rehearsal that was killed: %s", directory)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _walk(config: ExperimentConfig, attempts: Rehearsal, progress: bool) -> None:
@@ -438,7 +457,8 @@ def format_findings(findings: Findings) -> str:
     minutes, seconds = divmod(round(findings.seconds), 60)
     lines = [
         f"Rehearsal of {findings.name} with {findings.encoder}: one optimizer step per stage at batch "
-        f"{findings.batch_size}, {findings.examples} examples per evaluation language ({minutes} min {seconds} s).",
+        f"{findings.batch_size}, {findings.examples} example{'s' if findings.examples > 1 else ''} per evaluation "
+        f"language ({minutes} min {seconds} s).",
     ]
     if findings.missing:
         lines += [

@@ -88,9 +88,12 @@ def sample_task_files(
     count: int,
     sentences: list[str],
     words: int,
+    evaluation_words: int = 16,
 ) -> list[SampledFile]:
     """Write the first `count` examples of each (split, language) file of `spec` to `destination` (its data dir in
-    the rehearsal), or stand-ins where the file is missing; an open label set's labels.txt comes along."""
+    the rehearsal), or stand-ins where the file is missing: `words` long in the training split (its peak memory is
+    the stage's), `evaluation_words` in the others (one forward each: every language costs its time); an open
+    label set's labels.txt comes along."""
     destination.mkdir(parents=True, exist_ok=True)
     labels = Path(spec.data.data_dir) / "labels.txt"
     if spec.open_label_set:
@@ -105,10 +108,9 @@ def sample_task_files(
         if found:
             write_text_atomic(target, "".join(_first_lines(source, count)))
         else:
-            write_jsonl(
-                target,
-                stand_in_examples(spec, count, sentences, words, seed=zlib.crc32(f"{split}-{language}".encode())),
-            )
+            length = words if split == spec.train_split else evaluation_words
+            seed = zlib.crc32(f"{split}-{language}".encode())
+            write_jsonl(target, stand_in_examples(spec, count, sentences, length, seed=seed))
         sampled.append(SampledFile(spec.name, split, language, found))
     return sampled
 
