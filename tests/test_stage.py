@@ -293,7 +293,7 @@ def test_cpu_training_uses_the_uniform_draw_dropout_and_puts_the_model_back(
 def test_a_finished_stage_leaves_no_model_or_optimizer_state_behind(tmp_path, tiny_encoder_dir, demo_registry):
     """The process's Accelerator must not keep each stage's model and optimizer: a study of many stages in one
     process would otherwise hold every stage's weights, gradients and Adam moments (found by the rehearsal of the
-    paper's study, which ran out of 24 GB at its third XLM-R Large-shaped stage)."""
+    paper's study, which ran out of 24 GB within four XLM-R Large-shaped stages)."""
     import gc
 
     def live_multitask_models() -> int:
