@@ -296,8 +296,7 @@ def test_a_finished_stage_leaves_no_model_or_optimizer_state_behind(tmp_path, ti
     paper's study, which ran out of 24 GB within four XLM-R Large-shaped stages)."""
     import gc
 
-    def live_multitask_models() -> int:
-        gc.collect()
+    def live_multitask_models() -> int:  # without a collection: dropped references free a model at once
         return sum(1 for o in gc.get_objects() if isinstance(o, MultiTaskModel))
 
     store = StageStore(tmp_path)
@@ -307,5 +306,5 @@ def test_a_finished_stage_leaves_no_model_or_optimizer_state_behind(tmp_path, ti
             demo_registry, "demo_paraphrase", str(tiny_encoder_dir), store, learning_rate=learning_rate
         )
         run_stage(request, store, progress=False)
-    assert live_multitask_models() == before
+    assert live_multitask_models() <= before  # an earlier test's garbage may be collected meanwhile
     assert not get_accelerator()._models and not get_accelerator()._optimizers

@@ -31,6 +31,19 @@ def get_accelerator() -> Accelerator:
     return Accelerator(cpu=cpu_processes, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
+def release_prepared(accelerator: Accelerator) -> None:
+    """Forget the models, optimizers, schedulers and data loaders `accelerator.prepare` registered.
+
+    The process's one Accelerator keeps them for its own bookkeeping: a study of many stages would hold every
+    stage's weights, gradients and optimizer state until the process ends (6-7 GB per XLM-R Large stage).
+    `Accelerator.free_memory()` does the same and then a full `gc.collect()`, which costs 0.15 s per stage in a
+    process holding a study (10 s of the demo's 66 stages); the references dropped here are enough, the
+    collector reclaims any cycles on its own schedule.
+    """
+    for registered in (accelerator._models, accelerator._optimizers, accelerator._schedulers, accelerator._dataloaders):
+        registered.clear()
+
+
 def is_main_process() -> bool:
     """Only the main process writes artifacts (stages, checkpoints, evaluations, results, reports)."""
     return get_accelerator().is_main_process

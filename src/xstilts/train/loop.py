@@ -31,7 +31,7 @@ from xstilts.logs import ProgressLines, progress_bar
 from xstilts.rundir.layout import remove_inside
 from xstilts.rundir.stage_directory import CheckpointFiles
 from xstilts.runtime.cpu_dropout import cpu_dropout
-from xstilts.runtime.device import autocast, precision_name
+from xstilts.runtime.device import autocast, precision_name, release_prepared
 from xstilts.settings import StepCounts, TrainingSettings, count_steps
 from xstilts.tasks import kind_of
 from xstilts.tasks.base import Feature, feature_length
@@ -330,10 +330,7 @@ def train(
         bar.close()
         return run.finish(schedule)
     finally:
-        # The process's one Accelerator keeps every prepared model and optimizer: released here, each stage's weights,
-        # gradients and optimizer state would stay in memory for the rest of the study (a host or device OOM a few
-        # stages in, found by rehearsing the paper's study at XLM-R Large's shapes).
-        accelerator.free_memory()
+        release_prepared(accelerator)  # else each stage's model and optimizer stay for the rest of the study
 
 
 def _schedule(
