@@ -153,7 +153,7 @@ def rehearse(
     scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch_parent))
     try:
         with _environment("XSTILTS_CACHE", scratch / "cache"):
-            findings.encoder = f"{encoder}" if encoder == config.encoder else f"{config.encoder}'s shapes"
+            findings.encoder = encoder if encoder == config.encoder else f"{config.encoder}'s shapes"
             rehearsed = _derive(config, registry, scratch, encoder, batch_size, examples, findings)
             attempts = Rehearsal(rehearsed.registry(), scratch / "exports")
             _walk(rehearsed, attempts, progress)
