@@ -1018,7 +1018,7 @@ class _MissingData(tuple):
 
 def _missing_retrieval_files(spec: TaskSpec, languages: list[str], loc: Loc) -> list[tuple[Loc, str]]:
     """Retrieval data is read in place: the upstream files must lie under the task's data directory."""
-    split = "test" if spec.name == "tatoeba" else "dev"
+    split = spec.required_split
     root = Path(spec.data.data_dir)
     layouts = spec.sources.local.get(split, ()) if spec.sources else ()
     missing = [lang for lang in languages if not any(layout.paths(root, split, lang) for layout in layouts)]

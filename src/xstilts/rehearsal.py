@@ -98,9 +98,8 @@ class Rehearsal(Attempts):
         peak.bytes = max(peak.bytes, self.inner_peaks.pop())
         if self.inner_peaks:
             self.inner_peaks[-1] = max(self.inner_peaks[-1], peak.bytes)
-        if kind != "pretrained encoder":  # nothing to build
-            error = _describe(failed[0]) if failed else None
-            self.outcomes.append(Outcome(kind, label, time.perf_counter() - started, peak, error))
+        error = _describe(failed[0]) if failed else None
+        self.outcomes.append(Outcome(kind, label, time.perf_counter() - started, peak, error))
 
 
 def _describe(error: BaseException) -> str:
@@ -350,13 +349,13 @@ def _sample_retrieval(
     spec: TaskSpec, languages: list[str], data_dir: Path, count: int
 ) -> tuple[list[str], list[SampledFile]]:
     """A retrieval target's languages whose files were found (and copied), and the missing ones."""
-    split = "test" if spec.name == "tatoeba" else "dev"
+    split = spec.required_split
     found, missing = [], []
     for language in languages:
         if sample_retrieval_files(spec, split, language, data_dir / spec.name, count):
             found.append(language)
-            if split == "dev":
-                sample_retrieval_files(spec, "test", language, data_dir / spec.name, count)
+            if split != spec.eval_split:  # the test files too, where there are any
+                sample_retrieval_files(spec, spec.eval_split, language, data_dir / spec.name, count)
         else:
             missing.append(SampledFile(spec.name, split, language, False))
     return found, missing

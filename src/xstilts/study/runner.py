@@ -89,10 +89,11 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, progress: bool, att
     rows: list[ResultRow] = []
     try:
         for node in plan.nodes.values():  # parents first, chain by chain: a pruned parent is never needed again
-            with attempts.attempt(node_kind(node), node.label) as failed:
-                executor.ensure_trained(node)
-            if failed:
-                continue
+            if node.stage is not None or node.merge is not None:  # the pretrained encoder has nothing to build
+                with attempts.attempt(node_kind(node), node.label) as failed:
+                    executor.ensure_trained(node)
+                if failed:
+                    continue
             if config.diagnostics is not None and node.combination is None:
                 with attempts.attempt("diagnostics", node.label):
                     executor.diagnose(node)
@@ -131,8 +132,6 @@ def node_kind(node: ChainPrefix) -> str:
     """What building a plan node is, for a rehearsal's table: a merge, a mixture, an intermediate stage of a kind."""
     if node.merge is not None:
         return f"merge ({node.merge.settings.method})"
-    if node.stage is None:
-        return "pretrained encoder"
     if node.stage.mixture is not None:
         return "mixture stage"
     return f"intermediate {node.stage.spec.kind} ({node.stage.mode})"

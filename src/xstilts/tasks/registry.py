@@ -125,6 +125,12 @@ class TaskSpec:
         return {DEV: self.dev_split, TEST: self.eval_split}[split]
 
     @property
+    def required_split(self) -> str:
+        """The split a retrieval task cannot be evaluated without: dev (BUCC's threshold is chosen there), or test
+        where there is no dev (Tatoeba)."""
+        return self.dev_split if self.has_dev else self.eval_split
+
+    @property
     def trainable(self) -> bool:
         """Retrieval tasks have no training data: they are evaluated on an encoder as it is."""
         return self.kind != "retrieval"
