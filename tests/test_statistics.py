@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import chi2
 
 from xstilts.metrics.units import Units, item_keys
+from xstilts.results import statistics as st
 from xstilts.results.resampling import item_replicates, paired_replicates
 from xstilts.results.statistics import (
     TEST_SAMPLE_ONLY,
@@ -190,6 +192,36 @@ def test_runs_that_agree_exactly_give_a_test_sample_interval_with_normal_quantil
     flat = Runs(np.full(3, base), np.repeat(replicates[0:1], 3, axis=0), [(), (), ()], [0, 1, 2])
     none = difference(flat, baseline)
     assert none.estimate == 0 and none.se == 0 and none.p_value == 1.0 and not none.excludes_zero()
+
+
+def _grid_coverage(arms: list[tuple[float, int]], shared: float, draws: int, rng) -> float:
+    """How often `interval` covers the truth when the estimate's variance is known to be sum(arms) + shared: each
+    arm's mean square is drawn as its true value x chi-square(df) / df, the shared test-sample variance is known
+    (a bootstrap measures it precisely) and the estimate's error is normal."""
+    covered = 0
+    for _ in range(draws):
+        terms = [st.RunVariance(df, value * rng.chisquare(df) / df, 0.0, None) for value, df in arms]
+        error = rng.normal(0.0, np.sqrt(sum(value for value, _ in arms) + shared))
+        half = np.sqrt(shared / 2)  # two replicates whose variance (ddof 1) is `shared`
+        found = st.interval(error, terms, np.array([-half, half]), 2)
+        covered += found.lower <= 0.0 <= found.upper
+    return covered / draws
+
+
+def test_degrees_of_freedom_hold_coverage_where_few_orders_measure_the_training_noise(monkeypatch):
+    """A score with three orders (one mean square, 2 degrees of freedom) plus the test sample's known variance,
+    and a gain (two such arms): the plug-in Satterthwaite degrees of freedom come out large exactly when the mean
+    square came out small, and cover about 92% where the training noise is 80-90% of the variance; at each mean
+    square's 70% upper bound the interval holds at every share (and a gain's two arms stay near nominal)."""
+    rng = np.random.default_rng(3)
+    draws = 3000
+    one_arm = {w: _grid_coverage([(w, 2)], 1 - w, draws, rng) for w in (0.8, 0.9)}
+    two_arms = {w: _grid_coverage([(w / 2, 2), (w / 2, 2)], 1 - w, draws, rng) for w in (0.95,)}
+    assert all(0.935 <= c <= 0.97 for c in one_arm.values()), one_arm
+    assert all(0.935 <= c <= 0.975 for c in two_arms.values()), two_arms
+    monkeypatch.setattr(st, "DF_BOUND", float(chi2.cdf(2, 2)))  # each mean square at its own value: the plug-in
+    plug_in = [_grid_coverage([(w, 2)], 1 - w, draws, rng) for w in (0.8, 0.9)]
+    assert np.mean(plug_in) < 0.935, plug_in
 
 
 def test_first_task_and_each_further_task_are_answered_apart():
