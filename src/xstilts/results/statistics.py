@@ -240,9 +240,10 @@ def satterthwaite(terms: Sequence[RunVariance], known: float) -> float | None:
     for this purpose only, at a 70% upper confidence bound (value x d / the 30% quantile of chi-square with d
     degrees of freedom). The plain plug-in understates the uncertainty exactly when a mean square came out small
     by chance (its degrees of freedom then come out large): with the two degrees of freedom of three orders a
-    score's interval covered 92% where training noise dominates. Evaluated on a grid of variance shares and arms
-    (one arm or two, 2 or 4 degrees of freedom each) this form covers 94.6-96.6% at nominal 95%, against 92.1-96.5%
-    for the plug-in and 93.1-96.5% at the median; `benchmarks/calibration.py` checks it on whole studies."""
+    score's interval covered 92% where training noise dominates. On a grid of variance shares with one arm or two
+    of 2 or 4 degrees of freedom each, this form covered 94.6-96.6% at nominal 95% (the plug-in 92.1-96.5%, the
+    median 93.1-96.5%); `tests/test_statistics.py` checks the grid's hardest points through `interval`, and
+    `benchmarks/calibration.py` whole studies."""
     if not terms:
         return None
     upper = [v.value * v.df / stats.chi2.ppf(DF_BOUND, v.df) for v in terms]

@@ -302,31 +302,7 @@ def train(
         )
         lines = ProgressLines(description, counts.total_steps, first_step)
         run.started = time.perf_counter()
-        model.train()
-        with cpu_dropout(model) if accelerator.device.type == "cpu" else contextlib.nullcontext():
-            for step in range(first_step, counts.total_steps + 1):
-                run.optimizer_step(step, kinds[schedule[step - 1]], schedule[step - 1], ready)
-                evaluating = step % settings.eval_every_steps == 0 or step == counts.total_steps
-                checkpointing = (
-                    checkpointer is not None and step % checkpointer.every_steps == 0 and step < counts.total_steps
-                )
-                if evaluating or checkpointing or step % settings.log_every_steps == 0:
-                    # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that sync anyway.
-                    _stop_if_diverged(
-                        run.running_loss,
-                        run.bad_gradients,
-                        step,
-                        counts.total_steps,
-                        description,
-                        settings,
-                        accelerator,
-                    )
-                run.log(step, bar, lines)
-                bar.update(1)
-                if evaluating and run.validate(step, validate):
-                    break
-                if checkpointing:
-                    run.checkpoint(step)
+        run.steps(first_step, schedule, kinds, ready, bar, lines, validate)
         bar.close()
         return run.finish(schedule)
     finally:
@@ -431,6 +407,45 @@ class _Run:
         for step_task in schedule[: state["step"]]:  # skip the data already seen
             next(batches[step_task])
         return state["step"] + 1
+
+    def steps(
+        self,
+        first_step: int,
+        schedule: Sequence[str],
+        kinds: Mapping[str, Any],
+        ready: Iterator[Any],
+        bar: Any,
+        lines: ProgressLines,
+        validate: Callable[[MultiTaskModel], float],
+    ) -> None:
+        """The optimizer steps from `first_step` on, with logging, validation (early stopping) and checkpoints."""
+        settings, counts, checkpointer = self.settings, self.counts, self.checkpointer
+        self.model.train()
+        with cpu_dropout(self.model) if self.accelerator.device.type == "cpu" else contextlib.nullcontext():
+            for step in range(first_step, counts.total_steps + 1):
+                self.optimizer_step(step, kinds[schedule[step - 1]], schedule[step - 1], ready)
+                evaluating = step % settings.eval_every_steps == 0 or step == counts.total_steps
+                checkpointing = (
+                    checkpointer is not None and step % checkpointer.every_steps == 0 and step < counts.total_steps
+                )
+                if evaluating or checkpointing or step % settings.log_every_steps == 0:
+                    # Never validate, checkpoint or keep weights after a NaN/inf: one host-device sync, at steps that
+                    # sync anyway.
+                    _stop_if_diverged(
+                        self.running_loss,
+                        self.bad_gradients,
+                        step,
+                        counts.total_steps,
+                        self.description,
+                        settings,
+                        self.accelerator,
+                    )
+                self.log(step, bar, lines)
+                bar.update(1)
+                if evaluating and self.validate(step, validate):
+                    return
+                if checkpointing:
+                    self.checkpoint(step)
 
     def optimizer_step(self, step: int, kind: Any, step_task: str, ready: Iterator[Any]) -> None:
         """Forward and backward over the step's micro-batches, clip, step the optimizer and the schedule."""
